@@ -1,0 +1,131 @@
+"""Sign-in: one twisted.cred Portal per method, chosen by the request.
+
+``Portal.registerChecker`` keeps a single checker per credentials interface,
+so local and directory sign-in cannot share one portal. :class:`Authenticator`
+holds a portal per enabled method and picks it from the request's ``auth``
+flag (``false`` local, ``true`` directory). It also bounds how many sign-ins
+may be in flight: past the bound the answer is a quick 503, never a queue
+that turns into minutes of latency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm, Portal
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from chateau.errors import NOT_AUTHENTICATED, UNAVAILABLE, ChateauError
+
+LOCAL = "local"
+DIRECTORY = "ldap"
+
+
+class IAccount(Interface):
+    """A signed-in user, as the realm hands it out."""
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    method: str
+    display_name: str | None = None
+
+
+class LoginFailed(UnauthorizedLogin):
+    """Sign-in refused, with a detail that is safe to show the client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a checker returns as avatar id: the canonical name and its source."""
+
+    username: str
+    method: str
+    display_name: str | None = None
+
+
+@implementer(IRealm)
+class ChateauRealm:
+    """Turns a checked identity into an :class:`Account`."""
+
+    def requestAvatar(self, avatarId: Identity, mind: Any, *interfaces: Any) -> Any:
+        if IAccount not in interfaces:
+            raise NotImplementedError("Chateau only hands out IAccount avatars")
+        account = Account(avatarId.username, avatarId.method, avatarId.display_name)
+        return IAccount, account, lambda: None
+
+
+class Authenticator:
+    """Dispatches sign-ins to the portal of the method the client asked for."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        checkers: Mapping[str, ICredentialsChecker],
+        max_pending: int,
+        realm: IRealm | None = None,
+    ) -> None:
+        realm = realm or ChateauRealm()
+        self._portals = {name: Portal(realm, [checker]) for name, checker in checkers.items()}
+        self._max_pending = max_pending
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def methods(self) -> list[str]:
+        return sorted(self._portals)
+
+    async def sign_in(self, username: str, password: str, directory: bool) -> Account:
+        """Check the credentials with the chosen method; raise ChateauError if refused."""
+        method = DIRECTORY if directory else LOCAL
+        portal = self._portals.get(method)
+        if portal is None:
+            if directory:
+                raise ChateauError(
+                    NOT_AUTHENTICATED,
+                    "directory sign-in (auth: true) is not configured on this server",
+                )
+            raise ChateauError(
+                NOT_AUTHENTICATED,
+                "local sign-in (auth: false) is disabled on this server; "
+                "sign in with your directory account (auth: true)",
+            )
+        if not password.strip():
+            raise ChateauError(NOT_AUTHENTICATED, "authentication failed: empty password")
+        if self._pending >= self._max_pending:
+            raise ChateauError(
+                UNAVAILABLE, "server busy: too many sign-ins in progress, retry shortly"
+            )
+        self._pending += 1
+        try:
+            _iface, account, _logout = await portal.login(
+                UsernamePassword(username, password), None, IAccount
+            )
+        except LoginFailed as failure:
+            self._log.info(
+                "sign-in refused for {username} ({method}): {detail}",
+                username=username, method=method, detail=failure.detail,
+            )
+            raise ChateauError(NOT_AUTHENTICATED, failure.detail) from None
+        except UnauthorizedLogin:
+            raise ChateauError(NOT_AUTHENTICATED, "authentication failed") from None
+        finally:
+            self._pending -= 1
+        self._log.info(
+            "{username} signed in ({method})", username=account.username, method=method
+        )
+        return account
+

@@ -1,0 +1,261 @@
+"""The wire format: JSON text frames to typed requests, and replies back to JSON.
+
+Each request type is a frozen dataclass whose annotated fields are the JSON
+fields it takes. :func:`decode_request` checks every field's presence and
+type, so handlers receive well-formed objects and never look at raw JSON.
+Replies are plain dicts built by the small functions at the bottom; they are
+encoded once (:func:`encode`) however many peers receive them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from chateau.errors import BadRequest
+
+MISSING: Any = dataclasses.MISSING
+
+
+@dataclass(frozen=True)
+class Request:
+    """Base of every request; ``msg_id`` is any JSON value, echoed back."""
+
+    msg_id: Any = field(default=None, kw_only=True)
+    # Whether the request needs a signed-in connection.
+    needs_user: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class RegisterRequest(Request):
+    username: str
+    password: str
+    auth: bool = False
+    needs_user: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class GroupMessageInitRequest(Request):
+    recipients: list[str]
+    chatname: str
+
+
+@dataclass(frozen=True)
+class GroupMessageRequest(Request):
+    recipient: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ClientListRequest(Request):
+    pass
+
+
+@dataclass(frozen=True)
+class RandomMessageRequest(Request):
+    content: str
+
+
+@dataclass(frozen=True)
+class GroupLeaveRequest(Request):
+    chatname: str
+
+
+# Wire name -> request class. ``MessageRequest`` is what the original server
+# and its Android app really sent for a chat message.
+REQUEST_TYPES: dict[str, type[Request]] = {
+    "RegisterRequest": RegisterRequest,
+    "GroupMessageInitRequest": GroupMessageInitRequest,
+    "GroupMessageRequest": GroupMessageRequest,
+    "MessageRequest": GroupMessageRequest,
+    "ClientListRequest": ClientListRequest,
+    "RandomMessageRequest": RandomMessageRequest,
+    "GroupLeaveRequest": GroupLeaveRequest,
+}
+
+_JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        return f"a list of {_JSON_NAMES[item].split(' ', 1)[1]}s"
+    return _JSON_NAMES[annotation]
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _build_schemas() -> dict[type[Request], list[tuple[str, Any, bool]]]:
+    schemas = {}
+    for cls in set(REQUEST_TYPES.values()):
+        hints = typing.get_type_hints(cls)
+        fields = []
+        for f in dataclasses.fields(cls):
+            if f.name == "msg_id":
+                continue
+            required = f.default is MISSING and f.default_factory is MISSING
+            fields.append((f.name, hints[f.name], required))
+        schemas[cls] = fields
+    return schemas
+
+
+_SCHEMAS = _build_schemas()
+
+
+def peek_msg_id(payload: Any) -> Any:
+    """The ``msg_id`` of a frame that may be malformed, for echoing in errors."""
+    return payload.get("msg_id") if isinstance(payload, dict) else None
+
+
+def parse_json(payload: bytes) -> Any:
+    """Decode a text frame's payload, or raise :class:`BadRequest`."""
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"frame is not valid JSON: {exc}") from None
+
+
+def decode_request(data: Any) -> Request:
+    """Turn parsed JSON into a typed request, or raise :class:`BadRequest`."""
+    if not isinstance(data, dict):
+        raise BadRequest("a request must be a JSON object")
+    kind = data.get("type")
+    if kind is None:
+        raise BadRequest("missing field 'type'")
+    if not isinstance(kind, str):
+        raise BadRequest("field 'type' must be a string")
+    cls = REQUEST_TYPES.get(kind)
+    if cls is None:
+        raise BadRequest(f"unknown request type {kind!r}")
+    kwargs: dict[str, Any] = {"msg_id": data.get("msg_id")}
+    for name, annotation, required in _SCHEMAS[cls]:
+        if name not in data:
+            if required:
+                raise BadRequest(f"{kind}: missing field {name!r}")
+            continue
+        value = data[name]
+        if not _matches(value, annotation):
+            raise BadRequest(
+                f"{kind}: field {name!r} must be {_type_name(annotation)}"
+            )
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """Encode one outgoing message; callers fan the bytes out unchanged."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# ---------------------------------------------------------------------------
+# Outgoing messages. Each function is one wire type; docs/protocol.md lists
+# the same fields.
+
+
+def error_response(status: int, detail: str, msg_id: Any = None) -> dict[str, Any]:
+    return {"type": "ErrorResponse", "status": status, "detail": detail, "msg_id": msg_id}
+
+
+def register_response(username: str) -> dict[str, Any]:
+    return {"type": "RegisterResponse", "status": 200, "username": username}
+
+
+def group_init_response(chatname: str) -> dict[str, Any]:
+    return {"type": "GroupMessageInitResponse", "status": 200, "chatname": chatname}
+
+
+def group_init_notice(chatname: str, creator: str, members: list[str]) -> dict[str, Any]:
+    return {
+        "type": "GroupMessageInitResponse",
+        "status": 201,
+        "chatname": chatname,
+        "creator": creator,
+        "members": members,
+    }
+
+
+def message_send_response(message_id: int, timestamp: str) -> dict[str, Any]:
+    return {
+        "type": "MessageSendResponse",
+        "status": 200,
+        "id": message_id,
+        "timestamp": timestamp,
+    }
+
+
+def group_message_recv(
+    *, first: bool, sender: str, chatname: str, content: str, message_id: int, timestamp: str
+) -> dict[str, Any]:
+    return {
+        "type": "GroupMessageRecv",
+        "status": 201 if first else 200,
+        "sender": sender,
+        "chatname": chatname,
+        "content": content,
+        "id": message_id,
+        "timestamp": timestamp,
+    }
+
+
+def message_recv(
+    *, sender: str, chatname: str, content: str, message_id: int, timestamp: str,
+    random: bool = False,
+) -> dict[str, Any]:
+    message = {
+        "type": "MessageRecv",
+        "status": 200,
+        "sender": sender,
+        "chatname": chatname,
+        "groupchat": False,
+        "content": content,
+        "id": message_id,
+        "timestamp": timestamp,
+    }
+    if random:
+        message["random"] = True
+    return message
+
+
+def client_list_response(clients: list[str]) -> dict[str, Any]:
+    return {"type": "ClientListResponse", "status": 200, "clients": clients}
+
+
+def random_message_response(
+    client: str, chatname: str, message_id: int, timestamp: str
+) -> dict[str, Any]:
+    return {
+        "type": "RandomMessageResponse",
+        "status": 200,
+        "client": client,
+        "chatname": chatname,
+        "id": message_id,
+        "timestamp": timestamp,
+    }
+
+
+def random_chat_ended(chatname: str, user: str, reason: str) -> dict[str, Any]:
+    return {
+        "type": "RandomChatEndedRecv",
+        "status": 200,
+        "chatname": chatname,
+        "user": user,
+        "reason": reason,
+    }
+
+
+def group_leave_response(chatname: str) -> dict[str, Any]:
+    return {"type": "GroupLeaveResponse", "status": 200, "chatname": chatname}
+
+
+def group_member_left(chatname: str, user: str) -> dict[str, Any]:
+    return {"type": "GroupMemberLeftRecv", "status": 200, "chatname": chatname, "user": user}

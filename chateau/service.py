@@ -1,0 +1,136 @@
+"""Wiring: build a Chateau server from a Config, as a twistd service tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.python.failure import Failure
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Site
+
+from chateau.auth import LOCAL, Authenticator
+from chateau.auth.local import Hasher, LocalChecker
+from chateau.chat import Chat
+from chateau.config import Config
+from chateau.protocol import ChateauServerFactory
+from chateau.registry import Registry
+from chateau.store import Store, make_engine, pool_size_for
+from chateau.web import make_site
+
+
+class ThreadPoolService(Service):
+    """Starts a ThreadPool with the application and stops it on shutdown."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class Chateau(MultiService):
+    """The whole server: thread pools first, then the listeners once the DB is ready.
+
+    ``ready`` fires when every endpoint listens; ``ports`` are the listening ports.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: Config, reactor: Any, exit_on_failure: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self._exit_on_failure = exit_on_failure
+        self.engine = make_engine(config.database.url)
+        db_pool = ThreadPool(
+            minthreads=1,
+            maxthreads=pool_size_for(config.database.url, config.database.threads),
+            name="chateau-db",
+        )
+        hash_pool = ThreadPool(
+            minthreads=1, maxthreads=config.auth.bcrypt_threads, name="chateau-bcrypt"
+        )
+        self.pools = [db_pool, hash_pool]
+        for pool in self.pools:
+            ThreadPoolService(pool).setServiceParent(self)
+        self.store = Store(reactor, self.engine, db_pool)
+        checkers = {}
+        if LOCAL in config.auth.methods:
+            hasher = Hasher(reactor, hash_pool, config.auth.bcrypt_cost)
+            checkers[LOCAL] = LocalChecker(
+                self.store, hasher, config.auth.registration == "open"
+            )
+        self.authenticator = Authenticator(checkers, config.auth.max_pending_signins)
+        self.chat = Chat(config, Registry(), self.store, self.authenticator)
+        self.factory = ChateauServerFactory(self.chat, config.server, reactor=reactor)
+        self.site: Site = make_site(self.factory)
+        self.ports: list[IListeningPort] = []
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        self._log.info(
+            "Chateau starting: database {db}, sign-in methods {methods}",
+            db=make_url(self.config.database.url).render_as_string(hide_password=True),
+            methods=",".join(self.config.auth.methods),
+        )
+        self.ready = ensureDeferred(self._start())
+        if self._exit_on_failure:
+            self.ready.addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        await self.chat.start()
+        for description in self.config.server.listen:
+            endpoint = endpoints.serverFromString(self.reactor, description)
+            port = await endpoint.listen(self.site)
+            self.ports.append(port)
+            self._log.info(
+                "Chateau listening on {endpoint} ({address})",
+                endpoint=description, address=port.getHost(),
+            )
+
+    def _start_failed(self, failure: Failure) -> None:
+        self._log.failure("Chateau could not start; stopping", failure)
+        self.reactor.stop()
+
+    async def _stop(self) -> None:
+        ports, self.ports = self.ports, []
+        for port in ports:
+            await port.stopListening()
+        await super().stopService()
+        self.engine.dispose()
+
+    def stopService(self) -> Deferred[None]:
+        return ensureDeferred(self._stop())
+
+
+def prepare_database(url: str) -> None:
+    """Check the database and create the schema, before the reactor runs.
+
+    This runs once in ``makeService``, before any listener exists, so that a
+    wrong URL or an unreachable server stops start-up with one clear line
+    instead of a server that accepts connections it cannot serve.
+    """
+    from chateau.store import metadata
+
+    shown = make_url(url).render_as_string(hide_password=True)
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            metadata.create_all(connection)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SystemExit(f"chateau: cannot use the database {shown}: {reason}") from None
+    finally:
+        engine.dispose()

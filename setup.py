@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="chateau",
+    version="0.1.0",
+    description="A WebSocket chat server for campuses and teams, on Twisted and Autobahn.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    # "twisted.plugins" is listed by hand: find_packages cannot see it
+    # because twisted/ and twisted/plugins/ have no __init__.py.
+    packages=find_packages(include=["chateau", "chateau.*"]) + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["chateau_plugin.py"]},
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "autobahn>=24.4",
+        "sqlalchemy>=2.0",
+        "bcrypt>=4.1",
+        "ldap3>=2.9",
+        "psycopg[binary]>=3.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "websocket-client>=1.7",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Communications :: Chat",
+    ],
+)

@@ -1,0 +1,83 @@
+"""Shared fixtures: an in-process Chateau on a free loopback port, and clients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from chateau.config import Config, load_config
+from chateau.service import Chateau
+from tests.wsclient import Client, connect
+
+
+def make_config(tmp_path: Path, **sections: dict[str, str]) -> Config:
+    """A config for tests: SQLite in *tmp_path*, port 0, cheap bcrypt."""
+    overrides = {
+        ("server", "listen"): "tcp:0:interface=127.0.0.1",
+        ("database", "url"): f"sqlite:///{tmp_path / 'chateau.sqlite3'}",
+        ("auth", "bcrypt_cost"): "4",
+    }
+    for section, values in sections.items():
+        for key, value in values.items():
+            overrides[(section, key)] = value
+    return load_config(None, overrides)
+
+
+class RunningServer:
+    def __init__(self, service: Chateau) -> None:
+        self.service = service
+        port = service.ports[0].getHost().port
+        self.url = f"ws://127.0.0.1:{port}/ws"
+        self.http_url = f"http://127.0.0.1:{port}/"
+        self.clients: list[Client] = []
+
+    async def client(self, username: str | None = None, password: str = "secret") -> Client:
+        client = await connect(self.url)
+        self.clients.append(client)
+        if username is not None:
+            await client.register(username, password)
+        return client
+
+    async def close_clients(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+async def start_server(config: Config) -> RunningServer:
+    service = Chateau(config, reactor)
+    service.startService()
+    await service.ready
+    return RunningServer(service)
+
+
+@pytest.fixture
+def config_factory(tmp_path: Path) -> Callable[..., Config]:
+    return lambda **sections: make_config(tmp_path, **sections)
+
+
+@pytest_twisted.async_yield_fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    running = await start_server(make_config(tmp_path))
+    yield running
+    await running.close_clients()
+    await running.service.stopService()
+
+
+@pytest_twisted.async_yield_fixture
+async def server_factory() -> AsyncIterator[Callable[[Config], Awaitable[RunningServer]]]:
+    """Start servers with custom configs; all are stopped at the end."""
+    started: list[RunningServer] = []
+
+    async def start(config: Config) -> RunningServer:
+        running = await start_server(config)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await running.close_clients()
+        await running.service.stopService()

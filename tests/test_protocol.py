@@ -1,0 +1,395 @@
+"""The wire protocol over real loopback connections, one test per behaviour."""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from tests.wsclient import connect
+
+inline = pytest_twisted.ensureDeferred
+
+
+# -- RegisterRequest ---------------------------------------------------------
+
+@inline
+async def test_register_creates_account_and_echoes_msg_id(server):
+    alice = await server.client()
+    reply = await alice.request(
+        {"type": "RegisterRequest", "username": "Alice", "password": "pw", "auth": False,
+         "msg_id": {"any": ["json", 1]}}
+    )
+    assert reply == {"type": "RegisterResponse", "status": 200, "username": "alice",
+                     "msg_id": {"any": ["json", 1]}}
+
+
+@inline
+async def test_register_again_with_right_and_wrong_password(server):
+    first = await server.client("alice", "pw")
+    await first.close()
+    again = await server.client()
+    reply = await again.request(
+        {"type": "RegisterRequest", "username": "ALICE", "password": "pw", "msg_id": 1})
+    assert reply["type"] == "RegisterResponse" and reply["username"] == "alice"
+    wrong = await server.client()
+    reply = await wrong.request(
+        {"type": "RegisterRequest", "username": "alice", "password": "nope", "msg_id": 2})
+    assert reply["type"] == "ErrorResponse" and reply["status"] == 301
+    assert "wrong username or password" in reply["detail"] and reply["msg_id"] == 2
+
+
+@inline
+async def test_register_twice_on_one_socket_is_302(server):
+    alice = await server.client("alice")
+    reply = await alice.request(
+        {"type": "RegisterRequest", "username": "bob", "password": "pw", "msg_id": 7})
+    assert reply["status"] == 302 and reply["type"] == "ErrorResponse"
+    assert "already signed in as 'alice'" in reply["detail"] and reply["msg_id"] == 7
+
+
+@inline
+async def test_register_empty_password_is_301(server):
+    client = await server.client()
+    for password in ("", "   "):
+        reply = await client.request(
+            {"type": "RegisterRequest", "username": "alice", "password": password})
+        assert reply["status"] == 301 and "empty password" in reply["detail"]
+
+
+@inline
+async def test_register_invalid_username_is_301(server):
+    client = await server.client()
+    for name in ("", "a" * 33, "bad name", "x*", "a,b", "(uid=*)", "~random"):
+        reply = await client.request(
+            {"type": "RegisterRequest", "username": name, "password": "pw"})
+        assert reply["status"] == 301, (name, reply)
+        assert "a username is" in reply["detail"]
+
+
+@inline
+async def test_register_directory_without_ldap_is_301(server):
+    client = await server.client()
+    reply = await client.request(
+        {"type": "RegisterRequest", "username": "alice", "password": "pw", "auth": True})
+    assert reply["status"] == 301 and "directory sign-in" in reply["detail"]
+    assert "not configured" in reply["detail"]
+
+
+@inline
+async def test_register_closed_registration(server_factory, config_factory):
+    running = await server_factory(config_factory(auth={"registration": "closed"}))
+    client = await running.client()
+    reply = await client.request(
+        {"type": "RegisterRequest", "username": "newcomer", "password": "pw"})
+    assert reply["status"] == 301
+    assert "wrong username or password" in reply["detail"]
+
+
+@inline
+async def test_register_password_over_72_bytes_refused(server):
+    client = await server.client()
+    reply = await client.request(
+        {"type": "RegisterRequest", "username": "alice", "password": "é" * 40})
+    assert reply["status"] == 301 and "72 bytes" in reply["detail"]
+
+
+@inline
+async def test_username_cannot_take_a_group_name(server):
+    alice = await server.client("alice")
+    await server.client("bob")
+    await alice.request(
+        {"type": "GroupMessageInitRequest", "recipients": ["bob"], "chatname": "team"})
+    thief = await server.client()
+    reply = await thief.request(
+        {"type": "RegisterRequest", "username": "team", "password": "pw"})
+    assert reply["status"] == 301 and "group name" in reply["detail"]
+
+
+# -- not signed in -----------------------------------------------------------
+
+@inline
+async def test_every_request_needs_sign_in(server):
+    client = await server.client()
+    requests = [
+        {"type": "GroupMessageInitRequest", "recipients": ["x"], "chatname": "c"},
+        {"type": "GroupMessageRequest", "recipient": "x", "content": "hi"},
+        {"type": "MessageRequest", "recipient": "x", "content": "hi"},
+        {"type": "ClientListRequest"},
+        {"type": "RandomMessageRequest", "content": "hi"},
+        {"type": "GroupLeaveRequest", "chatname": "c"},
+    ]
+    for number, request in enumerate(requests):
+        reply = await client.request({**request, "msg_id": number})
+        assert reply["type"] == "ErrorResponse" and reply["status"] == 301, reply
+        assert "not signed in" in reply["detail"] and reply["msg_id"] == number
+
+
+# -- GroupMessageInitRequest -------------------------------------------------
+
+@inline
+async def test_group_init_notifies_online_members(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    await server.client("carol")  # an account, then offline
+    await server.clients[-1].close()
+    reply = await alice.request(
+        {"type": "GroupMessageInitRequest", "recipients": ["Bob", "carol"],
+         "chatname": "Study Group", "msg_id": "g"})
+    assert reply == {"type": "GroupMessageInitResponse", "status": 200,
+                     "chatname": "study group", "msg_id": "g"}
+    await bob.expect("GroupMessageInitResponse", status=201, chatname="study group",
+                     creator="alice", members=["alice", "bob", "carol"])
+
+
+@inline
+async def test_group_init_taken_name_and_user_name(server):
+    alice = await server.client("alice")
+    await server.client("bob")
+    await alice.request({"type": "GroupMessageInitRequest", "recipients": ["bob"], "chatname": "c1"})
+    for chatname in ("C1", "bob"):
+        reply = await alice.request(
+            {"type": "GroupMessageInitRequest", "recipients": ["bob"], "chatname": chatname})
+        assert reply["type"] == "ErrorResponse" and reply["status"] == 301, reply
+        assert "is taken" in reply["detail"]
+
+
+@inline
+async def test_group_init_unknown_recipient_creates_nothing(server):
+    alice = await server.client("alice")
+    await server.client("bob")
+    reply = await alice.request(
+        {"type": "GroupMessageInitRequest", "recipients": ["bob", "ghost"], "chatname": "c"})
+    assert reply["status"] == 404 and "ghost" in reply["detail"]
+    reply = await alice.request({"type": "GroupMessageRequest", "recipient": "c", "content": "x"})
+    assert reply["status"] == 404
+
+
+@inline
+async def test_group_init_bad_chatname_and_empty_recipients(server):
+    alice = await server.client("alice")
+    reply = await alice.request(
+        {"type": "GroupMessageInitRequest", "recipients": ["alice"], "chatname": "ok"})
+    assert reply["status"] == 400 and "at least one other user" in reply["detail"]
+    reply = await alice.request(
+        {"type": "GroupMessageInitRequest", "recipients": ["bob"], "chatname": " spaced "})
+    assert reply["status"] == 400 and "chatname" in reply["detail"]
+
+
+# -- GroupMessageRequest / MessageRequest ------------------------------------
+
+@inline
+async def test_group_message_first_is_201_then_200(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    carol = await server.client("carol")
+    await alice.request(
+        {"type": "GroupMessageInitRequest", "recipients": ["bob", "carol"], "chatname": "team"})
+    await bob.expect("GroupMessageInitResponse", status=201)
+    await carol.expect("GroupMessageInitResponse", status=201)
+    ack = await alice.request(
+        {"type": "GroupMessageRequest", "recipient": "team", "content": "hello", "msg_id": 5})
+    assert ack["type"] == "MessageSendResponse" and ack["status"] == 200 and ack["msg_id"] == 5
+    assert isinstance(ack["id"], int) and ack["timestamp"].endswith("Z")
+    for member in (bob, carol):
+        got = await member.expect("GroupMessageRecv", status=201, sender="alice",
+                                  chatname="team", content="hello")
+        assert got["id"] == ack["id"] and got["timestamp"] == ack["timestamp"]
+    ack2 = await bob.request({"type": "MessageRequest", "recipient": "team", "content": "hi"})
+    assert ack2["id"] > ack["id"]
+    await alice.expect("GroupMessageRecv", status=200, sender="bob", content="hi")
+    await carol.expect("GroupMessageRecv", status=200, sender="bob", content="hi")
+    await bob.nothing()
+
+
+@inline
+async def test_group_message_non_member_is_403(server):
+    alice = await server.client("alice")
+    await server.client("bob")
+    eve = await server.client("eve")
+    await alice.request({"type": "GroupMessageInitRequest", "recipients": ["bob"], "chatname": "team"})
+    reply = await eve.request({"type": "GroupMessageRequest", "recipient": "team", "content": "x"})
+    assert reply["status"] == 403 and "not a member" in reply["detail"]
+
+
+@inline
+async def test_direct_message(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    ack = await alice.request({"type": "GroupMessageRequest", "recipient": "BOB", "content": "yo"})
+    assert ack["type"] == "MessageSendResponse"
+    got = await bob.expect("MessageRecv", status=200, sender="alice", chatname="alice",
+                           groupchat=False, content="yo")
+    assert got["id"] == ack["id"]
+
+
+@inline
+async def test_direct_message_to_offline_user_is_accepted(server):
+    bob = await server.client("bob")
+    await bob.close()
+    alice = await server.client("alice")
+    ack = await alice.request({"type": "MessageRequest", "recipient": "bob", "content": "later"})
+    assert ack["type"] == "MessageSendResponse"
+
+
+@inline
+async def test_message_to_nobody_is_404(server):
+    alice = await server.client("alice")
+    reply = await alice.request({"type": "MessageRequest", "recipient": "nobody", "content": "x"})
+    assert reply["status"] == 404 and "nobody" in reply["detail"]
+
+
+@inline
+async def test_message_content_limits(server):
+    alice = await server.client("alice")
+    await server.client("bob")
+    reply = await alice.request({"type": "MessageRequest", "recipient": "bob", "content": ""})
+    assert reply["status"] == 400 and "empty" in reply["detail"]
+    reply = await alice.request(
+        {"type": "MessageRequest", "recipient": "bob", "content": "x" * 16385})
+    assert reply["status"] == 413
+
+
+@inline
+async def test_user_with_two_connections_gets_messages_on_both(server):
+    alice = await server.client("alice")
+    bob1 = await server.client("bob")
+    bob2 = await server.client("bob")
+    await alice.request({"type": "MessageRequest", "recipient": "bob", "content": "both"})
+    await bob1.expect("MessageRecv", content="both")
+    await bob2.expect("MessageRecv", content="both")
+
+
+# -- ClientListRequest -------------------------------------------------------
+
+@inline
+async def test_client_list_excludes_requester_and_offline(server):
+    alice = await server.client("alice")
+    await server.client("bob")
+    carol = await server.client("carol")
+    reply = await alice.request({"type": "ClientListRequest", "msg_id": 1})
+    assert reply == {"type": "ClientListResponse", "status": 200,
+                     "clients": ["bob", "carol"], "msg_id": 1}
+    await carol.close()
+    reply = await alice.request({"type": "ClientListRequest"})
+    assert reply["clients"] == ["bob"]
+
+
+# -- RandomMessageRequest ----------------------------------------------------
+
+@inline
+async def test_random_alone_is_404(server):
+    alice = await server.client("alice")
+    reply = await alice.request({"type": "RandomMessageRequest", "content": "anyone?"})
+    assert reply["status"] == 404 and "not enough people online" in reply["detail"]
+
+
+@inline
+async def test_random_pair_chat_and_disconnect(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    reply = await alice.request({"type": "RandomMessageRequest", "content": "hi stranger"})
+    assert reply["type"] == "RandomMessageResponse" and reply["client"] == "bob"
+    chatname = reply["chatname"]
+    got = await bob.expect("MessageRecv", status=200, sender="alice", chatname=chatname,
+                           content="hi stranger")
+    assert got["random"] is True
+    ack = await bob.request({"type": "GroupMessageRequest", "recipient": chatname, "content": "hey"})
+    assert ack["type"] == "MessageSendResponse"
+    await alice.expect("GroupMessageRecv", sender="bob", chatname=chatname, content="hey")
+    outsider = await server.client("carol")
+    reply = await outsider.request(
+        {"type": "GroupMessageRequest", "recipient": chatname, "content": "me too"})
+    assert reply["status"] == 403
+    await bob.close()
+    await alice.expect("RandomChatEndedRecv", chatname=chatname, user="bob", reason="disconnected")
+    reply = await alice.request(
+        {"type": "GroupMessageRequest", "recipient": chatname, "content": "still there?"})
+    assert reply["status"] == 404
+
+
+@inline
+async def test_random_pair_leave(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    reply = await alice.request({"type": "RandomMessageRequest", "content": "hi"})
+    await bob.expect("MessageRecv")
+    left = await bob.request({"type": "GroupLeaveRequest", "chatname": reply["chatname"]})
+    assert left["type"] == "GroupLeaveResponse"
+    await alice.expect("RandomChatEndedRecv", user="bob", reason="left")
+
+
+# -- GroupLeaveRequest -------------------------------------------------------
+
+@inline
+async def test_group_leave_tells_members(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    await alice.request({"type": "GroupMessageInitRequest", "recipients": ["bob"], "chatname": "t"})
+    await bob.expect("GroupMessageInitResponse")
+    reply = await bob.request({"type": "GroupLeaveRequest", "chatname": "t", "msg_id": 3})
+    assert reply == {"type": "GroupLeaveResponse", "status": 200, "chatname": "t", "msg_id": 3}
+    await alice.expect("GroupMemberLeftRecv", chatname="t", user="bob")
+    reply = await bob.request({"type": "MessageRequest", "recipient": "t", "content": "x"})
+    assert reply["status"] == 403
+    reply = await bob.request({"type": "GroupLeaveRequest", "chatname": "nope"})
+    assert reply["status"] == 404
+
+
+# -- malformed input ---------------------------------------------------------
+
+@inline
+async def test_malformed_frames_get_400_and_connection_keeps_working(server):
+    alice = await server.client("alice")
+    bad = [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('"text"', "JSON object"),
+        ('{"msg_id": 9}', "missing field 'type'"),
+        ('{"type": 5}', "'type' must be a string"),
+        ('{"type": "Nope", "msg_id": 4}', "unknown request type 'Nope'"),
+        ('{"type": "MessageRequest", "content": "x"}', "missing field 'recipient'"),
+        ('{"type": "MessageRequest", "recipient": 3, "content": "x"}',
+         "'recipient' must be a string"),
+        ('{"type": "GroupMessageInitRequest", "recipients": "bob", "chatname": "c"}',
+         "'recipients' must be a list of strings"),
+        ('{"type": "GroupMessageInitRequest", "recipients": ["a", 1], "chatname": "c"}',
+         "'recipients' must be a list of strings"),
+        ('{"type": "RegisterRequest", "username": "a", "password": "b", "auth": "yes"}',
+         "'auth' must be true or false"),
+    ]
+    for frame, detail in bad:
+        alice.send(frame)
+        reply = await alice.recv()
+        assert reply["type"] == "ErrorResponse" and reply["status"] == 400, (frame, reply)
+        assert detail in reply["detail"], (frame, reply)
+    alice.send(b'{"type": "ClientListRequest"}', binary=True)
+    reply = await alice.recv()
+    assert reply["status"] == 400 and "binary" in reply["detail"]
+    alice.send('{"type": "Nope", "msg_id": 4}')
+    assert (await alice.recv())["msg_id"] == 4
+    reply = await alice.request({"type": "ClientListRequest"})
+    assert reply["type"] == "ClientListResponse"
+
+
+@inline
+async def test_oversized_frame_closes_with_1009(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    alice.send("x" * (64 * 1024 + 1))
+    assert await alice.closed() == 1009
+    reply = await bob.request({"type": "ClientListRequest"})
+    assert reply["clients"] == []
+
+
+@inline
+async def test_disallowed_origin_is_refused(server_factory, config_factory):
+    running = await server_factory(
+        config_factory(server={"allowed_origins": "https://chat.example.edu"}))
+    try:
+        await connect(running.url, origin="https://evil.example.com")
+    except ConnectionError:
+        pass
+    else:
+        raise AssertionError("a foreign origin was let in")
+    client = await connect(running.url, origin="https://chat.example.edu")
+    running.clients.append(client)
+    await client.register("alice")
