@@ -1,0 +1,105 @@
+"""Configuration: defaults, the example file, the command line, clear errors."""
+
+from __future__ import annotations
+
+import configparser
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chateau.config import Config, documented_keys, load_config
+from chateau.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults():
+    config = load_config()
+    assert config == Config()
+    assert config.server.listen == ("tcp:8888:interface=127.0.0.1",)
+    assert config.database.url == "sqlite:///chateau.sqlite3"
+    assert config.auth.bcrypt_cost == 12 and config.auth.methods == ("local",)
+    assert config.server.max_message_size == 64 * 1024
+
+
+def test_example_config_lists_every_key_with_its_default():
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "conf" / "chateau.ini")
+    listed = {(s, k) for s in parser.sections() for k in parser[s]}
+    core = {key for key in documented_keys() if key[0] != "ldap"}
+    assert core <= listed, f"undocumented keys: {sorted(core - listed)}"
+    # Loading the example yields exactly the defaults.
+    example = load_config(str(ROOT / "conf" / "chateau.ini"))
+    defaults = Config()
+    for section in ("server", "database", "auth", "chat"):
+        assert getattr(example, section) == getattr(defaults, section), section
+
+
+def test_command_line_beats_file(tmp_path):
+    path = tmp_path / "c.ini"
+    path.write_text("[database]\nurl = sqlite:///file.db\n[server]\nlisten = tcp:1\n")
+    config = load_config(str(path), {("database", "url"): "sqlite:///cli.db"})
+    assert config.database.url == "sqlite:///cli.db"
+    assert config.server.listen == ("tcp:1",)
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("[auth]\nbcrypt_cost = 99\n", "[auth] bcrypt_cost"),
+        ("[auth]\nmethods = kerberos\n", "[auth] methods"),
+        ("[server]\nmax_message_size = -1\n", "[server] max_message_size"),
+        ("[server]\nmax_mesage_size = 10\n", "[server] max_mesage_size: unknown key"),
+        ("[nonsense]\nx = 1\n", "[nonsense]"),
+        ("[database]\nurl = ::not a url::\n", "[database] url"),
+        ("not an ini file", "--config"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, text, named):
+    path = tmp_path / "bad.ini"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert named in str(info.value)
+
+
+def test_twistd_help_documents_every_option(tmp_path):
+    result = subprocess.run(
+        ["twistd", "chateau", "--help"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for option in ("--config", "--listen", "--db"):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--listen", "nonsense:1"], "[server] listen: bad endpoint 'nonsense:1'"),
+        (["--db", "::nope::"], "[database] url"),
+        (["--config", "/does/not/exist.ini"], "No such file"),
+    ],
+)
+def test_bad_option_stops_start_up_with_one_line(tmp_path, args, message):
+    result = subprocess.run(
+        ["twistd", "-n", "--pidfile=", "chateau", *args], cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "chateau.sqlite3").exists()
+
+
+def test_unreachable_database_stops_start_up(tmp_path):
+    result = subprocess.run(
+        ["twistd", "-n", "--pidfile=", "chateau", "--listen", "tcp:0:interface=127.0.0.1",
+         "--db", "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/none"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "chateau: cannot use the database" in output
+    assert "hunter2" not in output

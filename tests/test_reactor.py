@@ -1,0 +1,99 @@
+"""The reactor thread only routes: bcrypt and SQL run on their own pools."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import bcrypt
+import pytest_twisted
+from sqlalchemy import event
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+
+inline = pytest_twisted.ensureDeferred
+
+
+def sleep(seconds: float) -> Deferred:
+    d = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+@inline
+async def test_reactor_answers_within_50ms_while_20_bcrypt_sign_ins_run(
+    server_factory, config_factory
+):
+    running = await server_factory(config_factory(auth={"bcrypt_cost": "11"}))
+    watcher = await running.client("watcher")
+    signers = [await running.client() for _ in range(20)]
+    for number, client in enumerate(signers):
+        client.send({"type": "RegisterRequest", "username": f"user{number}",
+                     "password": "correct horse", "auth": False})
+    await sleep(0.05)
+    assert running.service.authenticator.pending > 0
+    latencies = []
+    while running.service.authenticator.pending > 0:
+        started = time.perf_counter()
+        reply = await watcher.request({"type": "ClientListRequest"})
+        latencies.append(time.perf_counter() - started)
+        assert reply["type"] == "ClientListResponse"
+        await sleep(0.02)
+    for client in signers:
+        assert (await client.recv(timeout=30))["type"] == "RegisterResponse"
+    assert len(latencies) >= 5
+    assert max(latencies) < 0.05, latencies
+
+
+@inline
+async def test_sign_ins_beyond_the_bound_are_refused_quickly(server_factory, config_factory):
+    running = await server_factory(
+        config_factory(auth={"bcrypt_cost": "12", "max_pending_signins": "2"}))
+    clients = [await running.client() for _ in range(4)]
+    for number, client in enumerate(clients):
+        client.send({"type": "RegisterRequest", "username": f"u{number}", "password": "pw"})
+    replies = [await client.recv(timeout=30) for client in clients]
+    busy = [reply for reply in replies if reply["type"] == "ErrorResponse"]
+    assert len(busy) == 2, replies
+    assert all(reply["status"] == 503 and "busy" in reply["detail"] for reply in busy)
+    assert sum(reply["type"] == "RegisterResponse" for reply in replies) == 2
+
+
+@inline
+async def test_no_sql_or_bcrypt_on_the_reactor_thread(server, monkeypatch):
+    reactor_thread = threading.current_thread()
+    sql_threads: list[threading.Thread] = []
+    bcrypt_threads: list[threading.Thread] = []
+
+    @event.listens_for(server.service.engine, "before_cursor_execute")
+    def record_sql(*args):
+        sql_threads.append(threading.current_thread())
+
+    real_hashpw, real_checkpw = bcrypt.hashpw, bcrypt.checkpw
+
+    def hashpw(*args):
+        bcrypt_threads.append(threading.current_thread())
+        return real_hashpw(*args)
+
+    def checkpw(*args):
+        bcrypt_threads.append(threading.current_thread())
+        return real_checkpw(*args)
+
+    monkeypatch.setattr(bcrypt, "hashpw", hashpw)
+    monkeypatch.setattr(bcrypt, "checkpw", checkpw)
+
+    alice = await server.client("alice")
+    await server.clients[-1].close()
+    alice = await server.client("alice")  # checks the stored hash
+    bob = await server.client("bob")
+    await alice.request({"type": "GroupMessageInitRequest", "recipients": ["bob"], "chatname": "g"})
+    await alice.request({"type": "MessageRequest", "recipient": "g", "content": "hi"})
+    await alice.request({"type": "MessageRequest", "recipient": "bob", "content": "hi"})
+    await bob.request({"type": "GroupLeaveRequest", "chatname": "g"})
+    event.remove(server.service.engine, "before_cursor_execute", record_sql)
+
+    assert sql_threads and bcrypt_threads
+    assert reactor_thread not in sql_threads
+    assert reactor_thread not in bcrypt_threads
+    assert all("chateau-db" in t.name for t in sql_threads), {t.name for t in sql_threads}
+    assert all("chateau-bcrypt" in t.name for t in bcrypt_threads)

@@ -1,0 +1,93 @@
+"""The plugin as a user runs it: a real twistd process, a third-party client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import ssl
+import subprocess
+
+import websocket  # websocket-client: deliberately not Autobahn
+
+from tests.processes import TwistdServer
+
+
+class Peer:
+    def __init__(self, url: str) -> None:
+        self.ws = websocket.create_connection(url, timeout=10)
+
+    def request(self, **message: object) -> dict:
+        self.ws.send(json.dumps(message))
+        return self.recv()
+
+    def recv(self) -> dict:
+        return json.loads(self.ws.recv())
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def test_twistd_serves_and_keeps_accounts_and_groups_across_restart(tmp_path):
+    with TwistdServer(tmp_path) as server:
+        alice, bob = Peer(server.url), Peer(server.url)
+        assert alice.request(type="RegisterRequest", username="alice", password="a-pass",
+                             auth=False)["status"] == 200
+        assert bob.request(type="RegisterRequest", username="bob", password="b-pass",
+                           auth=False)["status"] == 200
+        reply = alice.request(type="GroupMessageInitRequest", recipients=["bob"],
+                              chatname="book club", msg_id=1)
+        assert reply == {"type": "GroupMessageInitResponse", "status": 200,
+                         "chatname": "book club", "msg_id": 1}
+        assert bob.recv()["status"] == 201
+        ack = alice.request(type="MessageRequest", recipient="book club", content="chapter 1")
+        assert ack["type"] == "MessageSendResponse"
+        assert bob.recv()["content"] == "chapter 1"
+        alice.close()
+        bob.close()
+        assert server.stop() == -signal.SIGTERM
+        output = server.output()
+        assert "Server Shut Down." in output
+        assert "a-pass" not in output and "b-pass" not in output
+    assert (tmp_path / "chateau.sqlite3").exists()
+
+    with TwistdServer(tmp_path) as server:
+        thief = Peer(server.url)
+        reply = thief.request(type="RegisterRequest", username="alice", password="guess",
+                              auth=False)
+        assert reply["type"] == "ErrorResponse" and reply["status"] == 301
+        thief.close()
+        alice, bob = Peer(server.url), Peer(server.url)
+        assert alice.request(type="RegisterRequest", username="alice", password="a-pass",
+                             auth=False)["status"] == 200
+        assert bob.request(type="RegisterRequest", username="bob", password="b-pass",
+                           auth=False)["status"] == 200
+        reply = alice.request(type="GroupMessageInitRequest", recipients=["bob"],
+                              chatname="book club")
+        assert reply["status"] == 301 and "taken" in reply["detail"]
+        ack = bob.request(type="GroupMessageRequest", recipient="book club",
+                          content="chapter 2")
+        assert ack["type"] == "MessageSendResponse"
+        received = alice.recv()
+        assert received["type"] == "GroupMessageRecv"
+        assert received["status"] == 200  # not the group's first message any more
+        assert received["content"] == "chapter 2"
+        alice.close()
+        bob.close()
+
+
+def test_twistd_serves_wss_on_an_ssl_endpoint(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    listen = f"ssl:{{port}}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    with TwistdServer(tmp_path, listen=listen, scheme="wss") as server:
+        context = ssl.create_default_context(cafile=str(cert))
+        peer = websocket.create_connection(server.url, sslopt={"context": context}, timeout=10)
+        peer.send(json.dumps({"type": "RegisterRequest", "username": "alice",
+                              "password": "pw", "auth": False}))
+        assert json.loads(peer.recv())["type"] == "RegisterResponse"
+        peer.close()
