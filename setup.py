@@ -10,7 +10,10 @@ setup(
     # "twisted.plugins" is listed by hand: find_packages cannot see it
     # because twisted/ and twisted/plugins/ have no __init__.py.
     packages=find_packages(include=["chateau", "chateau.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["chateau_plugin.py"]},
+    package_data={
+        "twisted.plugins": ["chateau_plugin.py"],
+        "chateau": ["migrations/script.py.mako"],
+    },
     install_requires=[
         "twisted[tls]>=24.7",
         "autobahn>=24.4",
@@ -18,7 +21,9 @@ setup(
         "bcrypt>=4.1",
         "ldap3>=2.9",
         "psycopg[binary]>=3.1",
+        "alembic>=1.13",
     ],
+    entry_points={"console_scripts": ["chateau-admin=chateau.admin:main"]},
     extras_require={
         "test": [
             "pytest>=8",

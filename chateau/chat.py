@@ -4,22 +4,35 @@ A :class:`Chat` lives on the WebSocket factory. It owns the registry, the
 store and the authenticator, and routes each typed request to its handler in
 :mod:`chateau.handlers`. It knows nothing of frames or sockets: connections
 reach it through the small :class:`Connection` interface.
+
+Offline delivery works with one number per user, ``delivered_until``: every
+message with an id up to it has reached the user. Messages are committed by
+a single writer and routed in commit order, so ``last_routed_id`` (the
+newest id routed so far) splits the world exactly: when a user's first
+connection signs on, everything routed before went past them, and everything
+after reaches them live. Signing on pushes the messages in between.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Callable, Iterable, Protocol
 
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chateau import messages
-from chateau.auth import Authenticator
+from chateau.auth import Account, Authenticator
 from chateau.config import Config
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import HANDLERS
 from chateau.messages import Request
 from chateau.registry import Registry
-from chateau.store import Store
+from chateau.store import MessageRecord, Store, hash_session_key
+
+# Missed messages are fetched and pushed in pages of this many.
+CATCH_UP_PAGE = 500
 
 
 class Connection(Protocol):
@@ -28,9 +41,22 @@ class Connection(Protocol):
     username: str | None
     signing_in: bool
     live: bool
+    session_key_hash: str | None
 
     def send_frame(self, frame: Any) -> None:
         """Send a frame prepared by :meth:`Chat.frame`."""
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        """Encode and send one message to this connection only."""
+
+    def hold(self) -> None:
+        """Queue routed frames instead of sending them (while catching up)."""
+
+    def release(self) -> None:
+        """Send the frames queued since :meth:`hold`, then go on as usual."""
+
+    def close_for(self, code: int, reason: str) -> None:
+        """Close the WebSocket with *code*."""
 
 
 class Chat:
@@ -45,20 +71,36 @@ class Chat:
         store: Store,
         authenticator: Authenticator,
         prepare: Callable[[bytes], Any] = bytes,
+        reactor: Any = None,
     ) -> None:
         self.config = config
         self.registry = registry
         self.store = store
         self.auth = authenticator
+        self.reactor = reactor
         # Turns encoded JSON into whatever Connection.send_frame takes (an
         # Autobahn prepared message on the wire); set by the factory.
         self.prepare = prepare
+        self.last_routed_id = 0
+        # delivered_until of users who left recently, until the store has it.
+        self._cursors: dict[str, int] = {}
+        self._catching_up: set[str] = set()
+        self._account_check: LoopingCall | None = None
 
     async def start(self) -> None:
-        """Create the schema and load persistent groups into the registry."""
-        await self.store.create_schema()
+        """Check the schema and load persistent groups into the registry."""
+        await self.store.prepare_schema()
         for record in await self.store.load_groups():
             self.registry.add_group(record.chatname, record.creator, record.members, record.started)
+        self.last_routed_id = await self.store.last_message_id()
+        if self.reactor is not None:
+            self._account_check = LoopingCall(self._check_accounts)
+            self._account_check.clock = self.reactor
+            self._account_check.start(self.config.chat.account_check_interval, now=False)
+
+    def stop(self) -> None:
+        if self._account_check is not None and self._account_check.running:
+            self._account_check.stop()
 
     # -- dispatch -----------------------------------------------------------
 
@@ -80,22 +122,139 @@ class Chat:
         """Encode *message* once and let the registry route it."""
         return self.registry.deliver(usernames, self.frame(message), skip=skip)
 
+    def routed(self, message_id: int) -> None:
+        """Note that message *message_id* has been handed to the registry."""
+        if message_id > self.last_routed_id:
+            self.last_routed_id = message_id
+
+    # -- sessions -----------------------------------------------------------
+
+    async def new_session_key(self, connection: Connection, username: str) -> str:
+        """Issue a session key for *username*; only its hash is stored."""
+        key = secrets.token_urlsafe(32)
+        key_hash = hash_session_key(key)
+        lifetime = self.config.chat.session_lifetime_days * 86400
+        await self.store.create_session(username, key_hash, lifetime)
+        connection.session_key_hash = key_hash
+        return key
+
     # -- presence -----------------------------------------------------------
 
-    def sign_on(self, connection: Connection, username: str) -> None:
+    async def sign_on(
+        self, connection: Connection, account: Account, reply: dict[str, Any]
+    ) -> None:
+        """Put *connection* online, send *reply*, then what it missed.
+
+        Frames routed to the connection while the missed messages are being
+        fetched are held back and follow them, so everything arrives in order.
+        """
+        username = account.username
         connection.username = username
-        self.registry.connect(username, connection)
+        connection.hold()
+        first = self.registry.connect(username, connection)
+        connection.send_message(reply)
+        if not first:
+            connection.release()
+            return
+        upto = self.last_routed_id
+        self._catching_up.add(username)
+        try:
+            user = await self.store.get_user(username)
+            after = self._cursors.pop(username, user.delivered_until if user else upto)
+            await self._push_missed(connection, username, after, upto)
+            book = await self.store.contact_book(username)
+        except Exception:
+            self.log.failure("catching {username} up failed", username=username)
+            connection.release()
+            return
+        finally:
+            self._catching_up.discard(username)
+        if not self.registry.is_online(username):
+            connection.release()
+            return
+        self.registry.set_contacts(username, book.contacts)
+        for other, direction in book.pending:
+            if direction == "incoming":
+                connection.send_message(messages.contact_request_recv(other))
+        connection.release()
+        self.deliver(self.registry.online_contacts(username), messages.presence_recv(username, True))
+        if upto > after:
+            self.store.set_delivered_until([username], upto).addErrback(
+                lambda failure: self.log.failure("saving a delivery cursor failed", failure)
+            )
+
+    async def _push_missed(self, connection: Connection, username: str, after: int, upto: int) -> None:
+        while after < upto:
+            page = await self.store.missed_messages(username, after, upto, CATCH_UP_PAGE)
+            if not page:
+                return
+            for record in page:
+                connection.send_message(self._missed_frame(record))
+            after = page[-1].id
+
+    @staticmethod
+    def _missed_frame(record: MessageRecord) -> dict[str, Any]:
+        if record.recipient is not None:
+            message = messages.message_recv(
+                sender=record.sender, chatname=record.sender, content=record.content or "",
+                message_id=record.id, timestamp=record.timestamp,
+            )
+        else:
+            message = messages.group_message_recv(
+                first=False, sender=record.sender, chatname=record.chat,
+                content=record.content or "", message_id=record.id, timestamp=record.timestamp,
+            )
+        message["offline"] = True
+        if record.edited:
+            message["edited"] = True
+        return message
 
     def sign_off(self, connection: Connection) -> None:
-        """Forget a closed connection and tell random partners it has gone."""
+        """Forget a connection; when it was the user's last, tell who should know."""
         username = connection.username
         if username is None:
             return
+        connection.username = None
+        connection.session_key_hash = None
         departure = self.registry.disconnect(username, connection)
         if departure is None:
             return
+        if username not in self._catching_up:
+            cursor = self.last_routed_id
+            self._cursors[username] = cursor
+            saved = self.store.set_delivered_until([username], cursor)
+            saved.addCallback(lambda _: self._forget_cursor(username, cursor))
+            saved.addErrback(
+                lambda failure: self.log.failure("saving a delivery cursor failed", failure)
+            )
         for pair in departure.ended_pairs:
             self.deliver(
                 [pair.other(username)],
                 messages.random_chat_ended(pair.chatname, username, "disconnected"),
             )
+        contacts_online = [
+            name for name in departure.contacts if self.registry.is_online(name)
+        ]
+        self.deliver(contacts_online, messages.presence_recv(username, False))
+
+    def _forget_cursor(self, username: str, cursor: int) -> None:
+        if self._cursors.get(username) == cursor:
+            del self._cursors[username]
+
+    # -- housekeeping -------------------------------------------------------
+
+    def _check_accounts(self) -> Any:
+        """Disconnect disabled accounts and save online users' delivery cursors."""
+        online = [u for u in self.registry.online_users() if u not in self._catching_up]
+        if not online:
+            return None
+        return ensureDeferred(self._check_accounts_async(online)).addErrback(
+            lambda failure: self.log.failure("account check failed", failure)
+        )
+
+    async def _check_accounts_async(self, online: list[str]) -> None:
+        await self.store.set_delivered_until(online, self.last_routed_id)
+        for username in await self.store.disabled_among(online):
+            self.log.info("closing the connections of disabled account {username}", username=username)
+            for connection in self.registry.connections(username):
+                connection.close_for(1008, "account disabled")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -35,6 +37,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise ValueError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be a positive number, got {value}")
     return value
 
 
@@ -84,6 +93,52 @@ def _endpoints(text: str) -> tuple[str, ...]:
     return values
 
 
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _ldap_urls(text: str) -> tuple[str, ...]:
+    from urllib.parse import urlsplit
+
+    urls = _words(text)
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            parts.port  # raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad URL {url!r}: {exc}") from None
+        if parts.scheme.lower() not in ("ldap", "ldaps"):
+            raise ValueError(f"{url!r}: only ldaps:// and ldap:// URLs are supported")
+        if not parts.hostname:
+            raise ValueError(f"{url!r}: the URL names no host")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"{url!r}: give only scheme, host and port (set base_dn apart)")
+    return urls
+
+
+def _template(text: str) -> str:
+    value = text.strip()
+    if value and "{username}" not in value:
+        raise ValueError("must contain {username}")
+    return value
+
+
+def _user_filter(text: str) -> str:
+    value = _template(text)
+    if not value:
+        raise ValueError("must not be empty")
+    if not (value.startswith("(") and value.endswith(")")):
+        raise ValueError(f"an LDAP filter is enclosed in parentheses, got {value!r}")
+    return value
+
+
+def _attribute(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+", value):
+        raise ValueError(f"not an LDAP attribute name: {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     listen: tuple[str, ...] = ("tcp:8888:interface=127.0.0.1",)
@@ -110,9 +165,30 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class LdapConfig:
+    """Directory sign-in; conf/ldap.example.ini and docs/ldap.md explain each key."""
+
+    url: tuple[str, ...] = ()
+    start_tls: bool = False
+    ca_file: str = ""
+    base_dn: str = ""
+    user_filter: str = "(uid={username})"
+    username_attribute: str = "uid"
+    bind_dn: str = ""
+    bind_password: str = field(default="", repr=False)
+    user_dn_template: str = ""
+    required_group: str = ""
+    display_name_attribute: str = "cn"
+    timeout: int = 5  # whole seconds: ldap3 cannot take fractions
+    threads: int = 4
+
+
+@dataclass(frozen=True)
 class ChatConfig:
     max_content_length: int = 16384
     max_group_members: int = 1000
+    session_lifetime_days: float = 30.0
+    account_check_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +197,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    ldap: LdapConfig = field(default_factory=LdapConfig)
 
 
 # (section, key) -> parser. The section name is also the Config attribute.
@@ -140,6 +217,21 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("auth", "max_pending_signins"): _positive_int,
     ("chat", "max_content_length"): _positive_int,
     ("chat", "max_group_members"): _positive_int,
+    ("chat", "session_lifetime_days"): _positive_float,
+    ("chat", "account_check_interval"): _positive_float,
+    ("ldap", "url"): _ldap_urls,
+    ("ldap", "start_tls"): _parse_bool,
+    ("ldap", "ca_file"): _text,
+    ("ldap", "base_dn"): _text,
+    ("ldap", "user_filter"): _user_filter,
+    ("ldap", "username_attribute"): _attribute,
+    ("ldap", "bind_dn"): _text,
+    ("ldap", "bind_password"): str,
+    ("ldap", "user_dn_template"): _template,
+    ("ldap", "required_group"): _text,
+    ("ldap", "display_name_attribute"): _attribute,
+    ("ldap", "timeout"): _positive_int,
+    ("ldap", "threads"): _positive_int,
 }
 
 
@@ -190,7 +282,43 @@ def load_config(
         config = dataclasses.replace(
             config, **{section: dataclasses.replace(current, **values)}
         )
+    if "ldap" in config.auth.methods:
+        check_ldap(config.ldap)
     return config
+
+
+def check_ldap(ldap: LdapConfig) -> None:
+    """Cross-field checks of ``[ldap]``, run when directory sign-in is on.
+
+    ``chateau-admin ldap-check`` calls it too, whatever ``[auth] methods`` says.
+    """
+    if not ldap.url:
+        raise ConfigError("[ldap] url: required when [auth] methods includes ldap")
+    if not ldap.base_dn and not ldap.user_dn_template:
+        raise ConfigError(
+            "[ldap] base_dn: required (the search base), unless user_dn_template is set "
+            "for a direct bind"
+        )
+    if ldap.base_dn and ldap.user_dn_template:
+        raise ConfigError(
+            "[ldap] user_dn_template: set either base_dn (search, then bind) or "
+            "user_dn_template (direct bind), not both"
+        )
+    if bool(ldap.bind_dn) != bool(ldap.bind_password):
+        key = "bind_password" if ldap.bind_dn else "bind_dn"
+        raise ConfigError(
+            f"[ldap] {key}: bind_dn and bind_password go together (leave both empty "
+            "for an anonymous search)"
+        )
+    if not ldap.start_tls:
+        plain = [url for url in ldap.url if url.lower().startswith("ldap://")]
+        if plain:
+            raise ConfigError(
+                f"[ldap] start_tls: {plain[0]} would send passwords in clear; set "
+                "start_tls = true or use ldaps://"
+            )
+    if ldap.ca_file and not os.path.isfile(ldap.ca_file):
+        raise ConfigError(f"[ldap] ca_file: no such file: {ldap.ca_file}")
 
 
 def documented_keys() -> Iterable[tuple[str, str]]:

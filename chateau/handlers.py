@@ -20,8 +20,21 @@ from chateau.errors import (
     BadRequest,
     ChateauError,
 )
+from chateau.auth import Account
 from chateau.messages import (
     ClientListRequest,
+    ContactAccept,
+    ContactDeny,
+    ContactListRequest,
+    ContactRemove,
+    ContactRequest,
+    GroupMembersRequest,
+    HeartbeatRequest,
+    HistoryRequest,
+    LogoutRequest,
+    MessageDeleteRequest,
+    MessageEditRequest,
+    ResumeRequest,
     GroupLeaveRequest,
     GroupMessageInitRequest,
     GroupMessageRequest,
@@ -30,7 +43,7 @@ from chateau.messages import (
     Request,
 )
 from chateau.names import CHATNAME_RULE, canonical, check_chatname, check_username
-from chateau.store import direct_chat
+from chateau.store import direct_chat, hash_session_key
 
 if TYPE_CHECKING:
     from chateau.chat import Chat, Connection
@@ -52,11 +65,46 @@ async def register(chat: Chat, conn: Connection, request: RegisterRequest) -> Re
         conn.signing_in = False
     if not conn.live:
         return None
-    chat.sign_on(conn, account.username)
-    reply = messages.register_response(account.username)
-    if account.display_name:
-        reply["display_name"] = account.display_name
-    return reply
+    key = await chat.new_session_key(conn, account.username)
+    if not conn.live:
+        return None
+    reply = messages.register_response_with_key(account.username, key, account.display_name)
+    reply["msg_id"] = request.msg_id
+    await chat.sign_on(conn, account, reply)
+    return None
+
+
+async def resume(chat: Chat, conn: Connection, request: ResumeRequest) -> Reply:
+    if conn.username is not None or conn.signing_in:
+        raise ChateauError(
+            ALREADY_SIGNED_IN, "this connection is already signed in or signing in"
+        )
+    conn.signing_in = True
+    try:
+        key_hash = hash_session_key(request.session_key)
+        user = await chat.store.resume_session(key_hash)
+    finally:
+        conn.signing_in = False
+    if user is None:
+        raise ChateauError(
+            NOT_AUTHENTICATED, "session key is invalid, expired or revoked: sign in again"
+        )
+    if not conn.live:
+        return None
+    conn.session_key_hash = key_hash
+    account = Account(user.username, user.auth_method, user.display_name)
+    reply = messages.resume_response(user.username, user.display_name)
+    reply["msg_id"] = request.msg_id
+    await chat.sign_on(conn, account, reply)
+    return None
+
+
+async def logout(chat: Chat, conn: Connection, request: LogoutRequest) -> Reply:
+    key_hash = conn.session_key_hash
+    chat.sign_off(conn)
+    if key_hash is not None:
+        await chat.store.revoke_session(key_hash)
+    return messages.logout_response()
 
 
 async def group_init(chat: Chat, conn: Connection, request: GroupMessageInitRequest) -> Reply:
@@ -124,6 +172,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
             ),
             skip=conn,
         )
+        chat.routed(stored.id)
         return messages.message_send_response(stored.id, stored.timestamp)
 
     group = registry.group(target)
@@ -140,11 +189,14 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
             ),
             skip=conn,
         )
+        chat.routed(stored.id)
         return messages.message_send_response(stored.id, stored.timestamp)
 
     if not registry.is_online(target) and not await chat.store.user_exists(target):
         raise ChateauError(NOT_FOUND, f"no such user or group: {request.recipient!r}")
-    stored = await chat.store.add_message(direct_chat(sender, target), sender, request.content)
+    stored = await chat.store.add_message(
+        direct_chat(sender, target), sender, request.content, recipient=target
+    )
     chat.deliver(
         [target],
         messages.message_recv(
@@ -153,6 +205,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
         ),
         skip=conn,
     )
+    chat.routed(stored.id)
     return messages.message_send_response(stored.id, stored.timestamp)
 
 
@@ -176,6 +229,7 @@ async def random_message(chat: Chat, conn: Connection, request: RandomMessageReq
             message_id=stored.id, timestamp=stored.timestamp, random=True,
         ),
     )
+    chat.routed(stored.id)
     return messages.random_message_response(partner, pair.chatname, stored.id, stored.timestamp)
 
 
@@ -204,6 +258,175 @@ async def group_leave(chat: Chat, conn: Connection, request: GroupLeaveRequest) 
     return messages.group_leave_response(target)
 
 
+MAX_HISTORY = 100
+
+
+async def history(chat: Chat, conn: Connection, request: HistoryRequest) -> Reply:
+    user = conn.username
+    assert user is not None
+    if (request.chatname is None) == (request.user is None):
+        raise BadRequest("HistoryRequest: give exactly one of 'chatname' or 'user'")
+    if not 1 <= request.limit <= MAX_HISTORY:
+        raise BadRequest(f"HistoryRequest: 'limit' must be between 1 and {MAX_HISTORY}")
+    if request.user is not None:
+        other = canonical(request.user)
+        if not chat.registry.is_online(other) and not await chat.store.user_exists(other):
+            raise ChateauError(NOT_FOUND, f"no such user: {request.user!r}")
+        key, name, chat_key = "user", other, direct_chat(user, other)
+    else:
+        name = canonical(request.chatname or "")
+        _require_membership(chat, user, name)
+        key, chat_key = "chatname", name
+    records, more = await chat.store.history(chat_key, request.before, request.limit)
+    return messages.history_response(key, name, [r.history_entry() for r in records], more)
+
+
+def _require_membership(chat: Chat, user: str, chatname: str) -> set[str] | tuple[str, str]:
+    """The members of a group or random chat *user* is in; 403 or 404 otherwise."""
+    pair = chat.registry.pair(chatname)
+    if pair is not None:
+        if user not in pair.members:
+            raise ChateauError(FORBIDDEN, f"you are not in the random chat {chatname!r}")
+        return pair.members
+    group = chat.registry.group(chatname)
+    if group is None:
+        raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")
+    if user not in group.members:
+        raise ChateauError(FORBIDDEN, f"you are not a member of {chatname!r}")
+    return group.members
+
+
+async def _existing_other_user(chat: Chat, me: str, raw: str) -> str:
+    other = canonical(raw)
+    if other == me:
+        raise BadRequest("that is your own name")
+    if not chat.registry.is_online(other) and not await chat.store.user_exists(other):
+        raise ChateauError(NOT_FOUND, f"no such user: {raw!r}")
+    return other
+
+
+async def contact_request(chat: Chat, conn: Connection, request: ContactRequest) -> Reply:
+    me = conn.username
+    assert me is not None
+    other = await _existing_other_user(chat, me, request.username)
+    outcome = await chat.store.request_contact(me, other)
+    if outcome == "requested":
+        chat.deliver([other], messages.contact_request_recv(me))
+    elif outcome == "accepted":
+        _contacts_linked(chat, me, other)
+    return messages.contact_response(
+        "ContactRequest", other, state="contact" if outcome in ("accepted", "already") else "pending"
+    )
+
+
+def _contacts_linked(chat: Chat, me: str, other: str) -> None:
+    chat.registry.link_contacts(me, other)
+    chat.deliver([other], messages.contact_accept_recv(me, chat.registry.is_online(me)))
+
+
+async def contact_accept(chat: Chat, conn: Connection, request: ContactAccept) -> Reply:
+    me = conn.username
+    assert me is not None
+    other = canonical(request.username)
+    if not await chat.store.accept_contact(me, other):
+        raise ChateauError(NOT_FOUND, f"no contact request from {request.username!r}")
+    _contacts_linked(chat, me, other)
+    return messages.contact_response(
+        "ContactAccept", other, online=chat.registry.is_online(other)
+    )
+
+
+async def contact_deny(chat: Chat, conn: Connection, request: ContactDeny) -> Reply:
+    me = conn.username
+    assert me is not None
+    other = canonical(request.username)
+    if not await chat.store.deny_contact(me, other):
+        raise ChateauError(NOT_FOUND, f"no contact request from {request.username!r}")
+    return messages.contact_response("ContactDeny", other)
+
+
+async def contact_remove(chat: Chat, conn: Connection, request: ContactRemove) -> Reply:
+    me = conn.username
+    assert me is not None
+    other = canonical(request.username)
+    if not await chat.store.remove_contact(me, other):
+        raise ChateauError(NOT_FOUND, f"{request.username!r} is not in your contacts")
+    chat.registry.unlink_contacts(me, other)
+    chat.deliver([other], messages.contact_remove_recv(me))
+    return messages.contact_response("ContactRemove", other)
+
+
+async def contact_list(chat: Chat, conn: Connection, request: ContactListRequest) -> Reply:
+    me = conn.username
+    assert me is not None
+    book = await chat.store.contact_book(me)
+    online = chat.registry.is_online
+    return messages.contact_list_response(
+        [{"username": name, "online": online(name)} for name in book.contacts],
+        [{"username": name, "direction": direction} for name, direction in book.pending],
+    )
+
+
+async def _own_message(chat: Chat, user: str, message_id: int) -> Any:
+    record = await chat.store.get_message(message_id)
+    if record is None or record.deleted:
+        raise ChateauError(NOT_FOUND, f"no message with id {message_id}")
+    if record.sender != user:
+        raise ChateauError(FORBIDDEN, "only the author may edit or delete a message")
+    return record
+
+
+def _announce_change(chat: Chat, conn: Connection, record: Any, build: Any) -> None:
+    """Tell everyone in the message's chat (and the author's other devices)."""
+    if record.recipient is not None:
+        chat.deliver([record.recipient], build(record.sender))
+        chat.deliver([record.sender], build(record.recipient), skip=conn)
+        return
+    group = chat.registry.group(record.chat)
+    pair = chat.registry.pair(record.chat)
+    members = group.members if group is not None else pair.members if pair is not None else ()
+    chat.deliver(members, build(record.chat), skip=conn)
+
+
+async def message_edit(chat: Chat, conn: Connection, request: MessageEditRequest) -> Reply:
+    user = conn.username
+    assert user is not None
+    _check_content(chat, request.content)
+    record = await _own_message(chat, user, request.id)
+    await chat.store.edit_message(record.id, request.content)
+    _announce_change(
+        chat, conn, record,
+        lambda chatname: messages.message_edited(record.id, chatname, user, request.content),
+    )
+    return messages.message_edit_response(record.id)
+
+
+async def message_delete(chat: Chat, conn: Connection, request: MessageDeleteRequest) -> Reply:
+    user = conn.username
+    assert user is not None
+    record = await _own_message(chat, user, request.id)
+    await chat.store.delete_message(record.id)
+    _announce_change(
+        chat, conn, record, lambda chatname: messages.message_deleted(record.id, chatname, user)
+    )
+    return messages.message_delete_response(record.id)
+
+
+async def heartbeat(chat: Chat, conn: Connection, request: HeartbeatRequest) -> Reply:
+    return messages.heartbeat_response(request.payload)
+
+
+async def group_members(chat: Chat, conn: Connection, request: GroupMembersRequest) -> Reply:
+    user = conn.username
+    assert user is not None
+    chatname = canonical(request.chatname)
+    members = _require_membership(chat, user, chatname)
+    online = chat.registry.is_online
+    return messages.group_members_response(
+        chatname, [{"username": name, "online": online(name)} for name in sorted(members)]
+    )
+
+
 Handler = Callable[["Chat", "Connection", Any], Awaitable[Reply]]
 
 # Request class -> handler. The wire names (including the MessageRequest
@@ -215,4 +438,16 @@ HANDLERS: dict[type[Request], Handler] = {
     ClientListRequest: client_list,
     RandomMessageRequest: random_message,
     GroupLeaveRequest: group_leave,
+    ResumeRequest: resume,
+    LogoutRequest: logout,
+    HistoryRequest: history,
+    ContactRequest: contact_request,
+    ContactAccept: contact_accept,
+    ContactDeny: contact_deny,
+    ContactRemove: contact_remove,
+    ContactListRequest: contact_list,
+    MessageEditRequest: message_edit,
+    MessageDeleteRequest: message_delete,
+    HeartbeatRequest: heartbeat,
+    GroupMembersRequest: group_members,
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -64,6 +65,72 @@ class GroupLeaveRequest(Request):
     chatname: str
 
 
+@dataclass(frozen=True)
+class ResumeRequest(Request):
+    session_key: str
+    needs_user: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class LogoutRequest(Request):
+    pass
+
+
+@dataclass(frozen=True)
+class HistoryRequest(Request):
+    chatname: str | None = None
+    user: str | None = None
+    before: int | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class ContactRequest(Request):
+    username: str
+
+
+@dataclass(frozen=True)
+class ContactAccept(Request):
+    username: str
+
+
+@dataclass(frozen=True)
+class ContactDeny(Request):
+    username: str
+
+
+@dataclass(frozen=True)
+class ContactRemove(Request):
+    username: str
+
+
+@dataclass(frozen=True)
+class ContactListRequest(Request):
+    pass
+
+
+@dataclass(frozen=True)
+class MessageEditRequest(Request):
+    id: int
+    content: str
+
+
+@dataclass(frozen=True)
+class MessageDeleteRequest(Request):
+    id: int
+
+
+@dataclass(frozen=True)
+class HeartbeatRequest(Request):
+    payload: Any = None
+    needs_user: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class GroupMembersRequest(Request):
+    chatname: str
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -74,12 +141,33 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "ClientListRequest": ClientListRequest,
     "RandomMessageRequest": RandomMessageRequest,
     "GroupLeaveRequest": GroupLeaveRequest,
+    "ResumeRequest": ResumeRequest,
+    "LogoutRequest": LogoutRequest,
+    "HistoryRequest": HistoryRequest,
+    "ContactRequest": ContactRequest,
+    "ContactAccept": ContactAccept,
+    "ContactDeny": ContactDeny,
+    "ContactRemove": ContactRemove,
+    "ContactListRequest": ContactListRequest,
+    "MessageEditRequest": MessageEditRequest,
+    "MessageDeleteRequest": MessageDeleteRequest,
+    "HeartbeatRequest": HeartbeatRequest,
+    "GroupMembersRequest": GroupMembersRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
 
 
+def _optional(annotation: Any) -> Any:
+    """``X | None`` -> X (None is accepted for optional fields)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
 def _type_name(annotation: Any) -> str:
+    annotation = _optional(annotation)
     if typing.get_origin(annotation) is list:
         (item,) = typing.get_args(annotation)
         return f"a list of {_JSON_NAMES[item].split(' ', 1)[1]}s"
@@ -87,6 +175,10 @@ def _type_name(annotation: Any) -> str:
 
 
 def _matches(value: Any, annotation: Any) -> bool:
+    if annotation is Any:
+        return True
+    if _optional(annotation) is not annotation:
+        return value is None or _matches(value, _optional(annotation))
     if typing.get_origin(annotation) is list:
         (item,) = typing.get_args(annotation)
         return isinstance(value, list) and all(_matches(v, item) for v in value)
@@ -259,3 +351,80 @@ def group_leave_response(chatname: str) -> dict[str, Any]:
 
 def group_member_left(chatname: str, user: str) -> dict[str, Any]:
     return {"type": "GroupMemberLeftRecv", "status": 200, "chatname": chatname, "user": user}
+
+
+def register_response_with_key(username: str, session_key: str, display_name: str | None) -> dict[str, Any]:
+    reply = register_response(username)
+    reply["session_key"] = session_key
+    if display_name:
+        reply["display_name"] = display_name
+    return reply
+
+
+def resume_response(username: str, display_name: str | None) -> dict[str, Any]:
+    reply: dict[str, Any] = {"type": "ResumeResponse", "status": 200, "username": username}
+    if display_name:
+        reply["display_name"] = display_name
+    return reply
+
+
+def logout_response() -> dict[str, Any]:
+    return {"type": "LogoutResponse", "status": 200}
+
+
+def history_response(
+    key: str, name: str, entries: list[dict[str, Any]], more: bool
+) -> dict[str, Any]:
+    return {"type": "HistoryResponse", "status": 200, key: name, "messages": entries, "more": more}
+
+
+def contact_response(kind: str, username: str, **extra: Any) -> dict[str, Any]:
+    return {"type": f"{kind}Response", "status": 200, "username": username, **extra}
+
+
+def contact_request_recv(sender: str) -> dict[str, Any]:
+    return {"type": "ContactRequestRecv", "status": 200, "from": sender}
+
+
+def contact_accept_recv(username: str, online: bool) -> dict[str, Any]:
+    return {"type": "ContactAcceptRecv", "status": 200, "username": username, "online": online}
+
+
+def contact_remove_recv(username: str) -> dict[str, Any]:
+    return {"type": "ContactRemoveRecv", "status": 200, "username": username}
+
+
+def contact_list_response(
+    contacts: list[dict[str, Any]], pending: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"type": "ContactListResponse", "status": 200, "contacts": contacts, "pending": pending}
+
+
+def presence_recv(username: str, online: bool) -> dict[str, Any]:
+    return {"type": "PresenceRecv", "status": 200, "username": username, "online": online}
+
+
+def message_edit_response(message_id: int) -> dict[str, Any]:
+    return {"type": "MessageEditResponse", "status": 200, "id": message_id}
+
+
+def message_delete_response(message_id: int) -> dict[str, Any]:
+    return {"type": "MessageDeleteResponse", "status": 200, "id": message_id}
+
+
+def message_edited(message_id: int, chatname: str, sender: str, content: str) -> dict[str, Any]:
+    return {"type": "MessageEdited", "status": 200, "id": message_id, "chatname": chatname,
+            "sender": sender, "content": content}
+
+
+def message_deleted(message_id: int, chatname: str, sender: str) -> dict[str, Any]:
+    return {"type": "MessageDeleted", "status": 200, "id": message_id, "chatname": chatname,
+            "sender": sender}
+
+
+def heartbeat_response(payload: Any) -> dict[str, Any]:
+    return {"type": "HeartbeatResponse", "status": 200, "payload": payload}
+
+
+def group_members_response(chatname: str, members: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "GroupMembersResponse", "status": 200, "chatname": chatname, "members": members}

@@ -45,8 +45,10 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         self.username: str | None = None
         self.signing_in = False
         self.live = False
+        self.session_key_hash: str | None = None
         self._backlog: deque[Request] = deque()
         self._busy = False
+        self._held: list[Any] | None = None
 
     # -- Autobahn hooks -----------------------------------------------------
 
@@ -98,8 +100,23 @@ class ChateauServerProtocol(WebSocketServerProtocol):
 
     def send_frame(self, frame: Any) -> None:
         """Send a frame prepared once by the factory for a whole fan-out."""
-        if self.live:
+        if self._held is not None:
+            self._held.append(frame)
+        elif self.live:
             self.sendPreparedMessage(frame)
+
+    def hold(self) -> None:
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        for frame in held or ():
+            self.send_frame(frame)
+
+    def close_for(self, code: int, reason: str) -> None:
+        if self.live:
+            self.sendClose(code, reason)
 
     def send_message(self, message: dict[str, Any]) -> None:
         if self.live:

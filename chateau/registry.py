@@ -49,6 +49,7 @@ class Departure:
 
     username: str
     ended_pairs: list[RandomPair] = field(default_factory=list)
+    contacts: set[str] = field(default_factory=set)
 
 
 class Registry:
@@ -60,6 +61,8 @@ class Registry:
         self._groups: dict[str, Group] = {}
         self._pairs: dict[str, RandomPair] = {}
         self._pairs_by_user: dict[str, set[str]] = {}
+        # Accepted contacts of each online user, for presence notices.
+        self._contacts: dict[str, set[str]] = {}
 
     # -- presence ---------------------------------------------------------
 
@@ -78,7 +81,7 @@ class Registry:
         if peers:
             return None
         del self._online[username]
-        departure = Departure(username)
+        departure = Departure(username, contacts=self._contacts.pop(username, set()))
         for chatname in sorted(self._pairs_by_user.get(username, ())):
             departure.ended_pairs.append(self.end_pair(chatname))
         return departure
@@ -89,7 +92,34 @@ class Registry:
     def online_users(self, exclude: str | None = None) -> list[str]:
         return sorted(name for name in self._online if name != exclude)
 
+    def connections(self, username: str) -> list[Peer]:
+        return list(self._online.get(username, ()))
+
+    # -- contacts ---------------------------------------------------------
+
+    def set_contacts(self, username: str, contacts: Iterable[str]) -> None:
+        """Remember an online user's accepted contacts."""
+        if username in self._online:
+            self._contacts[username] = set(contacts)
+
+    def link_contacts(self, first: str, second: str) -> None:
+        for one, other in ((first, second), (second, first)):
+            if one in self._contacts:
+                self._contacts[one].add(other)
+
+    def unlink_contacts(self, first: str, second: str) -> None:
+        for one, other in ((first, second), (second, first)):
+            if one in self._contacts:
+                self._contacts[one].discard(other)
+
+    def online_contacts(self, username: str) -> list[str]:
+        """The contacts of *username* who are online (to tell of presence)."""
+        return sorted(c for c in self._contacts.get(username, ()) if c in self._online)
+
     # -- groups -----------------------------------------------------------
+
+    def groups_of(self, username: str) -> list[Group]:
+        return [group for group in self._groups.values() if username in group.members]
 
     def add_group(
         self, chatname: str, creator: str, members: Iterable[str], started: bool = False

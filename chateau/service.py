@@ -14,7 +14,8 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
-from chateau.auth import LOCAL, Authenticator
+from chateau.auth import DIRECTORY, LOCAL, Authenticator
+from chateau.auth.ldap import Directory, LdapChecker
 from chateau.auth.local import Hasher, LocalChecker
 from chateau.chat import Chat
 from chateau.config import Config
@@ -61,18 +62,37 @@ class Chateau(MultiService):
         hash_pool = ThreadPool(
             minthreads=1, maxthreads=config.auth.bcrypt_threads, name="chateau-bcrypt"
         )
-        self.pools = [db_pool, hash_pool]
+        # Messages are committed by one writer thread, in batches.
+        writer_pool = ThreadPool(minthreads=1, maxthreads=1, name="chateau-db-writer")
+        self.pools = [db_pool, writer_pool, hash_pool]
         for pool in self.pools:
             ThreadPoolService(pool).setServiceParent(self)
-        self.store = Store(reactor, self.engine, db_pool)
+        self.store = Store(reactor, self.engine, db_pool, writer_pool)
         checkers = {}
+        reserved = None
+        if DIRECTORY in config.auth.methods:
+            # ldap3 blocks: directory sign-ins get a bounded pool of their own.
+            ldap_pool = ThreadPool(
+                minthreads=0, maxthreads=config.ldap.threads, name="chateau-ldap"
+            )
+            self.pools.append(ldap_pool)
+            ThreadPoolService(ldap_pool).setServiceParent(self)
+            directory = Directory(config.ldap)
+            ldap_checker = LdapChecker(self.store, directory, reactor, ldap_pool)
+            checkers[DIRECTORY] = ldap_checker
+            reserved = ldap_checker.is_reserved
+            self._log.info(
+                "directory sign-in via {urls} ({mode}), timeout {timeout} s",
+                urls=" ".join(directory.urls), mode=directory.mode,
+                timeout=config.ldap.timeout,
+            )
         if LOCAL in config.auth.methods:
             hasher = Hasher(reactor, hash_pool, config.auth.bcrypt_cost)
             checkers[LOCAL] = LocalChecker(
-                self.store, hasher, config.auth.registration == "open"
+                self.store, hasher, config.auth.registration == "open", reserved=reserved
             )
         self.authenticator = Authenticator(checkers, config.auth.max_pending_signins)
-        self.chat = Chat(config, Registry(), self.store, self.authenticator)
+        self.chat = Chat(config, Registry(), self.store, self.authenticator, reactor=reactor)
         self.factory = ChateauServerFactory(self.chat, config.server, reactor=reactor)
         self.site: Site = make_site(self.factory)
         self.ports: list[IListeningPort] = []
@@ -105,6 +125,7 @@ class Chateau(MultiService):
         self.reactor.stop()
 
     async def _stop(self) -> None:
+        self.chat.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()
@@ -122,13 +143,15 @@ def prepare_database(url: str) -> None:
     wrong URL or an unreachable server stops start-up with one clear line
     instead of a server that accepts connections it cannot serve.
     """
-    from chateau.store import metadata
+    from chateau.schema import SchemaOutOfDate, prepare
 
     shown = make_url(url).render_as_string(hide_password=True)
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
-            metadata.create_all(connection)
+            prepare(connection)
+    except SchemaOutOfDate as exc:
+        raise SystemExit(f"chateau: database {shown}: {exc}") from None
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SystemExit(f"chateau: cannot use the database {shown}: {reason}") from None

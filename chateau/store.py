@@ -8,6 +8,7 @@ connection and return plain Python data, never a result proxy.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +30,9 @@ from sqlalchemy import (
     insert,
     select,
     delete,
+    func,
+    or_,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
@@ -59,6 +63,9 @@ users = Table(
     Column("display_name", String(256), nullable=True),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", BigInteger, nullable=False),
+    # Every message up to this id was delivered to the user (live or when
+    # they signed in); offline delivery starts after it.
+    Column("delivered_until", BigInteger, nullable=False, server_default="0"),
 )
 
 groups = Table(
@@ -74,19 +81,49 @@ group_members = Table(
     metadata,
     Column("chatname", String(64), ForeignKey("groups.chatname"), primary_key=True),
     Column("username", String(64), ForeignKey("users.username"), primary_key=True),
+    Index("ix_group_members_username", "username"),
 )
 
 messages = Table(
     "messages",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
     # A group's chatname, "@a:b" for the direct chat of a and b (sorted), or
     # a random pair's generated name.
     Column("chat", String(160), nullable=False),
+    # The addressee of a direct message; NULL in groups and random chats.
+    Column("recipient", String(64), nullable=True),
     Column("sender", String(64), nullable=False),
-    Column("content", Text, nullable=False),
+    # NULL once deleted: a deleted message keeps its place, not its words.
+    Column("content", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    Column("edited", Boolean, nullable=False),
+    Column("deleted", Boolean, nullable=False),
     Index("ix_messages_chat_id", "chat", "id"),
+    Index("ix_messages_recipient_id", "recipient", "id"),
+)
+
+# Session keys are stored only as their SHA-256: a stolen table resumes nobody.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("username", String(64), ForeignKey("users.username"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_sessions_username", "username"),
+)
+
+# One row per pair of users: pending until the addressee accepts.
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("requester", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("addressee", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("accepted", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_contacts_addressee", "addressee"),
 )
 
 
@@ -94,6 +131,10 @@ def direct_chat(first: str, second: str) -> str:
     """The stored chat key of the direct conversation between two users."""
     low, high = sorted((first, second))
     return f"@{low}:{high}"
+
+
+def hash_session_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def iso_timestamp(millis: int) -> str:
@@ -109,6 +150,7 @@ class UserRecord:
     auth_method: str
     display_name: str | None
     disabled: bool
+    delivered_until: int = 0
 
 
 @dataclass(frozen=True)
@@ -125,16 +167,50 @@ class StoredMessage:
     timestamp: str
 
 
+@dataclass(frozen=True)
+class MessageRecord:
+    """One stored message, as history and offline delivery see it."""
+
+    id: int
+    chat: str
+    recipient: str | None
+    sender: str
+    content: str | None
+    timestamp: str
+    edited: bool
+    deleted: bool
+
+    def history_entry(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sender": self.sender,
+            "content": None if self.deleted else self.content,
+            "timestamp": self.timestamp,
+            "edited": self.edited,
+            "deleted": self.deleted,
+        }
+
+
+@dataclass(frozen=True)
+class ContactBook:
+    """A user's accepted contacts and pending requests (name, "incoming"/"outgoing")."""
+
+    contacts: list[str]
+    pending: list[tuple[str, str]]
+
+
 def make_engine(url: str) -> Engine:
     """An engine for *url*; SQLite gets WAL so readers never block the writer."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a committed transaction survives a crash of
+            # the process; only a power cut can lose the newest commits.
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
@@ -152,37 +228,96 @@ def _now_millis() -> int:
     return int(time.time() * 1000)
 
 
-class Store:
-    """The database, reached only through the store's own thread pool."""
+def in_transaction(engine: Engine, txn: Callable[..., T], *args: Any) -> T:
+    """Run *txn* with a connection inside one transaction (on the calling thread)."""
+    with engine.begin() as connection:
+        return txn(connection, *args)
 
-    def __init__(self, reactor: Any, engine: Engine, pool: ThreadPool) -> None:
+
+class MessageWriter:
+    """Commits chat messages in batches on one thread: group commit.
+
+    While one batch is being committed, new messages queue up and go in the
+    next transaction, so a burst costs a few commits instead of one each.
+    A single writer also means ids are assigned in the order the reactor
+    routes messages, which offline delivery relies on. Every Deferred fires
+    only after its batch has committed.
+    """
+
+    def __init__(self, reactor: Any, engine: Engine, pool: ThreadPool, max_batch: int = 500) -> None:
         self._reactor = reactor
         self._engine = engine
         self._pool = pool
+        self._max_batch = max_batch
+        self._queue: list[tuple[tuple[str, str, str, str | None], Deferred[StoredMessage]]] = []
+        self._writing = False
+
+    def add(self, chat: str, sender: str, content: str, recipient: str | None) -> Deferred[StoredMessage]:
+        done: Deferred[StoredMessage] = Deferred()
+        self._queue.append(((chat, sender, content, recipient), done))
+        if not self._writing:
+            self._write_next()
+        return done
+
+    def _write_next(self) -> None:
+        batch = self._queue[: self._max_batch]
+        del self._queue[: self._max_batch]
+        self._writing = True
+        work = deferToThreadPool(
+            self._reactor, self._pool, in_transaction, self._engine, _add_messages_txn,
+            [item for item, _ in batch],
+        )
+
+        def committed(stored: list[StoredMessage]) -> None:
+            for (_, done), result in zip(batch, stored):
+                done.callback(result)
+
+        def failed(failure: Any) -> None:
+            for _, done in batch:
+                done.errback(failure)
+
+        work.addCallbacks(committed, failed)
+        work.addBoth(self._written)
+
+    def _written(self, _: Any) -> None:
+        self._writing = False
+        if self._queue:
+            self._write_next()
+
+
+class Store:
+    """The database, reached only through the store's own thread pools."""
+
+    def __init__(
+        self, reactor: Any, engine: Engine, pool: ThreadPool, writer_pool: ThreadPool | None = None
+    ) -> None:
+        self._reactor = reactor
+        self._engine = engine
+        self._pool = pool
+        self.writer = MessageWriter(reactor, engine, writer_pool or pool)
 
     def _run(self, txn: Callable[..., T], *args: Any) -> Deferred[T]:
-        return deferToThreadPool(self._reactor, self._pool, self._in_transaction, txn, *args)
-
-    def _in_transaction(self, txn: Callable[..., T], *args: Any) -> T:
-        with self._engine.begin() as connection:
-            return txn(connection, *args)
+        return deferToThreadPool(self._reactor, self._pool, in_transaction, self._engine, txn, *args)
 
     # -- schema -------------------------------------------------------------
 
-    def create_schema(self) -> Deferred[None]:
-        return self._run(_create_schema_txn)
+    def prepare_schema(self) -> Deferred[None]:
+        """Create the schema if the database is empty; refuse an outdated one."""
+        from chateau.schema import prepare
+
+        return self._run(prepare)
 
     # -- users --------------------------------------------------------------
 
     def get_user(self, username: str) -> Deferred[UserRecord | None]:
-        return self._run(_get_user_txn, username)
+        return self._run(get_user_txn, username)
 
     def create_user(
         self, username: str, password_hash: str | None, auth_method: str,
         display_name: str | None = None,
     ) -> Deferred[bool]:
         """Create an account; False when the name is already a user or a group."""
-        return self._run(_create_user_txn, username, password_hash, auth_method, display_name)
+        return self._run(create_user_txn, username, password_hash, auth_method, display_name)
 
     def missing_users(self, usernames: Iterable[str]) -> Deferred[list[str]]:
         """Those of *usernames* that are not accounts, in the order given."""
@@ -190,6 +325,12 @@ class Store:
 
     def user_exists(self, username: str) -> Deferred[bool]:
         return self._run(_user_exists_txn, username)
+
+    def set_delivered_until(self, usernames: Iterable[str], message_id: int) -> Deferred[None]:
+        return self._run(_set_delivered_until_txn, list(usernames), message_id)
+
+    def disabled_among(self, usernames: Iterable[str]) -> Deferred[list[str]]:
+        return self._run(_disabled_among_txn, list(usernames))
 
     # -- groups -------------------------------------------------------------
 
@@ -205,22 +346,75 @@ class Store:
 
     # -- messages -----------------------------------------------------------
 
-    def add_message(self, chat: str, sender: str, content: str) -> Deferred[StoredMessage]:
+    def add_message(
+        self, chat: str, sender: str, content: str, recipient: str | None = None
+    ) -> Deferred[StoredMessage]:
         """Commit a message; the Deferred fires only once it is durable."""
-        return self._run(_add_message_txn, chat, sender, content)
+        return self.writer.add(chat, sender, content, recipient)
+
+    def last_message_id(self) -> Deferred[int]:
+        return self._run(_last_message_id_txn)
+
+    def history(self, chat: str, before: int | None, limit: int) -> Deferred[tuple[list[MessageRecord], bool]]:
+        """Up to *limit* messages of *chat* older than *before*, newest first; and whether more exist."""
+        return self._run(_history_txn, chat, before, limit)
+
+    def missed_messages(self, username: str, after: int, upto: int, limit: int) -> Deferred[list[MessageRecord]]:
+        """Messages for *username* with ids in (after, upto], oldest first."""
+        return self._run(_missed_messages_txn, username, after, upto, limit)
+
+    def get_message(self, message_id: int) -> Deferred[MessageRecord | None]:
+        return self._run(_get_message_txn, message_id)
+
+    def edit_message(self, message_id: int, content: str) -> Deferred[None]:
+        return self._run(_edit_message_txn, message_id, content)
+
+    def delete_message(self, message_id: int) -> Deferred[None]:
+        return self._run(_delete_message_txn, message_id)
+
+    # -- sessions -----------------------------------------------------------
+
+    def create_session(self, username: str, key_hash: str, lifetime: float) -> Deferred[None]:
+        return self._run(_create_session_txn, username, key_hash, lifetime)
+
+    def resume_session(self, key_hash: str) -> Deferred[UserRecord | None]:
+        """The account of a live, unexpired key, unless the account is disabled."""
+        return self._run(_resume_session_txn, key_hash)
+
+    def revoke_session(self, key_hash: str) -> Deferred[None]:
+        return self._run(_revoke_session_txn, key_hash)
+
+    # -- contacts -----------------------------------------------------------
+
+    def request_contact(self, requester: str, addressee: str) -> Deferred[str]:
+        """"requested", "accepted" (they had asked us), "pending" or "already"."""
+        return self._run(_request_contact_txn, requester, addressee)
+
+    def accept_contact(self, addressee: str, requester: str) -> Deferred[bool]:
+        return self._run(_accept_contact_txn, addressee, requester)
+
+    def deny_contact(self, addressee: str, requester: str) -> Deferred[bool]:
+        return self._run(_deny_contact_txn, addressee, requester)
+
+    def remove_contact(self, username: str, other: str) -> Deferred[bool]:
+        return self._run(_remove_contact_txn, username, other)
+
+    def contact_book(self, username: str) -> Deferred[ContactBook]:
+        return self._run(_contact_book_txn, username)
 
 
-def _create_schema_txn(connection: Connection) -> None:
-    metadata.create_all(connection)
+# -- users --------------------------------------------------------------------
 
-
-def _get_user_txn(connection: Connection, username: str) -> UserRecord | None:
-    row = connection.execute(select(users).where(users.c.username == username)).first()
-    if row is None:
-        return None
+def _user_record(row: Any) -> UserRecord:
     return UserRecord(
-        row.username, row.password_hash, row.auth_method, row.display_name, bool(row.disabled)
+        row.username, row.password_hash, row.auth_method, row.display_name,
+        bool(row.disabled), int(row.delivered_until),
     )
+
+
+def get_user_txn(connection: Connection, username: str) -> UserRecord | None:
+    row = connection.execute(select(users).where(users.c.username == username)).first()
+    return None if row is None else _user_record(row)
 
 
 def _claim_name_txn(connection: Connection, name: str, kind: str) -> bool:
@@ -233,12 +427,13 @@ def _claim_name_txn(connection: Connection, name: str, kind: str) -> bool:
     return True
 
 
-def _create_user_txn(
+def create_user_txn(
     connection: Connection, username: str, password_hash: str | None,
     auth_method: str, display_name: str | None,
 ) -> bool:
     if not _claim_name_txn(connection, username, "user"):
         return False
+    last = connection.execute(select(func.max(messages.c.id))).scalar() or 0
     connection.execute(
         insert(users).values(
             username=username,
@@ -247,6 +442,7 @@ def _create_user_txn(
             display_name=display_name,
             disabled=False,
             created_at=_now_millis(),
+            delivered_until=last,
         )
     )
     return True
@@ -266,6 +462,27 @@ def _missing_users_txn(connection: Connection, usernames: list[str]) -> list[str
 def _user_exists_txn(connection: Connection, username: str) -> bool:
     return not _missing_users_txn(connection, [username])
 
+
+def _set_delivered_until_txn(connection: Connection, usernames: list[str], message_id: int) -> None:
+    if usernames:
+        connection.execute(
+            update(users)
+            .where(users.c.username.in_(usernames) & (users.c.delivered_until < message_id))
+            .values(delivered_until=message_id)
+        )
+
+
+def _disabled_among_txn(connection: Connection, usernames: list[str]) -> list[str]:
+    if not usernames:
+        return []
+    return list(
+        connection.execute(
+            select(users.c.username).where(users.c.username.in_(usernames) & users.c.disabled)
+        ).scalars()
+    )
+
+
+# -- groups -------------------------------------------------------------------
 
 def _create_group_txn(
     connection: Connection, chatname: str, creator: str, members: list[str]
@@ -307,12 +524,200 @@ def _remove_group_member_txn(connection: Connection, chatname: str, username: st
     )
 
 
-def _add_message_txn(
-    connection: Connection, chat: str, sender: str, content: str
-) -> StoredMessage:
+# -- messages -----------------------------------------------------------------
+
+def _add_messages_txn(
+    connection: Connection, batch: list[tuple[str, str, str, str | None]]
+) -> list[StoredMessage]:
     created = _now_millis()
-    result = connection.execute(
-        insert(messages).values(chat=chat, sender=sender, content=content, created_at=created)
+    stored = []
+    for chat, sender, content, recipient in batch:
+        result = connection.execute(
+            insert(messages).values(
+                chat=chat, recipient=recipient, sender=sender, content=content,
+                created_at=created, edited=False, deleted=False,
+            )
+        )
+        (message_id,) = result.inserted_primary_key
+        stored.append(StoredMessage(int(message_id), iso_timestamp(created)))
+    return stored
+
+
+def _message_record(row: Any) -> MessageRecord:
+    return MessageRecord(
+        int(row.id), row.chat, row.recipient, row.sender, row.content,
+        iso_timestamp(row.created_at), bool(row.edited), bool(row.deleted),
     )
-    (message_id,) = result.inserted_primary_key
-    return StoredMessage(int(message_id), iso_timestamp(created))
+
+
+def _last_message_id_txn(connection: Connection) -> int:
+    return int(connection.execute(select(func.max(messages.c.id))).scalar() or 0)
+
+
+def _history_txn(
+    connection: Connection, chat: str, before: int | None, limit: int
+) -> tuple[list[MessageRecord], bool]:
+    query = select(messages).where(messages.c.chat == chat)
+    if before is not None:
+        query = query.where(messages.c.id < before)
+    rows = connection.execute(query.order_by(messages.c.id.desc()).limit(limit + 1)).all()
+    return [_message_record(row) for row in rows[:limit]], len(rows) > limit
+
+
+def _missed_messages_txn(
+    connection: Connection, username: str, after: int, upto: int, limit: int
+) -> list[MessageRecord]:
+    my_groups = select(group_members.c.chatname).where(group_members.c.username == username)
+    query = (
+        select(messages)
+        .where(
+            (messages.c.id > after)
+            & (messages.c.id <= upto)
+            & (messages.c.sender != username)
+            & ~messages.c.deleted
+            & or_(
+                messages.c.recipient == username,
+                messages.c.recipient.is_(None) & messages.c.chat.in_(my_groups),
+            )
+        )
+        .order_by(messages.c.id)
+        .limit(limit)
+    )
+    return [_message_record(row) for row in connection.execute(query)]
+
+
+def _get_message_txn(connection: Connection, message_id: int) -> MessageRecord | None:
+    row = connection.execute(select(messages).where(messages.c.id == message_id)).first()
+    return None if row is None else _message_record(row)
+
+
+def _edit_message_txn(connection: Connection, message_id: int, content: str) -> None:
+    connection.execute(
+        update(messages).where(messages.c.id == message_id).values(content=content, edited=True)
+    )
+
+
+def _delete_message_txn(connection: Connection, message_id: int) -> None:
+    connection.execute(
+        update(messages).where(messages.c.id == message_id).values(content=None, deleted=True)
+    )
+
+
+# -- sessions -----------------------------------------------------------------
+
+def _create_session_txn(connection: Connection, username: str, key_hash: str, lifetime: float) -> None:
+    now = _now_millis()
+    connection.execute(
+        delete(sessions).where((sessions.c.username == username) & (sessions.c.expires_at <= now))
+    )
+    connection.execute(
+        insert(sessions).values(
+            key_hash=key_hash, username=username, created_at=now,
+            expires_at=now + int(lifetime * 1000),
+        )
+    )
+
+
+def _resume_session_txn(connection: Connection, key_hash: str) -> UserRecord | None:
+    row = connection.execute(
+        select(users)
+        .join(sessions, sessions.c.username == users.c.username)
+        .where(
+            (sessions.c.key_hash == key_hash)
+            & (sessions.c.expires_at > _now_millis())
+            & ~users.c.disabled
+        )
+    ).first()
+    return None if row is None else _user_record(row)
+
+
+def _revoke_session_txn(connection: Connection, key_hash: str) -> None:
+    connection.execute(delete(sessions).where(sessions.c.key_hash == key_hash))
+
+
+def revoke_all_sessions_txn(connection: Connection, username: str) -> int:
+    return connection.execute(delete(sessions).where(sessions.c.username == username)).rowcount
+
+
+# -- contacts -----------------------------------------------------------------
+
+def _pair_row(connection: Connection, first: str, second: str) -> Any:
+    return connection.execute(
+        select(contacts).where(
+            ((contacts.c.requester == first) & (contacts.c.addressee == second))
+            | ((contacts.c.requester == second) & (contacts.c.addressee == first))
+        )
+    ).first()
+
+
+def _request_contact_txn(connection: Connection, requester: str, addressee: str) -> str:
+    row = _pair_row(connection, requester, addressee)
+    if row is None:
+        connection.execute(
+            insert(contacts).values(
+                requester=requester, addressee=addressee, accepted=False,
+                created_at=_now_millis(),
+            )
+        )
+        return "requested"
+    if row.accepted:
+        return "already"
+    if row.requester == addressee:
+        connection.execute(
+            update(contacts)
+            .where((contacts.c.requester == addressee) & (contacts.c.addressee == requester))
+            .values(accepted=True)
+        )
+        return "accepted"
+    return "pending"
+
+
+def _accept_contact_txn(connection: Connection, addressee: str, requester: str) -> bool:
+    result = connection.execute(
+        update(contacts)
+        .where(
+            (contacts.c.requester == requester)
+            & (contacts.c.addressee == addressee)
+            & ~contacts.c.accepted
+        )
+        .values(accepted=True)
+    )
+    return result.rowcount == 1
+
+
+def _deny_contact_txn(connection: Connection, addressee: str, requester: str) -> bool:
+    result = connection.execute(
+        delete(contacts).where(
+            (contacts.c.requester == requester)
+            & (contacts.c.addressee == addressee)
+            & ~contacts.c.accepted
+        )
+    )
+    return result.rowcount == 1
+
+
+def _remove_contact_txn(connection: Connection, username: str, other: str) -> bool:
+    result = connection.execute(
+        delete(contacts).where(
+            ((contacts.c.requester == username) & (contacts.c.addressee == other))
+            | ((contacts.c.requester == other) & (contacts.c.addressee == username))
+        )
+    )
+    return result.rowcount > 0
+
+
+def _contact_book_txn(connection: Connection, username: str) -> ContactBook:
+    accepted: list[str] = []
+    pending: list[tuple[str, str]] = []
+    rows = connection.execute(
+        select(contacts).where(
+            (contacts.c.requester == username) | (contacts.c.addressee == username)
+        )
+    )
+    for row in rows:
+        other = row.addressee if row.requester == username else row.requester
+        if row.accepted:
+            accepted.append(other)
+        else:
+            pending.append((other, "outgoing" if row.requester == username else "incoming"))
+    return ContactBook(sorted(accepted), sorted(pending))

@@ -18,8 +18,10 @@ async def test_register_creates_account_and_echoes_msg_id(server):
         {"type": "RegisterRequest", "username": "Alice", "password": "pw", "auth": False,
          "msg_id": {"any": ["json", 1]}}
     )
+    key = reply.pop("session_key")
     assert reply == {"type": "RegisterResponse", "status": 200, "username": "alice",
                      "msg_id": {"any": ["json", 1]}}
+    assert isinstance(key, str) and len(key) >= 43  # 256 random bits, URL-safe base64
 
 
 @inline
