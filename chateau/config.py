@@ -129,6 +129,14 @@ def _user_filter(text: str) -> str:
         raise ValueError("must not be empty")
     if not (value.startswith("(") and value.endswith(")")):
         raise ValueError(f"an LDAP filter is enclosed in parentheses, got {value!r}")
+    # Imported here: only configs with directory sign-in pay for ldap3.
+    from ldap3.core.exceptions import LDAPException
+    from ldap3.operation.search import parse_filter
+
+    try:
+        parse_filter(value.replace("{username}", "x"), None, True, False, None, False)
+    except LDAPException as exc:
+        raise ValueError(f"not a valid LDAP filter: {value!r} ({exc})") from None
     return value
 
 
@@ -188,6 +196,7 @@ class ChatConfig:
     max_content_length: int = 16384
     max_group_members: int = 1000
     session_lifetime_days: float = 30.0
+    store_messages: bool = True
     account_check_interval: float = 5.0
 
 
@@ -218,6 +227,7 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("chat", "max_content_length"): _positive_int,
     ("chat", "max_group_members"): _positive_int,
     ("chat", "session_lifetime_days"): _positive_float,
+    ("chat", "store_messages"): _parse_bool,
     ("chat", "account_check_interval"): _positive_float,
     ("ldap", "url"): _ldap_urls,
     ("ldap", "start_tls"): _parse_bool,
@@ -293,7 +303,7 @@ def check_ldap(ldap: LdapConfig) -> None:
     ``chateau-admin ldap-check`` calls it too, whatever ``[auth] methods`` says.
     """
     if not ldap.url:
-        raise ConfigError("[ldap] url: required when [auth] methods includes ldap")
+        raise ConfigError("[ldap] url: required for directory sign-in (ldap in [auth] methods)")
     if not ldap.base_dn and not ldap.user_dn_template:
         raise ConfigError(
             "[ldap] base_dn: required (the search base), unless user_dn_template is set "

@@ -6,19 +6,21 @@ bcrypt at cost 12 takes about a quarter of a second; it runs on the hasher's
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import bcrypt
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from chateau.auth import LOCAL, Identity, LoginFailed
 from chateau.names import USERNAME_RULE, check_username
 from chateau.store import Store
+from chateau.threads import run_in_background_priority
 
 # bcrypt only ever reads the first 72 bytes of a password. Longer ones are
 # refused outright rather than silently truncated.
@@ -46,10 +48,12 @@ class Hasher:
         )
 
     def _hash(self, password: bytes) -> str:
+        run_in_background_priority()
         return bcrypt.hashpw(password, bcrypt.gensalt(self._cost)).decode()
 
     @staticmethod
     def _check(password: bytes, hashed: bytes, real: bool) -> bool:
+        run_in_background_priority()
         # checkpw compares in constant time; a dummy hash never signs anyone in.
         return bcrypt.checkpw(password, hashed) and real
 
@@ -59,11 +63,19 @@ class LocalChecker:
     """Checks (or, when registration is open, creates) a local account."""
 
     credentialInterfaces = (IUsernamePassword,)
+    _log = Logger()
 
-    def __init__(self, store: Store, hasher: Hasher, registration_open: bool) -> None:
+    def __init__(
+        self, store: Store, hasher: Hasher, registration_open: bool,
+        reserved: Callable[[str], Deferred[bool]] | None = None,
+    ) -> None:
         self._store = store
         self._hasher = hasher
         self._registration_open = registration_open
+        # With directory sign-in on too, asked before a NEW local account is
+        # created: True when the directory has that name (then it stays the
+        # directory user's). Failing to ask refuses the registration.
+        self._reserved = reserved
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Identity]:
         return ensureDeferred(self._check(credentials.username, credentials.password))
@@ -79,6 +91,7 @@ class LocalChecker:
             )
         account = await self._store.get_user(username)
         if account is None and self._registration_open:
+            await self._refuse_if_reserved(username)
             hashed = await self._hasher.hash(password)
             if await self._store.create_user(username, hashed, LOCAL):
                 return Identity(username, LOCAL)
@@ -97,3 +110,25 @@ class LocalChecker:
         if account.disabled:
             raise LoginFailed("authentication failed: this account is disabled")
         return Identity(username, LOCAL, account.display_name)
+
+    async def _refuse_if_reserved(self, username: str) -> None:
+        """Fail closed: no new local name the directory has, or might have."""
+        if self._reserved is None:
+            return
+        try:
+            taken = await self._reserved(username)
+        except Exception as exc:
+            self._log.warn(
+                "local registration of {username} refused: cannot ask the directory "
+                "whether it has that name: {reason}",
+                username=username, reason=getattr(exc, "reason", None) or repr(exc),
+            )
+            raise LoginFailed(
+                f"authentication failed: cannot create the local account {username!r} now: "
+                "the directory could not be asked whether the name is taken; try again later"
+            ) from None
+        if taken:
+            raise LoginFailed(
+                f"authentication failed: {username!r} is a directory account; "
+                "sign in with auth: true"
+            )

@@ -1,0 +1,312 @@
+"""``chateau-admin``: administration commands that run beside the server.
+
+Each command is a subcommand with its own handler; they all read the server's
+own INI file (``--config``, by default ``chateau.ini`` in the working
+directory when there is one), so what they check is what the server will do.
+
+``user add|passwd|disable|enable|list`` manage accounts and ``db upgrade``
+applies the schema migrations (see chateau.accounts and chateau.schema).
+
+``ldap-check USERNAME`` walks through a directory sign-in step by step
+(connect, TLS, search, bind, group) and prints one line per step with OK or
+FAILED and the reason, so a certificate problem is told apart from a wrong
+password. Exit status: 0 when the sign-in would succeed, 1 when it would
+not, 2 for a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import unicodedata
+from typing import Callable, Sequence
+
+from chateau.config import Config, check_ldap, load_config
+from chateau.errors import ConfigError
+
+DEFAULT_CONFIG = "chateau.ini"
+PASSWORD_VARIABLE = "CHATEAU_PASSWORD"
+
+OK, WOULD_FAIL, USAGE = 0, 1, 2
+
+
+def _line(step: str, ok: bool, message: str) -> None:
+    print(f"{step:<13} {'OK' if ok else 'FAILED'}: {message}", flush=True)
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    path = getattr(args, "config", None)
+    if path is None and os.path.exists(DEFAULT_CONFIG):
+        path = DEFAULT_CONFIG
+    return path
+
+
+def _account_step(config: Config, username: str) -> bool:
+    """Would the database let this directory user in? (The naming rule.)
+
+    Read-only and best effort: a database this host cannot reach is reported
+    and skipped, since the server creates the row itself on first sign-in.
+    """
+    from sqlalchemy import inspect, select
+    from sqlalchemy.engine import make_url
+
+    from chateau.store import make_engine, names, users
+
+    url = make_url(config.database.url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not os.path.exists(url.database):
+            print(f"{'account':<13} skipped: no database at {url.database} yet")
+            return True
+    try:
+        engine = make_engine(config.database.url)
+        try:
+            with engine.connect() as connection:
+                tables = set(inspect(connection).get_table_names())
+                if not {"names", "users"} <= tables:
+                    print(f"{'account':<13} skipped: the database has no schema yet")
+                    return True
+                kind = connection.execute(
+                    select(names.c.kind).where(names.c.name == username)
+                ).scalar()
+                method = connection.execute(
+                    select(users.c.auth_method).where(users.c.username == username)
+                ).scalar()
+        finally:
+            engine.dispose()
+    except Exception as exc:  # any driver error: this check is advisory
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{'account':<13} skipped: cannot read the database: {reason}")
+        return True
+    if kind is None:
+        _line("account", True, f"{username!r} is free; created on first sign-in")
+        return True
+    if kind != "user":
+        _line("account", False, f"{username!r} is a group name on this server; rename the group")
+        return False
+    if method != "ldap":
+        _line(
+            "account", False,
+            f"{username!r} is a local account on this server; rename or remove it to let "
+            "the directory user in",
+        )
+        return False
+    _line("account", True, f"{username!r} is already a directory account")
+    return True
+
+
+def ldap_check(args: argparse.Namespace) -> int:
+    """Try a directory sign-in as the server would, printing every step."""
+    from chateau.auth.ldap import Directory, DirectoryError
+    from chateau.names import USERNAME_RULE, check_username
+
+    path = _config_path(args)
+    try:
+        config = load_config(path)
+        check_ldap(config.ldap)
+    except ConfigError as exc:
+        where = path or f"no {DEFAULT_CONFIG} here; pass --config FILE"
+        print(f"chateau-admin: {exc} ({where})", file=sys.stderr)
+        return USAGE
+    name = check_username(args.username)
+    if name is None:
+        _line("username", False, f"{args.username!r}: {USERNAME_RULE}")
+        return WOULD_FAIL
+    password = os.environ.get(PASSWORD_VARIABLE)
+    if password is None:
+        try:
+            password = getpass.getpass(f"Directory password for {args.username}: ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return WOULD_FAIL
+    if not password.strip():
+        _line("password", False, "empty; the server refuses empty passwords before any bind")
+        return WOULD_FAIL
+    directory = Directory(config.ldap)
+    print(f"{'directory':<13} {directory.mode} via {' '.join(directory.urls)}")
+    typed = unicodedata.normalize("NFKC", args.username)
+    try:
+        user = directory.authenticate(typed, password, report=_line)
+    except DirectoryError as failure:
+        print(f"{'result':<13} FAILED: {failure.detail}")
+        return WOULD_FAIL
+    ok = _account_step(config, user.username)
+    if "ldap" not in config.auth.methods:
+        _line(
+            "methods", False,
+            "[auth] methods does not include ldap: the server answers auth: true with 301",
+        )
+        ok = False
+    if not ok:
+        print(f"{'result':<13} FAILED: the directory accepts {user.uid!r}, but the server "
+              "would not sign them in (see above)")
+        return WOULD_FAIL
+    shown = f" ({user.display_name})" if user.display_name else ""
+    print(f"{'result':<13} OK: {args.username!r} signs in as {user.username!r}{shown}")
+    return OK
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    path = _config_path(args)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"chateau-admin: {exc}", file=sys.stderr)
+        return None
+
+
+def _engine(config: Config):  # -> Engine; imported lazily to keep --help quick
+    from chateau.store import make_engine
+
+    return make_engine(config.database.url)
+
+
+def _new_password(username: str) -> str | None:
+    """The new password from $CHATEAU_PASSWORD, or asked twice on the terminal."""
+    password = os.environ.get(PASSWORD_VARIABLE)
+    if password is not None:
+        return password
+    try:
+        first = getpass.getpass(f"New password for {username}: ")
+        second = getpass.getpass("Again: ")
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
+        return None
+    if first != second:
+        print("chateau-admin: the passwords differ", file=sys.stderr)
+        return None
+    return first
+
+
+def _account_command(args: argparse.Namespace) -> int:
+    """user add | passwd | disable | enable | list: one transaction each."""
+    from chateau import accounts
+    from chateau.schema import SchemaOutOfDate, prepare
+
+    config = _load(args)
+    if config is None:
+        return USAGE
+    engine = _engine(config)
+    try:
+        with engine.begin() as connection:
+            prepare(connection)
+        action = args.action
+        if action == "list":
+            users = accounts.list_users(engine)
+            for user in users:
+                state = "disabled" if user.disabled else "active"
+                shown = f"  {user.display_name}" if user.display_name else ""
+                print(f"{user.username:<32} {user.method:<6} {state:<9} "
+                      f"{user.sessions} session(s){shown}")
+            print(f"{len(users)} account(s)")
+            return OK
+        if action in ("add", "passwd"):
+            password = _new_password(args.username)
+            if password is None:
+                return WOULD_FAIL
+            if action == "add":
+                name = accounts.add_user(engine, args.username, password, config.auth.bcrypt_cost)
+                print(f"created local account {name!r}")
+            else:
+                revoked = accounts.set_password(
+                    engine, args.username, password, config.auth.bcrypt_cost
+                )
+                print(f"password changed; {revoked} session key(s) revoked")
+            return OK
+        revoked = accounts.set_disabled(engine, args.username, action == "disable")
+        if action == "disable":
+            print(f"disabled; {revoked} session key(s) revoked; a running server closes "
+                  f"the account's connections within {config.chat.account_check_interval:g} s")
+        else:
+            print("enabled")
+        return OK
+    except (accounts.AdminError, SchemaOutOfDate) as exc:
+        print(f"chateau-admin: {exc}", file=sys.stderr)
+        return WOULD_FAIL
+    finally:
+        engine.dispose()
+
+
+def _db_command(args: argparse.Namespace) -> int:
+    from chateau.accounts import upgrade_database
+
+    config = _load(args)
+    if config is None:
+        return USAGE
+    engine = _engine(config)
+    try:
+        before, after = upgrade_database(engine)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"chateau-admin: upgrade failed: {reason}", file=sys.stderr)
+        return WOULD_FAIL
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"the schema is up to date (revision {after})")
+    else:
+        print(f"upgraded the schema from {before or 'nothing'} to revision {after}")
+    return OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --config works before or after the subcommand; the later one wins.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
+        help=f"the server's INI file (default: {DEFAULT_CONFIG} if present)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="chateau-admin",
+        description="Administer a Chateau server.",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    check = commands.add_parser(
+        "ldap-check", parents=[common],
+        help="try a directory sign-in step by step",
+        description=(
+            "Sign USERNAME in against the directory configured in [ldap], as the "
+            f"server would, and report each step. The password is read from "
+            f"${PASSWORD_VARIABLE} when set, else asked for. Exit status 0 when the "
+            "sign-in would succeed."
+        ),
+    )
+    check.add_argument("username", metavar="USERNAME")
+    check.set_defaults(handler=ldap_check)
+
+    user = commands.add_parser(
+        "user", parents=[common], help="manage accounts",
+        description="Manage accounts in the server's database.",
+    )
+    actions = user.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (
+        ("add", f"create a local account (password from ${PASSWORD_VARIABLE} or asked)"),
+        ("passwd", "reset a local account's password and revoke all its session keys"),
+        ("disable", "refuse the account's sign-ins, revoke its keys, close its connections"),
+        ("enable", "undo disable"),
+    ):
+        action = actions.add_parser(name, parents=[common], help=text, description=text)
+        action.add_argument("username", metavar="USERNAME")
+        action.set_defaults(handler=_account_command)
+    listing = actions.add_parser("list", parents=[common], help="list accounts")
+    listing.set_defaults(handler=_account_command)
+
+    db = commands.add_parser("db", parents=[common], help="manage the database schema")
+    db_actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)
+    upgrade = db_actions.add_parser(
+        "upgrade", parents=[common], help="apply the packaged schema migrations",
+    )
+    upgrade.set_defaults(handler=_db_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
