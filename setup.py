@@ -13,6 +13,7 @@ setup(
     package_data={
         "twisted.plugins": ["chateau_plugin.py"],
         "chateau": ["migrations/script.py.mako"],
+        "chateau.webclient": ["static/*.html", "static/*.js", "static/*.css"],
     },
     install_requires=[
         "twisted[tls]>=24.7",
@@ -23,12 +24,19 @@ setup(
         "psycopg[binary]>=3.1",
         "alembic>=1.13",
     ],
-    entry_points={"console_scripts": ["chateau-admin=chateau.admin:main"]},
+    entry_points={
+        "console_scripts": [
+            "chateau-admin=chateau.admin:main",
+            "chateau-client=chateau.client.cli:run",
+        ],
+    },
     extras_require={
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
             "websocket-client>=1.7",
+            "pexpect>=4.8",
+            "playwright>=1.40",
         ],
     },
     classifiers=[

@@ -1,34 +1,102 @@
-"""The HTTP side of the port: the WebSocket at ``/ws`` and a small landing page."""
+"""The HTTP side of the port: the WebSocket at ``/ws``, ``/api/users/``, and the
+web client's files at ``/``."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.static import File
 
-from chateau import __version__
+from chateau.chat import Chat
+from chateau.names import check_username
 from chateau.protocol import ChateauServerFactory
+from chateau.webclient import STATIC_DIR
 
-LANDING = (
-    "<!doctype html><html lang=en><meta charset=utf-8><title>Chateau</title>"
-    f"<p>Chateau {__version__} is running. Connect a WebSocket client to <code>/ws</code>.</p>"
-    "</html>"
-).encode()
+CONTENT_SECURITY_POLICY = (
+    b"default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    b"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
-class LandingPage(Resource):
-    """``/``: says what this port is, for a person who opens it in a browser."""
+class StaticFiles(File):
+    """The web client's files, with headers that keep the page to itself.
+
+    The policy lets the page run only its own script and talk only to its
+    own server (``ws:``/``wss:`` for the socket), so injected markup could
+    neither load nor send anything.
+    """
+
+    contentTypes = {
+        **File.contentTypes,
+        ".html": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+    }
+
+    def render(self, request: Request) -> Any:
+        request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"referrer-policy", b"no-referrer")
+        # Revalidate each time, so an upgraded server's client is picked up.
+        request.setHeader(b"cache-control", b"no-cache")
+        return super().render(request)
+
+
+class UserResource(Resource):
+    """``GET /api/users/{username}``: public profile and presence, as JSON."""
 
     isLeaf = True
 
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return LANDING
+    def __init__(self, chat: Chat) -> None:
+        super().__init__()
+        self._chat = chat
+
+    def render_GET(self, request: Request) -> Any:
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        if len(request.postpath) != 1 or not request.postpath[0]:
+            request.setResponseCode(404)
+            return json.dumps({"status": 404, "detail": "use /api/users/{username}"}).encode()
+        raw = request.postpath[0].decode("utf-8", "replace")
+        ensureDeferred(self._render(request, raw))
+        return NOT_DONE_YET
+
+    async def _render(self, request: Request, raw: str) -> None:
+        username = check_username(raw)
+        try:
+            user = await self._chat.store.get_user(username) if username else None
+        except Exception:
+            self._log.failure("user lookup failed")
+            request.setResponseCode(503)
+            body = {"status": 503, "detail": "the database is unavailable"}
+        else:
+            if user is None or user.disabled:
+                request.setResponseCode(404)
+                body = {"status": 404, "detail": f"no such user: {raw!r}"}
+            else:
+                body = {
+                    "username": user.username,
+                    "display_name": user.display_name,
+                    "online": self._chat.registry.is_online(user.username),
+                }
+        if not request.finished and not request._disconnected:
+            request.write(json.dumps(body).encode())
+            request.finish()
+
+    _log = Logger()
 
 
 def make_site(factory: ChateauServerFactory) -> Site:
-    root = Resource()
-    root.putChild(b"", LandingPage())
+    root = StaticFiles(STATIC_DIR)
+    api = Resource()
+    api.putChild(b"users", UserResource(factory.chat))
+    root.putChild(b"api", api)
     root.putChild(b"ws", WebSocketResource(factory))
     site = Site(root)
     site.displayTracebacks = False

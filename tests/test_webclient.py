@@ -1,0 +1,122 @@
+"""The web client served at ``/``, in headless Chromium driven by Playwright.
+
+The server is a real twistd process and the browser a real Chromium, so
+this is the page as people get it. Without Chromium the browser tests are
+skipped, except under CI where they fail (scripts/test installs it).
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.clientsupport import (  # noqa: F401  (browser and chateau are fixtures)
+    browser,
+    chat_item,
+    chateau,
+    online_user,
+    open_page,
+)
+from tests.clientsupport import web_send as send
+from tests.clientsupport import web_sign_in as sign_in
+
+
+def fetch(url: str) -> tuple[int, dict[str, str], str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read().decode(errors="replace")
+
+
+def test_static_files_are_served_at_the_root(chateau):
+    status, headers, body = fetch(chateau.http_url)
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert '<script src="app.js" defer></script>' in body and "Sign in" in body
+    status, headers, body = fetch(chateau.http_url + "app.js")
+    assert status == 200 and headers["Content-Type"] == "text/javascript; charset=utf-8"
+    assert "ResumeRequest" in body
+    status, headers, _ = fetch(chateau.http_url + "style.css")
+    assert status == 200 and headers["Content-Type"] == "text/css; charset=utf-8"
+    assert fetch(chateau.http_url + "missing.txt")[0] == 404
+    assert fetch(chateau.http_url + "../setup.py")[0] == 404
+    assert "Sign in" not in fetch(chateau.http_url + "ws")[2]  # /ws stays the WebSocket
+
+
+def test_two_browser_users_chat(chateau, browser, tmp_path: Path):
+    from playwright.sync_api import expect
+
+    alice = open_page(browser, chateau.http_url)
+    expect(alice.get_by_role("button", name="Sign in")).to_be_visible()
+    sign_in(alice, "Alice")
+    expect(alice.locator("#me")).to_have_text("alice")
+    expect(alice.get_by_label("Password")).to_be_hidden()
+
+    # A refused sign-in is explained with the server's words.
+    bob = open_page(browser, chateau.http_url)
+    sign_in(bob, "alice", "not her password")
+    expect(bob.locator("#signin-error")).to_contain_text("wrong username or password")
+    sign_in(bob, "bob")
+    expect(bob.locator("#me")).to_have_text("bob")
+
+    # Each sees the other online.
+    expect(online_user(bob, "alice")).to_be_visible()
+    expect(online_user(alice, "bob")).to_be_visible()
+
+    # A group: alice starts it and writes; bob finds it in his chats.
+    alice.get_by_role("button", name="New group").click()
+    alice.get_by_label("Group name").fill("study group")
+    alice.get_by_label("Members").fill("bob")
+    alice.get_by_role("button", name="Create group").click()
+    expect(alice.get_by_role("heading", name="# study group")).to_be_visible()
+    send(alice, "hello group")
+    alice_log = alice.get_by_role("log", name="Conversation")
+    expect(alice_log).to_contain_text("hello group")
+    expect(chat_item(bob, "study group").locator(".badge")).to_be_visible()  # unread
+    chat_item(bob, "study group").click()
+    bob_log = bob.get_by_role("log", name="Conversation")
+    expect(bob_log).to_contain_text("hello group")
+    expect(bob_log).to_contain_text("alice added you to this group")
+    send(bob, "hi all")
+    expect(alice_log).to_contain_text("hi all")
+
+    # Direct messages: bob picks alice from the online list.
+    online_user(bob, "alice").click()
+    expect(bob.get_by_role("heading", name="alice", exact=True)).to_be_visible()
+    send(bob, "just for you <b>not bold</b>")
+    chat_item(alice, "bob").click()
+    expect(alice_log).to_contain_text("just for you <b>not bold</b>")
+    send(alice, "thanks!")
+    expect(bob_log).to_contain_text("thanks!")
+
+    # A random chat.
+    alice.get_by_role("button", name="Random chat").click()
+    send(alice, "anyone out there?")
+    expect(alice.get_by_role("heading", name="Random: bob")).to_be_visible()
+    chat_item(bob, "Random: alice").click()
+    expect(bob_log).to_contain_text("anyone out there?")
+    send(bob, "me!")
+    expect(alice_log).to_contain_text("me!")
+
+    # Errors from the server reach the person, in words.
+    alice.get_by_role("button", name="New group").click()
+    alice.get_by_label("Group name").fill("ghosts")
+    alice.get_by_label("Members").fill("nobody-at-all")
+    alice.get_by_role("button", name="Create group").click()
+    expect(alice.locator("#toast")).to_contain_text("unknown recipient 'nobody-at-all'")
+
+    chat_item(alice, "study group").click()
+    expect(alice_log).to_contain_text("hi all")
+    screenshot = tmp_path / "webclient.png"
+    alice.screenshot(path=str(screenshot))
+    bob.screenshot(path=str(tmp_path / "webclient-bob.png"))
+    assert screenshot.stat().st_size > 10_000
+
+    # Signing out goes back to the form and forgets the session.
+    bob.get_by_role("button", name="Sign out").click()
+    expect(bob.get_by_role("button", name="Sign in")).to_be_visible()
+    assert bob.evaluate("sessionStorage.getItem('chateau.session')") is None
