@@ -18,18 +18,25 @@ from __future__ import annotations
 import secrets
 from typing import Any, Callable, Iterable, Protocol
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chateau import messages
 from chateau.auth import Account, Authenticator
 from chateau.config import Config
-from chateau.errors import NOT_AUTHENTICATED, ChateauError
+from chateau.errors import NOT_AUTHENTICATED, NOT_IMPLEMENTED, ChateauError
 from chateau.handlers import HANDLERS
 from chateau.messages import Request
 from chateau.registry import Registry
-from chateau.store import MessageRecord, Store, hash_session_key
+from chateau.store import (
+    MessageRecord,
+    Store,
+    StoredMessage,
+    hash_session_key,
+    iso_timestamp,
+    now_millis,
+)
 
 # Missed messages are fetched and pushed in pages of this many.
 CATCH_UP_PAGE = 500
@@ -86,6 +93,7 @@ class Chat:
         self._cursors: dict[str, int] = {}
         self._catching_up: set[str] = set()
         self._account_check: LoopingCall | None = None
+        self._next_id = 0
 
     async def start(self) -> None:
         """Check the schema and load persistent groups into the registry."""
@@ -109,6 +117,28 @@ class Chat:
         if request.needs_user and connection.username is None:
             raise ChateauError(NOT_AUTHENTICATED, "not signed in: send a RegisterRequest first")
         return await HANDLERS[type(request)](self, connection, request)
+
+    # -- messages -----------------------------------------------------------
+
+    @property
+    def stores_messages(self) -> bool:
+        return self.config.chat.store_messages
+
+    def record_message(
+        self, chat: str, sender: str, content: str, recipient: str | None = None
+    ) -> Deferred[StoredMessage]:
+        """Commit a message (or, with storage off, just number it)."""
+        if self.stores_messages:
+            return self.store.add_message(chat, sender, content, recipient)
+        self._next_id = max(self._next_id, self.last_routed_id) + 1
+        return succeed(StoredMessage(self._next_id, iso_timestamp(now_millis())))
+
+    def require_stored_messages(self, feature: str) -> None:
+        if not self.stores_messages:
+            raise ChateauError(
+                NOT_IMPLEMENTED,
+                f"{feature} is off: this server keeps no messages ([chat] store_messages = false)",
+            )
 
     # -- delivery -----------------------------------------------------------
 
@@ -145,8 +175,10 @@ class Chat:
     ) -> None:
         """Put *connection* online, send *reply*, then what it missed.
 
-        Frames routed to the connection while the missed messages are being
-        fetched are held back and follow them, so everything arrives in order.
+        The user is online from the moment the reply is sent. Frames routed to
+        the connection while the missed messages are being fetched are held
+        back and follow them, so everything arrives in order. A user's second
+        connection gets no replay: the first one had it.
         """
         username = account.username
         connection.username = username
@@ -156,29 +188,36 @@ class Chat:
         if not first:
             connection.release()
             return
-        upto = self.last_routed_id
         self._catching_up.add(username)
         try:
-            user = await self.store.get_user(username)
-            after = self._cursors.pop(username, user.delivered_until if user else upto)
-            await self._push_missed(connection, username, after, upto)
-            book = await self.store.contact_book(username)
+            await self._catch_up(connection, username)
         except Exception:
             self.log.failure("catching {username} up failed", username=username)
-            connection.release()
-            return
         finally:
             self._catching_up.discard(username)
-        if not self.registry.is_online(username):
             connection.release()
+
+    async def _catch_up(self, connection: Connection, username: str) -> None:
+        upto = self.last_routed_id
+        signed_on = now_millis()
+        book = await self.store.contact_book(username)
+        if not self.registry.is_online(username):
             return
         self.registry.set_contacts(username, book.contacts)
-        for other, direction in book.pending:
-            if direction == "incoming":
-                connection.send_message(messages.contact_request_recv(other))
-        connection.release()
         self.deliver(self.registry.online_contacts(username), messages.presence_recv(username, True))
-        if upto > after:
+        # Requests that waited for the user; later ones were delivered live.
+        for other, direction, since in book.pending:
+            if direction == "incoming" and since <= signed_on:
+                connection.send_message(messages.contact_request_recv(other))
+        for group in await self.store.take_group_notices(username):
+            notice = messages.group_init_notice(group.chatname, group.creator, sorted(group.members))
+            notice["offline"] = True
+            connection.send_message(notice)
+        user = await self.store.get_user(username)
+        after = self._cursors.pop(username, user.delivered_until if user else upto)
+        if self.stores_messages:
+            await self._push_missed(connection, username, after, upto)
+        if upto > after and self.registry.is_online(username):
             self.store.set_delivered_until([username], upto).addErrback(
                 lambda failure: self.log.failure("saving a delivery cursor failed", failure)
             )

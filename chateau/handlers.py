@@ -131,7 +131,8 @@ async def group_init(chat: Chat, conn: Connection, request: GroupMessageInitRequ
     if missing:
         raise ChateauError(NOT_FOUND, f"unknown recipient {missing[0]!r}")
     members = [creator, *recipients]
-    if not await chat.store.create_group(chatname, creator, members):
+    online = [m for m in members if chat.registry.is_online(m)]
+    if not await chat.store.create_group(chatname, creator, members, online):
         raise ChateauError(
             NOT_AUTHENTICATED, f"chatname {chatname!r} is taken (by a user or a group)"
         )
@@ -163,7 +164,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
     if pair is not None:
         if sender not in pair.members:
             raise ChateauError(FORBIDDEN, f"you are not in the random chat {target!r}")
-        stored = await chat.store.add_message(target, sender, request.content)
+        stored = await chat.record_message(target, sender, request.content)
         chat.deliver(
             pair.members,
             messages.group_message_recv(
@@ -179,7 +180,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
     if group is not None:
         if sender not in group.members:
             raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
-        stored = await chat.store.add_message(target, sender, request.content)
+        stored = await chat.record_message(target, sender, request.content)
         first, group.started = not group.started, True
         chat.deliver(
             group.members,
@@ -194,7 +195,12 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
 
     if not registry.is_online(target) and not await chat.store.user_exists(target):
         raise ChateauError(NOT_FOUND, f"no such user or group: {request.recipient!r}")
-    stored = await chat.store.add_message(
+    if not chat.stores_messages and not registry.is_online(target):
+        raise ChateauError(
+            NOT_FOUND,
+            f"{target!r} is offline and this server keeps no messages to deliver later",
+        )
+    stored = await chat.record_message(
         direct_chat(sender, target), sender, request.content, recipient=target
     )
     chat.deliver(
@@ -221,7 +227,7 @@ async def random_message(chat: Chat, conn: Connection, request: RandomMessageReq
     if pair is None:
         raise ChateauError(NOT_FOUND, "not enough people online: nobody else is signed in")
     partner = pair.other(sender)
-    stored = await chat.store.add_message(pair.chatname, sender, request.content)
+    stored = await chat.record_message(pair.chatname, sender, request.content)
     chat.deliver(
         [partner],
         messages.message_recv(
@@ -264,6 +270,7 @@ MAX_HISTORY = 100
 async def history(chat: Chat, conn: Connection, request: HistoryRequest) -> Reply:
     user = conn.username
     assert user is not None
+    chat.require_stored_messages("message history")
     if (request.chatname is None) == (request.user is None):
         raise BadRequest("HistoryRequest: give exactly one of 'chatname' or 'user'")
     if not 1 <= request.limit <= MAX_HISTORY:
@@ -363,11 +370,12 @@ async def contact_list(chat: Chat, conn: Connection, request: ContactListRequest
     online = chat.registry.is_online
     return messages.contact_list_response(
         [{"username": name, "online": online(name)} for name in book.contacts],
-        [{"username": name, "direction": direction} for name, direction in book.pending],
+        [{"username": name, "direction": direction} for name, direction, _ in book.pending],
     )
 
 
 async def _own_message(chat: Chat, user: str, message_id: int) -> Any:
+    chat.require_stored_messages("editing and deleting messages")
     record = await chat.store.get_message(message_id)
     if record is None or record.deleted:
         raise ChateauError(NOT_FOUND, f"no message with id {message_id}")

@@ -115,8 +115,9 @@ class ChateauServerProtocol(WebSocketServerProtocol):
             self.send_frame(frame)
 
     def close_for(self, code: int, reason: str) -> None:
+        """Close with a protocol-level code (1008, 1013...), which sendClose refuses."""
         if self.live:
-            self.sendClose(code, reason)
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120], isReply=False)
 
     def send_message(self, message: dict[str, Any]) -> None:
         if self.live:

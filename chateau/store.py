@@ -32,6 +32,7 @@ from sqlalchemy import (
     delete,
     func,
     or_,
+    true,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -81,6 +82,9 @@ group_members = Table(
     metadata,
     Column("chatname", String(64), ForeignKey("groups.chatname"), primary_key=True),
     Column("username", String(64), ForeignKey("users.username"), primary_key=True),
+    # False until the member has been told of the group (they were offline
+    # when it was made): they are told when they next sign in.
+    Column("notified", Boolean, nullable=False, server_default=true()),
     Index("ix_group_members_username", "username"),
 )
 
@@ -193,10 +197,10 @@ class MessageRecord:
 
 @dataclass(frozen=True)
 class ContactBook:
-    """A user's accepted contacts and pending requests (name, "incoming"/"outgoing")."""
+    """A user's accepted contacts and pending requests (name, "incoming"/"outgoing", when)."""
 
     contacts: list[str]
-    pending: list[tuple[str, str]]
+    pending: list[tuple[str, str, int]]
 
 
 def make_engine(url: str) -> Engine:
@@ -224,7 +228,7 @@ def pool_size_for(url: str, threads: int) -> int:
     return 1 if make_url(url).get_backend_name() == "sqlite" else threads
 
 
-def _now_millis() -> int:
+def now_millis() -> int:
     return int(time.time() * 1000)
 
 
@@ -334,9 +338,21 @@ class Store:
 
     # -- groups -------------------------------------------------------------
 
-    def create_group(self, chatname: str, creator: str, members: Iterable[str]) -> Deferred[bool]:
-        """Create a group; False when the name is already a user or a group."""
-        return self._run(_create_group_txn, chatname, creator, sorted(set(members)))
+    def create_group(
+        self, chatname: str, creator: str, members: Iterable[str],
+        online: Iterable[str] = (),
+    ) -> Deferred[bool]:
+        """Create a group; False when the name is already a user or a group.
+
+        Members not *online* are marked to be told of it when they sign in.
+        """
+        return self._run(
+            _create_group_txn, chatname, creator, sorted(set(members)), set(online)
+        )
+
+    def take_group_notices(self, username: str) -> Deferred[list[GroupRecord]]:
+        """Groups *username* was added to while offline; marks them told."""
+        return self._run(_take_group_notices_txn, username)
 
     def load_groups(self) -> Deferred[list[GroupRecord]]:
         return self._run(_load_groups_txn)
@@ -441,7 +457,7 @@ def create_user_txn(
             auth_method=auth_method,
             display_name=display_name,
             disabled=False,
-            created_at=_now_millis(),
+            created_at=now_millis(),
             delivered_until=last,
         )
     )
@@ -485,15 +501,17 @@ def _disabled_among_txn(connection: Connection, usernames: list[str]) -> list[st
 # -- groups -------------------------------------------------------------------
 
 def _create_group_txn(
-    connection: Connection, chatname: str, creator: str, members: list[str]
+    connection: Connection, chatname: str, creator: str, members: list[str], online: set[str]
 ) -> bool:
     if not _claim_name_txn(connection, chatname, "group"):
         return False
     connection.execute(
-        insert(groups).values(chatname=chatname, creator=creator, created_at=_now_millis())
+        insert(groups).values(chatname=chatname, creator=creator, created_at=now_millis())
     )
     connection.execute(
-        insert(group_members), [{"chatname": chatname, "username": m} for m in members]
+        insert(group_members),
+        [{"chatname": chatname, "username": m, "notified": m in online or m == creator}
+         for m in members],
     )
     return True
 
@@ -516,6 +534,23 @@ def _load_groups_txn(connection: Connection) -> list[GroupRecord]:
     ]
 
 
+def _take_group_notices_txn(connection: Connection, username: str) -> list[GroupRecord]:
+    mine = (group_members.c.username == username) & ~group_members.c.notified
+    found = connection.execute(
+        select(groups.c.chatname, groups.c.creator)
+        .where(groups.c.chatname.in_(select(group_members.c.chatname).where(mine)))
+        .order_by(groups.c.created_at)
+    ).all()
+    records = []
+    for chatname, creator in found:
+        members = connection.execute(
+            select(group_members.c.username).where(group_members.c.chatname == chatname)
+        ).scalars()
+        records.append(GroupRecord(chatname, creator, frozenset(members), False))
+    connection.execute(update(group_members).where(mine).values(notified=True))
+    return records
+
+
 def _remove_group_member_txn(connection: Connection, chatname: str, username: str) -> None:
     connection.execute(
         delete(group_members).where(
@@ -529,7 +564,7 @@ def _remove_group_member_txn(connection: Connection, chatname: str, username: st
 def _add_messages_txn(
     connection: Connection, batch: list[tuple[str, str, str, str | None]]
 ) -> list[StoredMessage]:
-    created = _now_millis()
+    created = now_millis()
     stored = []
     for chat, sender, content, recipient in batch:
         result = connection.execute(
@@ -606,7 +641,7 @@ def _delete_message_txn(connection: Connection, message_id: int) -> None:
 # -- sessions -----------------------------------------------------------------
 
 def _create_session_txn(connection: Connection, username: str, key_hash: str, lifetime: float) -> None:
-    now = _now_millis()
+    now = now_millis()
     connection.execute(
         delete(sessions).where((sessions.c.username == username) & (sessions.c.expires_at <= now))
     )
@@ -624,7 +659,7 @@ def _resume_session_txn(connection: Connection, key_hash: str) -> UserRecord | N
         .join(sessions, sessions.c.username == users.c.username)
         .where(
             (sessions.c.key_hash == key_hash)
-            & (sessions.c.expires_at > _now_millis())
+            & (sessions.c.expires_at > now_millis())
             & ~users.c.disabled
         )
     ).first()
@@ -656,7 +691,7 @@ def _request_contact_txn(connection: Connection, requester: str, addressee: str)
         connection.execute(
             insert(contacts).values(
                 requester=requester, addressee=addressee, accepted=False,
-                created_at=_now_millis(),
+                created_at=now_millis(),
             )
         )
         return "requested"
@@ -708,7 +743,7 @@ def _remove_contact_txn(connection: Connection, username: str, other: str) -> bo
 
 def _contact_book_txn(connection: Connection, username: str) -> ContactBook:
     accepted: list[str] = []
-    pending: list[tuple[str, str]] = []
+    pending: list[tuple[str, str, int]] = []
     rows = connection.execute(
         select(contacts).where(
             (contacts.c.requester == username) | (contacts.c.addressee == username)
@@ -719,5 +754,6 @@ def _contact_book_txn(connection: Connection, username: str) -> ContactBook:
         if row.accepted:
             accepted.append(other)
         else:
-            pending.append((other, "outgoing" if row.requester == username else "incoming"))
+            direction = "outgoing" if row.requester == username else "incoming"
+            pending.append((other, direction, int(row.created_at)))
     return ContactBook(sorted(accepted), sorted(pending))

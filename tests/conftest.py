@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import pytest_twisted
@@ -11,6 +11,7 @@ from twisted.internet import reactor
 
 from chateau.config import Config, load_config
 from chateau.service import Chateau
+from tests.postgres import PostgresServer
 from tests.wsclient import Client, connect
 
 
@@ -54,14 +55,34 @@ async def start_server(config: Config) -> RunningServer:
     return RunningServer(service)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the whole run (never skipped)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each database test runs twice: on SQLite and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chateau.sqlite3'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
 @pytest.fixture
-def config_factory(tmp_path: Path) -> Callable[..., Config]:
-    return lambda **sections: make_config(tmp_path, **sections)
+def config_factory(tmp_path: Path, database_url: str) -> Callable[..., Config]:
+    def factory(**sections: dict[str, str]) -> Config:
+        sections.setdefault("database", {}).setdefault("url", database_url)
+        return make_config(tmp_path, **sections)
+
+    return factory
 
 
 @pytest_twisted.async_yield_fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    running = await start_server(make_config(tmp_path))
+async def server(config_factory: Callable[..., Config]) -> AsyncIterator[RunningServer]:
+    running = await start_server(config_factory())
     yield running
     await running.close_clients()
     await running.service.stopService()

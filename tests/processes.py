@@ -10,6 +10,22 @@ import time
 from pathlib import Path
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def checkout_env() -> dict[str, str]:
+    """Environment in which subprocesses import this checkout, not an installed copy.
+
+    Twisted finds the plugin in any ``twisted/plugins`` folder on the path.
+    """
+    path = os.environ.get("PYTHONPATH")
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -43,7 +59,7 @@ class TwistdServer:
             ["twistd", "-n", "--pidfile=", "chateau",
              "--listen", self.listen, *self.args],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=checkout_env(),
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ import pytest
 
 from chateau.config import Config, documented_keys, load_config
 from chateau.errors import ConfigError
+from tests.processes import checkout_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +67,8 @@ def test_bad_values_name_the_key(tmp_path, text, named):
 
 
 def test_twistd_help_documents_every_option(tmp_path):
+    # The installed copy, as a user runs it: `pip install .` must put the
+    # plugin where twistd finds it (scripts/test installs before testing).
     result = subprocess.run(
         ["twistd", "chateau", "--help"], cwd=tmp_path, capture_output=True, text=True,
         timeout=60,
@@ -86,7 +89,7 @@ def test_twistd_help_documents_every_option(tmp_path):
 def test_bad_option_stops_start_up_with_one_line(tmp_path, args, message):
     result = subprocess.run(
         ["twistd", "-n", "--pidfile=", "chateau", *args], cwd=tmp_path,
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, env=checkout_env(),
     )
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
@@ -97,9 +100,30 @@ def test_unreachable_database_stops_start_up(tmp_path):
     result = subprocess.run(
         ["twistd", "-n", "--pidfile=", "chateau", "--listen", "tcp:0:interface=127.0.0.1",
          "--db", "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/none"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=checkout_env(),
     )
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "chateau: cannot use the database" in output
     assert "hunter2" not in output
+
+
+def test_outdated_schema_stops_start_up_naming_the_upgrade_command(tmp_path):
+    from sqlalchemy import text
+
+    from chateau import schema
+    from chateau.store import make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        schema.prepare(connection)
+        connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    engine.dispose()
+    result = subprocess.run(
+        ["twistd", "-n", "--pidfile=", "chateau", "--listen", "tcp:0:interface=127.0.0.1",
+         "--db", url],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=checkout_env(),
+    )
+    assert result.returncode != 0
+    assert "run `chateau-admin db upgrade`" in result.stdout + result.stderr

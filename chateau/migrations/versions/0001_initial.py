@@ -40,6 +40,7 @@ def upgrade() -> None:
         "group_members",
         sa.Column("chatname", sa.String(64), sa.ForeignKey("groups.chatname"), primary_key=True),
         sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), primary_key=True),
+        sa.Column("notified", sa.Boolean, nullable=False, server_default=sa.true()),
     )
     op.create_index("ix_group_members_username", "group_members", ["username"])
     op.create_table(

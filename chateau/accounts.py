@@ -1,0 +1,124 @@
+"""Account administration for ``chateau-admin``: plain blocking calls.
+
+These run in the admin command's own process, never in the server, so they
+use the database directly. Each is one transaction built from the store's
+``*_txn`` functions. A running server notices a disabled account within
+``[chat] account_check_interval`` seconds and closes its connections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bcrypt
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from chateau.auth import LOCAL
+from chateau.auth.local import MAX_PASSWORD_BYTES
+from chateau.names import USERNAME_RULE, check_username
+from chateau.store import (
+    create_user_txn,
+    get_user_txn,
+    in_transaction,
+    revoke_all_sessions_txn,
+    sessions,
+    users,
+)
+
+
+class AdminError(Exception):
+    """The operation cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    username: str
+    method: str
+    disabled: bool
+    display_name: str | None
+    sessions: int
+
+
+def _username(raw: str) -> str:
+    name = check_username(raw)
+    if name is None:
+        raise AdminError(f"invalid username {raw!r}: {USERNAME_RULE}")
+    return name
+
+
+def hash_password(password: str, cost: int) -> str:
+    if not password.strip():
+        raise AdminError("the password must not be empty")
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise AdminError(f"passwords are limited to {MAX_PASSWORD_BYTES} bytes (UTF-8)")
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
+
+
+def add_user(engine: Engine, raw: str, password: str, cost: int) -> str:
+    username = _username(raw)
+    hashed = hash_password(password, cost)
+    if not in_transaction(engine, create_user_txn, username, hashed, LOCAL, None):
+        raise AdminError(f"{username!r} is already taken by a user or a group")
+    return username
+
+
+def set_password(engine: Engine, raw: str, password: str, cost: int) -> int:
+    """Reset a local account's password; every session key is revoked. How many were."""
+    username = _username(raw)
+    hashed = hash_password(password, cost)
+
+    def txn(connection) -> int:
+        user = get_user_txn(connection, username)
+        if user is None:
+            raise AdminError(f"no such user: {username!r}")
+        if user.auth_method != LOCAL:
+            raise AdminError(f"{username!r} is a directory account: change it in the directory")
+        connection.execute(
+            update(users).where(users.c.username == username).values(password_hash=hashed)
+        )
+        return revoke_all_sessions_txn(connection, username)
+
+    return in_transaction(engine, txn)
+
+
+def set_disabled(engine: Engine, raw: str, disabled: bool = True) -> int:
+    """Disable (or enable) an account; disabling revokes every session key."""
+    username = _username(raw)
+
+    def txn(connection) -> int:
+        if get_user_txn(connection, username) is None:
+            raise AdminError(f"no such user: {username!r}")
+        connection.execute(
+            update(users).where(users.c.username == username).values(disabled=disabled)
+        )
+        return revoke_all_sessions_txn(connection, username) if disabled else 0
+
+    return in_transaction(engine, txn)
+
+
+def list_users(engine: Engine) -> list[UserSummary]:
+    def txn(connection) -> list[UserSummary]:
+        counts: dict[str, int] = {}
+        for (name,) in connection.execute(select(sessions.c.username)):
+            counts[name] = counts.get(name, 0) + 1
+        rows = connection.execute(select(users).order_by(users.c.username))
+        return [
+            UserSummary(row.username, row.auth_method, bool(row.disabled), row.display_name,
+                        counts.get(row.username, 0))
+            for row in rows
+        ]
+
+    return in_transaction(engine, txn)
+
+
+def upgrade_database(engine: Engine) -> tuple[str | None, str]:
+    """Apply the packaged migrations; the revisions before and after."""
+    from chateau import schema
+
+    with engine.begin() as connection:
+        before = schema.current_revision(connection)
+        schema.upgrade(connection)
+        after = schema.current_revision(connection)
+    assert after is not None
+    return before, after
