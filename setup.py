@@ -23,6 +23,7 @@ setup(
         "ldap3>=2.9",
         "psycopg[binary]>=3.1",
         "alembic>=1.13",
+        "prometheus_client>=0.17",
     ],
     entry_points={
         "console_scripts": [
@@ -37,7 +38,14 @@ setup(
             "websocket-client>=1.7",
             "pexpect>=4.8",
             "playwright>=1.40",
+            # tests/test_bench_smoke.py runs the benchmark harness (bench/).
+            "picows>=2.0",
+            "uvloop>=0.19",
+            "websockets>=14",
+            "psutil>=5.9",
         ],
+        # Profiling for bench/ (python -m bench.run --profile).
+        "bench": ["picows>=2.0", "uvloop>=0.19", "websockets>=14", "psutil>=5.9", "py-spy>=0.3.14"],
     },
     classifiers=[
         "Framework :: Twisted",

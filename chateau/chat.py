@@ -28,6 +28,7 @@ from chateau.config import Config
 from chateau.errors import NOT_AUTHENTICATED, NOT_IMPLEMENTED, ChateauError
 from chateau.handlers import HANDLERS
 from chateau.messages import Request
+from chateau.metrics import Metrics
 from chateau.registry import Registry
 from chateau.store import (
     MessageRecord,
@@ -48,6 +49,7 @@ class Connection(Protocol):
     username: str | None
     signing_in: bool
     live: bool
+    address: str
     session_key_hash: str | None
 
     def send_frame(self, frame: Any) -> None:
@@ -79,7 +81,9 @@ class Chat:
         authenticator: Authenticator,
         prepare: Callable[[bytes], Any] = bytes,
         reactor: Any = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.config = config
         self.registry = registry
         self.store = store

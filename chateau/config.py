@@ -201,12 +201,26 @@ class ChatConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    message_rate: float = 20.0
+    message_burst: int = 60
+    rate_strikes: int = 20
+    max_connections: int = 10000
+    max_connections_per_address: int = 200
+    send_buffer: int = 1048576
+    max_groups_per_user: int = 500
+    signin_free_failures: int = 5
+    signin_max_delay: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     ldap: LdapConfig = field(default_factory=LdapConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 # (section, key) -> parser. The section name is also the Config attribute.
@@ -228,6 +242,15 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("chat", "max_group_members"): _positive_int,
     ("chat", "session_lifetime_days"): _positive_float,
     ("chat", "store_messages"): _parse_bool,
+    ("limits", "message_rate"): _positive_float,
+    ("limits", "message_burst"): _positive_int,
+    ("limits", "rate_strikes"): _positive_int,
+    ("limits", "max_connections"): _positive_int,
+    ("limits", "max_connections_per_address"): _positive_int,
+    ("limits", "send_buffer"): _positive_int,
+    ("limits", "max_groups_per_user"): _positive_int,
+    ("limits", "signin_free_failures"): _positive_int,
+    ("limits", "signin_max_delay"): _positive_float,
     ("chat", "account_check_interval"): _positive_float,
     ("ldap", "url"): _ldap_urls,
     ("ldap", "start_tls"): _parse_bool,

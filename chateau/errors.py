@@ -17,6 +17,7 @@ ALREADY_SIGNED_IN = 302
 FORBIDDEN = 403
 NOT_FOUND = 404
 TOO_LARGE = 413
+TOO_MANY_REQUESTS = 429
 INTERNAL_ERROR = 500
 NOT_IMPLEMENTED = 501
 UNAVAILABLE = 503
@@ -25,10 +26,12 @@ UNAVAILABLE = 503
 class ChateauError(Exception):
     """A request failed in a way the client should be told about."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, **extra: object) -> None:
         super().__init__(status, detail)
         self.status = status
         self.detail = detail
+        # More fields for the ErrorResponse, such as retry_after.
+        self.extra = extra
 
     def __str__(self) -> str:
         return f"{self.status}: {self.detail}"

@@ -59,10 +59,18 @@ async def register(chat: Chat, conn: Connection, request: RegisterRequest) -> Re
     if conn.signing_in:
         raise ChateauError(ALREADY_SIGNED_IN, "a sign-in is already in progress on this connection")
     conn.signing_in = True
+    method = "ldap" if request.auth else "local"
     try:
-        account = await chat.auth.sign_in(request.username, request.password, request.auth)
+        account = await chat.auth.sign_in(
+            request.username, request.password, request.auth, conn.address
+        )
+    except ChateauError as refusal:
+        result = {429: "throttled", 503: "busy"}.get(refusal.status, "refused")
+        chat.metrics.signins.labels(method, result).inc()
+        raise
     finally:
         conn.signing_in = False
+    chat.metrics.signins.labels(method, "ok").inc()
     if not conn.live:
         return None
     key = await chat.new_session_key(conn, account.username)
@@ -131,6 +139,11 @@ async def group_init(chat: Chat, conn: Connection, request: GroupMessageInitRequ
     if missing:
         raise ChateauError(NOT_FOUND, f"unknown recipient {missing[0]!r}")
     members = [creator, *recipients]
+    most = chat.config.limits.max_groups_per_user
+    for member in members:
+        if chat.registry.group_count(member) >= most:
+            who = "you are" if member == creator else f"{member!r} is"
+            raise ChateauError(TOO_LARGE, f"{who} already in {most} groups, the most allowed")
     online = [m for m in members if chat.registry.is_online(m)]
     if not await chat.store.create_group(chatname, creator, members, online):
         raise ChateauError(
@@ -165,6 +178,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
         if sender not in pair.members:
             raise ChateauError(FORBIDDEN, f"you are not in the random chat {target!r}")
         stored = await chat.record_message(target, sender, request.content)
+        chat.metrics.messages.labels("random").inc()
         chat.deliver(
             pair.members,
             messages.group_message_recv(
@@ -181,6 +195,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
         if sender not in group.members:
             raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
         stored = await chat.record_message(target, sender, request.content)
+        chat.metrics.messages.labels("group").inc()
         first, group.started = not group.started, True
         chat.deliver(
             group.members,
@@ -203,6 +218,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
     stored = await chat.record_message(
         direct_chat(sender, target), sender, request.content, recipient=target
     )
+    chat.metrics.messages.labels("direct").inc()
     chat.deliver(
         [target],
         messages.message_recv(
@@ -228,6 +244,7 @@ async def random_message(chat: Chat, conn: Connection, request: RandomMessageReq
         raise ChateauError(NOT_FOUND, "not enough people online: nobody else is signed in")
     partner = pair.other(sender)
     stored = await chat.record_message(pair.chatname, sender, request.content)
+    chat.metrics.messages.labels("random").inc()
     chat.deliver(
         [partner],
         messages.message_recv(

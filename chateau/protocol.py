@@ -4,6 +4,10 @@ It holds no chat logic. Each text frame is decoded into a typed request and
 handed to :meth:`Chat.dispatch`; the result, or the error, goes back with the
 request's ``msg_id``. Requests of one connection are handled one after the
 other, so a sender's messages keep their order for everyone.
+
+It also enforces the per-connection limits of ``[limits]``: a request rate
+(token bucket, 429), the number of connections (in total and per address),
+and the bytes a connection may have waiting when its client stops reading.
 """
 
 from __future__ import annotations
@@ -18,20 +22,68 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chateau import messages
 from chateau.chat import Chat
-from chateau.config import ServerConfig
-from chateau.errors import BAD_REQUEST, INTERNAL_ERROR, ChateauError
+from chateau.config import Config
+from chateau.errors import (
+    BAD_REQUEST,
+    INTERNAL_ERROR,
+    TOO_MANY_REQUESTS,
+    UNAVAILABLE,
+    ChateauError,
+)
+from chateau.limits import TokenBucket
 from chateau.messages import Request
 
 # Requests a connection may have queued behind the one being handled. A
 # client that pipelines more than this is told to slow down.
 MAX_BACKLOG = 256
-TOO_MANY_REQUESTS = 429
+
+# WebSocket close codes.
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+
+
+@implementer(IPushProducer)
+class SendBufferGuard:
+    """Counts what a connection queues while the network refuses more.
+
+    Registered as the transport's producer: the transport pauses it when its
+    buffer is full (the client is not reading) and resumes it once drained.
+    What is sent while paused piles up in memory, so past *limit* bytes the
+    connection is dropped.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.paused = False
+        self.queued = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.queued = 0
+
+    def stopProducing(self) -> None:
+        self.paused = False
+
+    def sent(self, size: int) -> bool:
+        """Note *size* more bytes; False once the limit is passed."""
+        if not self.paused:
+            return True
+        self.queued += size
+        return self.queued <= self.limit
 
 
 class ChateauServerProtocol(WebSocketServerProtocol):
@@ -46,9 +98,14 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         self.signing_in = False
         self.live = False
         self.session_key_hash: str | None = None
-        self._backlog: deque[Request] = deque()
+        self.address = "?"
+        self._backlog: deque[Request | dict[str, Any]] = deque()
         self._busy = False
         self._held: list[Any] | None = None
+        self._counted = False
+        self._bucket: TokenBucket | None = None
+        self._strikes = 0
+        self._guard: SendBufferGuard | None = None
 
     # -- Autobahn hooks -----------------------------------------------------
 
@@ -57,13 +114,39 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         if origin is not None and not self.factory.origin_allowed(origin):
             self._log.info("refused a handshake from origin {origin}", origin=origin)
             raise ConnectionDeny(403, "origin not allowed")
+        self.address = getattr(self.transport.getPeer(), "host", "?")
+        refusal = self.factory.admit(self)
+        if refusal is not None:
+            raise refusal
+        self._counted = True
 
     def onOpen(self) -> None:
         self.live = True
+        limits = self.factory.config.limits
+        self._bucket = TokenBucket(
+            limits.message_rate, limits.message_burst, self.factory.clock.seconds
+        )
+        self._guard = SendBufferGuard(limits.send_buffer)
+        # twisted.web's HTTP channel was the transport's producer until
+        # Autobahn took the transport over; the guard replaces it.
+        try:
+            self.transport.unregisterProducer()
+            self.transport.registerProducer(self._guard, True)
+        except (AttributeError, RuntimeError):
+            self._guard = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if isBinary:
+        if len(self._backlog) >= MAX_BACKLOG:
+            # Answered at once, out of turn: the queue is what is too long.
             self.send_message(
+                messages.error_response(
+                    TOO_MANY_REQUESTS,
+                    f"too many requests in flight (at most {MAX_BACKLOG}); wait for replies",
+                )
+            )
+            return
+        if isBinary:
+            self._queue(
                 messages.error_response(
                     BAD_REQUEST, "binary frames are not supported: send JSON text frames"
                 )
@@ -74,27 +157,67 @@ class ChateauServerProtocol(WebSocketServerProtocol):
             data = messages.parse_json(payload)
             request = messages.decode_request(data)
         except ChateauError as error:
-            self.send_message(
+            self._queue(
                 messages.error_response(error.status, error.detail, messages.peek_msg_id(data))
             )
             return
-        if len(self._backlog) >= MAX_BACKLOG:
-            self.send_message(
-                messages.error_response(
-                    TOO_MANY_REQUESTS,
-                    f"too many requests in flight (at most {MAX_BACKLOG}); wait for replies",
-                    request.msg_id,
-                )
-            )
-            return
-        self._backlog.append(request)
+        if self._bucket is not None:
+            refusal = self._over_rate(request)
+            if refusal is not None:
+                if self.live:
+                    self._queue(refusal)
+                return
+        self._queue(request)
+
+    def _queue(self, item: Request | dict[str, Any]) -> None:
+        """Queue a request, or an error for a refused one, so replies keep their order."""
+        self._backlog.append(item)
         if not self._busy:
             self._drain()
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.live = False
         self._backlog.clear()
+        self._held = None
+        if self._counted:
+            self._counted = False
+            self.factory.release(self)
         self.factory.chat.sign_off(self)
+
+    # -- limits -------------------------------------------------------------
+
+    def _over_rate(self, request: Request) -> dict[str, Any] | None:
+        """None when *request* is within the rate; else the 429 to answer it with."""
+        assert self._bucket is not None
+        wait = self._bucket.take()
+        if not wait:
+            self._strikes = 0
+            return None
+        self._strikes += 1
+        if self._strikes > self.factory.config.limits.rate_strikes:
+            self._log.info(
+                "closing {address} ({username}): it kept sending over the rate limit",
+                address=self.address, username=self.username,
+            )
+            self._backlog.clear()
+            self.close_for(POLICY_VIOLATION, "rate limit exceeded")
+        error = messages.error_response(
+            TOO_MANY_REQUESTS, "too many requests: slow down and retry after retry_after seconds",
+            request.msg_id,
+        )
+        error["retry_after"] = round(wait, 3)
+        return error
+
+    def _check_buffer(self, size: int) -> None:
+        if self._guard is not None and not self._guard.sent(size):
+            self._log.info(
+                "dropping {address} ({username}): it stopped reading and {queued} bytes "
+                "are waiting", address=self.address, username=self.username,
+                queued=self._guard.queued,
+            )
+            self._guard = None
+            self.close_for(TRY_AGAIN_LATER, "not reading fast enough")
+            self.transport.abortConnection()
 
     # -- sending ------------------------------------------------------------
 
@@ -104,6 +227,7 @@ class ChateauServerProtocol(WebSocketServerProtocol):
             self._held.append(frame)
         elif self.live:
             self.sendPreparedMessage(frame)
+            self._check_buffer(len(frame.payloadHybi))
 
     def hold(self) -> None:
         if self._held is None:
@@ -118,16 +242,25 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         """Close with a protocol-level code (1008, 1013...), which sendClose refuses."""
         if self.live:
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120], isReply=False)
+            # Nothing may follow a close frame.
+            self.live = False
 
     def send_message(self, message: dict[str, Any]) -> None:
+        if message["type"] == "ErrorResponse":
+            self.factory.chat.metrics.errors.labels(str(message["status"])).inc()
         if self.live:
-            self.sendMessage(messages.encode(message))
+            payload = messages.encode(message)
+            self.sendMessage(payload)
+            self._check_buffer(len(payload))
 
     # -- request handling ---------------------------------------------------
 
     def _drain(self) -> None:
         while self._backlog:
             request = self._backlog.popleft()
+            if isinstance(request, dict):
+                self.send_message(request)
+                continue
             done = ensureDeferred(self.factory.chat.dispatch(self, request))
             done.addCallbacks(
                 self._reply, self._fail, callbackArgs=(request,), errbackArgs=(request,)
@@ -149,7 +282,21 @@ class ChateauServerProtocol(WebSocketServerProtocol):
     def _fail(self, failure: Failure, request: Request) -> None:
         if failure.check(ChateauError):
             error: ChateauError = failure.value
-            self.send_message(messages.error_response(error.status, error.detail, request.msg_id))
+            reply = messages.error_response(error.status, error.detail, request.msg_id)
+            reply.update(error.extra)
+            self.send_message(reply)
+            return
+        if failure.check(DBAPIError, PoolTimeoutError):
+            self._log.warn(
+                "database unavailable while handling {kind}: {error}",
+                kind=type(request).__name__, error=str(failure.value).splitlines()[0],
+            )
+            self.send_message(
+                messages.error_response(
+                    UNAVAILABLE, "the database is unavailable; nothing was changed, retry shortly",
+                    request.msg_id,
+                )
+            )
             return
         self._log.failure(
             "unexpected error handling {kind} from {username}",
@@ -173,9 +320,18 @@ class ChateauServerFactory(WebSocketServerFactory):
 
     protocol = ChateauServerProtocol
 
-    def __init__(self, chat: Chat, server: ServerConfig, reactor: Any = None) -> None:
+    def __init__(self, chat: Chat, config: Config, reactor: Any = None) -> None:
         super().__init__(reactor=reactor)
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.clock = reactor
+        self.config = config
+        server = config.server
         self.chat = chat
+        self.connections: set[ChateauServerProtocol] = set()
+        self._per_address: dict[str, int] = {}
         self._origins = tuple(origin.lower().rstrip("/") for origin in server.allowed_origins)
         chat.prepare = lambda payload: self.prepareMessage(payload)
         self.setProtocolOptions(
@@ -194,3 +350,33 @@ class ChateauServerFactory(WebSocketServerFactory):
         """Whether a browser page from *origin* may connect (patterns may use ``*``)."""
         origin = origin.lower().rstrip("/")
         return any(fnmatchcase(origin, pattern) for pattern in self._origins)
+
+    def admit(self, connection: ChateauServerProtocol) -> ConnectionDeny | None:
+        """Count a new connection, or the refusal when a limit is reached."""
+        limits = self.config.limits
+        if len(self.connections) >= limits.max_connections:
+            self._log.warn("refusing a connection: {count} are open", count=len(self.connections))
+            return ConnectionDeny(503, "server full: too many connections")
+        count = self._per_address.get(connection.address, 0)
+        if count >= limits.max_connections_per_address:
+            return ConnectionDeny(429, "too many connections from your address")
+        self._per_address[connection.address] = count + 1
+        self.connections.add(connection)
+        return None
+
+    def release(self, connection: ChateauServerProtocol) -> None:
+        self.connections.discard(connection)
+        count = self._per_address.get(connection.address, 1) - 1
+        if count > 0:
+            self._per_address[connection.address] = count
+        else:
+            self._per_address.pop(connection.address, None)
+
+    def close_all(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> int:
+        """Start closing every connection (on shutdown); how many there were."""
+        connections = list(self.connections)
+        for connection in connections:
+            connection.close_for(code, reason)
+        return len(connections)
+
+    _log = Logger()

@@ -59,6 +59,7 @@ class Registry:
         self._rng = rng or _random.SystemRandom()
         self._online: dict[str, list[Peer]] = {}
         self._groups: dict[str, Group] = {}
+        self._groups_by_user: dict[str, set[str]] = {}
         self._pairs: dict[str, RandomPair] = {}
         self._pairs_by_user: dict[str, set[str]] = {}
         # Accepted contacts of each online user, for presence notices.
@@ -85,6 +86,9 @@ class Registry:
         for chatname in sorted(self._pairs_by_user.get(username, ())):
             departure.ended_pairs.append(self.end_pair(chatname))
         return departure
+
+    def online_count(self) -> int:
+        return len(self._online)
 
     def is_online(self, username: str) -> bool:
         return username in self._online
@@ -118,14 +122,17 @@ class Registry:
 
     # -- groups -----------------------------------------------------------
 
-    def groups_of(self, username: str) -> list[Group]:
-        return [group for group in self._groups.values() if username in group.members]
+    def group_count(self, username: str) -> int:
+        """How many groups *username* belongs to."""
+        return len(self._groups_by_user.get(username, ()))
 
     def add_group(
         self, chatname: str, creator: str, members: Iterable[str], started: bool = False
     ) -> Group:
         group = Group(chatname, creator, set(members), started)
         self._groups[chatname] = group
+        for member in group.members:
+            self._groups_by_user.setdefault(member, set()).add(chatname)
         return group
 
     def group(self, chatname: str) -> Group | None:
@@ -136,6 +143,11 @@ class Registry:
         if group is None or username not in group.members:
             return None
         group.members.discard(username)
+        chats = self._groups_by_user.get(username)
+        if chats is not None:
+            chats.discard(chatname)
+            if not chats:
+                del self._groups_by_user[username]
         return group
 
     # -- random pairs -----------------------------------------------------

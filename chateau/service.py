@@ -8,6 +8,7 @@ from sqlalchemy.engine import make_url
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
 from twisted.logger import Logger
@@ -19,10 +20,16 @@ from chateau.auth.ldap import Directory, LdapChecker
 from chateau.auth.local import Hasher, LocalChecker
 from chateau.chat import Chat
 from chateau.config import Config
+from chateau.limits import SignInThrottle
+from chateau.metrics import Metrics
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
 from chateau.store import Store, make_engine, pool_size_for
 from chateau.web import make_site
+
+
+# Seconds clients get to answer the closing handshake on shutdown.
+SHUTDOWN_GRACE = 3.0
 
 
 class ThreadPoolService(Service):
@@ -67,7 +74,10 @@ class Chateau(MultiService):
         self.pools = [db_pool, writer_pool, hash_pool]
         for pool in self.pools:
             ThreadPoolService(pool).setServiceParent(self)
-        self.store = Store(reactor, self.engine, db_pool, writer_pool)
+        self.metrics = Metrics()
+        self.store = Store(
+            reactor, self.engine, db_pool, writer_pool, observe=self.metrics.time_db_call
+        )
         checkers = {}
         reserved = None
         if DIRECTORY in config.auth.methods:
@@ -91,9 +101,24 @@ class Chateau(MultiService):
             checkers[LOCAL] = LocalChecker(
                 self.store, hasher, config.auth.registration == "open", reserved=reserved
             )
-        self.authenticator = Authenticator(checkers, config.auth.max_pending_signins)
-        self.chat = Chat(config, Registry(), self.store, self.authenticator, reactor=reactor)
-        self.factory = ChateauServerFactory(self.chat, config.server, reactor=reactor)
+        throttle = SignInThrottle(
+            reactor.seconds, free=config.limits.signin_free_failures,
+            cap=config.limits.signin_max_delay,
+        )
+        self.authenticator = Authenticator(
+            checkers, config.auth.max_pending_signins, throttle=throttle
+        )
+        registry = Registry()
+        self.chat = Chat(
+            config, registry, self.store, self.authenticator, reactor=reactor,
+            metrics=self.metrics,
+        )
+        self.factory = ChateauServerFactory(self.chat, config, reactor=reactor)
+        self.metrics.watch(
+            connections=lambda: len(self.factory.connections),
+            online=registry.online_count,
+            pools=self.pools,
+        )
         self.site: Site = make_site(self.factory)
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
@@ -125,10 +150,20 @@ class Chateau(MultiService):
         self.reactor.stop()
 
     async def _stop(self) -> None:
+        """Stop taking connections, say goodbye (1001), commit what is pending, then stop."""
         self.chat.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()
+        closing = self.factory.close_all()
+        if closing:
+            self._log.info("closing {count} connections", count=closing)
+        await self.store.writer.drain()
+        deadline = self.reactor.seconds() + SHUTDOWN_GRACE
+        while self.factory.connections and self.reactor.seconds() < deadline:
+            await deferLater(self.reactor, 0.05, lambda: None)
+        for connection in list(self.factory.connections):
+            connection.transport.abortConnection()
         await super().stopService()
         self.engine.dispose()
 

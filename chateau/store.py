@@ -255,6 +255,16 @@ class MessageWriter:
         self._max_batch = max_batch
         self._queue: list[tuple[tuple[str, str, str, str | None], Deferred[StoredMessage]]] = []
         self._writing = False
+        self._idle_waiters: list[Deferred[None]] = []
+
+    def drain(self) -> Deferred[None]:
+        """Fires once every queued message is committed (or has failed)."""
+        done: Deferred[None] = Deferred()
+        if self._writing or self._queue:
+            self._idle_waiters.append(done)
+        else:
+            done.callback(None)
+        return done
 
     def add(self, chat: str, sender: str, content: str, recipient: str | None) -> Deferred[StoredMessage]:
         done: Deferred[StoredMessage] = Deferred()
@@ -287,21 +297,34 @@ class MessageWriter:
         self._writing = False
         if self._queue:
             self._write_next()
+            return
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
 
 class Store:
     """The database, reached only through the store's own thread pools."""
 
     def __init__(
-        self, reactor: Any, engine: Engine, pool: ThreadPool, writer_pool: ThreadPool | None = None
+        self, reactor: Any, engine: Engine, pool: ThreadPool, writer_pool: ThreadPool | None = None,
+        observe: Callable[[Deferred[Any]], Deferred[Any]] | None = None,
     ) -> None:
         self._reactor = reactor
         self._engine = engine
         self._pool = pool
         self.writer = MessageWriter(reactor, engine, writer_pool or pool)
+        # Wraps each call's Deferred, to time it (see chateau.metrics).
+        self._observe = observe or (lambda call: call)
 
     def _run(self, txn: Callable[..., T], *args: Any) -> Deferred[T]:
-        return deferToThreadPool(self._reactor, self._pool, in_transaction, self._engine, txn, *args)
+        return self._observe(
+            deferToThreadPool(self._reactor, self._pool, in_transaction, self._engine, txn, *args)
+        )
+
+    def ping(self) -> Deferred[None]:
+        """One round trip to the database (for /health)."""
+        return self._run(_ping_txn)
 
     # -- schema -------------------------------------------------------------
 
@@ -417,6 +440,10 @@ class Store:
 
     def contact_book(self, username: str) -> Deferred[ContactBook]:
         return self._run(_contact_book_txn, username)
+
+
+def _ping_txn(connection: Connection) -> None:
+    connection.execute(select(1))
 
 
 # -- users --------------------------------------------------------------------

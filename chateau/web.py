@@ -1,5 +1,5 @@
-"""The HTTP side of the port: the WebSocket at ``/ws``, ``/api/users/``, and the
-web client's files at ``/``."""
+"""The HTTP side of the port: the WebSocket at ``/ws``, ``/api/users/``,
+``/health``, ``/metrics``, and the web client's files at ``/``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import json
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import ensureDeferred
+from twisted.python.failure import Failure
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -92,8 +96,61 @@ class UserResource(Resource):
     _log = Logger()
 
 
+class HealthResource(Resource):
+    """``GET /health``: 200 when the database answers within a few seconds, else 503."""
+
+    isLeaf = True
+    timeout = 5.0
+    _log = Logger()
+
+    def __init__(self, chat: Chat, reactor: Any) -> None:
+        super().__init__()
+        self._chat = chat
+        self._reactor = reactor
+
+    def render_GET(self, request: Request) -> Any:
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        ping = self._chat.store.ping()
+        ping.addTimeout(self.timeout, self._reactor)
+
+        def answer(result: Any) -> None:
+            if isinstance(result, Failure):
+                reason = result.getErrorMessage().strip().splitlines()
+                self._log.warn(
+                    "health check: the database did not answer: {reason}",
+                    reason=reason[0] if reason else result.type.__name__,
+                )
+                request.setResponseCode(503)
+                body = {"status": "unavailable", "database": "unavailable"}
+            else:
+                body = {"status": "ok", "database": "ok"}
+            if not request.finished and not request._disconnected:
+                request.write(json.dumps(body).encode())
+                request.finish()
+
+        ping.addBoth(answer)
+        return NOT_DONE_YET
+
+
+class MetricsResource(Resource):
+    """``GET /metrics``: Prometheus text format."""
+
+    isLeaf = True
+
+    def __init__(self, chat: Chat) -> None:
+        super().__init__()
+        self._chat = chat
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return self._chat.metrics.render()
+
+
 def make_site(factory: ChateauServerFactory) -> Site:
     root = StaticFiles(STATIC_DIR)
+    root.putChild(b"health", HealthResource(factory.chat, factory.clock))
+    root.putChild(b"metrics", MetricsResource(factory.chat))
     api = Resource()
     api.putChild(b"users", UserResource(factory.chat))
     root.putChild(b"api", api)

@@ -52,6 +52,10 @@ class PostgresServer:
              "--auth=trust", "--no-sync", "-E", "UTF8"],
             check=True, capture_output=True, cwd=self.root, **self._user(),
         )
+        return self.launch()
+
+    def launch(self) -> "PostgresServer":
+        """Start the server process on the existing data directory."""
         self.process = subprocess.Popen(
             [self.postgres, "-D", str(self.data), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1",
@@ -86,7 +90,8 @@ class PostgresServer:
             connection.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the server process but keep its data, to :meth:`launch` it again."""
         if self.process is not None and self.process.poll() is None:
             # SIGINT is PostgreSQL's "fast shutdown".
             self.process.send_signal(signal.SIGINT)
@@ -96,4 +101,7 @@ class PostgresServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -34,7 +34,7 @@ def test_example_config_lists_every_key_with_its_default():
     # Loading the example yields exactly the defaults.
     example = load_config(str(ROOT / "conf" / "chateau.ini"))
     defaults = Config()
-    for section in ("server", "database", "auth", "chat"):
+    for section in ("server", "database", "auth", "chat", "limits"):
         assert getattr(example, section) == getattr(defaults, section), section
 
 

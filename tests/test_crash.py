@@ -51,7 +51,9 @@ class Peer:
 
 def test_kill_9_right_after_acks_loses_nothing(tmp_path, database_url):
     sent, acked = 240, 150  # under the 256 requests one connection may queue
-    with TwistdServer(tmp_path, "--db", database_url) as server:
+    config = tmp_path / "fast.ini"
+    config.write_text("[limits]\nmessage_rate = 100000\nmessage_burst = 1000\n")
+    with TwistdServer(tmp_path, "--db", database_url, "--config", str(config)) as server:
         alice, bob = Peer(server.url), Peer(server.url)
         alice.sign_in("alice")
         bob.sign_in("bob")

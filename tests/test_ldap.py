@@ -65,7 +65,12 @@ def start(slapd, server_factory, config_factory):
     """Start a server with directory sign-in; keyword arguments override [ldap]."""
 
     async def start(methods: str = "local,ldap", **ldap: str):
-        config = config_factory(auth={"methods": methods}, ldap=slapd.settings(**ldap))
+        # These tests fail sign-ins on purpose, many times from one address:
+        # the guessing throttle (tested in test_limits) is set out of the way.
+        config = config_factory(
+            auth={"methods": methods}, ldap=slapd.settings(**ldap),
+            limits={"signin_free_failures": "1000"},
+        )
         return await server_factory(config)
 
     return start

@@ -24,7 +24,8 @@ def sleep(seconds: float) -> Deferred:
 async def test_reactor_answers_within_50ms_while_20_bcrypt_sign_ins_run(
     server_factory, config_factory
 ):
-    running = await server_factory(config_factory(auth={"bcrypt_cost": "11"}))
+    running = await server_factory(
+        config_factory(auth={"bcrypt_cost": "11"}, limits={"message_rate": "1000"}))
     watcher = await running.client("watcher")
     signers = [await running.client() for _ in range(20)]
     for number, client in enumerate(signers):

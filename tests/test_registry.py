@@ -90,3 +90,12 @@ def test_disconnect_ends_random_pairs():
     assert registry.pair(pair.chatname) is None
     # alice's own departure has nothing left to end
     assert registry.disconnect("alice", alice).ended_pairs == []
+
+
+def test_group_count_follows_joins_and_leaves():
+    registry = Registry()
+    registry.add_group("a", "alice", ["alice", "bob"])
+    registry.add_group("b", "alice", ["alice"])
+    assert registry.group_count("alice") == 2 and registry.group_count("bob") == 1
+    registry.remove_member("a", "alice")
+    assert registry.group_count("alice") == 1 and registry.group_count("carol") == 0

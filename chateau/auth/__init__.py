@@ -10,6 +10,7 @@ that turns into minutes of latency.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -20,7 +21,9 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from chateau.errors import NOT_AUTHENTICATED, UNAVAILABLE, ChateauError
+from chateau.errors import NOT_AUTHENTICATED, TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
+from chateau.limits import SignInThrottle
+from chateau.names import canonical, check_username
 
 LOCAL = "local"
 DIRECTORY = "ldap"
@@ -75,7 +78,9 @@ class Authenticator:
         checkers: Mapping[str, ICredentialsChecker],
         max_pending: int,
         realm: IRealm | None = None,
+        throttle: SignInThrottle | None = None,
     ) -> None:
+        self._throttle = throttle
         realm = realm or ChateauRealm()
         self._portals = {name: Portal(realm, [checker]) for name, checker in checkers.items()}
         self._max_pending = max_pending
@@ -88,8 +93,13 @@ class Authenticator:
     def methods(self) -> list[str]:
         return sorted(self._portals)
 
-    async def sign_in(self, username: str, password: str, directory: bool) -> Account:
-        """Check the credentials with the chosen method; raise ChateauError if refused."""
+    async def sign_in(
+        self, username: str, password: str, directory: bool, address: str = "?"
+    ) -> Account:
+        """Check the credentials with the chosen method; raise ChateauError if refused.
+
+        *address* is the client's, for the throttle on failed sign-ins.
+        """
         method = DIRECTORY if directory else LOCAL
         portal = self._portals.get(method)
         if portal is None:
@@ -105,6 +115,15 @@ class Authenticator:
             )
         if not password.strip():
             raise ChateauError(NOT_AUTHENTICATED, "authentication failed: empty password")
+        key = canonical(username)
+        if self._throttle is not None:
+            wait = self._throttle.retry_after(address, key)
+            if wait:
+                raise ChateauError(
+                    TOO_MANY_REQUESTS,
+                    f"too many failed sign-ins: wait {math.ceil(wait)} s before trying again",
+                    retry_after=round(wait, 3),
+                )
         if self._pending >= self._max_pending:
             raise ChateauError(
                 UNAVAILABLE, "server busy: too many sign-ins in progress, retry shortly"
@@ -115,15 +134,24 @@ class Authenticator:
                 UsernamePassword(username, password), None, IAccount
             )
         except LoginFailed as failure:
+            # Only a valid name is logged: what fails the name rules may well be
+            # a password typed into the wrong field.
             self._log.info(
-                "sign-in refused for {username} ({method}): {detail}",
-                username=username, method=method, detail=failure.detail,
+                "sign-in refused for {username} ({method}) from {address}: {detail}",
+                username=check_username(username) or "(an invalid username)",
+                method=method, address=address, detail=failure.detail,
             )
+            if self._throttle is not None:
+                self._throttle.failed(address, key)
             raise ChateauError(NOT_AUTHENTICATED, failure.detail) from None
         except UnauthorizedLogin:
+            if self._throttle is not None:
+                self._throttle.failed(address, key)
             raise ChateauError(NOT_AUTHENTICATED, "authentication failed") from None
         finally:
             self._pending -= 1
+        if self._throttle is not None:
+            self._throttle.succeeded(address, key)
         self._log.info(
             "{username} signed in ({method})", username=account.username, method=method
         )

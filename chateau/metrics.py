@@ -1,0 +1,73 @@
+"""Prometheus metrics of one server, in a registry of its own (no module globals)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from twisted.internet.defer import Deferred
+from twisted.python.threadpool import ThreadPool
+
+
+def _backlog(pool: ThreadPool) -> Callable[[], float]:
+    def depth() -> float:
+        team = getattr(pool, "_team", None)
+        return float(team.statistics().backloggedWorkCount) if team is not None else 0.0
+
+    return depth
+
+
+class Metrics:
+    """What ``/metrics`` reports; the counters are updated where things happen."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.connections = Gauge(
+            "chateau_connections", "Open WebSocket connections.", registry=self.registry
+        )
+        self.online_users = Gauge(
+            "chateau_online_users", "Users with at least one connection.", registry=self.registry
+        )
+        self.signins = Counter(
+            "chateau_signins", "Sign-in attempts by method and result.",
+            ["method", "result"], registry=self.registry,
+        )
+        self.messages = Counter(
+            "chateau_messages", "Chat messages accepted, by kind.", ["kind"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "chateau_errors", "ErrorResponses sent, by status.", ["status"],
+            registry=self.registry,
+        )
+        self.db_seconds = Histogram(
+            "chateau_db_call_seconds", "Database calls, from request to result.",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.pool_backlog = Gauge(
+            "chateau_threadpool_queue_depth", "Jobs waiting for a thread, by pool.",
+            ["pool"], registry=self.registry,
+        )
+
+    def watch(
+        self, connections: Callable[[], int], online: Callable[[], int],
+        pools: Iterable[ThreadPool],
+    ) -> None:
+        self.connections.set_function(lambda: float(connections()))
+        self.online_users.set_function(lambda: float(online()))
+        for pool in pools:
+            self.pool_backlog.labels(pool.name or "pool").set_function(_backlog(pool))
+
+    def time_db_call(self, call: Deferred[Any]) -> Deferred[Any]:
+        started = time.monotonic()
+
+        def observe(result: Any) -> Any:
+            self.db_seconds.observe(time.monotonic() - started)
+            return result
+
+        return call.addBoth(observe)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

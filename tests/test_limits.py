@@ -1,0 +1,138 @@
+"""Limits: the pure rate objects with a fake clock, then each limit over the wire."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from twisted.internet.task import Clock
+
+from chateau.limits import SignInThrottle, TokenBucket
+from tests.wsclient import connect
+
+inline = pytest_twisted.ensureDeferred
+
+
+def test_token_bucket_allows_bursts_then_the_rate():
+    clock = Clock()
+    bucket = TokenBucket(rate=2, burst=3, now=clock.seconds)
+    assert [bucket.take() for _ in range(3)] == [0, 0, 0]
+    assert bucket.take() == 0.5
+    clock.advance(0.5)
+    assert bucket.take() == 0
+    clock.advance(10)
+    assert [bucket.take() for _ in range(4)][:3] == [0, 0, 0]
+
+
+def test_sign_in_throttle_grows_is_capped_and_stays_per_address():
+    clock = Clock()
+    throttle = SignInThrottle(clock.seconds, free=2, base=1, cap=8)
+    for _ in range(2):
+        throttle.failed("10.0.0.1", "alice")
+    assert throttle.retry_after("10.0.0.1", "alice") == 0
+    delays = []
+    for _ in range(6):
+        throttle.failed("10.0.0.1", "alice")
+        delays.append(throttle.retry_after("10.0.0.1", "alice"))
+    assert delays == [1, 2, 4, 8, 8, 8]
+    # The real user elsewhere is not locked out; other accounts are not either.
+    assert throttle.retry_after("10.0.0.2", "alice") == 0
+    assert throttle.retry_after("10.0.0.1", "bob") == 0
+    clock.advance(8)
+    assert throttle.retry_after("10.0.0.1", "alice") == 0
+    # The address as a whole has four times the free failures: it is now
+    # blocked too, for everybody behind it, until its delay passes.
+    throttle.failed("10.0.0.1", "bob")
+    assert throttle.retry_after("10.0.0.1", "bob") > 0
+
+    fresh = SignInThrottle(clock.seconds, free=2, base=1, cap=8)
+    fresh.failed("10.0.0.3", "carol")
+    fresh.failed("10.0.0.3", "carol")
+    fresh.succeeded("10.0.0.3", "carol")  # a success forgets the account's failures
+    fresh.failed("10.0.0.3", "carol")
+    fresh.failed("10.0.0.3", "carol")
+    assert fresh.retry_after("10.0.0.3", "carol") == 0
+
+
+@inline
+async def test_rate_limit_answers_429_then_disconnects(server_factory, config_factory):
+    running = await server_factory(config_factory(
+        limits={"message_rate": "1", "message_burst": "3", "rate_strikes": "4"}))
+    alice = await running.client("alice")  # the sign-in took one token
+    replies = []
+    for number in range(6):
+        alice.send({"type": "HeartbeatRequest", "msg_id": number})
+    for _ in range(6):
+        replies.append(await alice.recv())
+    assert [r["type"] for r in replies[:2]] == ["HeartbeatResponse"] * 2, replies
+    refused = [r for r in replies if r["type"] == "ErrorResponse"]
+    assert len(refused) == 4
+    assert all(r["status"] == 429 and r["retry_after"] > 0 for r in refused)
+    # Still open; keeping on past rate_strikes closes it.
+    alice.send({"type": "HeartbeatRequest"})
+    assert await alice.closed() == 1008
+    bob = await running.client("bob")
+    assert (await bob.request({"type": "HeartbeatRequest"}))["type"] == "HeartbeatResponse"
+
+
+@inline
+async def test_connection_caps(server_factory, config_factory):
+    running = await server_factory(config_factory(limits={"max_connections_per_address": "2"}))
+    first = await running.client()
+    await running.client()
+    try:
+        await connect(running.url)
+    except ConnectionError as error:
+        assert "429" in str(error)
+    else:
+        raise AssertionError("a third connection from one address was let in")
+    await first.close()
+    running.clients.append(await connect(running.url))
+
+
+@inline
+async def test_total_connection_cap(server_factory, config_factory):
+    running = await server_factory(config_factory(limits={"max_connections": "1"}))
+    await running.client()
+    try:
+        await connect(running.url)
+    except ConnectionError as error:
+        assert "503" in str(error)
+    else:
+        raise AssertionError("the connection cap was not enforced")
+
+
+@inline
+async def test_failed_sign_ins_are_throttled(server_factory, config_factory):
+    running = await server_factory(config_factory(limits={"signin_free_failures": "2"}))
+    owner = await running.client("alice", "right")
+    await owner.close()
+    guesser = await running.client()
+    statuses = []
+    for _ in range(4):
+        reply = await guesser.request({"type": "RegisterRequest", "username": "alice",
+                                       "password": "wrong"})
+        statuses.append(reply["status"])
+    assert statuses[:3] == [301, 301, 301]
+    assert statuses[3] == 429
+    blocked = await guesser.request({"type": "RegisterRequest", "username": "alice",
+                                     "password": "right"})
+    assert blocked["status"] == 429 and blocked["retry_after"] > 0
+    assert "too many failed sign-ins" in blocked["detail"]
+    # Other accounts from the same address still sign in.
+    other = await running.client()
+    assert (await other.request({"type": "RegisterRequest", "username": "bob",
+                                 "password": "pw"}))["type"] == "RegisterResponse"
+
+
+@inline
+async def test_groups_per_user_limit(server_factory, config_factory):
+    running = await server_factory(config_factory(limits={"max_groups_per_user": "2"}))
+    alice = await running.client("alice")
+    await running.client("bob")
+    for name in ("g1", "g2"):
+        reply = await alice.request({"type": "GroupMessageInitRequest", "recipients": ["bob"],
+                                     "chatname": name})
+        assert reply["status"] == 200
+    carol = await running.client("carol")
+    reply = await carol.request({"type": "GroupMessageInitRequest", "recipients": ["bob"],
+                                 "chatname": "g3"})
+    assert reply["status"] == 413 and "'bob' is already in 2 groups" in reply["detail"]
