@@ -395,3 +395,19 @@ async def test_disallowed_origin_is_refused(server_factory, config_factory):
     client = await connect(running.url, origin="https://chat.example.edu")
     running.clients.append(client)
     await client.register("alice")
+
+
+@inline
+async def test_look_alike_names_are_one_name(server):
+    await server.client("alice", "alice-password")
+    for look_alike in ("ＡＬＩＣＥ", "Alice", "ALİCE".replace("İ", "I")):
+        impostor = await server.client()
+        reply = await impostor.request({"type": "RegisterRequest", "username": look_alike,
+                                        "password": "impostor"})
+        assert reply["status"] == 301, (look_alike, reply)
+    bob = await server.client("bob")
+    ack = await bob.request({"type": "MessageRequest", "recipient": "ａｌｉｃｅ", "content": "hi"})
+    assert ack["type"] == "MessageSendResponse"
+    reply = await bob.request({"type": "GroupMessageInitRequest", "recipients": ["alice"],
+                               "chatname": "Ｔｅａｍ"})
+    assert reply["chatname"] == "team"
