@@ -27,7 +27,8 @@ from chateau.auth import Account, Authenticator
 from chateau.config import Config
 from chateau.errors import NOT_AUTHENTICATED, NOT_IMPLEMENTED, ChateauError
 from chateau.handlers import HANDLERS
-from chateau.messages import Request
+from chateau.messages import GroupMessageRequest, Request
+from chateau.names import canonical
 from chateau.metrics import Metrics
 from chateau.registry import Registry
 from chateau.store import (
@@ -121,6 +122,28 @@ class Chat:
         if request.needs_user and connection.username is None:
             raise ChateauError(NOT_AUTHENTICATED, "not signed in: send a RegisterRequest first")
         return await HANDLERS[type(request)](self, connection, request)
+
+    def pipelines(self, connection: Connection, request: Request) -> bool:
+        """Whether *request* may start while the connection's earlier sends commit.
+
+        True only for a message send whose recipient is known without asking
+        the database, so that its one wait is the message writer: the writer
+        commits in arrival order, and so replies and deliveries keep the
+        sender's order.
+        """
+        if not (
+            self.stores_messages
+            and connection.username is not None
+            and isinstance(request, GroupMessageRequest)
+        ):
+            return False
+        target = canonical(request.recipient)
+        registry = self.registry
+        return (
+            registry.pair(target) is not None
+            or registry.group(target) is not None
+            or registry.is_online(target)
+        )
 
     # -- messages -----------------------------------------------------------
 

@@ -46,6 +46,8 @@ from chateau.messages import Request
 # Requests a connection may have queued behind the one being handled. A
 # client that pipelines more than this is told to slow down.
 MAX_BACKLOG = 256
+# Message sends of one connection that may wait for their commit together.
+MAX_PIPELINE = 64
 
 # WebSocket close codes.
 GOING_AWAY = 1001
@@ -100,7 +102,10 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         self.session_key_hash: str | None = None
         self.address = "?"
         self._backlog: deque[Request | dict[str, Any]] = deque()
-        self._busy = False
+        self._in_flight = 0
+        self._pipelining = False
+        # Started requests, oldest first: [finished, reply]; see _answer.
+        self._slots: deque[list[Any]] = deque()
         self._held: list[Any] | None = None
         self._counted = False
         self._bucket: TokenBucket | None = None
@@ -172,8 +177,7 @@ class ChateauServerProtocol(WebSocketServerProtocol):
     def _queue(self, item: Request | dict[str, Any]) -> None:
         """Queue a request, or an error for a refused one, so replies keep their order."""
         self._backlog.append(item)
-        if not self._busy:
-            self._drain()
+        self._drain()
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.live = False
@@ -256,57 +260,83 @@ class ChateauServerProtocol(WebSocketServerProtocol):
     # -- request handling ---------------------------------------------------
 
     def _drain(self) -> None:
+        """Start queued requests: one at a time, except runs of message sends.
+
+        Consecutive sends may be in flight together (so they share a group
+        commit) when :meth:`Chat.pipelines` says their only wait is the
+        message writer, which commits in arrival order. Replies are released
+        in request order whatever order handlers finish in.
+        """
+        chat = self.factory.chat
         while self._backlog:
-            request = self._backlog.popleft()
-            if isinstance(request, dict):
-                self.send_message(request)
+            item = self._backlog[0]
+            if isinstance(item, dict):
+                self._backlog.popleft()
+                self._answer(self._open_slot(), item)
                 continue
-            done = ensureDeferred(self.factory.chat.dispatch(self, request))
+            pipelines = chat.pipelines(self, item)
+            if self._in_flight and not (
+                self._pipelining and pipelines and self._in_flight < MAX_PIPELINE
+            ):
+                return
+            self._backlog.popleft()
+            slot = self._open_slot()
+            done = ensureDeferred(chat.dispatch(self, item))
             done.addCallbacks(
-                self._reply, self._fail, callbackArgs=(request,), errbackArgs=(request,)
+                self._reply, self._fail, callbackArgs=(item, slot), errbackArgs=(item, slot)
             )
             if not done.called:
-                self._busy = True
+                if not self._in_flight:
+                    self._pipelining = pipelines
+                self._in_flight += 1
                 done.addBoth(self._resume)
-                return
 
     def _resume(self, _: Any) -> None:
-        self._busy = False
+        self._in_flight -= 1
         self._drain()
 
-    def _reply(self, reply: dict[str, Any] | None, request: Request) -> None:
+    def _open_slot(self) -> list[Any]:
+        slot: list[Any] = [False, None]
+        self._slots.append(slot)
+        return slot
+
+    def _answer(self, slot: list[Any], reply: dict[str, Any] | None) -> None:
+        slot[0], slot[1] = True, reply
+        while self._slots and self._slots[0][0]:
+            ready = self._slots.popleft()[1]
+            if ready is not None:
+                self.send_message(ready)
+
+    def _reply(self, reply: dict[str, Any] | None, request: Request, slot: list[Any]) -> None:
         if reply is not None:
             reply["msg_id"] = request.msg_id
-            self.send_message(reply)
+        self._answer(slot, reply)
 
-    def _fail(self, failure: Failure, request: Request) -> None:
+    def _fail(self, failure: Failure, request: Request, slot: list[Any]) -> None:
+        self._answer(slot, self._error_for(failure, request))
+
+    def _error_for(self, failure: Failure, request: Request) -> dict[str, Any]:
         if failure.check(ChateauError):
             error: ChateauError = failure.value
             reply = messages.error_response(error.status, error.detail, request.msg_id)
             reply.update(error.extra)
-            self.send_message(reply)
-            return
+            return reply
         if failure.check(DBAPIError, PoolTimeoutError):
             self._log.warn(
                 "database unavailable while handling {kind}: {error}",
                 kind=type(request).__name__, error=str(failure.value).splitlines()[0],
             )
-            self.send_message(
-                messages.error_response(
-                    UNAVAILABLE, "the database is unavailable; nothing was changed, retry shortly",
-                    request.msg_id,
-                )
+            return messages.error_response(
+                UNAVAILABLE, "the database is unavailable; nothing was changed, retry shortly",
+                request.msg_id,
             )
-            return
         self._log.failure(
             "unexpected error handling {kind} from {username}",
             failure, kind=type(request).__name__, username=self.username,
         )
-        self.send_message(
-            messages.error_response(
-                INTERNAL_ERROR, "internal server error; the request was not completed",
-                request.msg_id,
-            )
+        return messages.error_response(
+            INTERNAL_ERROR, "internal server error; the request was not completed",
+            request.msg_id,
         )
 
 

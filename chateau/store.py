@@ -591,18 +591,17 @@ def _remove_group_member_txn(connection: Connection, chatname: str, username: st
 def _add_messages_txn(
     connection: Connection, batch: list[tuple[str, str, str, str | None]]
 ) -> list[StoredMessage]:
+    """Insert a batch with one statement; ids come back in the batch's order."""
     created = now_millis()
-    stored = []
-    for chat, sender, content, recipient in batch:
-        result = connection.execute(
-            insert(messages).values(
-                chat=chat, recipient=recipient, sender=sender, content=content,
-                created_at=created, edited=False, deleted=False,
-            )
-        )
-        (message_id,) = result.inserted_primary_key
-        stored.append(StoredMessage(int(message_id), iso_timestamp(created)))
-    return stored
+    timestamp = iso_timestamp(created)
+    rows = [
+        {"chat": chat, "recipient": recipient, "sender": sender, "content": content,
+         "created_at": created, "edited": False, "deleted": False}
+        for chat, sender, content, recipient in batch
+    ]
+    statement = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+    ids = connection.execute(statement, rows).scalars().all()
+    return [StoredMessage(int(message_id), timestamp) for message_id in ids]
 
 
 def _message_record(row: Any) -> MessageRecord:

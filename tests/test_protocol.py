@@ -411,3 +411,30 @@ async def test_look_alike_names_are_one_name(server):
     reply = await bob.request({"type": "GroupMessageInitRequest", "recipients": ["alice"],
                                "chatname": "Ｔｅａｍ"})
     assert reply["chatname"] == "team"
+
+
+@inline
+async def test_replies_keep_request_order_while_sends_share_a_commit(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    frames = [
+        {"type": "MessageRequest", "recipient": "bob", "content": "one", "msg_id": 1},
+        {"type": "MessageRequest", "recipient": "bob", "content": "", "msg_id": 2},
+        "not json",
+        {"type": "MessageRequest", "recipient": "bob", "content": "three", "msg_id": 3},
+        {"type": "ClientListRequest", "msg_id": 4},
+        {"type": "MessageRequest", "recipient": "nobody", "content": "x", "msg_id": 5},
+        {"type": "MessageRequest", "recipient": "bob", "content": "six", "msg_id": 6},
+    ]
+    for frame in frames:
+        alice.send(frame)
+    replies = [await alice.recv() for _ in frames]
+    assert [r["msg_id"] for r in replies] == [1, 2, None, 3, 4, 5, 6]
+    assert [r["type"] for r in replies] == [
+        "MessageSendResponse", "ErrorResponse", "ErrorResponse", "MessageSendResponse",
+        "ClientListResponse", "ErrorResponse", "MessageSendResponse"]
+    ids = [r["id"] for r in replies if r["type"] == "MessageSendResponse"]
+    assert ids == sorted(ids)
+    got = [await bob.recv() for _ in range(3)]
+    assert [g["content"] for g in got] == ["one", "three", "six"]
+    assert [g["id"] for g in got] == ids
