@@ -1,0 +1,1 @@
+"""Chateau's performance benchmark harness; ``python -m bench.run`` (see bench/README.md)."""

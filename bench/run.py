@@ -1,0 +1,597 @@
+"""Run Chateau's benchmark scenarios against Chateau and the two reference servers.
+
+    python -m bench.run                      # everything, 3 repetitions (8-11 min)
+    python -m bench.run --quick              # one shorter repetition of everything
+    python -m bench.run --scenarios S1,S2    # pick scenarios
+    python -m bench.run --profile --scenarios S1,S2   # also py-spy profiles of Chateau
+
+Servers run pinned to core 0 and the load generator to core 1. Each
+scenario starts its servers, runs the load generator once (it interleaves
+the targets inside each repetition, so a change in background load hits all
+of them alike), and stops every server by pid. Figures are medians over the
+repetitions; each Chateau figure is also given as a ratio to the bare
+Autobahn server of the same run. Results go to ``bench/out/`` as JSON and
+Markdown and are printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from bench import hotspots
+from bench.processes import (
+    ROOT,
+    STARTED,
+    Postgres,
+    ProcessGroup,
+    ServerProcess,
+    bare,
+    chateau,
+    checkout_env,
+    pin_prefix,
+    postgres_available,
+)
+
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+INVALID_LOADGEN_CPU = 0.70
+
+S1_FULL = {"group_sizes": [100, 1000], "messages": {"100": 1200, "1000": 120},
+           "in_flight": 4, "content_size": 100, "timeout": 60}
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {
+        "repeat": 3,
+        "S1": S1_FULL,
+        "S2": {"pairs": 100, "sizes": [100, 4096], "round_trips": 50, "timeout": 60},
+        "S3": {"connections": 5000, "warmup": 100, "settle": 1.5, "timeout": 180,
+               "connect_rate": 700},
+        "S4": {"group_size": 1000, "bcrypt_cost": 12, "duration": 7, "chat_rate": 10,
+               "drain_timeout": 40, "reference_repeat": 1, "calm": 4},
+        "S5": S1_FULL,
+    },
+    "quick": {
+        "repeat": 1,
+        "S1": {**S1_FULL, "messages": {"100": 600, "1000": 60}},
+        "S2": {"pairs": 100, "sizes": [100, 4096], "round_trips": 25, "timeout": 60},
+        "S3": {"connections": 2000, "warmup": 100, "settle": 1.0, "timeout": 120,
+               "connect_rate": 700},
+        "S4": {"group_size": 1000, "bcrypt_cost": 12, "duration": 6, "chat_rate": 10,
+               "drain_timeout": 40, "calm": 3},
+        "S5": {**S1_FULL, "messages": {"100": 600, "1000": 60}},
+    },
+    # Tiny sizes for the test suite: behaviour only, the figures mean nothing.
+    "smoke": {
+        "repeat": 1,
+        "S1": {"group_sizes": [5], "messages": {"5": 20}, "in_flight": 4,
+               "content_size": 100, "timeout": 20, "pause": 0.02},
+        "S2": {"pairs": 3, "sizes": [100, 4096], "round_trips": 5, "timeout": 20, "pause": 0.02},
+        "S3": {"connections": 20, "warmup": 5, "settle": 0.1, "timeout": 20},
+        "S4": {"group_size": 5, "bcrypt_cost": 4, "duration": 0.5, "chat_rate": 10,
+               "drain_timeout": 10, "signin_rate": 20, "pause": 0.02, "calm": 0.3},
+        "S5": {"group_sizes": [5], "messages": {"5": 20}, "in_flight": 4,
+               "content_size": 100, "timeout": 20, "pause": 0.02},
+    },
+}
+
+# Chateau as benchmarked: fast sign-up for thousands of users, no pings, and
+# the abuse limits lifted, since one client pushing thousands of messages a
+# second (and thousands of connections from 127.0.0.1) is the point here.
+# The limits are still checked on every request, so their cost is measured.
+CHATEAU_BASE = {
+    "server": {"auto_ping_interval": 0},
+    "auth": {"bcrypt_cost": 4},
+    "limits": {"message_rate": 1000000, "message_burst": 1000000,
+               "max_connections": 50000, "max_connections_per_address": 50000},
+}
+
+# What each scenario is judged by: (metric, higher is better).
+HEADLINE: dict[str, tuple[str, bool]] = {
+    "S1": ("deliveries_per_s", True), "S5": ("deliveries_per_s", True),
+    "S2": ("messages_per_s", True), "S3": ("bytes_per_connection", False),
+    "S4": ("chat_p99_ms", False),
+}
+REFERENCE = "autobahn"
+# Server CPU per unit of work: it holds up better than throughput when other
+# processes take turns on the server's core. Lower is better.
+EFFICIENCY: dict[str, str] = {
+    "S1": "server_us_per_delivery", "S5": "server_us_per_delivery", "S2": "server_us_per_msg",
+}
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def settings(store_messages: bool = True, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    merged = copy.deepcopy(CHATEAU_BASE)
+    merged.setdefault("chat", {})["store_messages"] = "true" if store_messages else "false"
+    for section, values in sections.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def known_keys() -> set[tuple[str, str]] | None:
+    """The config keys this checkout of Chateau knows (None: cannot tell)."""
+    try:
+        from chateau.config import documented_keys
+
+        return set(documented_keys())
+    except Exception:
+        return None
+
+
+def supported(config: dict[str, dict[str, Any]], known: set[tuple[str, str]] | None
+              ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """*config* without the keys Chateau does not know (which would stop it starting)."""
+    if known is None:
+        return config, []
+    kept: dict[str, dict[str, Any]] = {}
+    dropped = []
+    for section, values in config.items():
+        for key, value in values.items():
+            if (section, key) in known:
+                kept.setdefault(section, {})[key] = value
+            else:
+                dropped.append(f"[{section}] {key}")
+    return kept, dropped
+
+
+class Bench:
+    """One invocation: its options, its scratch directory, and every result."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.profile = copy.deepcopy(PROFILES[args.size])
+        if args.profile:
+            # Longer runs give the sampler more to go on.
+            for name in ("S1", "S5"):
+                self.profile[name]["messages"] = {
+                    size: count * 3 for size, count in self.profile[name]["messages"].items()}
+            self.profile["S2"]["round_trips"] *= 3
+        self.repeat: int = args.repeat or self.profile["repeat"]
+        pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+        self.server_core: int | None = 0 if pin else None
+        self.loadgen_core: int | None = 1 if pin else None
+        self.scratch = Path(tempfile.mkdtemp(prefix="chateau-bench-"))
+        self.results: list[dict[str, Any]] = []
+        self.notes: list[str] = []  # worth knowing
+        self.failures: list[str] = []  # something did not run as it should
+        self.load: dict[str, list[float]] = {}
+        self.profile_dir: Path | None = None
+        self.timings: dict[str, float] = {}
+        if args.profile:
+            self.profile_dir = args.out / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+        self._tag = 0
+        self.known = known_keys()
+        self.total_s = 0.0
+
+    # -- the load generator ------------------------------------------------
+
+    def loadgen(self, scenario: str, servers: list[ServerProcess], params: dict[str, Any],
+                repeat: int, budget: float, **extra: Any) -> list[dict[str, Any]]:
+        """Run the load generator once; the events it printed."""
+        self._tag += 1000
+        spec = {"scenario": scenario, "targets": [s.spec() for s in servers], "params": params,
+                "repeat": repeat, "tag": self._tag, **extra}
+        if self.profile_dir is not None:
+            spec["profile_dir"] = str(self.profile_dir)
+        path = self.scratch / f"spec-{scenario}-{self._tag}.json"
+        path.write_text(json.dumps(spec), encoding="utf-8")
+        process = subprocess.Popen(
+            [*pin_prefix(self.loadgen_core), sys.executable, "-m", "bench.loadgen", str(path)],
+            stdout=subprocess.PIPE, env=checkout_env(), cwd=ROOT, text=True,
+        )
+        try:
+            out, _ = process.communicate(timeout=budget)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, _ = process.communicate()
+            self.failures.append(f"{scenario}: the load generator hit its {budget:.0f} s limit")
+        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        for event in events:
+            if event.get("event") == "error":
+                self.failures.append(f"{scenario}: {event['detail']}")
+        if process.returncode not in (0, None):
+            self.failures.append(f"{scenario}: the load generator exited with {process.returncode}")
+        return [e for e in events if e.get("event") in ("result", "prepared")]
+
+    def record(self, events: list[dict[str, Any]]) -> None:
+        self.results.extend(e for e in events if e.get("event") == "result")
+
+    def dir(self, name: str) -> Path:
+        path = self.scratch / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- targets -----------------------------------------------------------
+
+    def chateau(self, name: str, workdir: Path, store_messages: bool = True,
+                db_url: str | None = None, **sections: dict[str, Any]) -> ServerProcess:
+        url = db_url or f"sqlite:///{workdir / (name + '.sqlite3')}"
+        config, dropped = supported(settings(store_messages, **sections), self.known)
+        if dropped:
+            note = (f"{name}: this Chateau has no {', '.join(dropped)}; run without it"
+                    + (" (so messages WERE stored)" if "[chat] store_messages" in dropped else ""))
+            if note not in self.notes:
+                self.notes.append(note)
+        return chateau(name, workdir, url, config, self.server_core)
+
+    def references(self, group: ProcessGroup, workdir: Path, bcrypt_cost: int = 0) -> None:
+        group.add(bare("autobahn", "autobahn", workdir, self.server_core, bcrypt_cost))
+        group.add(bare("websockets", "websockets", workdir, self.server_core, bcrypt_cost))
+
+    # -- scenarios -----------------------------------------------------------
+
+    def s1(self) -> None:
+        """Group fan-out, persistence off and on (SQLite)."""
+        work = self.dir("s1")
+        with ProcessGroup() as group:
+            group.add(self.chateau("chateau-ephemeral", work, store_messages=False))
+            group.add(self.chateau("chateau-sqlite", work))
+            self.references(group, work)
+            group.start()
+            self.record(self.loadgen("S1", group.servers, self.profile["S1"], self.repeat, 600))
+
+    def s2(self) -> None:
+        """Direct messages between pairs, persistence off and on (SQLite)."""
+        work = self.dir("s2")
+        with ProcessGroup() as group:
+            group.add(self.chateau("chateau-ephemeral", work, store_messages=False))
+            group.add(self.chateau("chateau-sqlite", work))
+            self.references(group, work)
+            group.start()
+            self.record(self.loadgen("S2", group.servers, self.profile["S2"], self.repeat, 600))
+
+    def s3(self) -> None:
+        """Idle connections: fresh servers for every repetition, so RSS starts clean.
+        The database is kept, so later repetitions sign in to existing accounts."""
+        db_url = f"sqlite:///{self.dir('s3') / 'chateau-idle.sqlite3'}"
+        for rep in range(self.repeat):
+            work = self.dir(f"s3-{rep}")
+            with ProcessGroup() as group:
+                group.add(self.chateau("chateau-sqlite", work, db_url=db_url))
+                self.references(group, work)
+                group.start()
+                self.record(self.loadgen("S3", group.servers, self.profile["S3"], 1, 600, rep=rep))
+
+    def s4(self) -> None:
+        """Sign-in storm. The accounts and the group are made first on a server with a
+        cheap bcrypt cost; the measured server then has the real one, so only the storm's
+        new accounts cost a full hash."""
+        params = self.profile["S4"]
+        cost = params["bcrypt_cost"]
+        work = self.dir("s4")
+        db_url = f"sqlite:///{work / 'chateau-storm.sqlite3'}"
+        with ProcessGroup() as group:
+            self.references(group, work, bcrypt_cost=cost)
+            group.launch()  # they start while Chateau's accounts are being made
+            with ProcessGroup() as preparing:
+                preparing.add(self.chateau("chateau-prepare", work, db_url=db_url))
+                preparing.start()
+                prepared = self.loadgen("S4", preparing.servers, params, 1, 300, phase="prepare")
+            if not any(e.get("event") == "prepared" for e in prepared):
+                self.failures.append("S4: preparing the accounts and the group failed")
+                return
+            server = self.chateau("chateau-sqlite", work, db_url=db_url,
+                                  auth={"bcrypt_cost": cost})
+            server.options["group_exists"] = True
+            group.servers.insert(0, server)
+            group.start()
+            self.record(self.loadgen("S4", group.servers, params, self.repeat, 900))
+
+    def s5(self) -> None:
+        """S1 with messages persisted, on SQLite and on PostgreSQL."""
+        work = self.dir("s5")
+        postgres: Postgres | None = None
+        try:
+            with ProcessGroup() as group:
+                group.add(self.chateau("chateau-sqlite", work))
+                self.references(group, work)
+                group.launch()  # they start while PostgreSQL does
+                if postgres_available():
+                    postgres = Postgres(self.server_core).start()
+                    group.servers.insert(1, self.chateau("chateau-postgres", work,
+                                                         db_url=postgres.new_database()))
+                else:
+                    self.notes.append("S5: PostgreSQL is not installed; only SQLite was measured")
+                group.start()
+                self.record(self.loadgen("S5", group.servers, self.profile["S5"], self.repeat, 600))
+        finally:
+            if postgres is not None:
+                postgres.stop()
+
+    def run(self, scenarios: list[str]) -> None:
+        steps: dict[str, Callable[[], None]] = {
+            "S1": self.s1, "S2": self.s2, "S3": self.s3, "S4": self.s4, "S5": self.s5,
+        }
+        for name in scenarios:
+            log(f"{name} starts (load average {os.getloadavg()[0]:.2f})")
+            started = time.monotonic()
+            before = os.getloadavg()[0]
+            try:
+                steps[name]()
+            except Exception as exc:  # one broken scenario must not lose the others
+                self.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+                log(f"{name} failed: {exc}")
+            self.load[name] = [round(before, 2), round(os.getloadavg()[0], 2)]
+            self.timings[name] = round(time.monotonic() - started, 1)
+            log(f"{name} took {self.timings[name]:.0f} s")
+
+
+# -- summaries ---------------------------------------------------------------
+
+
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (scenario, case, target): medians, the ratio, validity."""
+    keys: list[tuple[str, str, str]] = []
+    for result in results:
+        key = (result["scenario"], result["case"], result["target"])
+        if key not in keys:
+            keys.append(key)
+    rows = []
+    for scenario, case, target in keys:
+        runs = [r for r in results
+                if (r["scenario"], r["case"], r["target"]) == (scenario, case, target)]
+        metrics = sorted({k for r in runs for k, v in r.items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool)
+                          and k not in ("rep",)})
+        row: dict[str, Any] = {"scenario": scenario, "case": case, "target": target,
+                               "reps": len(runs)}
+        for metric in metrics:
+            row[metric] = median([r.get(metric) for r in runs])
+        row["loadgen_cpu_max"] = max((r.get("loadgen_cpu") or 0) for r in runs)
+        row["invalid"] = row["loadgen_cpu_max"] > INVALID_LOADGEN_CPU
+        row["timed_out"] = any(r.get("timed_out") for r in runs)
+        row["errors"] = sum(r.get("errors") or 0 for r in runs)
+        rows.append(row)
+    for row in rows:
+        metric, _ = HEADLINE[row["scenario"]]
+        reference = next((r for r in rows if (r["scenario"], r["case"], r["target"])
+                          == (row["scenario"], row["case"], REFERENCE)), None)
+        if reference and reference.get(metric) and row.get(metric) is not None:
+            row["ratio"] = round(row[metric] / reference[metric], 3)
+        cost = EFFICIENCY.get(row["scenario"])
+        if cost and reference and reference.get(cost) and row.get(cost):
+            # bare's CPU per unit ÷ ours: like the throughput ratio, 1.0 is parity.
+            row["cpu_ratio"] = round(reference[cost] / row[cost], 3)
+    return rows
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, each checked against this run."""
+    lines = []
+
+    def check(scenario: str, target: str, text: str, ok: Callable[[dict[str, Any]], bool],
+              show: Callable[[dict[str, Any]], str], case: str | None = None) -> None:
+        for row in rows:
+            if (row["scenario"] == scenario and row["target"] == target
+                    and case in (None, row["case"])):
+                status = "met" if ok(row) else "NOT met"
+                if row["invalid"]:
+                    status += " (invalid: load generator over 70%)"
+                lines.append(f"- {scenario} {row['case']}, {target}: {text}: {show(row)} → {status}")
+
+    def ratio(row: dict[str, Any]) -> str:
+        text = f"{row.get('ratio', float('nan')):.2f}"
+        if "cpu_ratio" in row:
+            text += f" (by server CPU per unit of work: {row['cpu_ratio']:.2f})"
+        return text
+
+    check("S1", "chateau-ephemeral", "ratio ≥ 0.8", lambda r: r.get("ratio", 0) >= 0.8, ratio)
+    check("S1", "chateau-sqlite", "ratio ≥ 0.6", lambda r: r.get("ratio", 0) >= 0.6, ratio)
+    check("S2", "chateau-ephemeral", "ratio ≥ 0.7", lambda r: r.get("ratio", 0) >= 0.7, ratio)
+    check("S2", "chateau-sqlite", "ratio ≥ 0.7", lambda r: r.get("ratio", 0) >= 0.7, ratio)
+    check("S3", "chateau-sqlite", "bytes/connection ≤ 1.5× bare",
+          lambda r: r.get("ratio", 99) <= 1.5, ratio)
+    check("S4", "chateau-sqlite", "chat p99 ≤ 50 ms",
+          lambda r: (r.get("chat_p99_ms") or 1e9) <= 50,
+          lambda r: f"{r.get('chat_p99_ms')} ms", case="storm")
+    return lines
+
+
+def fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def flags(row: dict[str, Any]) -> str:
+    marks = []
+    if row["invalid"]:
+        marks.append("INVALID")
+    if row["timed_out"]:
+        marks.append("timed out")
+    if row["errors"]:
+        marks.append(f"{row['errors']} errors")
+    return ", ".join(marks)
+
+
+TABLES: dict[str, tuple[str, list[tuple[str, str, int]]]] = {
+    "S1": ("S1 group fan-out (one sender, 4 broadcasts in flight)",
+           [("deliveries/s", "deliveries_per_s", 0), ("p50 ms", "p50_ms", 2),
+            ("p99 ms", "p99_ms", 2), ("server µs/delivery", "server_us_per_delivery", 2),
+            ("÷ bare by CPU", "cpu_ratio", 2)]),
+    "S5": ("S5 group fan-out with messages persisted",
+           [("deliveries/s", "deliveries_per_s", 0), ("p50 ms", "p50_ms", 2),
+            ("p99 ms", "p99_ms", 2), ("server µs/delivery", "server_us_per_delivery", 2),
+            ("÷ bare by CPU", "cpu_ratio", 2)]),
+    "S2": ("S2 direct messages (pairs bouncing one message)",
+           [("msgs/s", "messages_per_s", 0), ("RTT p50 ms", "p50_ms", 2),
+            ("RTT p99 ms", "p99_ms", 2), ("server µs/msg", "server_us_per_msg", 1),
+            ("÷ bare by CPU", "cpu_ratio", 2)]),
+    "S3": ("S3 idle signed-in connections",
+           [("bytes/conn", "bytes_per_connection", 0), ("RSS before MB", "rss_before_mb", 1),
+            ("RSS after MB", "rss_after_mb", 1), ("connected", "connections", 0)]),
+    "S4": ("S4 sign-in storm while a 1,000-member group chats at 10 msg/s (calm: the chat alone)",
+           [("chat p50 ms", "chat_p50_ms", 1), ("chat p99 ms", "chat_p99_ms", 1),
+            ("chat max ms", "chat_max_ms", 1), ("sign-ins ok", "signins_ok", 0),
+            ("busy (503)", "signins_busy", 0), ("sign-in p50 ms", "signin_p50_ms", 0),
+            ("sign-in p99 ms", "signin_p99_ms", 0), ("busy p99 ms", "busy_p99_ms", 1),
+            ("offered/s", "signin_rate", 1)]),
+}
+
+
+def markdown(bench: Bench, rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    out = [f"# Chateau benchmark, {machine['date']}", "",
+           f"- command: `{machine['command']}`",
+           f"- machine: {machine['nproc']} cores, {machine['cpu']}, {machine['memory']}",
+           f"- pinning: servers on core {bench.server_core}, load generator on core "
+           f"{bench.loadgen_core}; repetitions: {bench.repeat} (medians shown)",
+           "- load average (1 min) before/after each scenario: "
+           + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in bench.load.items()),
+           "- seconds per scenario: " + ", ".join(f"{k} {v}" for k, v in bench.timings.items())
+           + f"; whole run {bench.total_s:.0f} s",
+           f"- versions: {machine['versions']}", ""]
+    if bench.profile_dir is not None:
+        out += ["**Profiled run**: py-spy shared the load generator's core, so these figures "
+                "are perturbed; use them for the profile only.", ""]
+    for scenario in SCENARIOS:
+        scenario_rows = [r for r in rows if r["scenario"] == scenario]
+        if not scenario_rows:
+            continue
+        title, columns = TABLES[scenario]
+        out += [f"## {title}", "",
+                "| case | target | " + " | ".join(c[0] for c in columns)
+                + " | ÷ bare | loadgen CPU (max) | server CPU | flags |",
+                "|" + "---|" * (len(columns) + 6)]
+        for row in scenario_rows:
+            cells = [fmt(row.get(key), digits) for _, key, digits in columns]
+            out.append(
+                f"| {row['case']} | {row['target']} | " + " | ".join(cells)
+                + f" | {fmt(row.get('ratio'), 2)} | {row['loadgen_cpu_max']:.0%}"
+                + f" | {fmt(row.get('server_cpu'), 2)} | {flags(row)} |"
+            )
+        out.append("")
+    checks = verdicts(rows)
+    if checks:
+        out += ["## Targets", "", *checks, ""]
+    if bench.failures:
+        out += ["## Failures", "", *[f"- {failure}" for failure in bench.failures], ""]
+    if bench.notes:
+        out += ["## Notes", "", *[f"- {note}" for note in bench.notes], ""]
+    return "\n".join(out)
+
+
+def machine_info(argv: list[str]) -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ":" in line)
+        info = {key.strip(): value.strip() for key, value in info.items()}
+        cpu = info.get("model name", cpu)
+        if "cpu MHz" in info:
+            cpu += f" ({float(info['cpu MHz']):.0f} MHz, cache {info.get('cache size', '?')})"
+    except (OSError, ValueError):
+        pass
+    memory = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    versions = []
+    for module in ("twisted", "autobahn", "websockets", "picows", "uvloop"):
+        try:
+            from importlib.metadata import version
+
+            versions.append(f"{module} {version(module)}")
+        except Exception:
+            versions.append(f"{module} ?")
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m bench.run " + " ".join(argv),
+        "nproc": os.cpu_count(), "cpu": cpu, "memory": memory,
+        "python": platform.python_version(),
+        "versions": f"Python {platform.python_version()}, " + ", ".join(versions),
+    }
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help="comma-separated, from S1,S2,S3,S4,S5 (default: all)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="size", action="store_const", const="quick",
+                      help="one repetition with fewer messages")
+    size.add_argument("--smoke", dest="size", action="store_const", const="smoke",
+                      help="tiny sizes, to check that the harness works (figures mean nothing)")
+    parser.set_defaults(size="full")
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions per scenario")
+    parser.add_argument("--profile", action="store_true",
+                        help="record Chateau with py-spy during the first repetition")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out",
+                        help="where results are written (default bench/out)")
+    args = parser.parse_args(argv)
+    chosen = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SCENARIOS]
+    if unknown or not chosen:
+        parser.error(f"unknown scenario {unknown[0] if unknown else '(none)'}; "
+                     f"choose from {','.join(SCENARIOS)}")
+    args.chosen = chosen
+    return args
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    args.out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info(argv)
+    bench = Bench(args)
+    if bench.server_core is None:
+        bench.notes.append("processes were not pinned to cores")
+    started = time.monotonic()
+    try:
+        bench.run(args.chosen)
+    finally:
+        bench.total_s = time.monotonic() - started
+        rows = summarise(bench.results)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        report = markdown(bench, rows, machine)
+        if bench.profile_dir is not None:
+            report += "\n" + hotspots.report_dir(bench.profile_dir)
+        payload = {"machine": machine, "repeat": bench.repeat, "size": args.size,
+                   "load_average": bench.load, "seconds": bench.timings,
+                   "notes": bench.notes, "failures": bench.failures, "summary": rows,
+                   "results": bench.results,
+                   "processes": [{"pid": pid, "argv": argv} for pid, argv in STARTED]}
+        (args.out / f"results-{stamp}.json").write_text(json.dumps(payload, indent=1))
+        (args.out / f"results-{stamp}.md").write_text(report)
+        (args.out / "latest.json").write_text(json.dumps(payload, indent=1))
+        (args.out / "latest.md").write_text(report)
+        print(report)
+        log(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
+    return 1 if bench.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

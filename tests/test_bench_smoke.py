@@ -1,0 +1,116 @@
+"""The benchmark harness still runs: every scenario at tiny sizes, one repetition.
+
+Behaviour only: which results exist and that they add up. The figures of a
+run this small mean nothing, so no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.processes import ROOT, checkout_env, postgres_available
+
+# The load generator and the reference servers; all in the "test" extra.
+NEEDED = ("picows", "uvloop", "websockets", "psutil")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+REFERENCES = {"autobahn", "websockets"}
+
+
+def test_benchmark_dependencies_are_installed() -> None:
+    missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.fail(f"the benchmark needs {', '.join(missing)}: pip install '.[test]'")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.fail(f"the benchmark needs {', '.join(missing)}: pip install '.[test]'")
+    out = tmp_path_factory.mktemp("bench")
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        cwd=ROOT, env=checkout_env(), capture_output=True, text=True, timeout=180,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    payload = json.loads((out / "latest.json").read_text())
+    payload["markdown"] = (out / "latest.md").read_text()
+    payload["stderr"] = completed.stderr
+    return payload
+
+
+def _rows(run: dict, scenario: str) -> dict[tuple[str, str], dict]:
+    return {(r["case"], r["target"]): r for r in run["summary"] if r["scenario"] == scenario}
+
+
+def test_every_scenario_ran_against_chateau_and_both_references(smoke_run: dict) -> None:
+    assert smoke_run["failures"] == []
+    for scenario in SCENARIOS:
+        targets = {target for _, target in _rows(smoke_run, scenario)}
+        assert REFERENCES <= targets, (scenario, targets)
+        assert any(t.startswith("chateau") for t in targets), (scenario, targets)
+    assert {t for _, t in _rows(smoke_run, "S1")} >= {"chateau-ephemeral", "chateau-sqlite"}
+    s5 = {t for _, t in _rows(smoke_run, "S5")}
+    assert "chateau-sqlite" in s5
+    if postgres_available():
+        assert "chateau-postgres" in s5
+
+
+def test_fan_out_and_direct_messages_arrive_completely(smoke_run: dict) -> None:
+    for scenario in ("S1", "S5"):
+        for (case, target), row in _rows(smoke_run, scenario).items():
+            assert case == "5 members"
+            assert row["messages"] == 20 and row["deliveries"] == 20 * 4, (scenario, target, row)
+            assert row["deliveries_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+            assert not row["timed_out"] and row["errors"] == 0, (scenario, target, row)
+    s2 = _rows(smoke_run, "S2")
+    assert {case for case, _ in s2} == {"100 B", "4096 B"}
+    for (case, target), row in s2.items():
+        # 3 pairs x 5 round trips, two messages relayed per round trip.
+        assert row["round_trips"] == 15 and row["messages"] == 30, (case, target, row)
+        assert not row["timed_out"] and row["errors"] == 0, (case, target, row)
+
+
+def test_ratios_and_validity_are_reported(smoke_run: dict) -> None:
+    for row in smoke_run["summary"]:
+        assert 0 <= row["loadgen_cpu_max"] and isinstance(row["invalid"], bool)
+        if row["scenario"] != "S4":
+            assert row["ratio"] > 0, row
+        if row["target"] == "autobahn" and row.get("ratio") is not None:
+            assert row["ratio"] == 1.0
+    for header in ("S1 group fan-out", "S2 direct messages", "S3 idle", "S4 sign-in storm",
+                   "S5 group fan-out", "Targets", "÷ bare", "loadgen CPU"):
+        assert header in smoke_run["markdown"], header
+
+
+def test_idle_connections_and_sign_in_storm(smoke_run: dict) -> None:
+    for (_, target), row in _rows(smoke_run, "S3").items():
+        assert row["connections"] == 20, (target, row)
+        assert row["rss_after_mb"] > 0
+    s4 = _rows(smoke_run, "S4")
+    assert {case for case, _ in s4} == {"calm", "storm"}
+    for (case, target), row in s4.items():
+        assert row["chat_messages"] > 0 and row["chat_p99_ms"] is not None, (target, row)
+        if case == "calm":
+            continue
+        # Every sign-in of the storm is answered: signed in or "busy".
+        assert row["signins_ok"] > 0 and row["signins_other"] == 0, (target, row)
+        assert not row["timed_out"], (target, row)
+
+
+def test_every_server_was_stopped(smoke_run: dict) -> None:
+    """The harness stops what it starts: none of the run's processes is left."""
+    import psutil
+
+    assert len(smoke_run["processes"]) >= 10
+    for started in smoke_run["processes"]:
+        try:
+            alive = psutil.Process(started["pid"]).cmdline() == started["argv"]
+        except psutil.NoSuchProcess:
+            alive = False
+        assert not alive, started
