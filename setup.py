@@ -38,6 +38,7 @@ setup(
             "websocket-client>=1.7",
             "pexpect>=4.8",
             "playwright>=1.40",
+            "hypothesis>=6.100",
             # tests/test_bench_smoke.py runs the benchmark harness (bench/).
             "picows>=2.0",
             "uvloop>=0.19",

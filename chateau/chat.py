@@ -16,6 +16,7 @@ after reaches them live. Signing on pushes the messages in between.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -44,6 +45,15 @@ from chateau.store import (
 CATCH_UP_PAGE = 500
 
 
+@dataclass
+class CatchUp:
+    """How far a connection's push of missed messages has got."""
+
+    username: str
+    # The id up to which everything has been written; None until known.
+    pushed: int | None = None
+
+
 class Connection(Protocol):
     """What handlers need from one client connection."""
 
@@ -51,6 +61,8 @@ class Connection(Protocol):
     signing_in: bool
     live: bool
     address: str
+    # Set when the connection stops taking frames: the last id routed before.
+    delivered_until: int | None
     session_key_hash: str | None
 
     def send_frame(self, frame: Any) -> None:
@@ -96,7 +108,11 @@ class Chat:
         self.last_routed_id = 0
         # delivered_until of users who left recently, until the store has it.
         self._cursors: dict[str, int] = {}
-        self._catching_up: set[str] = set()
+        # Connections whose missed messages are being pushed, with how far
+        # each has got; and users one of whose catch-ups was cut short while
+        # another connection stayed (their cursor must not move on).
+        self._catch_ups: dict[Connection, CatchUp] = {}
+        self._cut_short: set[str] = set()
         self._account_check: LoopingCall | None = None
         self._next_id = 0
 
@@ -211,20 +227,31 @@ class Chat:
         connection.username = username
         connection.hold()
         first = self.registry.connect(username, connection)
-        connection.send_message(reply)
-        if not first:
-            connection.release()
-            return
-        self._catching_up.add(username)
         try:
-            await self._catch_up(connection, username)
-        except Exception:
-            self.log.failure("catching {username} up failed", username=username)
+            connection.send_message(reply)
         finally:
-            self._catching_up.discard(username)
+            if not first:
+                connection.release()
+        if not first:
+            return
+        progress = CatchUp(username)
+        self._catch_ups[connection] = progress
+        try:
+            await self._catch_up(connection, progress)
+        except Exception:
+            # Keep the progress: sign-off saves no more than what was pushed.
+            self.log.failure("catching {username} up failed", username=username)
+        else:
+            if connection.live:
+                self._catch_ups.pop(connection, None)
+        finally:
             connection.release()
 
-    async def _catch_up(self, connection: Connection, username: str) -> None:
+    def _busy_catching_up(self) -> set[str]:
+        return {p.username for p in self._catch_ups.values()} | self._cut_short
+
+    async def _catch_up(self, connection: Connection, progress: CatchUp) -> None:
+        username = progress.username
         upto = self.last_routed_id
         signed_on = now_millis()
         book = await self.store.contact_book(username)
@@ -242,20 +269,29 @@ class Chat:
             connection.send_message(notice)
         user = await self.store.get_user(username)
         after = self._cursors.pop(username, user.delivered_until if user else upto)
+        progress.pushed = after
         if self.stores_messages:
-            await self._push_missed(connection, username, after, upto)
-        if upto > after and self.registry.is_online(username):
+            await self._push_missed(connection, progress, upto)
+        if not connection.live:
+            return
+        progress.pushed = upto
+        if upto > after and username not in self._cut_short:
             self.store.set_delivered_until([username], upto).addErrback(
                 lambda failure: self.log.failure("saving a delivery cursor failed", failure)
             )
 
-    async def _push_missed(self, connection: Connection, username: str, after: int, upto: int) -> None:
-        while after < upto:
-            page = await self.store.missed_messages(username, after, upto, CATCH_UP_PAGE)
+    async def _push_missed(self, connection: Connection, progress: CatchUp, upto: int) -> None:
+        after = progress.pushed
+        assert after is not None
+        while after < upto and connection.live:
+            page = await self.store.missed_messages(progress.username, after, upto, CATCH_UP_PAGE)
             if not page:
                 return
             for record in page:
                 connection.send_message(self._missed_frame(record))
+                if not connection.live:
+                    return  # it could not go out: the connection is closing
+                progress.pushed = record.id
             after = page[-1].id
 
     @staticmethod
@@ -282,11 +318,26 @@ class Chat:
             return
         connection.username = None
         connection.session_key_hash = None
+        progress = self._catch_ups.pop(connection, None)
         departure = self.registry.disconnect(username, connection)
         if departure is None:
+            if progress is not None:
+                # Another connection stays, but this one's backlog was cut off:
+                # keep the stored cursor where it is (a replay beats a loss).
+                self._cut_short.add(username)
             return
-        if username not in self._catching_up:
+        # Everything routed so far was written to the connection, except, in
+        # a catch-up, what it had not pushed yet.
+        if progress is not None:
+            cursor = progress.pushed
+        elif connection.delivered_until is not None:
+            cursor = connection.delivered_until
+        else:
             cursor = self.last_routed_id
+        if username in self._cut_short:
+            self._cut_short.discard(username)
+            cursor = None
+        if cursor is not None:
             self._cursors[username] = cursor
             saved = self.store.set_delivered_until([username], cursor)
             saved.addCallback(lambda _: self._forget_cursor(username, cursor))
@@ -311,7 +362,13 @@ class Chat:
 
     def _check_accounts(self) -> Any:
         """Disconnect disabled accounts and save online users' delivery cursors."""
-        online = [u for u in self.registry.online_users() if u not in self._catching_up]
+        busy = self._busy_catching_up()
+        # Not users with a connection that stopped taking frames: their cursor
+        # is settled when it closes (see sign_off).
+        online = [
+            u for u in self.registry.online_users()
+            if u not in busy and all(c.live for c in self.registry.connections(u))
+        ]
         if not online:
             return None
         return ensureDeferred(self._check_accounts_async(online)).addErrback(

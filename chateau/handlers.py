@@ -161,6 +161,8 @@ async def group_init(chat: Chat, conn: Connection, request: GroupMessageInitRequ
 def _check_content(chat: Chat, content: str) -> None:
     if not content:
         raise BadRequest("content must not be empty")
+    if "\x00" in content:
+        raise BadRequest("content must not contain NUL characters")
     limit = chat.config.chat.max_content_length
     if len(content) > limit:
         raise ChateauError(TOO_LARGE, f"content is longer than {limit} characters")
@@ -170,7 +172,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
     sender = conn.username
     assert sender is not None
     _check_content(chat, request.content)
-    target = canonical(request.recipient)
+    target = _lookup(request.recipient)
     registry = chat.registry
 
     pair = registry.pair(target)
@@ -284,6 +286,17 @@ async def group_leave(chat: Chat, conn: Connection, request: GroupLeaveRequest) 
 MAX_HISTORY = 100
 
 
+def _lookup(raw: str) -> str:
+    """The canonical form of a user or chat name to look up.
+
+    No name holds NUL (the name rules forbid it, and PostgreSQL could not
+    even be asked), so such a name is unknown without asking.
+    """
+    if "\x00" in raw:
+        return ""
+    return canonical(raw)
+
+
 async def history(chat: Chat, conn: Connection, request: HistoryRequest) -> Reply:
     user = conn.username
     assert user is not None
@@ -293,7 +306,7 @@ async def history(chat: Chat, conn: Connection, request: HistoryRequest) -> Repl
     if not 1 <= request.limit <= MAX_HISTORY:
         raise BadRequest(f"HistoryRequest: 'limit' must be between 1 and {MAX_HISTORY}")
     if request.user is not None:
-        other = canonical(request.user)
+        other = _lookup(request.user)
         if not chat.registry.is_online(other) and not await chat.store.user_exists(other):
             raise ChateauError(NOT_FOUND, f"no such user: {request.user!r}")
         key, name, chat_key = "user", other, direct_chat(user, other)
@@ -321,7 +334,7 @@ def _require_membership(chat: Chat, user: str, chatname: str) -> set[str] | tupl
 
 
 async def _existing_other_user(chat: Chat, me: str, raw: str) -> str:
-    other = canonical(raw)
+    other = _lookup(raw)
     if other == me:
         raise BadRequest("that is your own name")
     if not chat.registry.is_online(other) and not await chat.store.user_exists(other):
@@ -351,7 +364,7 @@ def _contacts_linked(chat: Chat, me: str, other: str) -> None:
 async def contact_accept(chat: Chat, conn: Connection, request: ContactAccept) -> Reply:
     me = conn.username
     assert me is not None
-    other = canonical(request.username)
+    other = _lookup(request.username)
     if not await chat.store.accept_contact(me, other):
         raise ChateauError(NOT_FOUND, f"no contact request from {request.username!r}")
     _contacts_linked(chat, me, other)
@@ -363,7 +376,7 @@ async def contact_accept(chat: Chat, conn: Connection, request: ContactAccept) -
 async def contact_deny(chat: Chat, conn: Connection, request: ContactDeny) -> Reply:
     me = conn.username
     assert me is not None
-    other = canonical(request.username)
+    other = _lookup(request.username)
     if not await chat.store.deny_contact(me, other):
         raise ChateauError(NOT_FOUND, f"no contact request from {request.username!r}")
     return messages.contact_response("ContactDeny", other)
@@ -372,7 +385,7 @@ async def contact_deny(chat: Chat, conn: Connection, request: ContactDeny) -> Re
 async def contact_remove(chat: Chat, conn: Connection, request: ContactRemove) -> Reply:
     me = conn.username
     assert me is not None
-    other = canonical(request.username)
+    other = _lookup(request.username)
     if not await chat.store.remove_contact(me, other):
         raise ChateauError(NOT_FOUND, f"{request.username!r} is not in your contacts")
     chat.registry.unlink_contacts(me, other)

@@ -155,7 +155,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "GroupMembersRequest": GroupMembersRequest,
 }
 
-_JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
+_JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
 
 
 def _optional(annotation: Any) -> Any:
@@ -183,7 +183,7 @@ def _matches(value: Any, annotation: Any) -> bool:
         (item,) = typing.get_args(annotation)
         return isinstance(value, list) and all(_matches(v, item) for v in value)
     if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, int) and not isinstance(value, bool) and INT_MIN <= value <= INT_MAX
     return isinstance(value, annotation)
 
 
@@ -209,12 +209,63 @@ def peek_msg_id(payload: Any) -> Any:
     return payload.get("msg_id") if isinstance(payload, dict) else None
 
 
+# Deepest nesting of arrays and objects accepted in a request; deeper input
+# could not be echoed back (json.dumps recurses).
+MAX_DEPTH = 32
+# Integers are stored in 64-bit columns.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if any("\ud800" <= char <= "\udfff" for char in node):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def parse_json(payload: bytes) -> Any:
-    """Decode a text frame's payload, or raise :class:`BadRequest`."""
+    """Decode a text frame's payload, or raise :class:`BadRequest`.
+
+    Besides JSON syntax, refuses what could not be sent back or stored: a
+    lone UTF-16 surrogate escape (``"\\ud800"``), which is no character, and
+    nesting deeper than :data:`MAX_DEPTH`. (NUL, which PostgreSQL cannot store,
+    is refused where names and content are checked.) Both checks walk the value only
+    when the raw bytes make them possible, so ordinary frames cost nothing.
+    """
     try:
-        return json.loads(payload)
+        data = json.loads(payload)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"frame is not valid JSON: {exc}") from None
+    if (payload.count(b"[") + payload.count(b"{") > MAX_DEPTH
+            and _depth_exceeds(data, MAX_DEPTH)):
+        raise BadRequest(f"frame is nested deeper than {MAX_DEPTH} levels")
+    if b"\\ud" in payload.lower() and _has_lone_surrogate(data):
+        raise BadRequest("frame holds a lone UTF-16 surrogate escape, which is not a character")
+    return data
 
 
 def decode_request(data: Any) -> Request:

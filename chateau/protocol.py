@@ -100,6 +100,8 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         self.signing_in = False
         self.live = False
         self.session_key_hash: str | None = None
+        # The newest message id routed while frames could still go out.
+        self.delivered_until: int | None = None
         self.address = "?"
         self._backlog: deque[Request | dict[str, Any]] = deque()
         self._in_flight = 0
@@ -180,7 +182,7 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         self._drain()
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.live = False
+        self._stop_sending()
         self._backlog.clear()
         self._held = None
         if self._counted:
@@ -229,9 +231,21 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         """Send a frame prepared once by the factory for a whole fan-out."""
         if self._held is not None:
             self._held.append(frame)
-        elif self.live:
+        elif self._sendable():
             self.sendPreparedMessage(frame)
             self._check_buffer(len(frame.payloadHybi))
+
+    def _sendable(self) -> bool:
+        """Open for data: Autobahn refuses sends once the closing handshake has begun."""
+        if self.live and self.state != self.STATE_OPEN:
+            self._stop_sending()
+        return self.live
+
+    def _stop_sending(self) -> None:
+        """No frame goes out from now on: note how far the user got (for offline delivery)."""
+        if self.live:
+            self.live = False
+            self.delivered_until = self.factory.chat.last_routed_id
 
     def hold(self) -> None:
         if self._held is None:
@@ -247,13 +261,22 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         if self.live:
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120], isReply=False)
             # Nothing may follow a close frame.
-            self.live = False
+            self._stop_sending()
 
     def send_message(self, message: dict[str, Any]) -> None:
         if message["type"] == "ErrorResponse":
             self.factory.chat.metrics.errors.labels(str(message["status"])).inc()
-        if self.live:
-            payload = messages.encode(message)
+        if self._sendable():
+            try:
+                payload = messages.encode(message)
+            except (ValueError, TypeError, RecursionError) as exc:
+                # Input is checked so that this cannot happen; if it does, the
+                # client still gets an answer and the connection goes on.
+                self._log.error("could not encode a {kind}: {error}",
+                                kind=message.get("type"), error=repr(exc))
+                payload = messages.encode(messages.error_response(
+                    INTERNAL_ERROR, "internal server error: the reply could not be encoded",
+                ))
             self.sendMessage(payload)
             self._check_buffer(len(payload))
 

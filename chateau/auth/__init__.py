@@ -115,6 +115,10 @@ class Authenticator:
             )
         if not password.strip():
             raise ChateauError(NOT_AUTHENTICATED, "authentication failed: empty password")
+        if "\x00" in password:
+            raise ChateauError(
+                NOT_AUTHENTICATED, "authentication failed: a password cannot contain NUL"
+            )
         key = canonical(username)
         if self._throttle is not None:
             wait = self._throttle.retry_after(address, key)
