@@ -155,6 +155,8 @@ def make_site(factory: ChateauServerFactory) -> Site:
     api.putChild(b"users", UserResource(factory.chat))
     root.putChild(b"api", api)
     root.putChild(b"ws", WebSocketResource(factory))
-    site = Site(root)
+    # The HTTP side of the opening handshake gets the same time limit as the
+    # WebSocket side (twisted.web's own idle timeout is a minute).
+    site = Site(root, timeout=factory.config.server.open_handshake_timeout or None)
     site.displayTracebacks = False
     return site

@@ -136,3 +136,48 @@ async def test_groups_per_user_limit(server_factory, config_factory):
     reply = await carol.request({"type": "GroupMessageInitRequest", "recipients": ["bob"],
                                  "chatname": "g3"})
     assert reply["status"] == 413 and "'bob' is already in 2 groups" in reply["detail"]
+
+
+@inline
+async def test_a_silent_connection_is_closed_after_the_handshake_timeout(
+    server_factory, config_factory
+):
+    import socket
+
+    from twisted.internet.threads import deferToThread
+
+    running = await server_factory(config_factory(server={"open_handshake_timeout": "0.5"}))
+    port = running.service.ports[0].getHost().port
+
+    def connect_and_stay_silent() -> tuple[bytes, float]:
+        import time
+
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # never finishes
+            started = time.monotonic()
+            data = sock.recv(4096)
+            while data:
+                more = sock.recv(4096)
+                if not more:
+                    break
+                data += more
+            return data, time.monotonic() - started
+
+    _, waited = await deferToThread(connect_and_stay_silent)
+    assert waited < 5  # closed by the server, not by our own 10 s timeout
+
+
+@inline
+async def test_the_handshake_timeout_does_not_touch_open_websockets(
+    server_factory, config_factory
+):
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    running = await server_factory(config_factory(server={"open_handshake_timeout": "0.3"}))
+    alice = await running.client("alice")
+    pause = Deferred()
+    reactor.callLater(1.0, pause.callback, None)
+    await pause
+    reply = await alice.request({"type": "HeartbeatRequest", "payload": 1})
+    assert reply["type"] == "HeartbeatResponse"
