@@ -297,9 +297,10 @@ class ChateauServerProtocol(WebSocketServerProtocol):
                 self._backlog.popleft()
                 self._answer(self._open_slot(), item)
                 continue
-            pipelines = chat.pipelines(self, item)
             if self._in_flight and not (
-                self._pipelining and pipelines and self._in_flight < MAX_PIPELINE
+                self._pipelining
+                and self._in_flight < MAX_PIPELINE
+                and chat.pipelines(self, item)
             ):
                 return
             self._backlog.popleft()
@@ -310,7 +311,9 @@ class ChateauServerProtocol(WebSocketServerProtocol):
             )
             if not done.called:
                 if not self._in_flight:
-                    self._pipelining = pipelines
+                    # Asked only now, and only of a request left waiting: the
+                    # recipient it resolved to has not changed meanwhile.
+                    self._pipelining = chat.pipelines(self, item)
                 self._in_flight += 1
                 done.addBoth(self._resume)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -15,7 +16,6 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
-from twisted.web.static import File
 
 from chateau.chat import Chat
 from chateau.names import check_username
@@ -28,28 +28,55 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-class StaticFiles(File):
-    """The web client's files, with headers that keep the page to itself.
+_CONTENT_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+}
 
-    The policy lets the page run only its own script and talk only to its
-    own server (``ws:``/``wss:`` for the socket), so injected markup could
-    neither load nor send anything.
+
+class StaticFile(Resource):
+    """One of the web client's files, held in memory.
+
+    The files are read once at start-up, so serving them never touches the
+    disk from the reactor thread. The headers keep the page to itself: it
+    may run only its own script and talk only to its own server (``ws:``/
+    ``wss:`` for the socket), so injected markup could neither load nor send
+    anything.
     """
 
-    contentTypes = {
-        **File.contentTypes,
-        ".html": "text/html; charset=utf-8",
-        ".js": "text/javascript; charset=utf-8",
-        ".css": "text/css; charset=utf-8",
-    }
+    isLeaf = True
 
-    def render(self, request: Request) -> Any:
+    def __init__(self, body: bytes, content_type: bytes) -> None:
+        super().__init__()
+        self._body = body
+        self._content_type = content_type
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", self._content_type)
         request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"referrer-policy", b"no-referrer")
         # Revalidate each time, so an upgraded server's client is picked up.
         request.setHeader(b"cache-control", b"no-cache")
-        return super().render(request)
+        return self._body
+
+    render_HEAD = render_GET
+
+
+def web_client_root(directory: str = STATIC_DIR) -> Resource:
+    """``/`` and the client's files, loaded now (start-up, before any request)."""
+    root = Resource()
+    for name in sorted(os.listdir(directory)):
+        content_type = _CONTENT_TYPES.get(os.path.splitext(name)[1])
+        if content_type is None:
+            continue
+        with open(os.path.join(directory, name), "rb") as handle:
+            page = StaticFile(handle.read(), content_type)
+        root.putChild(name.encode(), page)
+        if name == "index.html":
+            root.putChild(b"", page)
+    return root
 
 
 class UserResource(Resource):
@@ -148,7 +175,7 @@ class MetricsResource(Resource):
 
 
 def make_site(factory: ChateauServerFactory) -> Site:
-    root = StaticFiles(STATIC_DIR)
+    root = web_client_root()
     root.putChild(b"health", HealthResource(factory.chat, factory.clock))
     root.putChild(b"metrics", MetricsResource(factory.chat))
     api = Resource()

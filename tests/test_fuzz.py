@@ -27,9 +27,7 @@ still talk to each other.
 **Bugs found.** The tests at the end pin down what this fuzzing found, now
 fixed: lone surrogate escapes, integers beyond 64 bits, deep nesting and NUL
 once got no reply, a 500, a false 503 ("database unavailable"), a dropped
-connection, or lost messages. Should a new bug need time to fix, keep its inputs
-out of the strategies and pin it with a strict ``xfail`` test, which fails once
-the fix lands; then widen the strategies again.
+connection, or lost messages.
 """
 
 from __future__ import annotations
@@ -811,9 +809,7 @@ async def test_binary_frames_get_400(server: Any) -> None:
 
 # -- bugs found by fuzzing -----------------------------------------------------------
 #
-# Regression tests for bugs that are fixed, and strict xfails for those that are
-# not: an xfail turns into a failure (XPASS) once its bug is fixed; then drop the
-# marker and widen the strategy it names.
+# Regression tests for bugs the fuzzing found, all fixed.
 
 
 async def replies_until(
