@@ -24,6 +24,8 @@ setup(
         "psycopg[binary]>=3.1",
         "alembic>=1.13",
         "prometheus_client>=0.17",
+        # [cluster]: the Redis backplane (Twisted-native client, no threads).
+        "txredisapi>=1.4",
     ],
     entry_points={
         "console_scripts": [

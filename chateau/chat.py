@@ -11,6 +11,10 @@ a single writer and routed in commit order, so ``last_routed_id`` (the
 newest id routed so far) splits the world exactly: when a user's first
 connection signs on, everything routed before went past them, and everything
 after reaches them live. Signing on pushes the messages in between.
+
+In a cluster (:mod:`chateau.cluster`) that rule holds per origin node: each
+user has a cursor per node whose messages they get, and the other nodes'
+*fences* take the place of ``last_routed_id`` for their messages.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ from twisted.logger import Logger
 from chateau import messages
 from chateau.auth import Account, Authenticator
 from chateau.config import Config
-from chateau.errors import NOT_AUTHENTICATED, NOT_IMPLEMENTED, ChateauError
+from chateau.errors import NOT_AUTHENTICATED, NOT_IMPLEMENTED, UNAVAILABLE, ChateauError
 from chateau.handlers import HANDLERS
 from chateau.messages import GroupMessageRequest, Request
 from chateau.names import canonical
 from chateau.metrics import Metrics
-from chateau.registry import Registry
+from chateau.registry import Departure, Registry
 from chateau.store import (
+    ANY_ORIGIN,
     MessageRecord,
     Store,
     StoredMessage,
@@ -50,8 +55,12 @@ class CatchUp:
     """How far a connection's push of missed messages has got."""
 
     username: str
-    # The id up to which everything has been written; None until known.
-    pushed: int | None = None
+    # Per origin, the id up to which everything has been written; None until known.
+    pushed: dict[Any, int] | None = None
+
+
+# One stretch of missed messages: (origin key, after, upto or None for "all").
+Range = tuple[Any, int, "int | None"]
 
 
 class Connection(Protocol):
@@ -115,17 +124,35 @@ class Chat:
         self._cut_short: set[str] = set()
         self._account_check: LoopingCall | None = None
         self._next_id = 0
+        # Cluster mode: the link to the other nodes (set by the service), and
+        # this node's name, which its messages record as their origin.
+        self.backplane: Any = None
+        self.node: str | None = store.origin
+        # Per user online here: per other origin, the newest id pushed or
+        # forwarded to them; and forwarded messages held during a catch-up.
+        self._remote_seen: dict[str, dict[Any, int]] = {}
+        self._remote_held: dict[str, list[tuple[Any, int, bytes]]] = {}
+
+    @property
+    def own_origin(self) -> Any:
+        """The cursor key of this node's messages (alone: one cursor for all)."""
+        return self.node if self.node is not None else ANY_ORIGIN
 
     async def start(self) -> None:
         """Check the schema and load persistent groups into the registry."""
         await self.store.prepare_schema()
-        for record in await self.store.load_groups():
-            self.registry.add_group(record.chatname, record.creator, record.members, record.started)
-        self.last_routed_id = await self.store.last_message_id()
+        await self.load_groups()
+        if self.node is not None:
+            await self.store.register_node(self.node)
+        self.last_routed_id = await self.store.last_message_id(self.own_origin)
         if self.reactor is not None:
             self._account_check = LoopingCall(self._check_accounts)
             self._account_check.clock = self.reactor
             self._account_check.start(self.config.chat.account_check_interval, now=False)
+
+    async def load_groups(self) -> None:
+        for record in await self.store.load_groups():
+            self.registry.add_group(record.chatname, record.creator, record.members, record.started)
 
     def stop(self) -> None:
         if self._account_check is not None and self._account_check.running:
@@ -190,10 +217,194 @@ class Chat:
         return self.prepare(messages.encode(message))
 
     def deliver(
-        self, usernames: Iterable[str], message: dict[str, Any], skip: Connection | None = None
+        self, usernames: Iterable[str], message: dict[str, Any], skip: Connection | None = None,
+        message_id: int | None = None,
     ) -> int:
-        """Encode *message* once and let the registry route it."""
-        return self.registry.deliver(usernames, self.frame(message), skip=skip)
+        """Encode *message* once and let the registry route it.
+
+        *message_id* marks a chat message (one that offline delivery counts).
+        """
+        payload = messages.encode(message)
+        return self.registry.deliver(
+            usernames, self.prepare(payload), skip=skip, payload=payload, message_id=message_id
+        )
+
+    def deliver_here(self, usernames: Iterable[str], message: dict[str, Any]) -> int:
+        """Send *message* to the connections on this node only."""
+        return self.registry.deliver_local(usernames, self.frame(message))
+
+    # -- cluster ------------------------------------------------------------
+
+    def check_reachable(self, usernames: Iterable[str]) -> None:
+        """Refuse (503) what would have to reach another node while the link is down."""
+        backplane = self.backplane
+        if backplane is None or backplane.connected:
+            return
+        registry = self.registry
+        for name in usernames:
+            if not registry.is_local(name) and registry.nodes_of(name):
+                raise ChateauError(
+                    UNAVAILABLE,
+                    f"{name!r} is connected to another Chateau node and the link between "
+                    "nodes (Redis) is down: try again shortly",
+                )
+
+    @property
+    def cluster_link_down(self) -> bool:
+        return self.backplane is not None and not self.backplane.connected
+
+    def announce(self, event: dict[str, Any]) -> None:
+        """Tell the other nodes of a change to shared state (groups, pairs, contacts)."""
+        if self.backplane is not None:
+            self.backplane.publish(event)
+
+    def cluster_forward(
+        self, origin: str, usernames: list[str], payload: bytes, message_id: int | None
+    ) -> None:
+        """A message another node routed to users here."""
+        registry = self.registry
+        frame = None
+        for username in usernames:
+            if not registry.is_local(username):
+                continue  # gone since: offline delivery has it
+            if message_id is not None:
+                held = self._remote_held.get(username)
+                if held is not None:
+                    held.append((origin, message_id, payload))
+                    continue
+                seen = self._remote_seen.setdefault(username, {})
+                if message_id <= seen.get(origin, 0):
+                    continue  # already pushed from the database
+                seen[origin] = message_id
+            if frame is None:
+                frame = self.prepare(payload)
+            registry.deliver_local([username], frame)
+
+    def cluster_event(self, event: dict[str, Any]) -> None:
+        """Apply a change another node announced (see chateau.cluster)."""
+        registry = self.registry
+        kind = event["t"]
+        node = event["node"]
+        if kind == "join":
+            if registry.remote_connect(event["user"], node):
+                self._tell_presence(event["user"], True)
+        elif kind == "leave":
+            departure = registry.remote_disconnect(event["user"], node)
+            if departure is not None and departure.offline:
+                self._went_offline(departure)
+        elif kind == "hello":
+            users = set(event["users"])
+            for username in registry.remote_users(node):
+                if username not in users:
+                    self.cluster_event({"t": "leave", "node": node, "user": username})
+            for username in sorted(users):
+                self.cluster_event({"t": "join", "node": node, "user": username})
+        elif kind == "reset":
+            self.cluster_node_gone(node)
+        elif kind == "group":
+            registry.add_group(event["chatname"], event["creator"], event["members"])
+        elif kind == "group_started":
+            group = registry.group(event["chatname"])
+            if group is not None:
+                group.started = True
+        elif kind == "member_left":
+            registry.remove_member(event["chatname"], event["user"])
+        elif kind == "pair":
+            first, second = event["members"]
+            registry.add_pair(event["chatname"], (first, second))
+        elif kind == "pair_end":
+            if registry.pair(event["chatname"]) is not None:
+                registry.end_pair(event["chatname"])
+        elif kind == "contacts":
+            if event["linked"]:
+                registry.link_contacts(event["first"], event["second"])
+            else:
+                registry.unlink_contacts(event["first"], event["second"])
+
+    def cluster_node_gone(self, node: str) -> None:
+        """A node died or restarted: its users are offline unless connected elsewhere."""
+        for username in self.registry.remote_users(node):
+            departure = self.registry.remote_disconnect(username, node)
+            if departure is not None and departure.offline:
+                self._went_offline(departure)
+
+    async def cluster_rejoined(self, fences: dict[str, int]) -> None:
+        """Back in touch with the cluster: reload groups, push what users here missed.
+
+        While the link was down, other nodes stored messages for users who
+        signed on here meanwhile, as for offline users. Their fences bound
+        what each user here may have missed of theirs.
+        """
+        await self.load_groups()
+        await self._push_all_remote_missed(fences)
+
+    async def cluster_peer_returned(self, node: str) -> None:
+        """*node* is back in touch (restarted, or its link came back): the same, for its messages."""
+        await self._push_all_remote_missed(await self.backplane.fence_from(node))
+
+    async def _push_all_remote_missed(self, fences: dict[str, int]) -> None:
+        if not fences:
+            return
+        for username in self.registry.local_users():
+            if username in self._busy_catching_up() or username in self._remote_held:
+                continue
+            try:
+                await self._push_remote_missed(username, fences)
+            except Exception:
+                self.log.failure("pushing {username} what they missed failed", username=username)
+
+    async def _push_remote_missed(self, username: str, fences: dict[str, int]) -> None:
+        seen = self._remote_seen.setdefault(username, {})
+        cursors = await self.store.delivery_cursors(username)
+        ranges: list[Range] = []
+        for origin, fence in sorted(fences.items()):
+            after = max(seen.get(origin, cursors.get(origin, cursors[None])), cursors.get(origin, 0))
+            if fence > after:
+                ranges.append((origin, after, fence))
+        if not ranges or not self.registry.is_local(username):
+            return
+        self._remote_held[username] = []
+        try:
+            after_all = {origin: after for origin, after, _ in ranges}
+            while ranges:
+                page = await self.store.missed_in_ranges(username, ranges, CATCH_UP_PAGE)
+                for record in page:
+                    self.deliver_here([username], self._missed_frame(record))
+                    after_all[record.origin] = record.id
+                if len(page) < CATCH_UP_PAGE:
+                    break
+                last = page[-1].id
+                ranges = [(o, max(a, last), u) for o, a, u in ranges if u is None or u > last]
+            for origin, fence in fences.items():
+                seen[origin] = max(seen.get(origin, 0), fence)
+        finally:
+            self._release_remote(username)
+
+    def _release_remote(self, username: str) -> None:
+        """Send forwarded messages held during a push, minus those it already sent."""
+        held = self._remote_held.pop(username, [])
+        seen = self._remote_seen.setdefault(username, {})
+        for origin, message_id, payload in held:
+            if message_id > seen.get(origin, 0):
+                seen[origin] = message_id
+                self.registry.deliver_local([username], self.prepare(payload))
+
+    def _tell_presence(self, username: str, online: bool) -> None:
+        """Tell users here who have *username* as a contact."""
+        watchers = self.registry.watchers(username)
+        if watchers:
+            self.deliver_here(watchers, messages.presence_recv(username, online))
+
+    def _went_offline(self, departure: Departure) -> None:
+        """A user left the whole cluster: end their random pairs, tell contacts here."""
+        username = departure.username
+        for pair in departure.ended_pairs:
+            partner = pair.other(username)
+            if self.registry.is_local(partner):
+                self.deliver_here(
+                    [partner], messages.random_chat_ended(pair.chatname, username, "disconnected")
+                )
+        self._tell_presence(username, False)
 
     def routed(self, message_id: int) -> None:
         """Note that message *message_id* has been handed to the registry."""
@@ -221,11 +432,14 @@ class Chat:
         The user is online from the moment the reply is sent. Frames routed to
         the connection while the missed messages are being fetched are held
         back and follow them, so everything arrives in order. A user's second
-        connection gets no replay: the first one had it.
+        connection on this node gets no replay: the first one had it. On
+        another node, it does (pushing from that node's delivery cursors):
+        whether the user is still connected elsewhere may not be known yet.
         """
         username = account.username
         connection.username = username
         connection.hold()
+        elsewhere = bool(self.registry.nodes_of(username))
         first = self.registry.connect(username, connection)
         try:
             connection.send_message(reply)
@@ -234,10 +448,14 @@ class Chat:
                 connection.release()
         if not first:
             return
+        fences: Deferred[dict[str, int]] | None = None
+        if self.backplane is not None:
+            fences = self.backplane.user_joined(username)
         progress = CatchUp(username)
         self._catch_ups[connection] = progress
+        self._remote_held[username] = []
         try:
-            await self._catch_up(connection, progress)
+            await self._catch_up(connection, progress, fences, was_online=elsewhere)
         except Exception:
             # Keep the progress: sign-off saves no more than what was pushed.
             self.log.failure("catching {username} up failed", username=username)
@@ -245,20 +463,26 @@ class Chat:
             if connection.live:
                 self._catch_ups.pop(connection, None)
         finally:
+            if connection.username == username:
+                self._release_remote(username)
             connection.release()
 
     def _busy_catching_up(self) -> set[str]:
         return {p.username for p in self._catch_ups.values()} | self._cut_short
 
-    async def _catch_up(self, connection: Connection, progress: CatchUp) -> None:
+    async def _catch_up(
+        self, connection: Connection, progress: CatchUp,
+        fences: Deferred[dict[str, int]] | None, was_online: bool,
+    ) -> None:
         username = progress.username
         upto = self.last_routed_id
         signed_on = now_millis()
         book = await self.store.contact_book(username)
-        if not self.registry.is_online(username):
+        if not self.registry.is_local(username):
             return
         self.registry.set_contacts(username, book.contacts)
-        self.deliver(self.registry.online_contacts(username), messages.presence_recv(username, True))
+        if not was_online:
+            self._tell_presence(username, True)
         # Requests that waited for the user; later ones were delivered live.
         for other, direction, since in book.pending:
             if direction == "incoming" and since <= signed_on:
@@ -267,32 +491,76 @@ class Chat:
             notice = messages.group_init_notice(group.chatname, group.creator, sorted(group.members))
             notice["offline"] = True
             connection.send_message(notice)
-        user = await self.store.get_user(username)
-        after = self._cursors.pop(username, user.delivered_until if user else upto)
-        progress.pushed = after
+        cursors = await self.store.delivery_cursors(username)
+        for origin, value in self._cursors.pop(username, {}).items():
+            key = None if origin is ANY_ORIGIN else origin
+            cursors[key] = max(cursors.get(key, cursors[None]), value)
+        ranges = await self._missed_ranges(cursors, upto, fences)
+        initial = {origin: after for origin, after, _ in ranges}
+        progress.pushed = dict(initial)
         if self.stores_messages:
-            await self._push_missed(connection, progress, upto)
+            await self._push_missed(connection, progress, ranges)
         if not connection.live:
             return
-        progress.pushed = upto
-        if upto > after and username not in self._cut_short:
-            self.store.set_delivered_until([username], upto).addErrback(
+        for origin, after, bound in ranges:
+            if bound is not None:
+                progress.pushed[origin] = max(progress.pushed[origin], bound)
+        seen = self._remote_seen.setdefault(username, {})
+        for origin, value in progress.pushed.items():
+            if origin != self.own_origin:
+                seen[origin] = max(seen.get(origin, 0), value)
+        moved = {o: v for o, v in progress.pushed.items() if v > initial[o]}
+        if moved and username not in self._cut_short:
+            self.store.save_cursors(username, moved).addErrback(
                 lambda failure: self.log.failure("saving a delivery cursor failed", failure)
             )
 
-    async def _push_missed(self, connection: Connection, progress: CatchUp, upto: int) -> None:
-        after = progress.pushed
-        assert after is not None
-        while after < upto and connection.live:
-            page = await self.store.missed_messages(progress.username, after, upto, CATCH_UP_PAGE)
+    async def _missed_ranges(
+        self, cursors: dict[Any, int], upto: int, fences: Deferred[dict[str, int]] | None
+    ) -> list[Range]:
+        """What a user coming online may have missed, per origin.
+
+        Alone: everything after their cursor up to ``last_routed_id``. In a
+        cluster: this node's messages likewise; another live node's up to its
+        fence; messages of nodes that gave no fence (gone, or out of reach)
+        and of the time before clustering, all there are.
+        """
+        base = cursors[None]
+        if self.node is None:
+            return [(ANY_ORIGIN, base, upto)]
+        replies = await fences if fences is not None else {}
+        ranges: list[Range] = [(self.node, cursors.get(self.node, base), upto)]
+        for origin in await self.store.known_origins():
+            if origin != self.node:
+                ranges.append((origin, cursors.get(origin, base), replies.get(origin)))
+        ranges.append((None, base, None))
+        return [r for r in ranges if r[2] is None or r[2] > r[1]]
+
+    async def _push_missed(
+        self, connection: Connection, progress: CatchUp, ranges: list[Range]
+    ) -> None:
+        pushed = progress.pushed
+        assert pushed is not None
+        single = self.node is None
+        while ranges and connection.live:
+            page = await self.store.missed_in_ranges(progress.username, ranges, CATCH_UP_PAGE)
             if not page:
                 return
             for record in page:
                 connection.send_message(self._missed_frame(record))
                 if not connection.live:
                     return  # it could not go out: the connection is closing
-                progress.pushed = record.id
-            after = page[-1].id
+                # Everything up to this id has been written, in every range
+                # with a bound; of an unbounded origin, up to its own ids.
+                for origin, after, bound in ranges:
+                    if bound is not None:
+                        pushed[origin] = max(pushed[origin], min(record.id, bound))
+                    elif single or record.origin == origin:
+                        pushed[origin] = max(pushed[origin], record.id)
+            if len(page) < CATCH_UP_PAGE:
+                return
+            last = page[-1].id
+            ranges = [(o, max(a, last), u) for o, a, u in ranges if u is None or u > last]
 
     @staticmethod
     def _missed_frame(record: MessageRecord) -> dict[str, Any]:
@@ -326,36 +594,33 @@ class Chat:
                 # keep the stored cursor where it is (a replay beats a loss).
                 self._cut_short.add(username)
             return
+        if self.backplane is not None:
+            self.backplane.user_left(username)
+        remote_seen = self._remote_seen.pop(username, {})
+        self._remote_held.pop(username, None)
         # Everything routed so far was written to the connection, except, in
         # a catch-up, what it had not pushed yet.
+        cursors: dict[Any, int] | None
         if progress is not None:
-            cursor = progress.pushed
-        elif connection.delivered_until is not None:
-            cursor = connection.delivered_until
+            cursors = dict(progress.pushed) if progress.pushed is not None else None
         else:
-            cursor = self.last_routed_id
+            own = connection.delivered_until
+            cursors = {**remote_seen, self.own_origin: own if own is not None else self.last_routed_id}
         if username in self._cut_short:
             self._cut_short.discard(username)
-            cursor = None
-        if cursor is not None:
-            self._cursors[username] = cursor
-            saved = self.store.set_delivered_until([username], cursor)
-            saved.addCallback(lambda _: self._forget_cursor(username, cursor))
+            cursors = None
+        if cursors:
+            self._cursors[username] = cursors
+            saved = self.store.save_cursors(username, cursors)
+            saved.addCallback(lambda _: self._forget_cursors(username, cursors))
             saved.addErrback(
                 lambda failure: self.log.failure("saving a delivery cursor failed", failure)
             )
-        for pair in departure.ended_pairs:
-            self.deliver(
-                [pair.other(username)],
-                messages.random_chat_ended(pair.chatname, username, "disconnected"),
-            )
-        contacts_online = [
-            name for name in departure.contacts if self.registry.is_online(name)
-        ]
-        self.deliver(contacts_online, messages.presence_recv(username, False))
+        if departure.offline:
+            self._went_offline(departure)
 
-    def _forget_cursor(self, username: str, cursor: int) -> None:
-        if self._cursors.get(username) == cursor:
+    def _forget_cursors(self, username: str, cursors: dict[Any, int]) -> None:
+        if self._cursors.get(username) is cursors:
             del self._cursors[username]
 
     # -- housekeeping -------------------------------------------------------
@@ -366,7 +631,7 @@ class Chat:
         # Not users with a connection that stopped taking frames: their cursor
         # is settled when it closes (see sign_off).
         online = [
-            u for u in self.registry.online_users()
+            u for u in self.registry.local_users()
             if u not in busy and all(c.live for c in self.registry.connections(u))
         ]
         if not online:
@@ -376,7 +641,11 @@ class Chat:
         )
 
     async def _check_accounts_async(self, online: list[str]) -> None:
-        await self.store.set_delivered_until(online, self.last_routed_id)
+        rows = [(u, self.own_origin, self.last_routed_id) for u in online]
+        for username in online:
+            for origin, value in self._remote_seen.get(username, {}).items():
+                rows.append((username, origin, value))
+        await self.store.save_cursor_rows(rows)
         for username in await self.store.disabled_among(online):
             self.log.info("closing the connections of disabled account {username}", username=username)
             for connection in self.registry.connections(username):

@@ -11,6 +11,7 @@ import configparser
 import dataclasses
 import os
 import re
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -147,6 +148,39 @@ def _attribute(text: str) -> str:
     return value
 
 
+def _redis_url(text: str) -> str:
+    value = text.strip()
+    if not value:
+        return ""
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise ValueError("expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB")
+    try:
+        parsed.port
+    except ValueError:
+        raise ValueError("the port is not a number") from None
+    database = parsed.path.lstrip("/")
+    if database and not database.isdigit():
+        raise ValueError(f"the database must be a number, not {database!r}")
+    return value
+
+
+def _node_name(text: str) -> str:
+    value = text.strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", value):
+        raise ValueError(
+            "use 1-64 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _presence_ttl(text: str) -> float:
+    value = _positive_float(text)
+    if value < 1:
+        raise ValueError("must be at least 1 second")
+    return value
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     listen: tuple[str, ...] = ("tcp:8888:interface=127.0.0.1",)
@@ -214,6 +248,18 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several nodes joined by Redis; docs/cluster.md explains each key."""
+
+    # Empty: this process runs alone, exactly as without clustering.
+    redis_url: str = field(default="", repr=False)
+    # Empty: the host name plus the first listening port.
+    node_name: str = ""
+    presence_ttl: float = 10.0
+    fence_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -221,6 +267,7 @@ class Config:
     chat: ChatConfig = field(default_factory=ChatConfig)
     ldap: LdapConfig = field(default_factory=LdapConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 # (section, key) -> parser. The section name is also the Config attribute.
@@ -252,6 +299,10 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("limits", "signin_free_failures"): _positive_int,
     ("limits", "signin_max_delay"): _positive_float,
     ("chat", "account_check_interval"): _positive_float,
+    ("cluster", "redis_url"): _redis_url,
+    ("cluster", "node_name"): _node_name,
+    ("cluster", "presence_ttl"): _presence_ttl,
+    ("cluster", "fence_timeout"): _positive_float,
     ("ldap", "url"): _ldap_urls,
     ("ldap", "start_tls"): _parse_bool,
     ("ldap", "ca_file"): _text,

@@ -8,7 +8,7 @@ and raises :class:`~chateau.errors.ChateauError` to refuse.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from chateau import messages
 from chateau.errors import (
@@ -144,12 +144,14 @@ async def group_init(chat: Chat, conn: Connection, request: GroupMessageInitRequ
         if chat.registry.group_count(member) >= most:
             who = "you are" if member == creator else f"{member!r} is"
             raise ChateauError(TOO_LARGE, f"{who} already in {most} groups, the most allowed")
+    chat.check_reachable(members)
     online = [m for m in members if chat.registry.is_online(m)]
     if not await chat.store.create_group(chatname, creator, members, online):
         raise ChateauError(
             NOT_AUTHENTICATED, f"chatname {chatname!r} is taken (by a user or a group)"
         )
     chat.registry.add_group(chatname, creator, members)
+    chat.announce({"t": "group", "chatname": chatname, "creator": creator, "members": members})
     chat.deliver(
         members,
         messages.group_init_notice(chatname, creator, sorted(members)),
@@ -179,6 +181,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
     if pair is not None:
         if sender not in pair.members:
             raise ChateauError(FORBIDDEN, f"you are not in the random chat {target!r}")
+        chat.check_reachable(pair.members)
         stored = await chat.record_message(target, sender, request.content)
         chat.metrics.messages.labels("random").inc()
         chat.deliver(
@@ -187,7 +190,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
                 first=False, sender=sender, chatname=target, content=request.content,
                 message_id=stored.id, timestamp=stored.timestamp,
             ),
-            skip=conn,
+            skip=conn, message_id=stored.id,
         )
         chat.routed(stored.id)
         return messages.message_send_response(stored.id, stored.timestamp)
@@ -196,22 +199,26 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
     if group is not None:
         if sender not in group.members:
             raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
+        chat.check_reachable(group.members)
         stored = await chat.record_message(target, sender, request.content)
         chat.metrics.messages.labels("group").inc()
         first, group.started = not group.started, True
+        if first:
+            chat.announce({"t": "group_started", "chatname": target})
         chat.deliver(
             group.members,
             messages.group_message_recv(
                 first=first, sender=sender, chatname=target, content=request.content,
                 message_id=stored.id, timestamp=stored.timestamp,
             ),
-            skip=conn,
+            skip=conn, message_id=stored.id,
         )
         chat.routed(stored.id)
         return messages.message_send_response(stored.id, stored.timestamp)
 
     if not registry.is_online(target) and not await chat.store.user_exists(target):
         raise ChateauError(NOT_FOUND, f"no such user or group: {request.recipient!r}")
+    chat.check_reachable([sender, target])
     if not chat.stores_messages and not registry.is_online(target):
         raise ChateauError(
             NOT_FOUND,
@@ -227,7 +234,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
             sender=sender, chatname=sender, content=request.content,
             message_id=stored.id, timestamp=stored.timestamp,
         ),
-        skip=conn,
+        skip=conn, message_id=stored.id,
     )
     chat.routed(stored.id)
     return messages.message_send_response(stored.id, stored.timestamp)
@@ -241,10 +248,11 @@ async def random_message(chat: Chat, conn: Connection, request: RandomMessageReq
     sender = conn.username
     assert sender is not None
     _check_content(chat, request.content)
-    pair = chat.registry.pair_randomly(sender)
+    pair = chat.registry.pair_randomly(sender, local_only=chat.cluster_link_down)
     if pair is None:
         raise ChateauError(NOT_FOUND, "not enough people online: nobody else is signed in")
     partner = pair.other(sender)
+    chat.announce({"t": "pair", "chatname": pair.chatname, "members": list(pair.members)})
     stored = await chat.record_message(pair.chatname, sender, request.content)
     chat.metrics.messages.labels("random").inc()
     chat.deliver(
@@ -253,6 +261,7 @@ async def random_message(chat: Chat, conn: Connection, request: RandomMessageReq
             sender=sender, chatname=pair.chatname, content=request.content,
             message_id=stored.id, timestamp=stored.timestamp, random=True,
         ),
+        message_id=stored.id,
     )
     chat.routed(stored.id)
     return messages.random_message_response(partner, pair.chatname, stored.id, stored.timestamp)
@@ -268,7 +277,9 @@ async def group_leave(chat: Chat, conn: Connection, request: GroupLeaveRequest) 
     if pair is not None:
         if user not in pair.members:
             raise ChateauError(FORBIDDEN, f"you are not in the random chat {target!r}")
+        chat.check_reachable(pair.members)
         registry.end_pair(target)
+        chat.announce({"t": "pair_end", "chatname": target})
         chat.deliver([pair.other(user)], messages.random_chat_ended(target, user, "left"))
         return messages.group_leave_response(target)
 
@@ -277,8 +288,10 @@ async def group_leave(chat: Chat, conn: Connection, request: GroupLeaveRequest) 
         raise ChateauError(NOT_FOUND, f"no such group: {request.chatname!r}")
     if user not in group.members:
         raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
+    chat.check_reachable(group.members)
     await chat.store.remove_group_member(target, user)
     registry.remove_member(target, user)
+    chat.announce({"t": "member_left", "chatname": target, "user": user})
     chat.deliver(group.members, messages.group_member_left(target, user))
     return messages.group_leave_response(target)
 
@@ -346,6 +359,7 @@ async def contact_request(chat: Chat, conn: Connection, request: ContactRequest)
     me = conn.username
     assert me is not None
     other = await _existing_other_user(chat, me, request.username)
+    chat.check_reachable([other])
     outcome = await chat.store.request_contact(me, other)
     if outcome == "requested":
         chat.deliver([other], messages.contact_request_recv(me))
@@ -358,6 +372,7 @@ async def contact_request(chat: Chat, conn: Connection, request: ContactRequest)
 
 def _contacts_linked(chat: Chat, me: str, other: str) -> None:
     chat.registry.link_contacts(me, other)
+    chat.announce({"t": "contacts", "first": me, "second": other, "linked": True})
     chat.deliver([other], messages.contact_accept_recv(me, chat.registry.is_online(me)))
 
 
@@ -365,6 +380,7 @@ async def contact_accept(chat: Chat, conn: Connection, request: ContactAccept) -
     me = conn.username
     assert me is not None
     other = _lookup(request.username)
+    chat.check_reachable([other])
     if not await chat.store.accept_contact(me, other):
         raise ChateauError(NOT_FOUND, f"no contact request from {request.username!r}")
     _contacts_linked(chat, me, other)
@@ -386,9 +402,11 @@ async def contact_remove(chat: Chat, conn: Connection, request: ContactRemove) -
     me = conn.username
     assert me is not None
     other = _lookup(request.username)
+    chat.check_reachable([other])
     if not await chat.store.remove_contact(me, other):
         raise ChateauError(NOT_FOUND, f"{request.username!r} is not in your contacts")
     chat.registry.unlink_contacts(me, other)
+    chat.announce({"t": "contacts", "first": me, "second": other, "linked": False})
     chat.deliver([other], messages.contact_remove_recv(me))
     return messages.contact_response("ContactRemove", other)
 
@@ -414,6 +432,15 @@ async def _own_message(chat: Chat, user: str, message_id: int) -> Any:
     return record
 
 
+def _audience(chat: Chat, record: Any) -> Iterable[str]:
+    """Who hears of an edit or deletion of *record*."""
+    if record.recipient is not None:
+        return [record.recipient, record.sender]
+    group = chat.registry.group(record.chat)
+    pair = chat.registry.pair(record.chat)
+    return group.members if group is not None else pair.members if pair is not None else ()
+
+
 def _announce_change(chat: Chat, conn: Connection, record: Any, build: Any) -> None:
     """Tell everyone in the message's chat (and the author's other devices)."""
     if record.recipient is not None:
@@ -431,6 +458,7 @@ async def message_edit(chat: Chat, conn: Connection, request: MessageEditRequest
     assert user is not None
     _check_content(chat, request.content)
     record = await _own_message(chat, user, request.id)
+    chat.check_reachable(_audience(chat, record))
     await chat.store.edit_message(record.id, request.content)
     _announce_change(
         chat, conn, record,
@@ -443,6 +471,7 @@ async def message_delete(chat: Chat, conn: Connection, request: MessageDeleteReq
     user = conn.username
     assert user is not None
     record = await _own_message(chat, user, request.id)
+    chat.check_reachable(_audience(chat, record))
     await chat.store.delete_message(record.id)
     _announce_change(
         chat, conn, record, lambda chatname: messages.message_deleted(record.id, chatname, user)

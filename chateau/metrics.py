@@ -46,6 +46,11 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.cluster_connected = Gauge(
+            "chateau_cluster_connected",
+            "1 while this node's link to the cluster (Redis) is up; 0 otherwise or alone.",
+            registry=self.registry,
+        )
         self.pool_backlog = Gauge(
             "chateau_threadpool_queue_depth", "Jobs waiting for a thread, by pool.",
             ["pool"], registry=self.registry,

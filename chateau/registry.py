@@ -2,8 +2,14 @@
 
 The registry is plain Python with no I/O: it keeps the live chat state and is
 the one place that decides who receives a message. Delivering means handing
-an already-encoded frame to each recipient's :class:`Peer`; a backplane that
-spans several processes can later sit behind :meth:`Registry.deliver`.
+an already-encoded frame to each recipient's :class:`Peer` on this node, and
+the encoded message to the :class:`Backplane` for users connected to other
+nodes of a cluster (see :mod:`chateau.cluster`). Alone, the backplane is
+:class:`NoBackplane` and every user is local.
+
+In a cluster the registry mirrors who is online on the other nodes, and all
+groups and random pairs; each node tells only its own connections of what
+changed (presence notices, pairs ended), so nothing is said twice.
 """
 
 from __future__ import annotations
@@ -22,6 +28,20 @@ class Peer(Protocol):
 
     def send_frame(self, frame: Any) -> None:
         """Queue an encoded frame for this connection."""
+
+
+class Backplane(Protocol):
+    """Carries encoded messages to the other nodes of a cluster."""
+
+    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
+        """Deliver *payload* to the connections of *usernames* on *node*."""
+
+
+class NoBackplane:
+    """A server running alone: nobody is on another node."""
+
+    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
+        raise AssertionError(f"no cluster, yet {usernames} are said to be on {node}")
 
 
 @dataclass
@@ -45,36 +65,47 @@ class RandomPair:
 
 @dataclass
 class Departure:
-    """What changed when a user's last connection went away."""
+    """What changed when a user's last connection (on this node) went away.
+
+    *offline* is whether the user has gone from the whole cluster; only then
+    are random pairs ended and presence told.
+    """
 
     username: str
+    offline: bool = True
     ended_pairs: list[RandomPair] = field(default_factory=list)
-    contacts: set[str] = field(default_factory=set)
 
 
 class Registry:
     """Live chat state shared by every connection of one server."""
 
-    def __init__(self, rng: _random.Random | None = None) -> None:
+    def __init__(
+        self, rng: _random.Random | None = None, backplane: Backplane | None = None
+    ) -> None:
         self._rng = rng or _random.SystemRandom()
+        self.backplane: Backplane = backplane or NoBackplane()
         self._online: dict[str, list[Peer]] = {}
+        # Users connected to other nodes: username -> node names.
+        self._remote: dict[str, set[str]] = {}
         self._groups: dict[str, Group] = {}
         self._groups_by_user: dict[str, set[str]] = {}
         self._pairs: dict[str, RandomPair] = {}
         self._pairs_by_user: dict[str, set[str]] = {}
-        # Accepted contacts of each online user, for presence notices.
+        # Accepted contacts of each user online here, and the reverse: who
+        # here has a user as a contact (to tell of that user's presence).
         self._contacts: dict[str, set[str]] = {}
+        self._watchers: dict[str, set[str]] = {}
 
     # -- presence ---------------------------------------------------------
 
     def connect(self, username: str, peer: Peer) -> bool:
-        """Mark *peer* as signed in; True when it is the user's first connection."""
+        """Mark *peer* as signed in; True when it is the user's first connection here."""
         peers = self._online.setdefault(username, [])
         peers.append(peer)
         return len(peers) == 1
 
     def disconnect(self, username: str, peer: Peer) -> Departure | None:
-        """Forget *peer*; a :class:`Departure` when the user has gone offline."""
+        """Forget *peer*; a :class:`Departure` when the user has no connection here left."""
         peers = self._online.get(username)
         if not peers or peer not in peers:
             return None
@@ -82,19 +113,56 @@ class Registry:
         if peers:
             return None
         del self._online[username]
-        departure = Departure(username, contacts=self._contacts.pop(username, set()))
-        for chatname in sorted(self._pairs_by_user.get(username, ())):
-            departure.ended_pairs.append(self.end_pair(chatname))
+        self._forget_contacts(username)
+        return self._departed(username)
+
+    def _departed(self, username: str) -> Departure:
+        departure = Departure(username, offline=not self.is_online(username))
+        if departure.offline:
+            for chatname in sorted(self._pairs_by_user.get(username, ())):
+                departure.ended_pairs.append(self.end_pair(chatname))
         return departure
 
+    def remote_connect(self, username: str, node: str) -> bool:
+        """Note that *username* is online on *node*; True if they were offline everywhere."""
+        was_online = self.is_online(username)
+        self._remote.setdefault(username, set()).add(node)
+        return not was_online
+
+    def remote_disconnect(self, username: str, node: str) -> Departure | None:
+        """Note that *username* left *node*; a Departure unless nothing changed."""
+        nodes = self._remote.get(username)
+        if not nodes or node not in nodes:
+            return None
+        nodes.discard(node)
+        if not nodes:
+            del self._remote[username]
+        return self._departed(username)
+
+    def remote_users(self, node: str) -> list[str]:
+        return sorted(name for name, nodes in self._remote.items() if node in nodes)
+
+    def remote_nodes(self) -> set[str]:
+        return {node for nodes in self._remote.values() for node in nodes}
+
+    def nodes_of(self, username: str) -> set[str]:
+        """The other nodes *username* is connected to."""
+        return set(self._remote.get(username, ()))
+
     def online_count(self) -> int:
-        return len(self._online)
+        return len(self._online.keys() | self._remote.keys())
 
     def is_online(self, username: str) -> bool:
+        return username in self._online or username in self._remote
+
+    def is_local(self, username: str) -> bool:
         return username in self._online
 
     def online_users(self, exclude: str | None = None) -> list[str]:
-        return sorted(name for name in self._online if name != exclude)
+        return sorted(name for name in self._online.keys() | self._remote.keys() if name != exclude)
+
+    def local_users(self) -> list[str]:
+        return sorted(self._online)
 
     def connections(self, username: str) -> list[Peer]:
         return list(self._online.get(username, ()))
@@ -102,23 +170,41 @@ class Registry:
     # -- contacts ---------------------------------------------------------
 
     def set_contacts(self, username: str, contacts: Iterable[str]) -> None:
-        """Remember an online user's accepted contacts."""
-        if username in self._online:
-            self._contacts[username] = set(contacts)
+        """Remember the accepted contacts of a user online here."""
+        if username not in self._online:
+            return
+        self._forget_contacts(username)
+        self._contacts[username] = set(contacts)
+        for contact in self._contacts[username]:
+            self._watchers.setdefault(contact, set()).add(username)
+
+    def _forget_contacts(self, username: str) -> None:
+        for contact in self._contacts.pop(username, ()):
+            watchers = self._watchers.get(contact)
+            if watchers is not None:
+                watchers.discard(username)
+                if not watchers:
+                    del self._watchers[contact]
 
     def link_contacts(self, first: str, second: str) -> None:
         for one, other in ((first, second), (second, first)):
             if one in self._contacts:
                 self._contacts[one].add(other)
+                self._watchers.setdefault(other, set()).add(one)
 
     def unlink_contacts(self, first: str, second: str) -> None:
         for one, other in ((first, second), (second, first)):
             if one in self._contacts:
                 self._contacts[one].discard(other)
+                watchers = self._watchers.get(other)
+                if watchers is not None:
+                    watchers.discard(one)
+                    if not watchers:
+                        del self._watchers[other]
 
-    def online_contacts(self, username: str) -> list[str]:
-        """The contacts of *username* who are online (to tell of presence)."""
-        return sorted(c for c in self._contacts.get(username, ()) if c in self._online)
+    def watchers(self, username: str) -> list[str]:
+        """Users online here who have *username* as a contact (to tell of presence)."""
+        return sorted(self._watchers.get(username, ()))
 
     # -- groups -----------------------------------------------------------
 
@@ -129,6 +215,12 @@ class Registry:
     def add_group(
         self, chatname: str, creator: str, members: Iterable[str], started: bool = False
     ) -> Group:
+        """Add (or, reloaded from the database, replace) a group."""
+        old = self._groups.get(chatname)
+        if old is not None:
+            for member in list(old.members):
+                self.remove_member(chatname, member)
+            started = started or old.started
         group = Group(chatname, creator, set(members), started)
         self._groups[chatname] = group
         for member in group.members:
@@ -152,16 +244,26 @@ class Registry:
 
     # -- random pairs -----------------------------------------------------
 
-    def pair_randomly(self, username: str) -> RandomPair | None:
-        """Pair *username* with a random other online user, or None if alone."""
-        candidates = self.online_users(exclude=username)
+    def pair_randomly(self, username: str, local_only: bool = False) -> RandomPair | None:
+        """Pair *username* with a random other online user, or None if alone.
+
+        *local_only* picks among users on this node (when the cluster link is down).
+        """
+        if local_only:
+            candidates = [name for name in self.local_users() if name != username]
+        else:
+            candidates = self.online_users(exclude=username)
         if not candidates:
             return None
         partner = self._rng.choice(candidates)
         chatname = f"{RANDOM_PREFIX}random-{self._rng.getrandbits(64):016x}"
         while chatname in self._pairs:
             chatname = f"{RANDOM_PREFIX}random-{self._rng.getrandbits(64):016x}"
-        pair = RandomPair(chatname, (username, partner))
+        return self.add_pair(chatname, (username, partner))
+
+    def add_pair(self, chatname: str, members: tuple[str, str]) -> RandomPair:
+        """Record a random pair (made here, or on another node)."""
+        pair = RandomPair(chatname, members)
         self._pairs[chatname] = pair
         for member in pair.members:
             self._pairs_by_user.setdefault(member, set()).add(chatname)
@@ -182,16 +284,44 @@ class Registry:
 
     # -- delivery ---------------------------------------------------------
 
-    def deliver(self, usernames: Iterable[str], frame: Any, skip: Peer | None = None) -> int:
+    def deliver(
+        self, usernames: Iterable[str], frame: Any, skip: Peer | None = None,
+        payload: bytes | None = None, message_id: int | None = None,
+    ) -> int:
         """Send *frame* to every connection of every online user named.
 
         *skip* is a connection that already has the message (the sender's own).
-        Returns how many connections it went to; offline users are passed over.
+        Users on other nodes get *payload* (the encoded message) through the
+        backplane, one forward per node. Returns how many connections here it
+        went to; offline users are passed over.
         """
+        count = 0
+        remote: dict[str, list[str]] | None = None
+        online = self._online
+        for username in usernames:
+            peers = online.get(username)
+            if peers is not None:
+                for peer in peers:
+                    if peer is not skip:
+                        peer.send_frame(frame)
+                        count += 1
+            nodes = self._remote.get(username)
+            if nodes:
+                if remote is None:
+                    remote = {}
+                for node in nodes:
+                    remote.setdefault(node, []).append(username)
+        if remote:
+            assert payload is not None, "a frame for other nodes needs its payload"
+            for node, names in remote.items():
+                self.backplane.forward(node, names, payload, message_id)
+        return count
+
+    def deliver_local(self, usernames: Iterable[str], frame: Any) -> int:
+        """Send *frame* to the connections on this node only (a forward's last step)."""
         count = 0
         for username in usernames:
             for peer in self._online.get(username, ()):
-                if peer is not skip:
-                    peer.send_frame(frame)
-                    count += 1
+                peer.send_frame(frame)
+                count += 1
         return count

@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 UPGRADE_COMMAND = "chateau-admin db upgrade"
@@ -45,8 +45,16 @@ def upgrade(connection: Connection) -> None:
     command.upgrade(_alembic_config(connection), "head")
 
 
+# Any constant: serialises schema checks of nodes starting at the same moment.
+_SCHEMA_LOCK = 0x43686174
+
+
 def prepare(connection: Connection) -> None:
     """Create the schema on an empty database; refuse an outdated one."""
+    if connection.dialect.name == "postgresql":
+        # Several nodes of a cluster may start together on an empty database:
+        # one creates the schema, the others wait and find it done.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
     current = current_revision(connection)
     head = head_revision()
     if current == head:

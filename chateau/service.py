@@ -19,6 +19,7 @@ from chateau.auth import DIRECTORY, LOCAL, Authenticator
 from chateau.auth.ldap import Directory, LdapChecker
 from chateau.auth.local import Hasher, LocalChecker
 from chateau.chat import Chat
+from chateau.cluster import RedisBackplane, default_node_name
 from chateau.config import Config
 from chateau.limits import SignInThrottle
 from chateau.metrics import Metrics
@@ -75,8 +76,14 @@ class Chateau(MultiService):
         for pool in self.pools:
             ThreadPoolService(pool).setServiceParent(self)
         self.metrics = Metrics()
+        cluster = config.cluster
+        # In a cluster each node has a name, which its messages record.
+        self.node: str | None = None
+        if cluster.redis_url:
+            self.node = cluster.node_name or default_node_name(config.server.listen)
         self.store = Store(
-            reactor, self.engine, db_pool, writer_pool, observe=self.metrics.time_db_call
+            reactor, self.engine, db_pool, writer_pool, observe=self.metrics.time_db_call,
+            origin=self.node,
         )
         checkers = {}
         reserved = None
@@ -113,6 +120,14 @@ class Chateau(MultiService):
             config, registry, self.store, self.authenticator, reactor=reactor,
             metrics=self.metrics,
         )
+        self.backplane: RedisBackplane | None = None
+        if self.node is not None:
+            self.backplane = RedisBackplane(
+                reactor, self.chat, self.node, cluster.redis_url, cluster.presence_ttl,
+                cluster.fence_timeout,
+            )
+            registry.backplane = self.backplane
+            self.chat.backplane = self.backplane
         self.factory = ChateauServerFactory(self.chat, config, reactor=reactor)
         self.metrics.watch(
             connections=lambda: len(self.factory.connections),
@@ -136,6 +151,15 @@ class Chateau(MultiService):
 
     async def _start(self) -> None:
         await self.chat.start()
+        if self.backplane is not None:
+            # Not a child service: it must start after the chat and stop
+            # before the database goes.
+            self.backplane.startService()
+            self._log.info(
+                "cluster node {node}: Redis at {host}:{port}, presence TTL {ttl} s",
+                node=self.node, host=self.backplane.address.host,
+                port=self.backplane.address.port, ttl=self.config.cluster.presence_ttl,
+            )
         for description in self.config.server.listen:
             endpoint = endpoints.serverFromString(self.reactor, description)
             port = await endpoint.listen(self.site)
@@ -164,6 +188,8 @@ class Chateau(MultiService):
             await deferLater(self.reactor, 0.05, lambda: None)
         for connection in list(self.factory.connections):
             connection.transport.abortConnection()
+        if self.backplane is not None and self.backplane.running:
+            await self.backplane.stopService()
         await super().stopService()
         self.engine.dispose()
 

@@ -104,6 +104,9 @@ messages = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("edited", Boolean, nullable=False),
     Column("deleted", Boolean, nullable=False),
+    # The cluster node that committed it (and routed it live); NULL on a
+    # server running alone. Offline delivery keeps one cursor per origin.
+    Column("origin", String(64), nullable=True),
     Index("ix_messages_chat_id", "chat", "id"),
     Index("ix_messages_recipient_id", "recipient", "id"),
 )
@@ -119,6 +122,25 @@ sessions = Table(
     Index("ix_sessions_username", "username"),
 )
 
+# Cluster mode: how far each user has had the messages of each origin node
+# (users.delivered_until is the cursor for messages without an origin, and
+# the starting point for an origin without a row).
+delivery_cursors = Table(
+    "delivery_cursors",
+    metadata,
+    Column("username", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("origin", String(64), primary_key=True),
+    Column("delivered_until", BigInteger, nullable=False),
+)
+
+# Every node that has joined the cluster: the origins offline delivery asks about.
+cluster_nodes = Table(
+    "cluster_nodes",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("first_seen", BigInteger, nullable=False),
+)
+
 # One row per pair of users: pending until the addressee accepts.
 contacts = Table(
     "contacts",
@@ -129,6 +151,16 @@ contacts = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ix_contacts_addressee", "addressee"),
 )
+
+
+class _AnyOrigin:
+    """Sentinel: messages of every origin (a server running alone)."""
+
+    def __repr__(self) -> str:
+        return "ANY_ORIGIN"
+
+
+ANY_ORIGIN: Any = _AnyOrigin()
 
 
 def direct_chat(first: str, second: str) -> str:
@@ -183,6 +215,7 @@ class MessageRecord:
     timestamp: str
     edited: bool
     deleted: bool
+    origin: str | None = None
 
     def history_entry(self) -> dict[str, Any]:
         return {
@@ -248,8 +281,12 @@ class MessageWriter:
     only after its batch has committed.
     """
 
-    def __init__(self, reactor: Any, engine: Engine, pool: ThreadPool, max_batch: int = 500) -> None:
+    def __init__(
+        self, reactor: Any, engine: Engine, pool: ThreadPool, max_batch: int = 500,
+        origin: str | None = None,
+    ) -> None:
         self._reactor = reactor
+        self._origin = origin
         self._engine = engine
         self._pool = pool
         self._max_batch = max_batch
@@ -279,7 +316,7 @@ class MessageWriter:
         self._writing = True
         work = deferToThreadPool(
             self._reactor, self._pool, in_transaction, self._engine, _add_messages_txn,
-            [item for item, _ in batch],
+            [item for item, _ in batch], self._origin,
         )
 
         def committed(stored: list[StoredMessage]) -> None:
@@ -309,11 +346,14 @@ class Store:
     def __init__(
         self, reactor: Any, engine: Engine, pool: ThreadPool, writer_pool: ThreadPool | None = None,
         observe: Callable[[Deferred[Any]], Deferred[Any]] | None = None,
+        origin: str | None = None,
     ) -> None:
         self._reactor = reactor
         self._engine = engine
         self._pool = pool
-        self.writer = MessageWriter(reactor, engine, writer_pool or pool)
+        # The cluster node name recorded with each message (None alone).
+        self.origin = origin
+        self.writer = MessageWriter(reactor, engine, writer_pool or pool, origin=origin)
         # Wraps each call's Deferred, to time it (see chateau.metrics).
         self._observe = observe or (lambda call: call)
 
@@ -353,8 +393,38 @@ class Store:
     def user_exists(self, username: str) -> Deferred[bool]:
         return self._run(_user_exists_txn, username)
 
-    def set_delivered_until(self, usernames: Iterable[str], message_id: int) -> Deferred[None]:
-        return self._run(_set_delivered_until_txn, list(usernames), message_id)
+    def set_delivered_until(
+        self, usernames: Iterable[str], message_id: int, origin: str | None | object = ANY_ORIGIN
+    ) -> Deferred[None]:
+        """Move the cursors of *usernames* forward (never back) to *message_id*.
+
+        *origin* is the cluster node whose messages the cursor counts; a server
+        running alone keeps one cursor for all (``ANY_ORIGIN``, the default),
+        as does ``None``, for messages without an origin.
+        """
+        return self._run(_set_delivered_until_txn, list(usernames), message_id, origin)
+
+    def save_cursors(self, username: str, cursors: dict[Any, int]) -> Deferred[None]:
+        """Move several of *username*'s per-origin cursors forward in one transaction.
+
+        Key None (or ``ANY_ORIGIN``) is ``users.delivered_until``.
+        """
+        return self._run(_save_cursors_txn, [(username, origin, value) for origin, value in cursors.items()])
+
+    def save_cursor_rows(self, rows: list[tuple[str, Any, int]]) -> Deferred[None]:
+        """``(username, origin, id)`` rows, as :meth:`save_cursors`, for many users at once."""
+        return self._run(_save_cursors_txn, list(rows))
+
+    def delivery_cursors(self, username: str) -> Deferred[dict[str | None, int]]:
+        """Per-origin cursors of *username*; key None is the base (and no-origin) cursor."""
+        return self._run(_delivery_cursors_txn, username)
+
+    def register_node(self, name: str) -> Deferred[None]:
+        """Record a cluster node, so offline delivery knows to ask about its messages."""
+        return self._run(_register_node_txn, name)
+
+    def known_origins(self) -> Deferred[list[str]]:
+        return self._run(_known_origins_txn)
 
     def disabled_among(self, usernames: Iterable[str]) -> Deferred[list[str]]:
         return self._run(_disabled_among_txn, list(usernames))
@@ -391,16 +461,23 @@ class Store:
         """Commit a message; the Deferred fires only once it is durable."""
         return self.writer.add(chat, sender, content, recipient)
 
-    def last_message_id(self) -> Deferred[int]:
-        return self._run(_last_message_id_txn)
+    def last_message_id(self, origin: str | None | object = ANY_ORIGIN) -> Deferred[int]:
+        """The newest message id (of one origin node, in cluster mode)."""
+        return self._run(_last_message_id_txn, origin)
 
     def history(self, chat: str, before: int | None, limit: int) -> Deferred[tuple[list[MessageRecord], bool]]:
         """Up to *limit* messages of *chat* older than *before*, newest first; and whether more exist."""
         return self._run(_history_txn, chat, before, limit)
 
-    def missed_messages(self, username: str, after: int, upto: int, limit: int) -> Deferred[list[MessageRecord]]:
-        """Messages for *username* with ids in (after, upto], oldest first."""
-        return self._run(_missed_messages_txn, username, after, upto, limit)
+    def missed_in_ranges(
+        self, username: str, ranges: list[tuple[Any, int, int | None]], limit: int
+    ) -> Deferred[list[MessageRecord]]:
+        """Messages for *username* in any of *ranges*, oldest first.
+
+        Each range is ``(origin, after, upto)``: that origin's messages with
+        ids in (after, upto], every one committed so far when upto is None.
+        """
+        return self._run(_missed_in_ranges_txn, username, list(ranges), limit)
 
     def get_message(self, message_id: int) -> Deferred[MessageRecord | None]:
         return self._run(_get_message_txn, message_id)
@@ -506,13 +583,82 @@ def _user_exists_txn(connection: Connection, username: str) -> bool:
     return not _missing_users_txn(connection, [username])
 
 
-def _set_delivered_until_txn(connection: Connection, usernames: list[str], message_id: int) -> None:
-    if usernames:
+def _set_delivered_until_txn(
+    connection: Connection, usernames: list[str], message_id: int, origin: Any = ANY_ORIGIN
+) -> None:
+    if not usernames:
+        return
+    if origin is ANY_ORIGIN or origin is None:
         connection.execute(
             update(users)
             .where(users.c.username.in_(usernames) & (users.c.delivered_until < message_id))
             .values(delivered_until=message_id)
         )
+        return
+    _upsert_cursors(connection, [(name, origin, message_id) for name in usernames])
+
+
+def _upsert_cursors(connection: Connection, rows: list[tuple[str, str, int]]) -> None:
+    """Insert or raise per-origin cursors; a cursor never moves back."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    statement = dialect_insert(delivery_cursors)
+    statement = statement.on_conflict_do_update(
+        index_elements=[delivery_cursors.c.username, delivery_cursors.c.origin],
+        set_={"delivered_until": statement.excluded.delivered_until},
+        where=delivery_cursors.c.delivered_until < statement.excluded.delivered_until,
+    )
+    connection.execute(
+        statement,
+        [{"username": name, "origin": origin, "delivered_until": value}
+         for name, origin, value in rows],
+    )
+
+
+def _save_cursors_txn(connection: Connection, rows: list[tuple[str, Any, int]]) -> None:
+    named = []
+    # users.delivered_until: one UPDATE per distinct value (usually one).
+    plain: dict[int, list[str]] = {}
+    for username, origin, value in rows:
+        if origin is None or origin is ANY_ORIGIN:
+            plain.setdefault(value, []).append(username)
+        else:
+            named.append((username, origin, value))
+    for value, usernames in plain.items():
+        _set_delivered_until_txn(connection, usernames, value, None)
+    if named:
+        _upsert_cursors(connection, named)
+
+
+def _delivery_cursors_txn(connection: Connection, username: str) -> dict[str | None, int]:
+    base = connection.execute(
+        select(users.c.delivered_until).where(users.c.username == username)
+    ).scalar()
+    cursors: dict[str | None, int] = {None: int(base or 0)}
+    for origin, value in connection.execute(
+        select(delivery_cursors.c.origin, delivery_cursors.c.delivered_until)
+        .where(delivery_cursors.c.username == username)
+    ):
+        cursors[origin] = int(value)
+    return cursors
+
+
+def _register_node_txn(connection: Connection, name: str) -> None:
+    exists = connection.execute(
+        select(cluster_nodes.c.name).where(cluster_nodes.c.name == name)
+    ).first()
+    if exists is None:
+        try:
+            with connection.begin_nested():
+                connection.execute(insert(cluster_nodes).values(name=name, first_seen=now_millis()))
+        except IntegrityError:
+            pass  # another process registered it at the same moment
+
+
+def _known_origins_txn(connection: Connection) -> list[str]:
+    return list(connection.execute(select(cluster_nodes.c.name).order_by(cluster_nodes.c.name)).scalars())
 
 
 def _disabled_among_txn(connection: Connection, usernames: list[str]) -> list[str]:
@@ -589,14 +735,15 @@ def _remove_group_member_txn(connection: Connection, chatname: str, username: st
 # -- messages -----------------------------------------------------------------
 
 def _add_messages_txn(
-    connection: Connection, batch: list[tuple[str, str, str, str | None]]
+    connection: Connection, batch: list[tuple[str, str, str, str | None]],
+    origin: str | None = None,
 ) -> list[StoredMessage]:
     """Insert a batch with one statement; ids come back in the batch's order."""
     created = now_millis()
     timestamp = iso_timestamp(created)
     rows = [
         {"chat": chat, "recipient": recipient, "sender": sender, "content": content,
-         "created_at": created, "edited": False, "deleted": False}
+         "created_at": created, "edited": False, "deleted": False, "origin": origin}
         for chat, sender, content, recipient in batch
     ]
     statement = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
@@ -607,12 +754,21 @@ def _add_messages_txn(
 def _message_record(row: Any) -> MessageRecord:
     return MessageRecord(
         int(row.id), row.chat, row.recipient, row.sender, row.content,
-        iso_timestamp(row.created_at), bool(row.edited), bool(row.deleted),
+        iso_timestamp(row.created_at), bool(row.edited), bool(row.deleted), row.origin,
     )
 
 
-def _last_message_id_txn(connection: Connection) -> int:
-    return int(connection.execute(select(func.max(messages.c.id))).scalar() or 0)
+def _origin_filter(origin: Any) -> Any:
+    if origin is ANY_ORIGIN:
+        return true()
+    if origin is None:
+        return messages.c.origin.is_(None)
+    return messages.c.origin == origin
+
+
+def _last_message_id_txn(connection: Connection, origin: Any = ANY_ORIGIN) -> int:
+    query = select(func.max(messages.c.id)).where(_origin_filter(origin))
+    return int(connection.execute(query).scalar() or 0)
 
 
 def _history_txn(
@@ -625,15 +781,21 @@ def _history_txn(
     return [_message_record(row) for row in rows[:limit]], len(rows) > limit
 
 
-def _missed_messages_txn(
-    connection: Connection, username: str, after: int, upto: int, limit: int
+def _missed_in_ranges_txn(
+    connection: Connection, username: str, ranges: list[tuple[Any, int, int | None]], limit: int
 ) -> list[MessageRecord]:
+    if not ranges:
+        return []
     my_groups = select(group_members.c.chatname).where(group_members.c.username == username)
+    wanted = or_(*[
+        _origin_filter(origin) & (messages.c.id > after)
+        & (true() if upto is None else messages.c.id <= upto)
+        for origin, after, upto in ranges
+    ])
     query = (
         select(messages)
         .where(
-            (messages.c.id > after)
-            & (messages.c.id <= upto)
+            wanted
             & (messages.c.sender != username)
             & ~messages.c.deleted
             & or_(

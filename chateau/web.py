@@ -9,9 +9,7 @@ from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client import CONTENT_TYPE_LATEST
-from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import ensureDeferred
-from twisted.python.failure import Failure
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -152,6 +150,11 @@ class HealthResource(Resource):
                 body = {"status": "unavailable", "database": "unavailable"}
             else:
                 body = {"status": "ok", "database": "ok"}
+            backplane = self._chat.backplane
+            if backplane is not None:
+                # A node cut off from Redis still serves its own users, so it
+                # stays healthy; the status says what is missing.
+                body["cluster"] = backplane.status()
             if not request.finished and not request._disconnected:
                 request.write(json.dumps(body).encode())
                 request.finish()

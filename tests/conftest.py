@@ -12,6 +12,7 @@ from twisted.internet import reactor
 from chateau.config import Config, load_config
 from chateau.service import Chateau
 from tests.postgres import PostgresServer
+from tests.redis import RedisServer
 from tests.wsclient import Client, connect
 
 
@@ -59,6 +60,14 @@ async def start_server(config: Config) -> RunningServer:
 def postgres() -> Iterator[PostgresServer]:
     """One private PostgreSQL server for the whole run (never skipped)."""
     server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    """One private Redis server for the whole run (skipped without it, failed under CI)."""
+    server = RedisServer().start()
     yield server
     server.stop()
 

@@ -99,3 +99,79 @@ def test_group_count_follows_joins_and_leaves():
     assert registry.group_count("alice") == 2 and registry.group_count("bob") == 1
     registry.remove_member("a", "alice")
     assert registry.group_count("alice") == 1 and registry.group_count("carol") == 0
+
+
+class RecordingBackplane:
+    def __init__(self) -> None:
+        self.forwards: list[tuple[str, list[str], bytes, int | None]] = []
+
+    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
+        self.forwards.append((node, usernames, payload, message_id))
+
+
+def test_users_on_other_nodes_get_one_forward_per_node():
+    backplane = RecordingBackplane()
+    registry = Registry(backplane=backplane)
+    alice, bob = FakePeer("alice"), FakePeer("bob")
+    registry.connect("alice", alice)
+    registry.connect("bob", bob)
+    registry.remote_connect("bob", "n2")  # bob's phone, on another node
+    registry.remote_connect("carol", "n2")
+    registry.remote_connect("dave", "n3")
+    count = registry.deliver(["alice", "bob", "carol", "dave", "erin"], "frame", skip=alice,
+                             payload=b"{}", message_id=7)
+    assert count == 1 and bob.frames == ["frame"] and alice.frames == []
+    assert sorted(backplane.forwards) == [("n2", ["bob", "carol"], b"{}", 7),
+                                          ("n3", ["dave"], b"{}", 7)]
+    # A forward's last step reaches only this node's connections.
+    assert registry.deliver_local(["bob", "carol"], "again") == 1 and bob.frames[-1] == "again"
+
+
+def test_presence_spans_nodes_and_departures_say_when_a_user_is_gone_everywhere():
+    registry = Registry()
+    alice = FakePeer("alice")
+    assert registry.remote_connect("bob", "n2") is True
+    assert registry.remote_connect("bob", "n3") is False
+    assert registry.online_users() == ["bob"] and registry.online_count() == 1
+    registry.connect("alice", alice)
+    registry.remote_connect("alice", "n2")
+    assert registry.online_count() == 2 and registry.nodes_of("alice") == {"n2"}
+    # alice leaves this node but is still on n2: not offline.
+    departure = registry.disconnect("alice", alice)
+    assert departure is not None and departure.offline is False
+    assert registry.is_online("alice") and not registry.is_local("alice")
+    assert registry.remote_disconnect("bob", "n2").offline is False
+    assert registry.remote_disconnect("bob", "n3").offline is True
+    assert registry.remote_disconnect("bob", "n3") is None
+    assert registry.remote_users("n2") == ["alice"] and registry.remote_nodes() == {"n2"}
+
+
+def test_a_remote_departure_ends_pairs_with_local_users():
+    registry = Registry(random.Random(1))
+    alice = FakePeer("alice")
+    registry.connect("alice", alice)
+    registry.remote_connect("bob", "n2")
+    pair = registry.pair_randomly("alice")
+    assert pair is not None and pair.other("alice") == "bob"
+    assert registry.pair_randomly("alice", local_only=True) is None
+    departure = registry.remote_disconnect("bob", "n2")
+    assert [p.chatname for p in departure.ended_pairs] == [pair.chatname]
+    assert registry.pair(pair.chatname) is None
+
+
+def test_watchers_are_the_local_users_who_have_someone_as_a_contact():
+    registry = Registry()
+    alice, carol = FakePeer("alice"), FakePeer("carol")
+    registry.connect("alice", alice)
+    registry.connect("carol", carol)
+    registry.set_contacts("alice", ["bob", "carol"])
+    registry.set_contacts("carol", ["alice"])
+    registry.set_contacts("bob", ["alice"])  # not online here: ignored
+    assert registry.watchers("bob") == ["alice"]
+    assert registry.watchers("alice") == ["carol"]
+    registry.link_contacts("carol", "bob")
+    assert registry.watchers("bob") == ["alice", "carol"]
+    registry.unlink_contacts("bob", "alice")
+    assert registry.watchers("bob") == ["carol"]
+    registry.disconnect("carol", carol)
+    assert registry.watchers("bob") == [] and registry.watchers("alice") == []

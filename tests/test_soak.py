@@ -234,17 +234,17 @@ async def test_a_close_during_catch_up_pushes_nothing_twice(
 
     monkeypatch.setattr(chateau.chat, "CATCH_UP_PAGE", 1)
     gate: defer.Deferred[None] = defer.Deferred()
-    missed_messages = chat.store.missed_messages
+    missed_in_ranges = chat.store.missed_in_ranges
     pages: list[Any] = []
 
-    async def held_missed_messages(*args: Any) -> Any:
+    async def held_missed_in_ranges(*args: Any) -> Any:
         pages.append(args)
         if len(pages) == 2:
             await gate
-        return await missed_messages(*args)
+        return await missed_in_ranges(*args)
 
-    monkeypatch.setattr(chat.store, "missed_messages",
-                        lambda *args: defer.ensureDeferred(held_missed_messages(*args)))
+    monkeypatch.setattr(chat.store, "missed_in_ranges",
+                        lambda *args: defer.ensureDeferred(held_missed_in_ranges(*args)))
     first = await server.client()
     assert (await first.request({"type": "ResumeRequest", "session_key": key}))["status"] == 200
     got = [await first.recv()]  # m0; the catch-up then waits for its second page
@@ -283,15 +283,15 @@ async def test_a_catch_up_cut_by_the_closing_handshake_loses_nothing(
 
     fetched: defer.Deferred[None] = defer.Deferred()
     gate: defer.Deferred[None] = defer.Deferred()
-    missed_messages = chat.store.missed_messages
+    missed_in_ranges = chat.store.missed_in_ranges
 
     async def fetched_then_held(*args: Any) -> Any:
-        page = await missed_messages(*args)
+        page = await missed_in_ranges(*args)
         fetched.callback(None)
         await gate
         return page
 
-    monkeypatch.setattr(chat.store, "missed_messages",
+    monkeypatch.setattr(chat.store, "missed_in_ranges",
                         lambda *args: defer.ensureDeferred(fetched_then_held(*args)))
     first = await server.client()
     assert (await first.request({"type": "ResumeRequest", "session_key": key}))["status"] == 200

@@ -1,0 +1,549 @@
+"""Several Chateau nodes joined by Redis: the backplane behind the registry.
+
+Each node keeps, in Redis, a key that says it is alive (with an expiry, the
+presence TTL) and the set of users connected to it; it refreshes both every
+third of the TTL. Changes are also published at once on one channel every
+node listens to, and messages for a node's users go to that node's own
+channel. A node that stops refreshing its key is dead: the others forget its
+users when the key expires, so there are no ghosts.
+
+The registry stays the one place that routes: it hands users on other nodes
+to :meth:`RedisBackplane.forward`. Everything here runs on the reactor
+through txredisapi's protocols, so Redis never blocks it; when Redis is out
+of reach, :attr:`RedisBackplane.connected` is False and sends to users on
+other nodes are refused with 503 (see :meth:`chateau.chat.Chat.check_reachable`).
+
+Offline delivery in a cluster (docs/cluster.md): every message records the
+node that committed it, and each user has one delivery cursor per origin
+node. A node routes its own messages in commit order, and Redis keeps the
+order of what one connection publishes, so per origin the single-node rule
+holds. When a user comes online, the other nodes answer with a *fence*: the
+newest id they had routed before they knew. Messages up to the fence are
+pushed from the database; later ones arrive live.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import unquote, urlsplit
+
+import txredisapi
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from chateau.chat import Chat
+
+PREFIX = "chateau"
+EVENTS = f"{PREFIX}:events"
+NODES = f"{PREFIX}:nodes"
+
+# Replaces a node's user set and refreshes its keys in one atomic step.
+_REFRESH = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('DEL', KEYS[2])
+for i = 4, #ARGV, 500 do
+  redis.call('SADD', KEYS[2], unpack(ARGV, i, math.min(i + 499, #ARGV)))
+end
+if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+
+def node_channel(node: str) -> str:
+    return f"{PREFIX}:node:{node}"
+
+
+def alive_key(node: str) -> str:
+    return f"{PREFIX}:node:{node}:alive"
+
+
+def users_key(node: str) -> str:
+    return f"{PREFIX}:node:{node}:users"
+
+
+def default_node_name(listen: tuple[str, ...]) -> str:
+    """The host name plus the first listening port (unique on one machine)."""
+    port = ""
+    for description in listen:
+        parts = description.split(":")
+        if len(parts) > 1 and parts[1].isdigit():
+            port = parts[1]
+            break
+    return f"{socket.gethostname()}:{port or 'x'}"[:64]
+
+
+@dataclass
+class RedisAddress:
+    host: str
+    port: int
+    database: int
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> "RedisAddress":
+        parts = urlsplit(url)
+        database = parts.path.lstrip("/")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            database=int(database) if database else 0,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "rediss",
+        )
+
+    def endpoint(self, reactor: Any) -> Any:
+        endpoint = endpoints.HostnameEndpoint(reactor, self.host, self.port, timeout=5)
+        if self.tls:
+            from twisted.internet.ssl import optionsForClientTLS
+
+            endpoint = endpoints.wrapClientTLS(optionsForClientTLS(self.host), endpoint)
+        return endpoint
+
+
+class _RedisFactory(Factory):
+    """Builds txredisapi protocols for a ClientService (which does the reconnecting).
+
+    *ready* is called with each protocol once Redis has answered its SELECT.
+    (Not through ClientService's prepareConnection: a connection lost while
+    that is pending trips ClientService's state machine.)
+    """
+
+    noisy = False
+    isLazy = False
+
+    def __init__(
+        self, protocol_class: type, address: RedisAddress, reply_timeout: float,
+        ready: Callable[[Any], Any], backplane: "RedisBackplane | None" = None,
+    ) -> None:
+        self._protocol_class = protocol_class
+        self._address = address
+        self._reply_timeout = reply_timeout
+        self._ready = ready
+        self._backplane = backplane
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = self._protocol_class(
+            charset=None, replyTimeout=self._reply_timeout, password=self._address.password,
+            dbid=self._address.database, convertNumbers=False,
+        )
+        protocol.factory = self
+        protocol.backplane = self._backplane
+        protocol.whenConnected().addCallback(self._ready)
+        return protocol
+
+    # txredisapi calls these when AUTH or SELECT fails.
+    def stopTrying(self) -> None:
+        pass
+
+    def connectionError(self, why: str) -> None:
+        pass
+
+
+class _Subscriber(txredisapi.SubscriberProtocol):
+    backplane: "RedisBackplane | None" = None
+
+    def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
+        if self.backplane is not None:
+            self.backplane.received(channel, message)
+
+
+@dataclass
+class _Fence:
+    waiting_for: set[str]
+    replies: dict[str, int]
+    done: Deferred[dict[str, int]]
+
+
+class RedisBackplane(Service):
+    """This node's link to the others, through one Redis server."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, chat: "Chat", node: str, redis_url: str,
+                 presence_ttl: float, fence_timeout: float) -> None:
+        self.reactor = reactor
+        self.chat = chat
+        self.node = node
+        self.address = RedisAddress.parse(redis_url)
+        self.presence_ttl = presence_ttl
+        self.fence_timeout = fence_timeout
+        self._channel = node_channel(node).encode()
+        self._commands: Any = None
+        self._subscriber: Any = None
+        self._subscribed = False
+        self._fences: dict[str, _Fence] = {}
+        # Other nodes seen alive in the last snapshot.
+        self.live_nodes: set[str] = set()
+        # (user, node) -> when an event last changed it (snapshots older lose).
+        self._touched: dict[tuple[str, str], float] = {}
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = reactor
+        self._refresh_sha: str | None = None
+        self._beating = False
+        self._was_connected = False
+        self._joined_at = 0.0
+        reply_timeout = max(1.0, presence_ttl / 3)
+        policy = backoffPolicy(initialDelay=0.2, maxDelay=2.0)
+        self._command_service = ClientService(
+            self.address.endpoint(reactor),
+            _RedisFactory(txredisapi.RedisProtocol, self.address, reply_timeout,
+                          ready=self._command_ready),
+            retryPolicy=policy, clock=reactor,
+        )
+        self._subscriber_service = ClientService(
+            self.address.endpoint(reactor),
+            _RedisFactory(_Subscriber, self.address, reply_timeout,
+                          ready=self._subscriber_ready, backplane=self),
+            retryPolicy=policy, clock=reactor,
+        )
+
+    # -- connection state ---------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether both links to Redis are up (and this node has announced itself)."""
+        return (
+            self._commands is not None and self._commands.connected == 1
+            and self._subscriber is not None and self._subscriber.connected == 1
+            and self._subscribed
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        self._command_service.startService()
+        self._subscriber_service.startService()
+        self._heartbeat.start(self.presence_ttl / 3, now=False)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        commands = self._commands
+        if commands is not None and commands.connected:
+            try:
+                # Leave at once rather than after the TTL.
+                await commands.execute_command("DEL", alive_key(self.node), users_key(self.node))
+                await commands.execute_command("SREM", NODES, self.node)
+                await self._publish({"t": "reset", "node": self.node})
+            except Exception:
+                self.log.info("could not say goodbye to Redis")
+        await self._command_service.stopService()
+        await self._subscriber_service.stopService()
+
+    def _command_ready(self, protocol: Any) -> None:
+        if not self.running:
+            protocol.transport.loseConnection()
+            return
+        self._commands = protocol
+        protocol.whenDisconnected().addCallback(lambda _: self._lost(protocol))
+        self._maybe_joined()
+
+    def _subscriber_ready(self, protocol: Any) -> Any:
+        if not self.running:
+            protocol.transport.loseConnection()
+            return None
+        protocol.whenDisconnected().addCallback(lambda _: self._lost(protocol))
+
+        def subscribed(_: Any) -> None:
+            if protocol.connected:
+                self._subscriber = protocol
+                self._subscribed = True
+                self._maybe_joined()
+
+        return protocol.subscribe([EVENTS, self._channel.decode()]).addCallbacks(
+            subscribed, lambda failure: self.log.warn(
+                "subscribing failed: {error}", error=failure.getErrorMessage())
+        )
+
+    def _lost(self, protocol: Any) -> None:
+        if protocol is self._subscriber:
+            self._subscribed = False
+            self._subscriber = None
+        elif protocol is self._commands:
+            self._commands = None
+        else:
+            return  # a connection that never became current
+        if self._was_connected:
+            self._was_connected = False
+            self.log.warn(
+                "lost the cluster link (Redis {host}:{port}); serving this node's users only",
+                host=self.address.host, port=self.address.port,
+            )
+            self.chat.metrics.cluster_connected.set(0)
+        for fence in list(self._fences.values()):
+            if not fence.done.called:
+                fence.done.callback(dict(fence.replies))
+        self._fences.clear()
+
+    def _maybe_joined(self) -> None:
+        if not (self._commands is not None and self._subscribed) or self._was_connected:
+            return
+        self._was_connected = True
+        self.chat.metrics.cluster_connected.set(1)
+        self.log.info(
+            "joined the cluster as {node} (Redis {host}:{port})",
+            node=self.node, host=self.address.host, port=self.address.port,
+        )
+        ensureDeferred(self._joined()).addErrback(
+            lambda failure: self.log.failure("rejoining the cluster failed", failure)
+        )
+
+    async def _joined(self) -> None:
+        """Announce this node and what it has; learn what the others have.
+
+        The hello carries a fence: the nodes already in touch answer it, and
+        those that come back later answer their own hello's counterpart (see
+        :meth:`_event`), so either way this node's users get what was kept
+        for them meanwhile.
+        """
+        self._joined_at = self.reactor.seconds()
+        await self._refresh()
+        hello = {"t": "hello", "users": self.chat.registry.local_users()}
+        fences = self._new_fence(hello)
+        self.publish(hello)
+        await self._snapshot()
+        await self.chat.cluster_rejoined(await fences)
+
+    # -- publishing ---------------------------------------------------------
+
+    async def _publish(self, event: dict[str, Any], channel: str = EVENTS) -> None:
+        commands = self._commands
+        if commands is None:
+            return
+        await commands.execute_command("PUBLISH", channel, json.dumps(event, separators=(",", ":")))
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Tell every other node of a change (fire and forget; lost while Redis is down)."""
+        if self.connected:
+            event["node"] = self.node
+            ensureDeferred(self._publish(event)).addErrback(self._publish_failed)
+
+    def _publish_failed(self, failure: Any) -> None:
+        self.log.warn("a cluster event was not published: {error}", error=failure.getErrorMessage())
+
+    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
+        """Send an encoded message to *usernames* on *node*, in the order sent."""
+        commands = self._commands
+        if commands is None or not self.connected:
+            self.log.warn(
+                "message for {count} user(s) on {other} not forwarded: no cluster link",
+                count=len(usernames), other=node,
+            )
+            return
+        header = json.dumps({"o": self.node, "u": usernames, "i": message_id}, separators=(",", ":"))
+        commands.execute_command(
+            "PUBLISH", node_channel(node), b"M" + header.encode() + b"\n" + payload
+        ).addErrback(self._publish_failed)
+
+    # -- presence -----------------------------------------------------------
+
+    def user_joined(self, username: str) -> Deferred[dict[str, int]]:
+        """Announce a user's first connection here.
+
+        Fires with each other node's fence: the newest id it had routed
+        before it learnt of the user (nodes that do not answer within
+        ``fence_timeout`` are left out).
+        """
+        event: dict[str, Any] = {"t": "join", "user": username}
+        if not self.connected:
+            return succeed({})
+        commands = self._commands
+        commands.execute_command("SADD", users_key(self.node), username).addErrback(self._publish_failed)
+        done = self._new_fence(event)
+        self.publish(event)
+        return done
+
+    def _new_fence(
+        self, event: dict[str, Any], only: set[str] | None = None
+    ) -> Deferred[dict[str, int]]:
+        token = secrets.token_hex(8)
+        event["fence"] = token
+        if only is None:
+            waiting = (self.live_nodes | self.chat.registry.remote_nodes()) - {self.node}
+        else:
+            waiting = set(only)
+        done: Deferred[dict[str, int]] = Deferred()
+        if not waiting:
+            done.callback({})
+            return done
+        fence = _Fence(set(waiting), {}, done)
+        self._fences[token] = fence
+
+        def timed_out() -> None:
+            if self._fences.pop(token, None) is not None and not done.called:
+                self.log.warn(
+                    "no fence from {nodes} within {timeout} s", nodes=sorted(fence.waiting_for),
+                    timeout=self.fence_timeout,
+                )
+                done.callback(dict(fence.replies))
+
+        call = self.reactor.callLater(self.fence_timeout, timed_out)
+        done.addBoth(lambda result: (call.active() and call.cancel(), result)[1])
+        return done
+
+    def fence_from(self, node: str) -> Deferred[dict[str, int]]:
+        """Ask *node* (just back in touch) for its fence for all this node's users."""
+        if not self.connected:
+            return succeed({})
+        event: dict[str, Any] = {"t": "refence"}
+        done = self._new_fence(event, only={node})
+        self.publish(event)
+        return done
+
+    def user_left(self, username: str) -> None:
+        if not self.connected:
+            return
+        self._commands.execute_command("SREM", users_key(self.node), username).addErrback(
+            self._publish_failed
+        )
+        self.publish({"t": "leave", "user": username})
+
+    # -- receiving ----------------------------------------------------------
+
+    def received(self, channel: bytes, message: bytes) -> None:
+        try:
+            if message[:1] == b"M":
+                header, _, payload = message[1:].partition(b"\n")
+                route = json.loads(header)
+                self.chat.cluster_forward(route["o"], route["u"], payload, route.get("i"))
+                return
+            event = json.loads(message)
+            if event.get("node") == self.node:
+                return
+            self._event(event)
+        except Exception:
+            self.log.failure("a cluster message could not be handled: {size} bytes", size=len(message))
+
+    def _event(self, event: dict[str, Any]) -> None:
+        kind = event["t"]
+        node = event["node"]
+        if kind == "reset":
+            self.live_nodes.discard(node)  # it stopped: no fence will come from it
+        else:
+            self.live_nodes.add(node)
+        if kind == "fence":
+            fence = self._fences.get(event["token"])
+            if fence is not None:
+                fence.replies[node] = int(event["last"])
+                fence.waiting_for.discard(node)
+                if not fence.waiting_for:
+                    del self._fences[event["token"]]
+                    fence.done.callback(dict(fence.replies))
+            return
+        if kind in ("join", "leave"):
+            self._touched[(event["user"], node)] = time.monotonic()
+        if kind == "hello":
+            for user in event["users"]:
+                self._touched[(user, node)] = time.monotonic()
+        self.chat.cluster_event(event)
+        if kind == "hello" and self._joined_at:
+            # It may have kept messages for users here while out of touch.
+            ensureDeferred(self.chat.cluster_peer_returned(node)).addErrback(
+                lambda failure: self.log.failure("catching up with {node} failed", failure, node=node)
+            )
+        token = event.get("fence")
+        if token is not None:
+            # Answered in the same turn as the change was applied: everything
+            # routed after this reply knows of it.
+            ensureDeferred(self._publish(
+                {"t": "fence", "node": self.node, "token": token, "last": self.chat.last_routed_id},
+                channel=node_channel(node),
+            )).addErrback(self._publish_failed)
+
+    # -- heartbeat and healing ----------------------------------------------
+
+    def _beat(self) -> Any:
+        if not self.connected or self._beating:
+            return None
+        self._beating = True
+
+        async def beat() -> None:
+            try:
+                await self._refresh()
+                await self._snapshot()
+            finally:
+                self._beating = False
+
+        return ensureDeferred(beat()).addErrback(
+            lambda failure: self.log.warn("cluster heartbeat failed: {error}",
+                                          error=failure.getErrorMessage())
+        )
+
+    async def _refresh(self) -> None:
+        """Say this node is alive, with exactly the users it has."""
+        commands = self._commands
+        if commands is None:
+            return
+        ttl_ms = str(int(self.presence_ttl * 1000))
+        keys = [alive_key(self.node), users_key(self.node), NODES]
+        args = [str(int(time.time())), ttl_ms, self.node, *self.chat.registry.local_users()]
+        await commands.execute_command("EVAL", _REFRESH, len(keys), *keys, *args)
+
+    async def _snapshot(self) -> None:
+        """Reconcile the mirror of other nodes' users with Redis; forget dead nodes."""
+        commands = self._commands
+        if commands is None:
+            return
+        started = time.monotonic()
+        nodes = {n.decode() for n in await commands.execute_command("SMEMBERS", NODES)}
+        nodes.discard(self.node)
+        known = self.chat.registry.remote_nodes() | self.live_nodes
+        replies = {}
+        for node in sorted(nodes | known):
+            replies[node] = (
+                commands.execute_command("EXISTS", alive_key(node)),
+                commands.execute_command("SMEMBERS", users_key(node)),
+            )
+        live: set[str] = set()
+        # Just after this node (re)joined, a node without its key may only be
+        # slower to come back (after a Redis restart every key is gone).
+        settling = self.reactor.seconds() - self._joined_at < self.presence_ttl
+        for node, (exists, members) in replies.items():
+            alive = int(await exists) == 1
+            users = {m.decode() for m in await members}
+            if not alive and settling:
+                continue
+            if not alive:
+                if node in nodes:
+                    await commands.execute_command("SREM", NODES, node)
+                self.chat.cluster_node_gone(node)
+                self._forget_touched(node)
+                continue
+            live.add(node)
+            self._reconcile(node, users, started)
+        self.live_nodes = live
+
+    def _reconcile(self, node: str, users: set[str], started: float) -> None:
+        mirrored = set(self.chat.registry.remote_users(node))
+        for user in users - mirrored:
+            if self._touched.get((user, node), 0.0) < started:
+                self.chat.cluster_event({"t": "join", "node": node, "user": user})
+        for user in mirrored - users:
+            if self._touched.get((user, node), 0.0) < started:
+                self.chat.cluster_event({"t": "leave", "node": node, "user": user})
+        # Old change times are no use any more.
+        for key in [k for k, when in self._touched.items() if k[1] == node and when < started]:
+            del self._touched[key]
+
+    def _forget_touched(self, node: str) -> None:
+        for key in [k for k in self._touched if k[1] == node]:
+            del self._touched[key]
+
+    def status(self) -> dict[str, Any]:
+        return {"node": self.node, "connected": self.connected, "nodes": sorted(self.live_nodes)}
