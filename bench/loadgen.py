@@ -766,8 +766,16 @@ SCENARIOS: dict[str, type[Scenario]] = {
 }
 
 
+def scenario_class(name: str) -> type[Scenario]:
+    if name == "S6":  # S1 split across cluster nodes: bench/split_loadgen.py
+        from bench.split_loadgen import SplitFanOut
+
+        return SplitFanOut
+    return SCENARIOS[name]
+
+
 async def main_async(spec: dict[str, Any]) -> None:
-    scenario = SCENARIOS[spec["scenario"]](spec)
+    scenario = scenario_class(spec["scenario"])(spec)
     if spec.get("phase") == "prepare":
         assert isinstance(scenario, SignInStorm)
         await scenario.prepare()

@@ -46,11 +46,14 @@ from bench.processes import (
     postgres_available,
 )
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
 INVALID_LOADGEN_CPU = 0.70
 
 S1_FULL = {"group_sizes": [100, 1000], "messages": {"100": 1200, "1000": 120},
            "in_flight": 4, "content_size": 100, "timeout": 60}
+# S6: S1's 1,000-member case with the members split over two clustered nodes.
+S6_FULL = {"group_size": 1000, "messages": 120, "in_flight": 4, "content_size": 100,
+           "timeout": 60}
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "repeat": 3,
@@ -61,6 +64,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "S4": {"group_size": 1000, "bcrypt_cost": 12, "duration": 7, "chat_rate": 10,
                "drain_timeout": 40, "reference_repeat": 1, "calm": 4},
         "S5": S1_FULL,
+        "S6": S6_FULL,
     },
     "quick": {
         "repeat": 1,
@@ -71,6 +75,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "S4": {"group_size": 1000, "bcrypt_cost": 12, "duration": 6, "chat_rate": 10,
                "drain_timeout": 40, "calm": 3},
         "S5": {**S1_FULL, "messages": {"100": 600, "1000": 60}},
+        "S6": {**S6_FULL, "messages": 60},
     },
     # Tiny sizes for the test suite: behaviour only, the figures mean nothing.
     "smoke": {
@@ -83,6 +88,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                "drain_timeout": 10, "signin_rate": 20, "pause": 0.02, "calm": 0.3},
         "S5": {"group_sizes": [5], "messages": {"5": 20}, "in_flight": 4,
                "content_size": 100, "timeout": 20, "pause": 0.02},
+        "S6": {"group_size": 6, "messages": 20, "in_flight": 4, "content_size": 100,
+               "timeout": 20, "warm_timeout": 5, "pause": 0.02, "sqlite": True},
     },
 }
 
@@ -101,13 +108,16 @@ CHATEAU_BASE = {
 HEADLINE: dict[str, tuple[str, bool]] = {
     "S1": ("deliveries_per_s", True), "S5": ("deliveries_per_s", True),
     "S2": ("messages_per_s", True), "S3": ("bytes_per_connection", False),
-    "S4": ("chat_p99_ms", False),
+    "S4": ("chat_p99_ms", False), "S6": ("deliveries_per_s", True),
 }
 REFERENCE = "autobahn"
+# S6 compares clustered Chateau with one Chateau process, not with bare Autobahn.
+REFERENCES: dict[str, str] = {"S6": "one-node"}
 # Server CPU per unit of work: it holds up better than throughput when other
 # processes take turns on the server's core. Lower is better.
 EFFICIENCY: dict[str, str] = {
     "S1": "server_us_per_delivery", "S5": "server_us_per_delivery", "S2": "server_us_per_msg",
+    "S6": "server_us_per_delivery",
 }
 
 
@@ -160,6 +170,7 @@ class Bench:
             for name in ("S1", "S5"):
                 self.profile[name]["messages"] = {
                     size: count * 3 for size, count in self.profile[name]["messages"].items()}
+            self.profile["S6"]["messages"] *= 3
             self.profile["S2"]["round_trips"] *= 3
         self.repeat: int = args.repeat or self.profile["repeat"]
         pin = not args.no_pin and (os.cpu_count() or 1) >= 2
@@ -186,7 +197,7 @@ class Bench:
         """Run the load generator once; the events it printed."""
         self._tag += 1000
         spec = {"scenario": scenario, "targets": [s.spec() for s in servers], "params": params,
-                "repeat": repeat, "tag": self._tag, **extra}
+                "repeat": repeat, "tag": self._tag, "loadgen_core": self.loadgen_core, **extra}
         if self.profile_dir is not None:
             spec["profile_dir"] = str(self.profile_dir)
         path = self.scratch / f"spec-{scenario}-{self._tag}.json"
@@ -314,9 +325,16 @@ class Bench:
             if postgres is not None:
                 postgres.stop()
 
+    def s6(self) -> None:
+        """S1's 1,000-member fan-out on one node and split over two clustered nodes."""
+        from bench.split import run_s6
+
+        run_s6(self)
+
     def run(self, scenarios: list[str]) -> None:
         steps: dict[str, Callable[[], None]] = {
             "S1": self.s1, "S2": self.s2, "S3": self.s3, "S4": self.s4, "S5": self.s5,
+            "S6": self.s6,
         }
         for name in scenarios:
             log(f"{name} starts (load average {os.getloadavg()[0]:.2f})")
@@ -365,8 +383,9 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append(row)
     for row in rows:
         metric, _ = HEADLINE[row["scenario"]]
+        wanted = REFERENCES.get(row["scenario"], REFERENCE)
         reference = next((r for r in rows if (r["scenario"], r["case"], r["target"])
-                          == (row["scenario"], row["case"], REFERENCE)), None)
+                          == (row["scenario"], row["case"], wanted)), None)
         if reference and reference.get(metric) and row.get(metric) is not None:
             row["ratio"] = round(row[metric] / reference[metric], 3)
         cost = EFFICIENCY.get(row["scenario"])
@@ -449,7 +468,15 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, int]]]] = {
             ("busy (503)", "signins_busy", 0), ("sign-in p50 ms", "signin_p50_ms", 0),
             ("sign-in p99 ms", "signin_p99_ms", 0), ("busy p99 ms", "busy_p99_ms", 1),
             ("offered/s", "signin_rate", 1)]),
+    "S6": ("S6 S1's 1,000-member fan-out split across two clustered nodes (ratios ÷ one node; "
+           "µs are CPU per delivery)",
+           [("deliveries/s", "deliveries_per_s", 0), ("p50 ms", "p50_ms", 2),
+            ("p99 ms", "p99_ms", 2), ("µs total", "server_us_per_delivery", 2),
+            ("µs n1", "n1_us_per_delivery", 2), ("µs n2", "n2_us_per_delivery", 2),
+            ("µs redis", "redis_us_per_delivery", 2), ("÷ one node by CPU", "cpu_ratio", 2),
+            ("loadgen core busy", "loadgen_core_busy", 2)]),
 }
+RATIO_LABEL: dict[str, str] = {"S6": "÷ one node"}
 
 
 def markdown(bench: Bench, rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
@@ -473,7 +500,7 @@ def markdown(bench: Bench, rows: list[dict[str, Any]], machine: dict[str, Any]) 
         title, columns = TABLES[scenario]
         out += [f"## {title}", "",
                 "| case | target | " + " | ".join(c[0] for c in columns)
-                + " | ÷ bare | loadgen CPU (max) | server CPU | flags |",
+                + f" | {RATIO_LABEL.get(scenario, '÷ bare')} | loadgen CPU (max) | server CPU | flags |",
                 "|" + "---|" * (len(columns) + 6)]
         for row in scenario_rows:
             cells = [fmt(row.get(key), digits) for _, key, digits in columns]
@@ -531,7 +558,7 @@ def machine_info(argv: list[str]) -> dict[str, Any]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="comma-separated, from S1,S2,S3,S4,S5 (default: all)")
+                        help="comma-separated, from S1,S2,S3,S4,S5,S6 (default: all)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="size", action="store_const", const="quick",
                       help="one repetition with fewer messages")

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from chateau.chat import Chat
 
 PREFIX = "chateau"
-EVENTS = f"{PREFIX}:events"
 NODES = f"{PREFIX}:nodes"
 
 # Replaces a node's user set and refreshes its keys in one atomic step.
@@ -61,8 +60,14 @@ return 1
 """
 
 
-def node_channel(node: str) -> str:
-    return f"{PREFIX}:node:{node}"
+def events_channel(database: int) -> str:
+    # Pub/sub channels are shared by all of a Redis server's databases: the
+    # number keeps clusters on different databases of one server apart.
+    return f"{PREFIX}:{database}:events"
+
+
+def node_channel(database: int, node: str) -> str:
+    return f"{PREFIX}:{database}:node:{node}"
 
 
 def alive_key(node: str) -> str:
@@ -180,7 +185,8 @@ class RedisBackplane(Service):
         self.address = RedisAddress.parse(redis_url)
         self.presence_ttl = presence_ttl
         self.fence_timeout = fence_timeout
-        self._channel = node_channel(node).encode()
+        self._events = events_channel(self.address.database)
+        self._channel = node_channel(self.address.database, node)
         self._commands: Any = None
         self._subscriber: Any = None
         self._subscribed = False
@@ -266,7 +272,7 @@ class RedisBackplane(Service):
                 self._subscribed = True
                 self._maybe_joined()
 
-        return protocol.subscribe([EVENTS, self._channel.decode()]).addCallbacks(
+        return protocol.subscribe([self._events, self._channel]).addCallbacks(
             subscribed, lambda failure: self.log.warn(
                 "subscribing failed: {error}", error=failure.getErrorMessage())
         )
@@ -322,11 +328,13 @@ class RedisBackplane(Service):
 
     # -- publishing ---------------------------------------------------------
 
-    async def _publish(self, event: dict[str, Any], channel: str = EVENTS) -> None:
+    async def _publish(self, event: dict[str, Any], channel: str | None = None) -> None:
         commands = self._commands
         if commands is None:
             return
-        await commands.execute_command("PUBLISH", channel, json.dumps(event, separators=(",", ":")))
+        await commands.execute_command(
+            "PUBLISH", channel or self._events, json.dumps(event, separators=(",", ":"))
+        )
 
     def publish(self, event: dict[str, Any]) -> None:
         """Tell every other node of a change (fire and forget; lost while Redis is down)."""
@@ -348,7 +356,7 @@ class RedisBackplane(Service):
             return
         header = json.dumps({"o": self.node, "u": usernames, "i": message_id}, separators=(",", ":"))
         commands.execute_command(
-            "PUBLISH", node_channel(node), b"M" + header.encode() + b"\n" + payload
+            "PUBLISH", node_channel(self.address.database, node), b"M" + header.encode() + b"\n" + payload
         ).addErrback(self._publish_failed)
 
     # -- presence -----------------------------------------------------------
@@ -463,7 +471,7 @@ class RedisBackplane(Service):
             # routed after this reply knows of it.
             ensureDeferred(self._publish(
                 {"t": "fence", "node": self.node, "token": token, "last": self.chat.last_routed_id},
-                channel=node_channel(node),
+                channel=node_channel(self.address.database, node),
             )).addErrback(self._publish_failed)
 
     # -- heartbeat and healing ----------------------------------------------
