@@ -7,18 +7,34 @@ import threading
 
 _state = threading.local()
 
-# Niceness for CPU-bound workers (bcrypt). On a small machine the hashing
-# threads would otherwise take every core, and the reactor thread, which must
-# answer everyone else within milliseconds, would wait its turn.
+# Niceness for CPU-bound workers (bcrypt, LDAP parsing). On a small machine
+# these threads would otherwise take every core, and the reactor thread, which
+# must answer everyone else within milliseconds, would wait its turn.
 BACKGROUND_NICENESS = 10
 
 
-def run_in_background_priority() -> None:
-    """Lower the calling worker thread's CPU priority, once per thread (Linux)."""
+def run_in_background_priority(idle: bool = False) -> None:
+    """Lower the calling worker thread's CPU priority, once per thread (Linux).
+
+    With *idle*, the thread is also put under ``SCHED_IDLE``: it then runs
+    only on CPU time no ordinary thread wants, and a waking reactor thread
+    preempts it at once. Niceness alone still leaves it about a tenth of the
+    reactor's weight, which shows as tens of milliseconds of chat latency
+    during a bcrypt sign-in storm on a shared core. Only for threads that
+    release the GIL for their long work (bcrypt does): an idle thread that
+    held the GIL for long could keep the reactor waiting while other
+    processes take the core.
+    """
     if getattr(_state, "lowered", False):
         return
     _state.lowered = True
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
     except (AttributeError, OSError):
-        pass  # not Linux, or not allowed: hashing still works, just unprioritised
+        pass  # not Linux, or not allowed: the work still gets done, just unprioritised
+    if idle:
+        try:
+            # On Linux, pid 0 is the calling thread.
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass  # not Linux: niceness is all there is

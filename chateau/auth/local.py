@@ -48,12 +48,12 @@ class Hasher:
         )
 
     def _hash(self, password: bytes) -> str:
-        run_in_background_priority()
+        run_in_background_priority(idle=True)
         return bcrypt.hashpw(password, bcrypt.gensalt(self._cost)).decode()
 
     @staticmethod
     def _check(password: bytes, hashed: bytes, real: bool) -> bool:
-        run_in_background_priority()
+        run_in_background_priority(idle=True)
         # checkpw compares in constant time; a dummy hash never signs anyone in.
         return bcrypt.checkpw(password, hashed) and real
 
