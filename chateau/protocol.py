@@ -262,7 +262,15 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         (highlighted with ``click`` when it is importable) on every read, even
         with debug logging off; that cost several microseconds per read.
         Everything else it does is ``_dataReceived``.
+
+        Once this side has failed the connection (an oversized or malformed
+        frame, answered with a close frame), what follows in the stream
+        cannot be parsed: the rest of that frame would be read as frames and
+        end in a drop, whose reset can overtake the close frame on its way
+        to the client. It is ignored until the closing handshake times out.
         """
+        if self.failedByMe and self.state == self.STATE_CLOSING:
+            return
         self._dataReceived(data)
 
     def _write(self, wire: bytes) -> bool:
