@@ -132,6 +132,10 @@ class Chat:
         # forwarded to them; and forwarded messages held during a catch-up.
         self._remote_seen: dict[str, dict[Any, int]] = {}
         self._remote_held: dict[str, list[tuple[Any, int, bytes]]] = {}
+        # Pushes of other nodes' messages to every user here in progress (while
+        # any is, forwarded messages are held), and whether the link is down.
+        self._holds = 0
+        self._link_lost = False
 
     @property
     def own_origin(self) -> Any:
@@ -328,6 +332,17 @@ class Chat:
             if departure is not None and departure.offline:
                 self._went_offline(departure)
 
+    def cluster_link_lost(self) -> None:
+        """Out of touch: hold other nodes' messages for users here until the rejoin push.
+
+        Until the nodes have fenced each other again, a message arriving
+        live could overtake older ones another node kept meanwhile (and the
+        push, which starts after the newest seen, would skip those).
+        """
+        if not self._link_lost:
+            self._link_lost = True
+            self._hold_all_remote()
+
     async def cluster_rejoined(self, fences: dict[str, int]) -> None:
         """Back in touch with the cluster: reload groups, push what users here missed.
 
@@ -335,18 +350,46 @@ class Chat:
         signed on here meanwhile, as for offline users. Their fences bound
         what each user here may have missed of theirs.
         """
-        await self.load_groups()
-        await self._push_all_remote_missed(fences)
+        if not self._link_lost:
+            self._link_lost = True
+            self._hold_all_remote()
+        try:
+            await self.load_groups()
+            await self._push_remote_to(self.registry.local_users(), fences)
+        finally:
+            self._link_lost = False
+            self._release_all_remote()
 
     async def cluster_peer_returned(self, node: str) -> None:
         """*node* is back in touch (restarted, or its link came back): the same, for its messages."""
-        await self._push_all_remote_missed(await self.backplane.fence_from(node))
+        users = self._hold_all_remote()
+        try:
+            await self._push_remote_to(users, await self.backplane.fence_from(node))
+        finally:
+            self._release_all_remote()
 
-    async def _push_all_remote_missed(self, fences: dict[str, int]) -> None:
+    def _hold_all_remote(self) -> list[str]:
+        self._holds += 1
+        busy = self._busy_catching_up()
+        users = [u for u in self.registry.local_users() if u not in busy]
+        for username in users:
+            self._remote_held.setdefault(username, [])
+        return users
+
+    def _release_all_remote(self) -> None:
+        self._holds -= 1
+        if self._holds:
+            return
+        busy = self._busy_catching_up()
+        for username in list(self._remote_held):
+            if username not in busy and self.registry.is_local(username):
+                self._release_remote(username)
+
+    async def _push_remote_to(self, users: list[str], fences: dict[str, int]) -> None:
         if not fences:
             return
-        for username in self.registry.local_users():
-            if username in self._busy_catching_up() or username in self._remote_held:
+        for username in users:
+            if username in self._busy_catching_up() or not self.registry.is_local(username):
                 continue
             try:
                 await self._push_remote_missed(username, fences)
@@ -354,6 +397,7 @@ class Chat:
                 self.log.failure("pushing {username} what they missed failed", username=username)
 
     async def _push_remote_missed(self, username: str, fences: dict[str, int]) -> None:
+        """Push *username* other nodes' messages up to their fences (frames from them are held)."""
         seen = self._remote_seen.setdefault(username, {})
         cursors = await self.store.delivery_cursors(username)
         ranges: list[Range] = []
@@ -361,24 +405,16 @@ class Chat:
             after = max(seen.get(origin, cursors.get(origin, cursors[None])), cursors.get(origin, 0))
             if fence > after:
                 ranges.append((origin, after, fence))
-        if not ranges or not self.registry.is_local(username):
-            return
-        self._remote_held[username] = []
-        try:
-            after_all = {origin: after for origin, after, _ in ranges}
-            while ranges:
-                page = await self.store.missed_in_ranges(username, ranges, CATCH_UP_PAGE)
-                for record in page:
-                    self.deliver_here([username], self._missed_frame(record))
-                    after_all[record.origin] = record.id
-                if len(page) < CATCH_UP_PAGE:
-                    break
-                last = page[-1].id
-                ranges = [(o, max(a, last), u) for o, a, u in ranges if u is None or u > last]
-            for origin, fence in fences.items():
-                seen[origin] = max(seen.get(origin, 0), fence)
-        finally:
-            self._release_remote(username)
+        while ranges and self.registry.is_local(username):
+            page = await self.store.missed_in_ranges(username, ranges, CATCH_UP_PAGE)
+            for record in page:
+                self.deliver_here([username], self._missed_frame(record))
+            if len(page) < CATCH_UP_PAGE:
+                break
+            last = page[-1].id
+            ranges = [(o, max(a, last), u) for o, a, u in ranges if u is None or u > last]
+        for origin, fence in fences.items():
+            seen[origin] = max(seen.get(origin, 0), fence)
 
     def _release_remote(self, username: str) -> None:
         """Send forwarded messages held during a push, minus those it already sent."""
@@ -463,7 +499,7 @@ class Chat:
             if connection.live:
                 self._catch_ups.pop(connection, None)
         finally:
-            if connection.username == username:
+            if connection.username == username and not self._holds:
                 self._release_remote(username)
             connection.release()
 

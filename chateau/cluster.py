@@ -292,6 +292,7 @@ class RedisBackplane(Service):
                 host=self.address.host, port=self.address.port,
             )
             self.chat.metrics.cluster_connected.set(0)
+            self.chat.cluster_link_lost()
         for fence in list(self._fences.values()):
             if not fence.done.called:
                 fence.done.callback(dict(fence.replies))
@@ -319,12 +320,17 @@ class RedisBackplane(Service):
         for them meanwhile.
         """
         self._joined_at = self.reactor.seconds()
-        await self._refresh()
-        hello = {"t": "hello", "users": self.chat.registry.local_users()}
-        fences = self._new_fence(hello)
-        self.publish(hello)
-        await self._snapshot()
-        await self.chat.cluster_rejoined(await fences)
+        fences: dict[str, int] = {}
+        try:
+            await self._refresh()
+            hello = {"t": "hello", "users": self.chat.registry.local_users()}
+            answers = self._new_fence(hello)
+            self.publish(hello)
+            await self._snapshot()
+            fences = await answers
+        finally:
+            # Whatever happened, stop holding messages for users here.
+            await self.chat.cluster_rejoined(fences)
 
     # -- publishing ---------------------------------------------------------
 
