@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, AsyncIterator, Callable, Iterable, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.task import LoopingCall
@@ -402,17 +402,14 @@ class Chat:
         cursors = await self.store.delivery_cursors(username)
         ranges: list[Range] = []
         for origin, fence in sorted(fences.items()):
-            after = max(seen.get(origin, cursors.get(origin, cursors[None])), cursors.get(origin, 0))
+            after = max(seen.get(origin, 0), cursors.get(origin, cursors[None]))
             if fence > after:
                 ranges.append((origin, after, fence))
-        while ranges and self.registry.is_local(username):
-            page = await self.store.missed_in_ranges(username, ranges, CATCH_UP_PAGE)
+        async for page in self._missed_pages(username, ranges):
+            if not self.registry.is_local(username):
+                break
             for record in page:
                 self.deliver_here([username], self._missed_frame(record))
-            if len(page) < CATCH_UP_PAGE:
-                break
-            last = page[-1].id
-            ranges = [(o, max(a, last), u) for o, a, u in ranges if u is None or u > last]
         for origin, fence in fences.items():
             seen[origin] = max(seen.get(origin, 0), fence)
 
@@ -578,9 +575,8 @@ class Chat:
         pushed = progress.pushed
         assert pushed is not None
         single = self.node is None
-        while ranges and connection.live:
-            page = await self.store.missed_in_ranges(progress.username, ranges, CATCH_UP_PAGE)
-            if not page:
+        async for page in self._missed_pages(progress.username, ranges):
+            if not connection.live:
                 return
             for record in page:
                 connection.send_message(self._missed_frame(record))
@@ -593,6 +589,19 @@ class Chat:
                         pushed[origin] = max(pushed[origin], min(record.id, bound))
                     elif single or record.origin == origin:
                         pushed[origin] = max(pushed[origin], record.id)
+
+    async def _missed_pages(
+        self, username: str, ranges: list[Range]
+    ) -> AsyncIterator[list[MessageRecord]]:
+        """Pages of *username*'s messages in *ranges*, oldest first, until none are left.
+
+        Pages are ordered by id, so after one everything up to its last id has
+        been seen in every range: each range starts again from there.
+        """
+        while ranges:
+            page = await self.store.missed_in_ranges(username, ranges, CATCH_UP_PAGE)
+            if page:
+                yield page
             if len(page) < CATCH_UP_PAGE:
                 return
             last = page[-1].id

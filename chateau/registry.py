@@ -296,8 +296,18 @@ class Registry:
         went to; offline users are passed over.
         """
         count = 0
-        remote: dict[str, list[str]] | None = None
         online = self._online
+        if not self._remote:
+            # Alone (or nobody elsewhere): the fan-out loop of a single server.
+            for username in usernames:
+                peers = online.get(username)
+                if peers is not None:
+                    for peer in peers:
+                        if peer is not skip:
+                            peer.send_frame(frame)
+                            count += 1
+            return count
+        remote: dict[str, list[str]] | None = None
         for username in usernames:
             peers = online.get(username)
             if peers is not None:

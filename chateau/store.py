@@ -406,17 +406,6 @@ class Store:
     def user_exists(self, username: str) -> Deferred[bool]:
         return self._run(_user_exists_txn, username)
 
-    def set_delivered_until(
-        self, usernames: Iterable[str], message_id: int, origin: str | None | object = ANY_ORIGIN
-    ) -> Deferred[None]:
-        """Move the cursors of *usernames* forward (never back) to *message_id*.
-
-        *origin* is the cluster node whose messages the cursor counts; a server
-        running alone keeps one cursor for all (``ANY_ORIGIN``, the default),
-        as does ``None``, for messages without an origin.
-        """
-        return self._run(_set_delivered_until_txn, list(usernames), message_id, origin)
-
     def save_cursors(self, username: str, cursors: dict[Any, int]) -> Deferred[None]:
         """Move several of *username*'s per-origin cursors forward in one transaction.
 
@@ -596,19 +585,14 @@ def _user_exists_txn(connection: Connection, username: str) -> bool:
     return not _missing_users_txn(connection, [username])
 
 
-def _set_delivered_until_txn(
-    connection: Connection, usernames: list[str], message_id: int, origin: Any = ANY_ORIGIN
-) -> None:
-    if not usernames:
-        return
-    if origin is ANY_ORIGIN or origin is None:
+def _set_delivered_until_txn(connection: Connection, usernames: list[str], message_id: int) -> None:
+    """Move ``users.delivered_until`` forward (never back)."""
+    if usernames:
         connection.execute(
             update(users)
             .where(users.c.username.in_(usernames) & (users.c.delivered_until < message_id))
             .values(delivered_until=message_id)
         )
-        return
-    _upsert_cursors(connection, [(name, origin, message_id) for name in usernames])
 
 
 def _upsert_cursors(connection: Connection, rows: list[tuple[str, str, int]]) -> None:
@@ -640,7 +624,7 @@ def _save_cursors_txn(connection: Connection, rows: list[tuple[str, Any, int]]) 
         else:
             named.append((username, origin, value))
     for value, usernames in plain.items():
-        _set_delivered_until_txn(connection, usernames, value, None)
+        _set_delivered_until_txn(connection, usernames, value)
     if named:
         _upsert_cursors(connection, named)
 
