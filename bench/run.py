@@ -458,7 +458,7 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, int]]]] = {
     "S2": ("S2 direct messages (pairs bouncing one message)",
            [("msgs/s", "messages_per_s", 0), ("RTT p50 ms", "p50_ms", 2),
             ("RTT p99 ms", "p99_ms", 2), ("server µs/msg", "server_us_per_msg", 1),
-            ("÷ bare by CPU", "cpu_ratio", 2)]),
+            ("of it reactor thread", "reactor_us_per_msg", 1), ("÷ bare by CPU", "cpu_ratio", 2)]),
     "S3": ("S3 idle signed-in connections",
            [("bytes/conn", "bytes_per_connection", 0), ("RSS before MB", "rss_before_mb", 1),
             ("RSS after MB", "rss_after_mb", 1), ("connected", "connections", 0)]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from autobahn.websocket import USES_NVX
 from sqlalchemy.engine import make_url
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
@@ -20,6 +21,7 @@ from chateau.auth.ldap import Directory, LdapChecker
 from chateau.auth.local import Hasher, LocalChecker
 from chateau.chat import Chat
 from chateau.cluster import RedisBackplane, default_node_name
+from chateau.collector import YOUNG_THRESHOLD, tune_collector
 from chateau.config import Config
 from chateau.limits import SignInThrottle
 from chateau.metrics import Metrics
@@ -56,11 +58,16 @@ class Chateau(MultiService):
 
     _log = Logger()
 
-    def __init__(self, config: Config, reactor: Any, exit_on_failure: bool = False) -> None:
+    def __init__(
+        self, config: Config, reactor: Any, exit_on_failure: bool = False,
+        own_process: bool = False,
+    ) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
         self._exit_on_failure = exit_on_failure
+        # Whether process-wide settings (the garbage collector) are ours to set.
+        self._own_process = own_process
         self.engine = make_engine(config.database.url)
         db_pool = ThreadPool(
             minthreads=1,
@@ -145,6 +152,15 @@ class Chateau(MultiService):
             db=make_url(self.config.database.url).render_as_string(hide_password=True),
             methods=",".join(self.config.auth.methods),
         )
+        if USES_NVX:
+            self._log.info(
+                "Autobahn NVX acceleration is on: UTF-8 validation and unmasking run in native code"
+            )
+        else:
+            self._log.warn(
+                "Autobahn NVX acceleration is off: UTF-8 validation and unmasking run in pure "
+                "Python, several times slower; install autobahn with its native extension"
+            )
         self.ready = ensureDeferred(self._start())
         if self._exit_on_failure:
             self.ready.addErrback(self._start_failed)
@@ -167,6 +183,12 @@ class Chateau(MultiService):
             self._log.info(
                 "Chateau listening on {endpoint} ({address})",
                 endpoint=description, address=port.getHost(),
+            )
+        if self._own_process:
+            frozen = tune_collector()
+            self._log.info(
+                "garbage collector: {frozen} start-up objects frozen, young threshold {young}",
+                frozen=frozen, young=YOUNG_THRESHOLD,
             )
 
     def _start_failed(self, failure: Failure) -> None:

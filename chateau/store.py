@@ -250,6 +250,16 @@ def make_engine(url: str) -> Engine:
             # NORMAL in WAL mode: a committed transaction survives a crash of
             # the process; only a power cut can lose the newest commits.
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Copy the WAL back into the database every 10,000 pages (40 MB at
+            # the default page size) rather than every 1,000: the pages every
+            # commit rewrites (the newest leaf of each table and index) are
+            # then copied once per checkpoint instead of ten times, and the
+            # fsyncs that end a checkpoint come a tenth as often. It cut the
+            # message writer's CPU per message by a fifth to a quarter.
+            cursor.execute("PRAGMA wal_autocheckpoint=10000")
+            # After a checkpoint, a WAL that grew past 64 MB (a long reader
+            # held the checkpoint back) is cut back to that.
+            cursor.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 

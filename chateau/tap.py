@@ -71,4 +71,4 @@ def makeService(options: Options) -> Any:
 
     assert options.config is not None
     prepare_database(options.config.database.url)
-    return Chateau(options.config, reactor, exit_on_failure=True)
+    return Chateau(options.config, reactor, exit_on_failure=True, own_process=True)

@@ -66,3 +66,19 @@ def test_a_message_batch_gets_database_ids_in_batch_order_with_its_origin(databa
         assert {(row.origin, row.edited, row.deleted) for row in rows} == {("node-1", False, False)}
     finally:
         engine.dispose()
+
+
+def test_sqlite_connections_use_wal_with_a_long_checkpoint_interval(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'pragmas.sqlite3'}")
+    try:
+        with engine.connect() as connection:
+            def pragma(name: str) -> object:
+                return connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+            assert pragma("journal_mode") == "wal"
+            assert pragma("synchronous") == 1  # NORMAL
+            assert pragma("wal_autocheckpoint") == 10000
+            assert pragma("journal_size_limit") == 64 * 1024 * 1024
+            assert pragma("foreign_keys") == 1
+    finally:
+        engine.dispose()

@@ -48,6 +48,9 @@ def test_twistd_serves_and_keeps_accounts_and_groups_across_restart(tmp_path):
         output = server.output()
         assert "Server Shut Down." in output
         assert "a-pass" not in output and "b-pass" not in output
+        # What start-up says about the process it runs in.
+        assert "Autobahn NVX acceleration is on" in output
+        assert "start-up objects frozen, young threshold 10000" in output
     assert (tmp_path / "chateau.sqlite3").exists()
 
     with TwistdServer(tmp_path) as server:
