@@ -12,7 +12,6 @@ and the bytes a connection may have waiting when its client stops reading.
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from fnmatch import fnmatchcase
 from typing import Any
@@ -41,6 +40,7 @@ from chateau.errors import (
     UNAVAILABLE,
     ChateauError,
 )
+from chateau.frames import DirectTextFrames, text_frame
 from chateau.limits import TokenBucket
 from chateau.messages import Request
 
@@ -49,20 +49,6 @@ from chateau.messages import Request
 MAX_BACKLOG = 256
 # Message sends of one connection that may wait for their commit together.
 MAX_PIPELINE = 64
-
-# Header of an unmasked, unfragmented text frame (FIN, opcode 1), by payload size.
-_TEXT_FIN = 0x81
-
-
-def text_frame(payload: bytes) -> bytes:
-    """The wire bytes of one unmasked text frame, as Autobahn's server would frame it."""
-    size = len(payload)
-    if size <= 125:
-        return bytes((_TEXT_FIN, size)) + payload
-    if size <= 0xFFFF:
-        return struct.pack("!BBH", _TEXT_FIN, 126, size) + payload
-    return struct.pack("!BBQ", _TEXT_FIN, 127, size) + payload
-
 
 # WebSocket close codes.
 GOING_AWAY = 1001
@@ -103,7 +89,7 @@ class SendBufferGuard:
         return self.queued <= self.limit
 
 
-class ChateauServerProtocol(WebSocketServerProtocol):
+class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
     """One client connection. Autobahn owns ``self.log``; ours is ``_log``."""
 
     _log = Logger()
@@ -162,6 +148,7 @@ class ChateauServerProtocol(WebSocketServerProtocol):
             and not self.logOctets
             and not self.trackedTimings
         )
+        self._direct_read = self.direct_reads_possible()
         # twisted.web's HTTP channel was the transport's producer until
         # Autobahn took the transport over; the guard replaces it.
         try:
@@ -256,12 +243,14 @@ class ChateauServerProtocol(WebSocketServerProtocol):
     # -- sending ------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """Hand the bytes to Autobahn's parser without its per-read debug log.
+        """Read whole text frames directly; hand the rest to Autobahn's parser.
 
-        Autobahn's Twisted adapter builds the arguments of a ``log.debug``
-        (highlighted with ``click`` when it is importable) on every read, even
-        with debug logging off; that cost several microseconds per read.
-        Everything else it does is ``_dataReceived``.
+        Complete, unfragmented, masked text frames at the front of the read
+        go straight to :meth:`onMessage` (see :mod:`chateau.frames`); what is
+        left, if anything, goes to Autobahn's parser, without the per-read
+        ``log.debug`` of its Twisted adapter, which builds its arguments
+        (highlighted with ``click`` when it is importable) even with debug
+        logging off. Everything else the adapter does is ``_dataReceived``.
 
         Once this side has failed the connection (an oversized or malformed
         frame, answered with a close frame), what follows in the stream
@@ -271,7 +260,9 @@ class ChateauServerProtocol(WebSocketServerProtocol):
         """
         if self.failedByMe and self.state == self.STATE_CLOSING:
             return
-        self._dataReceived(data)
+        data = self.read_text_frames(data)
+        if data and not (self.failedByMe and self.state == self.STATE_CLOSING):
+            self._dataReceived(data)
 
     def _write(self, wire: bytes) -> bool:
         """Write one complete frame straight to the transport, if Autobahn would.

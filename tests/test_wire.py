@@ -10,7 +10,8 @@ import pytest
 from autobahn.websocket.protocol import PreparedMessage, TrafficStats
 from twisted.internet.testing import StringTransport
 
-from chateau.protocol import ChateauServerProtocol, text_frame
+from chateau.frames import text_frame
+from chateau.protocol import ChateauServerProtocol
 from chateau.threads import run_in_background_priority
 
 
