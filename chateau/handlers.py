@@ -183,7 +183,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
             raise ChateauError(FORBIDDEN, f"you are not in the random chat {target!r}")
         chat.check_reachable(pair.members)
         stored = await chat.record_message(target, sender, request.content)
-        chat.metrics.messages.labels("random").inc()
+        chat.metrics.messages_of["random"].inc()
         chat.deliver(
             pair.members,
             messages.group_message_recv(
@@ -201,7 +201,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
             raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
         chat.check_reachable(group.members)
         stored = await chat.record_message(target, sender, request.content)
-        chat.metrics.messages.labels("group").inc()
+        chat.metrics.messages_of["group"].inc()
         first, group.started = not group.started, True
         if first:
             chat.announce({"t": "group_started", "chatname": target})
@@ -227,7 +227,7 @@ async def send_message(chat: Chat, conn: Connection, request: GroupMessageReques
     stored = await chat.record_message(
         direct_chat(sender, target), sender, request.content, recipient=target
     )
-    chat.metrics.messages.labels("direct").inc()
+    chat.metrics.messages_of["direct"].inc()
     chat.deliver(
         [target],
         messages.message_recv(
@@ -254,7 +254,7 @@ async def random_message(chat: Chat, conn: Connection, request: RandomMessageReq
     partner = pair.other(sender)
     chat.announce({"t": "pair", "chatname": pair.chatname, "members": list(pair.members)})
     stored = await chat.record_message(pair.chatname, sender, request.content)
-    chat.metrics.messages.labels("random").inc()
+    chat.metrics.messages_of["random"].inc()
     chat.deliver(
         [partner],
         messages.message_recv(

@@ -37,6 +37,10 @@ class Metrics:
             "chateau_messages", "Chat messages accepted, by kind.", ["kind"],
             registry=self.registry,
         )
+        # One child per kind, looked up once: labels() costs more than inc().
+        self.messages_of = {
+            kind: self.messages.labels(kind) for kind in ("direct", "group", "random")
+        }
         self.errors = Counter(
             "chateau_errors", "ErrorResponses sent, by status.", ["status"],
             registry=self.registry,
