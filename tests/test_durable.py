@@ -380,3 +380,37 @@ async def test_ephemeral_mode_stores_nothing_and_says_so(server_factory, config_
     assert (await send(alice, "team", "to nobody online"))["id"] > second["id"]
     bob = await running.client("bob")
     await bob.nothing()
+
+
+@inline
+async def test_sqlite_wal_checkpoints_run_on_the_store_pool_not_the_writer(server, monkeypatch):
+    import threading
+
+    from chateau import store as store_module
+
+    writer = server.service.store.writer
+    if server.service.engine.dialect.name != "sqlite":
+        assert writer._checkpoint is None  # only SQLite has a WAL to copy back
+        return
+    seen = []
+    real = store_module._checkpoint_txn
+
+    def spy(connection):
+        result = real(connection)
+        seen.append((threading.current_thread().name, result))
+        return result
+
+    monkeypatch.setattr(store_module, "_checkpoint_txn", spy)
+    monkeypatch.setattr(writer, "_checkpoint_every", 5)
+    alice = await server.client("alice")
+    await server.client("bob")
+    for n in range(12):
+        await send(alice, "bob", f"m{n}")
+    for _ in range(100):
+        if len(seen) >= 2:
+            break
+        await sleep(0.05)
+    assert len(seen) == 2
+    for thread, (busy, pages, copied) in seen:
+        assert thread.startswith("PoolThread-chateau-db-") and "writer" not in thread
+        assert busy == 0 and pages > 0 and copied == pages
