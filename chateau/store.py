@@ -362,9 +362,9 @@ class MessageWriter:
         )
 
         def committed(stored: list[StoredMessage]) -> None:
-            self._committed(len(stored))
             for (_, done), result in zip(batch, stored):
                 done.callback(result)
+            self._committed(len(stored))
 
         def failed(failure: Any) -> None:
             for _, done in batch:
