@@ -297,16 +297,8 @@ class Registry:
         """
         count = 0
         online = self._online
-        if not self._remote:
-            # Alone (or nobody elsewhere): the fan-out loop of a single server.
-            for username in usernames:
-                peers = online.get(username)
-                if peers is not None:
-                    for peer in peers:
-                        if peer is not skip:
-                            peer.send_frame(frame)
-                            count += 1
-            return count
+        # Alone (or nobody elsewhere) the loop skips the lookup of other nodes.
+        elsewhere = self._remote
         remote: dict[str, list[str]] | None = None
         for username in usernames:
             peers = online.get(username)
@@ -315,7 +307,9 @@ class Registry:
                     if peer is not skip:
                         peer.send_frame(frame)
                         count += 1
-            nodes = self._remote.get(username)
+            if not elsewhere:
+                continue
+            nodes = elsewhere.get(username)
             if nodes:
                 if remote is None:
                     remote = {}

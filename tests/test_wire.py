@@ -53,7 +53,7 @@ def test_direct_write_declines_whenever_autobahn_would_do_more() -> None:
     assert transport.value() == b""
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policy")
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is a Linux scheduling policy; other systems have none")
 def test_idle_priority_applies_to_the_calling_thread_only() -> None:
     seen: list[bool] = []
 
