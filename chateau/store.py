@@ -33,6 +33,7 @@ from sqlalchemy import (
     func,
     or_,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -110,8 +111,21 @@ messages = Table(
     # The cluster node that committed it (and routed it live); NULL on a
     # server running alone. Offline delivery keeps one cursor per origin.
     Column("origin", String(64), nullable=True),
+    # History and offline delivery both read a chat's messages in id order.
+    # There is deliberately no index on recipient: every message would then
+    # rewrite a second index page at each commit (see direct_chats).
     Index("ix_messages_chat_id", "chat", "id"),
-    Index("ix_messages_recipient_id", "recipient", "id"),
+)
+
+# The direct chats each user takes part in, one row per user and chat,
+# written with a chat's first message. Offline delivery finds a user's
+# direct messages through these and ix_messages_chat_id, as it finds their
+# group messages through group_members.
+direct_chats = Table(
+    "direct_chats",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("chat", String(160), primary_key=True),
 )
 
 # Session keys are stored only as their SHA-256: a stolen table resumes nobody.
@@ -291,6 +305,11 @@ def in_transaction(engine: Engine, txn: Callable[..., T], *args: Any) -> T:
 # pages at which the writer's connection would checkpoint by itself.
 CHECKPOINT_EVERY = 2000
 
+# How many direct chats the message writer remembers as recorded in
+# direct_chats (some 10 MB); past that it forgets them all, and each chat's
+# next message writes its (already present, so ignored) rows once more.
+RECORDED_CHATS_KEPT = 100_000
+
 
 class MessageWriter:
     """Commits chat messages in batches on one thread: group commit.
@@ -323,6 +342,10 @@ class MessageWriter:
         self._checkpoint_every = checkpoint_every
         self._since_checkpoint = 0
         self._checkpointing = False
+        # Direct chats whose direct_chats rows are committed: only a chat's
+        # first message (since start-up, or since the set was last emptied)
+        # writes them. Touched on the reactor thread only.
+        self._recorded_chats: set[str] = set()
 
     def drain(self) -> Deferred[None]:
         """Fires once every queued message is committed (or has failed)."""
@@ -356,12 +379,20 @@ class MessageWriter:
         batch = self._queue[: self._max_batch]
         del self._queue[: self._max_batch]
         self._writing = True
+        recorded = self._recorded_chats
+        new_chats = {
+            item[0] for item, _ in batch if item[3] is not None and item[0] not in recorded
+        }
         work = deferToThreadPool(
             self._reactor, self._pool, in_transaction, self._engine, _add_messages_txn,
-            [item for item, _ in batch], self._origin,
+            [item for item, _ in batch], self._origin, new_chats,
         )
 
         def committed(stored: list[StoredMessage]) -> None:
+            if new_chats:
+                if len(recorded) + len(new_chats) > RECORDED_CHATS_KEPT:
+                    recorded.clear()
+                recorded.update(new_chats)
             for (_, done), result in zip(batch, stored):
                 done.callback(result)
             self._committed(len(stored))
@@ -802,12 +833,16 @@ def _remove_group_member_txn(connection: Connection, chatname: str, username: st
 
 def _add_messages_txn(
     connection: Connection, batch: list[tuple[str, str, str, str | None]],
-    origin: str | None = None,
+    origin: str | None = None, new_chats: set[str] | None = None,
 ) -> list[StoredMessage]:
     """Insert a batch in one transaction; ids come back in the batch's order.
 
     PostgreSQL takes the batch as one statement; on SQLite the rows go
     through the driver's cursor (see :func:`_insert_messages_sqlite`).
+    The sender and recipient of a direct message in one of *new_chats*
+    (every direct chat of the batch when None) are recorded in
+    direct_chats, in the same transaction, so offline delivery finds the
+    message exactly when it is committed.
     """
     created = now_millis()
     timestamp = iso_timestamp(created)
@@ -821,7 +856,27 @@ def _add_messages_txn(
     else:
         statement = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
         ids = connection.execute(statement, rows).scalars().all()
+    members = {
+        (name, chat)
+        for chat, sender, _, recipient in batch
+        if recipient is not None and (new_chats is None or chat in new_chats)
+        for name in (sender, recipient)
+    }
+    if members:
+        _record_direct_chats(connection, sorted(members))
     return [StoredMessage(int(message_id), timestamp) for message_id in ids]
+
+
+def _record_direct_chats(connection: Connection, members: list[tuple[str, str]]) -> None:
+    """Add ``(username, chat)`` rows to direct_chats; those already there stay as they are."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    connection.execute(
+        dialect_insert(direct_chats).on_conflict_do_nothing(),
+        [{"username": name, "chat": chat} for name, chat in members],
+    )
 
 
 # The hot INSERT on SQLite, compiled once from the table (named parameters).
@@ -890,7 +945,11 @@ def _missed_in_ranges_txn(
 ) -> list[MessageRecord]:
     if not ranges:
         return []
-    my_groups = select(group_members.c.chatname).where(group_members.c.username == username)
+    # The user's groups and direct chats; each is read through ix_messages_chat_id.
+    my_chats = union_all(
+        select(group_members.c.chatname).where(group_members.c.username == username),
+        select(direct_chats.c.chat).where(direct_chats.c.username == username),
+    )
     wanted = or_(*[
         _origin_filter(origin) & (messages.c.id > after)
         & (true() if upto is None else messages.c.id <= upto)
@@ -899,13 +958,14 @@ def _missed_in_ranges_txn(
     query = (
         select(messages)
         .where(
-            wanted
+            # The lowest bound on its own lets each chat's part of the index
+            # be read from there, whatever the ranges' origins.
+            (messages.c.id > min(after for _, after, _ in ranges))
+            & wanted
             & (messages.c.sender != username)
             & ~messages.c.deleted
-            & or_(
-                messages.c.recipient == username,
-                messages.c.recipient.is_(None) & messages.c.chat.in_(my_groups),
-            )
+            & messages.c.chat.in_(my_chats)
+            & (messages.c.recipient.is_(None) | (messages.c.recipient == username))
         )
         .order_by(messages.c.id)
         .limit(limit)

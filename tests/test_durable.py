@@ -414,3 +414,44 @@ async def test_sqlite_wal_checkpoints_run_on_the_store_pool_not_the_writer(serve
     for thread, (busy, pages, copied) in seen:
         assert thread.startswith("PoolThread-chateau-db-") and "writer" not in thread
         assert busy == 0 and pages > 0 and copied == pages
+
+
+@inline
+async def test_a_direct_chat_is_recorded_with_its_first_committed_message_only(server):
+    """Offline delivery finds direct messages through direct_chats: the rows
+    must be there from a chat's first message on, written once, and never
+    taken for written when their batch failed."""
+    from sqlalchemy import delete, select
+
+    from chateau.store import direct_chats
+
+    store = server.service.store
+    writer = store.writer
+
+    def rows(connection):
+        return sorted(tuple(row) for row in connection.execute(select(direct_chats)))
+
+    def forget(connection):
+        connection.execute(delete(direct_chats))
+
+    await writer.add("@ann:ben", "ann", "first", "ben")
+    assert await store._run(rows) == [("ann", "@ann:ben"), ("ben", "@ann:ben")]
+    # Known now: the chat's next messages write no rows (these were removed).
+    await store._run(forget)
+    await writer.add("@ann:ben", "ben", "second", "ann")
+    await writer.add("@ann:ben", "ann", "third", "ben")
+    assert await store._run(rows) == []
+    # A batch that fails (here a NULL chat name) records none of its chats...
+    failing = [writer.add("@cat:dan", "cat", "lost", "dan"), writer.add(None, "cat", "bad", "dan")]
+    for done in failing:
+        try:
+            await done
+        except Exception:
+            pass
+        else:
+            raise AssertionError("the batch should have failed")
+    assert await store._run(rows) == []
+    # ...so the chat's next committed message does; group messages add none.
+    await writer.add("@cat:dan", "dan", "again", "cat")
+    await writer.add("team", "dan", "to the group", None)
+    assert await store._run(rows) == [("cat", "@cat:dan"), ("dan", "@cat:dan")]

@@ -82,3 +82,74 @@ def test_sqlite_connections_use_wal_with_a_long_checkpoint_interval(tmp_path):
             assert pragma("foreign_keys") == 1
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0003_records_the_direct_chats_of_stored_messages(database_url):
+    """Offline delivery reads direct messages through direct_chats, so the
+    upgrade that adds it must fill it in from the messages already there."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from chateau.store import _missed_in_ranges_txn, direct_chats
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(schema._alembic_config(connection), "0002")
+            connection.execute(
+                text(
+                    "INSERT INTO messages (chat, recipient, sender, content, created_at, "
+                    "edited, deleted) VALUES "
+                    "('@ann:ben', 'ben', 'ann', 'hi ben', 1, false, false), "
+                    "('@ann:ben', 'ann', 'ben', 'hi ann', 2, false, false), "
+                    "('@ben:cat', 'ben', 'cat', 'from cat', 3, false, false), "
+                    "('team', NULL, 'ann', 'to the team', 4, false, false)"
+                )
+            )
+        with engine.begin() as connection:
+            schema.upgrade(connection)
+            assert schema.current_revision(connection) == schema.head_revision()
+            recorded = sorted(tuple(row) for row in connection.execute(select(direct_chats)))
+            indexes = {index["name"] for index in inspect(connection).get_indexes("messages")}
+            missed = _missed_in_ranges_txn(connection, "ben", [(None, 0, None)], 10)
+        assert recorded == [
+            ("ann", "@ann:ben"), ("ben", "@ann:ben"), ("ben", "@ben:cat"), ("cat", "@ben:cat"),
+        ]
+        assert "ix_messages_recipient_id" not in indexes
+        assert [(m.sender, m.content) for m in missed] == [("ann", "hi ben"), ("cat", "from cat")]
+    finally:
+        engine.dispose()
+
+
+def test_offline_delivery_reads_each_chat_through_its_index_on_sqlite(tmp_path):
+    """A user back after a long absence costs their own chats, not every
+    message since: the query seeks ix_messages_chat_id, alone and in a
+    cluster (several origin ranges)."""
+    from sqlalchemy.dialects import sqlite
+
+    from chateau.store import _missed_in_ranges_txn
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.sqlite3'}")
+    plans = []
+
+    class Explaining:
+        def __init__(self, connection):
+            self.connection = connection
+
+        def execute(self, query):
+            sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+            plans.append([row[3] for row in self.connection.execute(text("EXPLAIN QUERY PLAN " + sql))])
+            return []
+
+    try:
+        with engine.begin() as connection:
+            schema.prepare(connection)
+            batch = [(f"@u{n % 50}:v{n % 50}", f"v{n % 50}", "x", f"u{n % 50}") for n in range(2000)]
+            _add_messages_txn(connection, batch)
+            for ranges in ([(None, 5, None)], [(None, 5, None), ("node-1", 3, 9)]):
+                _missed_in_ranges_txn(Explaining(connection), "u1", ranges, 100)
+    finally:
+        engine.dispose()
+    for plan in plans:
+        scans = [step for step in plan if "messages" in step and "direct_chats" not in step]
+        assert scans == ["SEARCH messages USING INDEX ix_messages_chat_id (chat=? AND id>?)"], plan
