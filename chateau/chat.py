@@ -23,7 +23,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Protocol
 
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -164,11 +164,22 @@ class Chat:
 
     # -- dispatch -----------------------------------------------------------
 
-    async def dispatch(self, connection: Connection, request: Request) -> dict[str, Any] | None:
-        """Run *request*'s handler; its direct response, or None for no reply."""
+    def dispatch(self, connection: Connection, request: Request) -> Deferred[dict[str, Any] | None]:
+        """Run *request*'s handler; its direct response, or None for no reply.
+
+        A refusal, raised at once or later, comes out as the Deferred's failure.
+        """
         if request.needs_user and connection.username is None:
-            raise ChateauError(NOT_AUTHENTICATED, "not signed in: send a RegisterRequest first")
-        return await HANDLERS[type(request)](self, connection, request)
+            return fail(
+                ChateauError(NOT_AUTHENTICATED, "not signed in: send a RegisterRequest first")
+            )
+        try:
+            result = HANDLERS[type(request)](self, connection, request)
+        except Exception:
+            return fail()
+        if isinstance(result, Deferred):
+            return result
+        return Deferred.fromCoroutine(result)
 
     def pipelines(self, connection: Connection, request: Request) -> bool:
         """Whether *request* may start while the connection's earlier sends commit.

@@ -23,7 +23,6 @@ from autobahn.twisted.websocket import (
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -366,7 +365,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
                 return
             self._backlog.pop(0)
             slot = self._open_slot()
-            done = ensureDeferred(chat.dispatch(self, item))
+            done = chat.dispatch(self, item)
             done.addCallbacks(
                 self._reply, self._fail, callbackArgs=(item, slot), errbackArgs=(item, slot)
             )
