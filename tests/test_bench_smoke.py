@@ -114,3 +114,18 @@ def test_every_server_was_stopped(smoke_run: dict) -> None:
         except psutil.NoSuchProcess:
             alive = False
         assert not alive, started
+
+
+def test_the_writer_loop_runs_and_reports_per_message() -> None:
+    """``python -m bench.writer`` at tiny sizes: it runs the store's own
+    transaction and says what it measured (the figure itself means nothing)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.writer", "--size", "100", "--batch", "10", "--chats", "5",
+         "--messages", "200", "--warm-up", "50", "--rounds", "2", "--core", "-1"],
+        cwd=ROOT, env=checkout_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    line = completed.stdout.strip()
+    assert line.startswith("writer, 100 B messages in batches of 10 over 5 direct chats: "), line
+    figures = line.split(": ", 1)[1].removesuffix(" us of thread CPU per message").split(", ")
+    assert len(figures) == 2 and all(float(figure) > 0 for figure in figures), line
