@@ -51,6 +51,7 @@ from chateau.store import StoredMessage, direct_chat, hash_session_key
 
 if TYPE_CHECKING:
     from chateau.chat import Chat, Connection
+    from chateau.registry import Group
 
 Reply = dict[str, Any] | None
 
@@ -179,9 +180,10 @@ def send_message(chat: Chat, conn: Connection, request: GroupMessageRequest) -> 
 
     Not a coroutine: a send's one wait is usually its commit, and the rest
     runs as that Deferred's callback. Resuming a coroutine from the message
-    writer, once per message, was a tenth of what persistence costs the
-    reactor thread. Only a direct message to someone offline awaits the
-    database first (:func:`_send_to_offline`).
+    writer instead, once per message, is Twisted's inline-callbacks machinery
+    on the reactor thread every time (bench/RESULTS.md, change 12). Only a
+    direct message to someone offline awaits the database first
+    (:func:`_send_to_offline`).
     """
     sender = conn.username
     assert sender is not None
@@ -208,24 +210,22 @@ def send_message(chat: Chat, conn: Connection, request: GroupMessageRequest) -> 
         )
 
     if not registry.is_online(target):
-        return Deferred.fromCoroutine(_send_to_offline(chat, conn, request, target))
-    return _send_direct(chat, conn, request, target)
+        return Deferred.fromCoroutine(_send_to_offline(chat, conn, sender, request, target))
+    return _send_direct(chat, conn, sender, request, target)
 
 
 async def _send_to_offline(
-    chat: Chat, conn: Connection, request: GroupMessageRequest, target: str
+    chat: Chat, conn: Connection, sender: str, request: GroupMessageRequest, target: str
 ) -> Reply:
     """A direct message to a user not online here: only an account can get one."""
     if not await chat.store.user_exists(target):
         raise ChateauError(NOT_FOUND, f"no such user or group: {request.recipient!r}")
-    return await _send_direct(chat, conn, request, target)
+    return await _send_direct(chat, conn, sender, request, target)
 
 
 def _send_direct(
-    chat: Chat, conn: Connection, request: GroupMessageRequest, target: str
+    chat: Chat, conn: Connection, sender: str, request: GroupMessageRequest, target: str
 ) -> Deferred[Reply]:
-    sender = conn.username
-    assert sender is not None
     chat.check_reachable([sender, target])
     if not chat.stores_messages and not chat.registry.is_online(target):
         raise ChateauError(
@@ -256,7 +256,7 @@ def _route_direct(
 
 def _route_to_chat(
     stored: StoredMessage, chat: Chat, conn: Connection, sender: str,
-    request: GroupMessageRequest, target: str, members: Iterable[str], group: Any,
+    request: GroupMessageRequest, target: str, members: Iterable[str], group: Group | None,
 ) -> Reply:
     """Route a committed message to a random chat's pair, or to a group (*group* set)."""
     if group is None:
