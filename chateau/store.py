@@ -695,13 +695,18 @@ def _set_delivered_until_txn(connection: Connection, usernames: list[str], messa
         )
 
 
-def _upsert_cursors(connection: Connection, rows: list[tuple[str, str, int]]) -> None:
-    """Insert or raise per-origin cursors; a cursor never moves back."""
+def _upsert(connection: Connection, table: Table) -> Any:
+    """An INSERT on *table* with the connection's ``ON CONFLICT`` clauses (PostgreSQL, SQLite)."""
     if connection.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(delivery_cursors)
+    return dialect_insert(table)
+
+
+def _upsert_cursors(connection: Connection, rows: list[tuple[str, str, int]]) -> None:
+    """Insert or raise per-origin cursors; a cursor never moves back."""
+    statement = _upsert(connection, delivery_cursors)
     statement = statement.on_conflict_do_update(
         index_elements=[delivery_cursors.c.username, delivery_cursors.c.origin],
         set_={"delivered_until": statement.excluded.delivered_until},
@@ -869,12 +874,8 @@ def _add_messages_txn(
 
 def _record_direct_chats(connection: Connection, members: list[tuple[str, str]]) -> None:
     """Add ``(username, chat)`` rows to direct_chats; those already there stay as they are."""
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
     connection.execute(
-        dialect_insert(direct_chats).on_conflict_do_nothing(),
+        _upsert(connection, direct_chats).on_conflict_do_nothing(),
         [{"username": name, "chat": chat} for name, chat in members],
     )
 
