@@ -204,6 +204,7 @@ class AuthConfig:
     bcrypt_cost: int = 12
     bcrypt_threads: int = 2
     max_pending_signins: int = 64
+    signin_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,7 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("auth", "bcrypt_cost"): _bcrypt_cost,
     ("auth", "bcrypt_threads"): _positive_int,
     ("auth", "max_pending_signins"): _positive_int,
+    ("auth", "signin_timeout"): _positive_float,
     ("chat", "max_content_length"): _positive_int,
     ("chat", "max_group_members"): _positive_int,
     ("chat", "session_lifetime_days"): _positive_float,

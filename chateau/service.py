@@ -111,7 +111,9 @@ class Chateau(MultiService):
                 timeout=config.ldap.timeout,
             )
         if LOCAL in config.auth.methods:
-            hasher = Hasher(reactor, hash_pool, config.auth.bcrypt_cost)
+            hasher = Hasher(
+                reactor, hash_pool, config.auth.bcrypt_cost, config.auth.signin_timeout
+            )
             checkers[LOCAL] = LocalChecker(
                 self.store, hasher, config.auth.registration == "open", reserved=reserved
             )

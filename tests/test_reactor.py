@@ -64,6 +64,47 @@ async def test_sign_ins_beyond_the_bound_are_refused_quickly(server_factory, con
 
 
 @inline
+async def test_a_password_not_checked_in_time_is_answered_busy_and_never_hashed(
+    server_factory, config_factory, monkeypatch
+):
+    running = await server_factory(config_factory(
+        auth={"bcrypt_threads": "1", "signin_timeout": "0.5"}))
+    hashed: list[bytes] = []
+    real_hashpw = bcrypt.hashpw
+
+    def hashpw(password, salt):
+        hashed.append(password)
+        return real_hashpw(password, salt)
+
+    monkeypatch.setattr(bcrypt, "hashpw", hashpw)
+    # The only hashing thread is taken (as by a machine too busy to run it).
+    pool = next(pool for pool in running.service.pools if pool.name == "chateau-bcrypt")
+    release = threading.Event()
+    pool.callInThread(release.wait, 10)
+    try:
+        client = await running.client()
+        started = time.monotonic()
+        reply = await client.request({"type": "RegisterRequest", "username": "late",
+                                      "password": "late-pw"})
+        waited = time.monotonic() - started
+        assert reply["type"] == "ErrorResponse" and reply["status"] == 503, reply
+        assert "could not be checked within 0.5 seconds" in reply["detail"], reply
+        assert 0.4 < waited < 3, waited
+        assert running.service.authenticator.pending == 0
+    finally:
+        release.set()
+    # The queued job was dropped when its thread came free: no hash, no account.
+    await sleep(0.3)
+    assert hashed == []
+    assert await running.service.store.get_user("late") is None
+    # The same connection can sign in now that the thread is free again.
+    reply = await client.request({"type": "RegisterRequest", "username": "late",
+                                  "password": "late-pw"})
+    assert reply["type"] == "RegisterResponse", reply
+    assert hashed == [b"late-pw"]
+
+
+@inline
 async def test_no_sql_or_bcrypt_on_the_reactor_thread(server, monkeypatch):
     reactor_thread = threading.current_thread()
     sql_threads: list[threading.Thread] = []

@@ -6,7 +6,8 @@ bcrypt at cost 12 takes about a quarter of a second; it runs on the hasher's
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, TypeVar
 
 import bcrypt
 from twisted.cred.checkers import ICredentialsChecker
@@ -18,6 +19,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from chateau.auth import LOCAL, Identity, LoginFailed
+from chateau.errors import UNAVAILABLE, ChateauError
 from chateau.names import USERNAME_RULE, check_username
 from chateau.store import Store
 from chateau.threads import run_in_background_priority
@@ -27,25 +29,64 @@ from chateau.threads import run_in_background_priority
 MAX_PASSWORD_BYTES = 72
 
 
-class Hasher:
-    """bcrypt hashing and checking on a dedicated thread pool."""
+T = TypeVar("T")
 
-    def __init__(self, reactor: Any, pool: ThreadPool, cost: int) -> None:
+
+class Hasher:
+    """bcrypt hashing and checking on a dedicated thread pool, within a deadline.
+
+    The hashing threads run only on CPU time nothing else wants (see
+    :func:`run_in_background_priority`), so that a sign-in storm cannot slow
+    the chat down. The price is that a machine kept busy by other work can
+    starve them: each password is therefore hashed or checked within
+    *deadline* seconds of being asked, or the sign-in is answered "busy".
+    A job that has not started by then never starts.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, pool: ThreadPool, cost: int, deadline: float) -> None:
         self._reactor = reactor
         self._pool = pool
         self._cost = cost
+        self._deadline = deadline
         # Checked against when an account does not exist, so that a missing
         # account takes as long as a wrong password.
         self._dummy = bcrypt.hashpw(b"chateau", bcrypt.gensalt(4)).decode()
 
     def hash(self, password: str) -> Deferred[str]:
-        return deferToThreadPool(self._reactor, self._pool, self._hash, password.encode())
+        return self._in_thread(self._hash, password.encode())
 
     def check(self, password: str, hashed: str | None) -> Deferred[bool]:
-        return deferToThreadPool(
-            self._reactor, self._pool, self._check, password.encode(),
-            (hashed or self._dummy).encode(), hashed is not None,
+        return self._in_thread(
+            self._check, password.encode(), (hashed or self._dummy).encode(), hashed is not None
         )
+
+    def _in_thread(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        given_up = threading.Event()
+
+        def job() -> T:
+            if given_up.is_set():
+                raise _GivenUp()
+            return work(*args)
+
+        result = deferToThreadPool(self._reactor, self._pool, job)
+
+        def timed_out(_failure: Any, timeout: float) -> None:
+            given_up.set()
+            self._log.warn(
+                "a password was not checked within {timeout} s (the hashing threads are "
+                "starved or overloaded); the sign-in was answered busy",
+                timeout=timeout,
+            )
+            raise ChateauError(
+                UNAVAILABLE,
+                f"server busy: the password could not be checked within {timeout:g} seconds; "
+                "retry shortly",
+            )
+
+        result.addTimeout(self._deadline, self._reactor, onTimeoutCancel=timed_out)
+        return result
 
     def _hash(self, password: bytes) -> str:
         run_in_background_priority(idle=True)
@@ -56,6 +97,10 @@ class Hasher:
         run_in_background_priority(idle=True)
         # checkpw compares in constant time; a dummy hash never signs anyone in.
         return bcrypt.checkpw(password, hashed) and real
+
+
+class _GivenUp(Exception):
+    """A hashing job reached a thread after its sign-in was answered."""
 
 
 @implementer(ICredentialsChecker)
