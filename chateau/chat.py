@@ -115,8 +115,8 @@ class Chat:
         # Autobahn prepared message on the wire); set by the factory.
         self.prepare = prepare
         self.last_routed_id = 0
-        # delivered_until of users who left recently, until the store has it.
-        self._cursors: dict[str, int] = {}
+        # Per-origin cursors of users who left recently, until the store has them.
+        self._cursors: dict[str, dict[Any, int]] = {}
         # Connections whose missed messages are being pushed, with how far
         # each has got; and users one of whose catch-ups was cut short while
         # another connection stayed (their cursor must not move on).
@@ -535,8 +535,12 @@ class Chat:
             notice = messages.group_init_notice(group.chatname, group.creator, sorted(group.members))
             notice["offline"] = True
             connection.send_message(notice)
+        # A cursor saved as the user left may land while the stored ones are
+        # read: the read can miss it and the save's end clears it from
+        # memory, so what memory holds now counts too, not only afterwards.
+        unsaved = dict(self._cursors.get(username, {}))
         cursors = await self.store.delivery_cursors(username)
-        for origin, value in self._cursors.pop(username, {}).items():
+        for origin, value in [*unsaved.items(), *self._cursors.pop(username, {}).items()]:
             key = None if origin is ANY_ORIGIN else origin
             cursors[key] = max(cursors.get(key, cursors[None]), value)
         ranges = await self._missed_ranges(cursors, upto, fences)

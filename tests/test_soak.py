@@ -318,3 +318,54 @@ async def test_a_catch_up_cut_by_the_closing_handshake_loses_nothing(
     while (frame := await second.recv()).get("msg_id") != "end":
         got.append(frame)
     assert [f.get("content") for f in got] == ["m0", "m1", "m2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cursor_saved_while_the_next_sign_on_reads_pushes_nothing_twice(
+    server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user who leaves and comes straight back is not pushed what they already had.
+
+    The departing connection's cursor is still being saved when the next sign-on
+    reads the stored ones: the read sees the old value, and the save (which ends the
+    server's own memory of the new value) lands before the read returns.
+    """
+    chat = server.service.chat
+    store = chat.store
+    bob = await server.client("bob")
+    first = await server.client("carol")
+    ack = await bob.request({"type": "MessageRequest", "recipient": "carol", "content": "live"})
+    assert ack["type"] == "MessageSendResponse", ack
+    assert (await first.recv())["content"] == "live"
+
+    released: defer.Deferred[None] = defer.Deferred()
+    saves: list[defer.Deferred[None]] = []
+    save_cursors, delivery_cursors = store.save_cursors, store.delivery_cursors
+
+    def held_save(username: str, cursors: dict[Any, int]) -> defer.Deferred[None]:
+        saved: defer.Deferred[None] = defer.Deferred()
+        released.addCallback(lambda _: save_cursors(username, cursors).chainDeferred(saved))
+        saves.append(saved)
+        return saved
+
+    async def read_then_let_the_save_land(username: str) -> dict[Any, int]:
+        stale = await delivery_cursors(username)
+        released.callback(None)
+        for saved in saves:
+            await saved
+        return stale
+
+    monkeypatch.setattr(store, "save_cursors", held_save)
+    monkeypatch.setattr(store, "delivery_cursors",
+                        lambda username: defer.ensureDeferred(read_then_let_the_save_land(username)))
+    await first.close()
+    while chat.registry.is_online("carol"):
+        await sleep(0.01)
+    assert saves, "the departing connection's cursor was not saved"
+    second = await server.client("carol")
+    second.send({"type": "HeartbeatRequest", "msg_id": "end"})
+    got = []
+    while (frame := await second.recv()).get("msg_id") != "end":
+        got.append(frame)
+    assert released.called, "the sign-on did not read the stored cursors"
+    assert [f.get("content") for f in got] == []
