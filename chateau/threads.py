@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any, Callable, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
 
 _state = threading.local()
 
@@ -38,3 +45,33 @@ def run_in_background_priority(idle: bool = False) -> None:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         except (AttributeError, OSError):
             pass  # not Linux: niceness is all there is
+
+
+class GivenUp(Exception):
+    """Work reached a thread after its caller had been answered: it never started."""
+
+
+def in_thread_with_deadline(
+    reactor: Any, pool: ThreadPool, deadline: float,
+    work: Callable[[threading.Event], T], expired: Callable[[float], BaseException],
+) -> Deferred[T]:
+    """Run ``work(given_up)`` on *pool*; after *deadline* seconds, fail with ``expired(deadline)``.
+
+    A thread cannot be interrupted, so *given_up* is set instead: work still
+    queued then never starts, and work under way may stop between its steps.
+    """
+    given_up = threading.Event()
+
+    def job() -> T:
+        if given_up.is_set():
+            raise GivenUp()
+        return work(given_up)
+
+    result = deferToThreadPool(reactor, pool, job)
+
+    def timed_out(_failure: Any, timeout: float) -> None:
+        given_up.set()
+        raise expired(timeout)
+
+    result.addTimeout(deadline, reactor, onTimeoutCancel=timed_out)
+    return result

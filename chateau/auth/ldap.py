@@ -40,7 +40,6 @@ from ldap3.utils.dn import escape_rdn
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -49,7 +48,7 @@ from chateau.auth import DIRECTORY, Identity, LoginFailed
 from chateau.config import LdapConfig
 from chateau.names import USERNAME_RULE, canonical, check_username
 from chateau.store import Store
-from chateau.threads import run_in_background_priority
+from chateau.threads import in_thread_with_deadline, run_in_background_priority
 
 T = TypeVar("T")
 
@@ -642,25 +641,19 @@ class LdapChecker:
         return self._in_thread(self._directory.has_user, username)
 
     def _in_thread(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
-        cancelled = threading.Event()
-
-        def job() -> T:
+        def job(cancelled: threading.Event) -> T:
             # ldap3 parses in pure Python: keep the reactor thread ahead.
             run_in_background_priority()
             return work(*args, cancelled=cancelled)
 
-        result = deferToThreadPool(self._reactor, self._pool, job)
-
-        def timed_out(_failure: Any, timeout: float) -> None:
-            cancelled.set()
-            raise DirectoryUnavailable(
+        def expired(timeout: float) -> DirectoryUnavailable:
+            return DirectoryUnavailable(
                 f"authentication failed: the directory did not answer within {timeout:g} "
                 "seconds; try again later",
                 f"no result within {timeout:g} s from {' '.join(self._directory.urls)}",
             )
 
-        result.addTimeout(self.deadline, self._reactor, onTimeoutCancel=timed_out)
-        return result
+        return in_thread_with_deadline(self._reactor, self._pool, self.deadline, job, expired)
 
     async def _check(self, raw_username: str, password: str) -> Identity:
         username = check_username(raw_username)

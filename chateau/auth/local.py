@@ -6,14 +6,12 @@ bcrypt at cost 12 takes about a quarter of a second; it runs on the hasher's
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable, TypeVar
 
 import bcrypt
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -22,7 +20,7 @@ from chateau.auth import LOCAL, Identity, LoginFailed
 from chateau.errors import UNAVAILABLE, ChateauError
 from chateau.names import USERNAME_RULE, check_username
 from chateau.store import Store
-from chateau.threads import run_in_background_priority
+from chateau.threads import in_thread_with_deadline, run_in_background_priority
 
 # bcrypt only ever reads the first 72 bytes of a password. Longer ones are
 # refused outright rather than silently truncated.
@@ -63,30 +61,21 @@ class Hasher:
         )
 
     def _in_thread(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
-        given_up = threading.Event()
+        return in_thread_with_deadline(
+            self._reactor, self._pool, self._deadline, lambda _given_up: work(*args), self._expired
+        )
 
-        def job() -> T:
-            if given_up.is_set():
-                raise _GivenUp()
-            return work(*args)
-
-        result = deferToThreadPool(self._reactor, self._pool, job)
-
-        def timed_out(_failure: Any, timeout: float) -> None:
-            given_up.set()
-            self._log.warn(
-                "a password was not checked within {timeout} s (the hashing threads are "
-                "starved or overloaded); the sign-in was answered busy",
-                timeout=timeout,
-            )
-            raise ChateauError(
-                UNAVAILABLE,
-                f"server busy: the password could not be checked within {timeout:g} seconds; "
-                "retry shortly",
-            )
-
-        result.addTimeout(self._deadline, self._reactor, onTimeoutCancel=timed_out)
-        return result
+    def _expired(self, timeout: float) -> ChateauError:
+        self._log.warn(
+            "a password was not checked within {timeout} s (the hashing threads are "
+            "starved or overloaded); the sign-in was answered busy",
+            timeout=timeout,
+        )
+        return ChateauError(
+            UNAVAILABLE,
+            f"server busy: the password could not be checked within {timeout:g} seconds; "
+            "retry shortly",
+        )
 
     def _hash(self, password: bytes) -> str:
         run_in_background_priority(idle=True)
@@ -97,10 +86,6 @@ class Hasher:
         run_in_background_priority(idle=True)
         # checkpw compares in constant time; a dummy hash never signs anyone in.
         return bcrypt.checkpw(password, hashed) and real
-
-
-class _GivenUp(Exception):
-    """A hashing job reached a thread after its sign-in was answered."""
 
 
 @implementer(ICredentialsChecker)
