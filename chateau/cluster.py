@@ -11,7 +11,9 @@ The registry stays the one place that routes: it hands users on other nodes
 to :meth:`RedisBackplane.forward`. Everything here runs on the reactor
 through txredisapi's protocols, so Redis never blocks it; when Redis is out
 of reach, :attr:`RedisBackplane.connected` is False and sends to users on
-other nodes are refused with 503 (see :meth:`chateau.chat.Chat.check_reachable`).
+other nodes are refused with 503 (see :meth:`chateau.delivery.Delivery.check_reachable`).
+What other nodes say goes to the one :class:`~chateau.backplane.ClusterListener`
+(:class:`chateau.cluster_sync.ClusterSync`).
 
 Offline delivery in a cluster (docs/cluster.md): every message records the
 node that committed it, and each user has one delivery cursor per origin
@@ -41,8 +43,11 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from chateau.backplane import ClusterListener
+
 if TYPE_CHECKING:
-    from chateau.chat import Chat
+    from chateau.metrics import Metrics
+    from chateau.registry import Registry
 
 PREFIX = "chateau"
 NODES = f"{PREFIX}:nodes"
@@ -177,11 +182,13 @@ class RedisBackplane(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, chat: "Chat", node: str, redis_url: str,
-                 presence_ttl: float, fence_timeout: float) -> None:
+    def __init__(self, reactor: Any, registry: "Registry", metrics: "Metrics", node: str,
+                 redis_url: str, presence_ttl: float, fence_timeout: float) -> None:
         self.reactor = reactor
-        self.chat = chat
-        self.node = node
+        self.registry = registry
+        self.metrics = metrics
+        self.listener: ClusterListener | None = None
+        self.node: str | None = node
         self.address = RedisAddress.parse(redis_url)
         self.presence_ttl = presence_ttl
         self.fence_timeout = fence_timeout
@@ -215,6 +222,15 @@ class RedisBackplane(Service):
                           ready=self._subscriber_ready, backplane=self),
             retryPolicy=policy, clock=reactor,
         )
+
+    def attach(self, listener: ClusterListener) -> None:
+        """Name the one object that hears what other nodes say (before the service starts)."""
+        self.listener = listener
+
+    @property
+    def _listener(self) -> ClusterListener:
+        assert self.listener is not None, "attach a ClusterListener before starting"
+        return self.listener
 
     # -- connection state ---------------------------------------------------
 
@@ -291,8 +307,8 @@ class RedisBackplane(Service):
                 "lost the cluster link (Redis {host}:{port}); serving this node's users only",
                 host=self.address.host, port=self.address.port,
             )
-            self.chat.metrics.cluster_connected.set(0)
-            self.chat.cluster_link_lost()
+            self.metrics.cluster_connected.set(0)
+            self._listener.link_lost()
         for fence in list(self._fences.values()):
             if not fence.done.called:
                 fence.done.callback(dict(fence.replies))
@@ -302,7 +318,7 @@ class RedisBackplane(Service):
         if not (self._commands is not None and self._subscribed) or self._was_connected:
             return
         self._was_connected = True
-        self.chat.metrics.cluster_connected.set(1)
+        self.metrics.cluster_connected.set(1)
         self.log.info(
             "joined the cluster as {node} (Redis {host}:{port})",
             node=self.node, host=self.address.host, port=self.address.port,
@@ -323,14 +339,14 @@ class RedisBackplane(Service):
         fences: dict[str, int] = {}
         try:
             await self._refresh()
-            hello = {"t": "hello", "users": self.chat.registry.local_users()}
+            hello = {"t": "hello", "users": self.registry.local_users()}
             answers = self._new_fence(hello)
             self.publish(hello)
             await self._snapshot()
             fences = await answers
         finally:
             # Whatever happened, stop holding messages for users here.
-            await self.chat.cluster_rejoined(fences)
+            await self._listener.rejoined(fences)
 
     # -- publishing ---------------------------------------------------------
 
@@ -389,7 +405,7 @@ class RedisBackplane(Service):
         token = secrets.token_hex(8)
         event["fence"] = token
         if only is None:
-            waiting = (self.live_nodes | self.chat.registry.remote_nodes()) - {self.node}
+            waiting = (self.live_nodes | self.registry.remote_nodes()) - {self.node}
         else:
             waiting = set(only)
         done: Deferred[dict[str, int]] = Deferred()
@@ -435,7 +451,7 @@ class RedisBackplane(Service):
             if message[:1] == b"M":
                 header, _, payload = message[1:].partition(b"\n")
                 route = json.loads(header)
-                self.chat.cluster_forward(route["o"], route["u"], payload, route.get("i"))
+                self._listener.forwarded(route["o"], route["u"], payload, route.get("i"))
                 return
             event = json.loads(message)
             if event.get("node") == self.node:
@@ -465,10 +481,10 @@ class RedisBackplane(Service):
         if kind == "hello":
             for user in event["users"]:
                 self._touched[(user, node)] = time.monotonic()
-        self.chat.cluster_event(event)
+        self._listener.event(event)
         if kind == "hello" and self._joined_at:
             # It may have kept messages for users here while out of touch.
-            ensureDeferred(self.chat.cluster_peer_returned(node)).addErrback(
+            ensureDeferred(self._listener.peer_returned(node, self.fence_from(node))).addErrback(
                 lambda failure: self.log.failure("catching up with {node} failed", failure, node=node)
             )
         token = event.get("fence")
@@ -476,7 +492,7 @@ class RedisBackplane(Service):
             # Answered in the same turn as the change was applied: everything
             # routed after this reply knows of it.
             ensureDeferred(self._publish(
-                {"t": "fence", "node": self.node, "token": token, "last": self.chat.last_routed_id},
+                {"t": "fence", "node": self.node, "token": token, "last": self._listener.last_routed_id},
                 channel=node_channel(self.address.database, node),
             )).addErrback(self._publish_failed)
 
@@ -506,7 +522,7 @@ class RedisBackplane(Service):
             return
         ttl_ms = str(int(self.presence_ttl * 1000))
         keys = [alive_key(self.node), users_key(self.node), NODES]
-        args = [str(int(time.time())), ttl_ms, self.node, *self.chat.registry.local_users()]
+        args = [str(int(time.time())), ttl_ms, self.node, *self.registry.local_users()]
         await commands.execute_command("EVAL", _REFRESH, len(keys), *keys, *args)
 
     async def _snapshot(self) -> None:
@@ -517,7 +533,7 @@ class RedisBackplane(Service):
         started = time.monotonic()
         nodes = {n.decode() for n in await commands.execute_command("SMEMBERS", NODES)}
         nodes.discard(self.node)
-        known = self.chat.registry.remote_nodes() | self.live_nodes
+        known = self.registry.remote_nodes() | self.live_nodes
         replies = {}
         for node in sorted(nodes | known):
             replies[node] = (
@@ -536,7 +552,7 @@ class RedisBackplane(Service):
             if not alive:
                 if node in nodes:
                     await commands.execute_command("SREM", NODES, node)
-                self.chat.cluster_node_gone(node)
+                self._listener.node_gone(node)
                 self._forget_touched(node)
                 continue
             live.add(node)
@@ -544,13 +560,13 @@ class RedisBackplane(Service):
         self.live_nodes = live
 
     def _reconcile(self, node: str, users: set[str], started: float) -> None:
-        mirrored = set(self.chat.registry.remote_users(node))
+        mirrored = set(self.registry.remote_users(node))
         for user in users - mirrored:
             if self._touched.get((user, node), 0.0) < started:
-                self.chat.cluster_event({"t": "join", "node": node, "user": user})
+                self._listener.event({"t": "join", "node": node, "user": user})
         for user in mirrored - users:
             if self._touched.get((user, node), 0.0) < started:
-                self.chat.cluster_event({"t": "leave", "node": node, "user": user})
+                self._listener.event({"t": "leave", "node": node, "user": user})
         # Old change times are no use any more.
         for key in [k for k, when in self._touched.items() if k[1] == node and when < started]:
             del self._touched[key]

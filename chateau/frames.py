@@ -16,6 +16,7 @@ import struct
 from typing import Any
 
 from autobahn.websocket import USES_NVX
+from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.xormasker import create_xor_masker
 
 # First header byte of an unfragmented text frame: FIN, no RSV bits, opcode 1.
@@ -127,3 +128,12 @@ class DirectTextFrames:
             at = end
             self.onMessage(payload, False)
         return data[at:] if at else data
+
+
+def prepare_frame(payload: bytes) -> PreparedMessage:
+    """Frame an encoded text message once for any number of server connections.
+
+    What ``WebSocketServerFactory.prepareMessage`` does (unmasked, no
+    compression, which Chateau refuses), without needing the factory.
+    """
+    return PreparedMessage(payload, False, False, False)

@@ -1,9 +1,10 @@
 """The WebSocket protocol: frames in, typed requests to the chat, replies out.
 
 It holds no chat logic. Each text frame is decoded into a typed request and
-handed to :meth:`Chat.dispatch`; the result, or the error, goes back with the
-request's ``msg_id``. Requests of one connection are handled one after the
-other, so a sender's messages keep their order for everyone.
+handed to :class:`~chateau.handlers.dispatch.Dispatcher`; the result, or the
+error, goes back with the request's ``msg_id``. Requests of one connection
+are handled one after the other, so a sender's messages keep their order for
+everyone.
 
 It also enforces the per-connection limits of ``[limits]``: a request rate
 (token bucket, 429), the number of connections (in total and per address),
@@ -29,7 +30,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chateau import messages
-from chateau.chat import Chat
 from chateau.config import Config
 from chateau.errors import (
     BAD_REQUEST,
@@ -39,7 +39,9 @@ from chateau.errors import (
     ChateauError,
 )
 from chateau.frames import DirectTextFrames, text_frame
+from chateau.handlers.dispatch import Dispatcher
 from chateau.limits import TokenBucket
+from chateau.metrics import Metrics
 from chateau.messages import Request
 
 # Requests a connection may have queued behind the one being handled. A
@@ -203,7 +205,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         if self._counted:
             self._counted = False
             self.factory.release(self)
-        self.factory.chat.sign_off(self)
+        self.factory.dispatcher.closed(self)
 
     # -- limits -------------------------------------------------------------
 
@@ -302,7 +304,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         """No frame goes out from now on: note how far the user got (for offline delivery)."""
         if self.live:
             self.live = False
-            self.delivered_until = self.factory.chat.last_routed_id
+            self.delivered_until = self.factory.dispatcher.last_routed_id
 
     def hold(self) -> None:
         if self._held is None:
@@ -322,7 +324,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
 
     def send_message(self, message: dict[str, Any]) -> None:
         if message["type"] == "ErrorResponse":
-            self.factory.chat.metrics.errors.labels(str(message["status"])).inc()
+            self.factory.metrics.errors.labels(str(message["status"])).inc()
         if self._sendable():
             try:
                 payload = messages.encode(message)
@@ -346,11 +348,11 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         """Start queued requests: one at a time, except runs of message sends.
 
         Consecutive sends may be in flight together (so they share a group
-        commit) when :meth:`Chat.pipelines` says their only wait is the
+        commit) when :meth:`Dispatcher.pipelines` says their only wait is the
         message writer, which commits in arrival order. Replies are released
         in request order whatever order handlers finish in.
         """
-        chat = self.factory.chat
+        dispatcher = self.factory.dispatcher
         while self._backlog:
             item = self._backlog[0]
             if isinstance(item, dict):
@@ -360,12 +362,12 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
             if self._in_flight and not (
                 self._pipelining
                 and self._in_flight < MAX_PIPELINE
-                and chat.pipelines(self, item)
+                and dispatcher.pipelines(self, item)
             ):
                 return
             self._backlog.pop(0)
             slot = self._open_slot()
-            done = chat.dispatch(self, item)
+            done = dispatcher.dispatch(self, item)
             done.addCallbacks(
                 self._reply, self._fail, callbackArgs=(item, slot), errbackArgs=(item, slot)
             )
@@ -373,7 +375,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
                 if not self._in_flight:
                     # Asked only now, and only of a request left waiting: the
                     # recipient it resolved to has not changed meanwhile.
-                    self._pipelining = chat.pipelines(self, item)
+                    self._pipelining = dispatcher.pipelines(self, item)
                 self._in_flight += 1
                 done.addBoth(self._resume)
 
@@ -427,7 +429,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
 
 
 class ChateauServerFactory(WebSocketServerFactory):
-    """Builds connections that share one :class:`Chat`.
+    """Builds connections that share one :class:`Dispatcher`.
 
     Origins are checked here rather than with Autobahn's ``allowedOrigins``,
     which also demands that the page's scheme and port equal the server's own
@@ -436,7 +438,9 @@ class ChateauServerFactory(WebSocketServerFactory):
 
     protocol = ChateauServerProtocol
 
-    def __init__(self, chat: Chat, config: Config, reactor: Any = None) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, config: Config, metrics: Metrics, reactor: Any = None
+    ) -> None:
         super().__init__(reactor=reactor)
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -445,11 +449,11 @@ class ChateauServerFactory(WebSocketServerFactory):
         self.clock = reactor
         self.config = config
         server = config.server
-        self.chat = chat
+        self.dispatcher = dispatcher
+        self.metrics = metrics
         self.connections: set[ChateauServerProtocol] = set()
         self._per_address: dict[str, int] = {}
         self._origins = tuple(origin.lower().rstrip("/") for origin in server.allowed_origins)
-        chat.prepare = lambda payload: self.prepareMessage(payload)
         self.setProtocolOptions(
             maxMessagePayloadSize=server.max_message_size,
             maxFramePayloadSize=server.max_message_size,

@@ -1,11 +1,10 @@
 """Who is online, which groups exist, who is paired with whom, and who gets what.
 
 The registry is plain Python with no I/O: it keeps the live chat state and is
-the one place that decides who receives a message. Delivering means handing
-an already-encoded frame to each recipient's :class:`Peer` on this node, and
-the encoded message to the :class:`Backplane` for users connected to other
-nodes of a cluster (see :mod:`chateau.cluster`). Alone, the backplane is
-:class:`NoBackplane` and every user is local.
+the one place that decides who receives a message. A fan-out hands an
+already-encoded frame to each recipient's :class:`Peer` on this node and
+names, by node, the users connected to other nodes of a cluster, whom
+:mod:`chateau.delivery` reaches through the backplane.
 
 In a cluster the registry mirrors who is online on the other nodes, and all
 groups and random pairs; each node tells only its own connections of what
@@ -28,20 +27,6 @@ class Peer(Protocol):
 
     def send_frame(self, frame: Any) -> None:
         """Queue an encoded frame for this connection."""
-
-
-class Backplane(Protocol):
-    """Carries encoded messages to the other nodes of a cluster."""
-
-    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
-        """Deliver *payload* to the connections of *usernames* on *node*."""
-
-
-class NoBackplane:
-    """A server running alone: nobody is on another node."""
-
-    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
-        raise AssertionError(f"no cluster, yet {usernames} are said to be on {node}")
 
 
 @dataclass
@@ -79,11 +64,8 @@ class Departure:
 class Registry:
     """Live chat state shared by every connection of one server."""
 
-    def __init__(
-        self, rng: _random.Random | None = None, backplane: Backplane | None = None
-    ) -> None:
+    def __init__(self, rng: _random.Random | None = None) -> None:
         self._rng = rng or _random.SystemRandom()
-        self.backplane: Backplane = backplane or NoBackplane()
         self._online: dict[str, list[Peer]] = {}
         # Users connected to other nodes: username -> node names.
         self._remote: dict[str, set[str]] = {}
@@ -284,16 +266,15 @@ class Registry:
 
     # -- delivery ---------------------------------------------------------
 
-    def deliver(
+    def fan_out(
         self, usernames: Iterable[str], frame: Any, skip: Peer | None = None,
-        payload: bytes | None = None, message_id: int | None = None,
-    ) -> int:
-        """Send *frame* to every connection of every online user named.
+    ) -> tuple[int, dict[str, list[str]] | None]:
+        """Send *frame* to every connection here of every online user named.
 
         *skip* is a connection that already has the message (the sender's own).
-        Users on other nodes get *payload* (the encoded message) through the
-        backplane, one forward per node. Returns how many connections here it
-        went to; offline users are passed over.
+        Returns how many connections here it went to, and the users connected
+        to other nodes, by node (None when there are none), for the caller to
+        forward. Offline users are passed over.
         """
         count = 0
         online = self._online
@@ -315,11 +296,7 @@ class Registry:
                     remote = {}
                 for node in nodes:
                     remote.setdefault(node, []).append(username)
-        if remote:
-            assert payload is not None, "a frame for other nodes needs its payload"
-            for node, names in remote.items():
-                self.backplane.forward(node, names, payload, message_id)
-        return count
+        return count, remote
 
     def deliver_local(self, usernames: Iterable[str], frame: Any) -> int:
         """Send *frame* to the connections on this node only (a forward's last step)."""

@@ -9,7 +9,7 @@ from sqlalchemy.engine import make_url
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
 from twisted.logger import Logger
@@ -19,10 +19,15 @@ from twisted.web.server import Site
 from chateau.auth import DIRECTORY, LOCAL, Authenticator
 from chateau.auth.ldap import Directory, LdapChecker
 from chateau.auth.local import Hasher, LocalChecker
-from chateau.chat import Chat
+from chateau.backplane import Backplane, NullBackplane
+from chateau.catchup import CatchUp
 from chateau.cluster import RedisBackplane, default_node_name
+from chateau.cluster_sync import ClusterSync, load_groups
 from chateau.collector import YOUNG_THRESHOLD, tune_collector
 from chateau.config import Config
+from chateau.delivery import Delivery
+from chateau.handlers.context import Services
+from chateau.handlers.dispatch import Dispatcher
 from chateau.limits import SignInThrottle
 from chateau.metrics import Metrics
 from chateau.protocol import ChateauServerFactory
@@ -124,26 +129,35 @@ class Chateau(MultiService):
         self.authenticator = Authenticator(
             checkers, config.auth.max_pending_signins, throttle=throttle
         )
-        registry = Registry()
-        self.chat = Chat(
-            config, registry, self.store, self.authenticator, reactor=reactor,
-            metrics=self.metrics,
-        )
-        self.backplane: RedisBackplane | None = None
+        # The chat itself, each part built with what it uses (docs/architecture.md).
+        self.registry = registry = Registry()
+        self.backplane: Backplane = NullBackplane()
         if self.node is not None:
             self.backplane = RedisBackplane(
-                reactor, self.chat, self.node, cluster.redis_url, cluster.presence_ttl,
-                cluster.fence_timeout,
+                reactor, registry, self.metrics, self.node, cluster.redis_url,
+                cluster.presence_ttl, cluster.fence_timeout,
             )
-            registry.backplane = self.backplane
-            self.chat.backplane = self.backplane
-        self.factory = ChateauServerFactory(self.chat, config, reactor=reactor)
+        self.delivery = Delivery(registry, self.backplane)
+        self.catch_up = CatchUp(config, registry, self.store, self.delivery, self.backplane)
+        ClusterSync(registry, self.store, self.delivery, self.catch_up, self.backplane)
+        self.context = Services(
+            config=config, registry=registry, store=self.store, auth=self.authenticator,
+            delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
+        )
+        self.factory = ChateauServerFactory(
+            Dispatcher(self.context), config, self.metrics, reactor=reactor
+        )
         self.metrics.watch(
             connections=lambda: len(self.factory.connections),
             online=registry.online_count,
             pools=self.pools,
         )
-        self.site: Site = make_site(self.factory)
+        self.site: Site = make_site(
+            self.factory, self.store, registry, self.backplane, self.metrics
+        )
+        # Saves online users' delivery cursors and closes disabled accounts.
+        self._account_check = LoopingCall(self.catch_up.check_accounts)
+        self._account_check.clock = reactor
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -168,8 +182,13 @@ class Chateau(MultiService):
             self.ready.addErrback(self._start_failed)
 
     async def _start(self) -> None:
-        await self.chat.start()
-        if self.backplane is not None:
+        await self.store.prepare_schema()
+        await load_groups(self.store, self.registry)
+        if self.node is not None:
+            await self.store.register_node(self.node)
+        self.delivery.last_routed_id = await self.store.last_message_id(self.catch_up.own_origin)
+        self._account_check.start(self.config.chat.account_check_interval, now=False)
+        if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
             # before the database goes.
             self.backplane.startService()
@@ -199,7 +218,8 @@ class Chateau(MultiService):
 
     async def _stop(self) -> None:
         """Stop taking connections, say goodbye (1001), commit what is pending, then stop."""
-        self.chat.stop()
+        if self._account_check.running:
+            self._account_check.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()
@@ -212,7 +232,7 @@ class Chateau(MultiService):
             await deferLater(self.reactor, 0.05, lambda: None)
         for connection in list(self.factory.connections):
             connection.transport.abortConnection()
-        if self.backplane is not None and self.backplane.running:
+        if isinstance(self.backplane, RedisBackplane) and self.backplane.running:
             await self.backplane.stopService()
         await super().stopService()
         self.engine.dispose()

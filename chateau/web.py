@@ -15,9 +15,12 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from chateau.chat import Chat
+from chateau.backplane import Backplane
+from chateau.metrics import Metrics
 from chateau.names import check_username
 from chateau.protocol import ChateauServerFactory
+from chateau.registry import Registry
+from chateau.store import Store
 from chateau.webclient import STATIC_DIR
 
 CONTENT_SECURITY_POLICY = (
@@ -82,9 +85,10 @@ class UserResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, chat: Chat) -> None:
+    def __init__(self, store: Store, registry: Registry) -> None:
         super().__init__()
-        self._chat = chat
+        self._store = store
+        self._registry = registry
 
     def render_GET(self, request: Request) -> Any:
         request.setHeader(b"content-type", b"application/json")
@@ -99,7 +103,7 @@ class UserResource(Resource):
     async def _render(self, request: Request, raw: str) -> None:
         username = check_username(raw)
         try:
-            user = await self._chat.store.get_user(username) if username else None
+            user = await self._store.get_user(username) if username else None
         except Exception:
             self._log.failure("user lookup failed")
             request.setResponseCode(503)
@@ -112,7 +116,7 @@ class UserResource(Resource):
                 body = {
                     "username": user.username,
                     "display_name": user.display_name,
-                    "online": self._chat.registry.is_online(user.username),
+                    "online": self._registry.is_online(user.username),
                 }
         if not request.finished and not request._disconnected:
             request.write(json.dumps(body).encode())
@@ -128,15 +132,16 @@ class HealthResource(Resource):
     timeout = 5.0
     _log = Logger()
 
-    def __init__(self, chat: Chat, reactor: Any) -> None:
+    def __init__(self, store: Store, backplane: Backplane, reactor: Any) -> None:
         super().__init__()
-        self._chat = chat
+        self._store = store
+        self._backplane = backplane
         self._reactor = reactor
 
     def render_GET(self, request: Request) -> Any:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        ping = self._chat.store.ping()
+        ping = self._store.ping()
         ping.addTimeout(self.timeout, self._reactor)
 
         def answer(result: Any) -> None:
@@ -150,11 +155,11 @@ class HealthResource(Resource):
                 body = {"status": "unavailable", "database": "unavailable"}
             else:
                 body = {"status": "ok", "database": "ok"}
-            backplane = self._chat.backplane
-            if backplane is not None:
+            cluster = self._backplane.status()
+            if cluster is not None:
                 # A node cut off from Redis still serves its own users, so it
                 # stays healthy; the status says what is missing.
-                body["cluster"] = backplane.status()
+                body["cluster"] = cluster
             if not request.finished and not request._disconnected:
                 request.write(json.dumps(body).encode())
                 request.finish()
@@ -168,21 +173,24 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, chat: Chat) -> None:
+    def __init__(self, metrics: Metrics) -> None:
         super().__init__()
-        self._chat = chat
+        self._metrics = metrics
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-        return self._chat.metrics.render()
+        return self._metrics.render()
 
 
-def make_site(factory: ChateauServerFactory) -> Site:
+def make_site(
+    factory: ChateauServerFactory, store: Store, registry: Registry, backplane: Backplane,
+    metrics: Metrics,
+) -> Site:
     root = web_client_root()
-    root.putChild(b"health", HealthResource(factory.chat, factory.clock))
-    root.putChild(b"metrics", MetricsResource(factory.chat))
+    root.putChild(b"health", HealthResource(store, backplane, factory.clock))
+    root.putChild(b"metrics", MetricsResource(metrics))
     api = Resource()
-    api.putChild(b"users", UserResource(factory.chat))
+    api.putChild(b"users", UserResource(store, registry))
     root.putChild(b"api", api)
     root.putChild(b"ws", WebSocketResource(factory))
     # The HTTP side of the opening handshake gets the same time limit as the

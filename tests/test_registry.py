@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from chateau.delivery import Delivery
 from chateau.names import RANDOM_PREFIX
 from chateau.registry import Registry
 
@@ -44,8 +45,8 @@ def test_deliver_reaches_every_connection_of_online_members_only():
     alice, bob1, bob2 = FakePeer("alice"), FakePeer("bob"), FakePeer("bob")
     for peer in (alice, bob1, bob2):
         registry.connect(peer.username, peer)
-    count = registry.deliver(["alice", "bob", "offline"], "frame", skip=alice)
-    assert count == 2
+    count, elsewhere = registry.fan_out(["alice", "bob", "offline"], "frame", skip=alice)
+    assert count == 2 and elsewhere is None
     assert alice.frames == [] and bob1.frames == ["frame"] and bob2.frames == ["frame"]
 
 
@@ -111,15 +112,16 @@ class RecordingBackplane:
 
 def test_users_on_other_nodes_get_one_forward_per_node():
     backplane = RecordingBackplane()
-    registry = Registry(backplane=backplane)
+    registry = Registry()
+    delivery = Delivery(registry, backplane, prepare=lambda payload: "frame")  # type: ignore[arg-type]
     alice, bob = FakePeer("alice"), FakePeer("bob")
     registry.connect("alice", alice)
     registry.connect("bob", bob)
     registry.remote_connect("bob", "n2")  # bob's phone, on another node
     registry.remote_connect("carol", "n2")
     registry.remote_connect("dave", "n3")
-    count = registry.deliver(["alice", "bob", "carol", "dave", "erin"], "frame", skip=alice,
-                             payload=b"{}", message_id=7)
+    count = delivery.deliver(["alice", "bob", "carol", "dave", "erin"], {}, skip=alice,
+                             message_id=7)
     assert count == 1 and bob.frames == ["frame"] and alice.frames == []
     assert sorted(backplane.forwards) == [("n2", ["bob", "carol"], b"{}", 7),
                                           ("n3", ["dave"], b"{}", 7)]

@@ -40,7 +40,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall
 
-import chateau.chat
+import chateau.catchup
 from chateau.config import documented_keys
 from tests.processes import TwistdServer
 from tests.soak_support import World, check_delivery, delivery_summary, gather, sleep
@@ -173,7 +173,7 @@ async def test_a_stale_catch_up_does_not_skip_messages_for_the_next_connection(
     resumes once more. The store call that starts the catch-up is held back so that
     the first catch-up finishes while the second connection is signed in.
     """
-    chat = server.service.chat
+    chat = server.service
     bob = await server.client("bob")
     carol = await server.client()
     key = (await carol.register("carol"))["session_key"]
@@ -222,7 +222,7 @@ async def test_a_close_during_catch_up_pushes_nothing_twice(
 
     Pages of one message and a hold on the second page stop the catch-up half way.
     """
-    chat = server.service.chat
+    chat = server.service
     bob = await server.client("bob")
     carol = await server.client()
     key = (await carol.register("carol"))["session_key"]
@@ -232,7 +232,7 @@ async def test_a_close_during_catch_up_pushes_nothing_twice(
             {"type": "MessageRequest", "recipient": "carol", "content": f"m{n}"})
         assert ack["type"] == "MessageSendResponse", ack
 
-    monkeypatch.setattr(chateau.chat, "CATCH_UP_PAGE", 1)
+    monkeypatch.setattr(chateau.catchup, "CATCH_UP_PAGE", 1)
     gate: defer.Deferred[None] = defer.Deferred()
     missed_in_ranges = chat.store.missed_in_ranges
     pages: list[Any] = []
@@ -250,7 +250,7 @@ async def test_a_close_during_catch_up_pushes_nothing_twice(
     got = [await first.recv()]  # m0; the catch-up then waits for its second page
     await first.close()
     gate.callback(None)
-    while chat.registry.is_online("carol") or "carol" in chat._busy_catching_up():
+    while chat.registry.is_online("carol") or "carol" in chat.catch_up.busy():
         await sleep(0.01)
     monkeypatch.undo()
     second = await server.client()
@@ -271,7 +271,7 @@ async def test_a_catch_up_cut_by_the_closing_handshake_loses_nothing(
     send (``live`` is still true). The first page of the backlog is held back until
     the server has read the client's close frame.
     """
-    chat = server.service.chat
+    chat = server.service
     bob = await server.client("bob")
     carol = await server.client()
     key = (await carol.register("carol"))["session_key"]
@@ -330,7 +330,7 @@ async def test_a_cursor_saved_while_the_next_sign_on_reads_pushes_nothing_twice(
     reads the stored ones: the read sees the old value, and the save (which ends the
     server's own memory of the new value) lands before the read returns.
     """
-    chat = server.service.chat
+    chat = server.service
     store = chat.store
     bob = await server.client("bob")
     first = await server.client("carol")

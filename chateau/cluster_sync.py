@@ -1,0 +1,105 @@
+"""What this node does with what the other nodes of a cluster say.
+
+:class:`chateau.cluster.RedisBackplane` carries the words; this applies them:
+changes to shared state (presence, groups, random pairs, contacts) go into
+the registry, with presence notices for users here; forwarded messages and
+the holds around a lost or regained link go to :mod:`chateau.catchup`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from chateau.backplane import Backplane
+from chateau.catchup import CatchUp
+from chateau.delivery import Delivery
+from chateau.registry import Registry
+from chateau.store import Store
+
+
+async def load_groups(store: Store, registry: Registry) -> None:
+    """Load the stored groups into the registry (at start-up, and after a rejoin)."""
+    for record in await store.load_groups():
+        registry.add_group(record.chatname, record.creator, record.members, record.started)
+
+
+class ClusterSync:
+    """The backplane's listener: applies other nodes' events on this node."""
+
+    def __init__(
+        self, registry: Registry, store: Store, delivery: Delivery, catch_up: CatchUp,
+        backplane: Backplane,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.delivery = delivery
+        self.catch_up = catch_up
+        backplane.attach(self)
+
+    @property
+    def last_routed_id(self) -> int:
+        return self.delivery.last_routed_id
+
+    def forwarded(
+        self, origin: str, usernames: list[str], payload: bytes, message_id: int | None
+    ) -> None:
+        self.catch_up.forwarded(origin, usernames, payload, message_id)
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Apply a change another node announced (see chateau.cluster)."""
+        registry = self.registry
+        kind = event["t"]
+        node = event["node"]
+        if kind == "join":
+            if registry.remote_connect(event["user"], node):
+                self.delivery.tell_presence(event["user"], True)
+        elif kind == "leave":
+            departure = registry.remote_disconnect(event["user"], node)
+            if departure is not None and departure.offline:
+                self.delivery.went_offline(departure)
+        elif kind == "hello":
+            users = set(event["users"])
+            for username in registry.remote_users(node):
+                if username not in users:
+                    self.event({"t": "leave", "node": node, "user": username})
+            for username in sorted(users):
+                self.event({"t": "join", "node": node, "user": username})
+        elif kind == "reset":
+            self.node_gone(node)
+        elif kind == "group":
+            registry.add_group(event["chatname"], event["creator"], event["members"])
+        elif kind == "group_started":
+            group = registry.group(event["chatname"])
+            if group is not None:
+                group.started = True
+        elif kind == "member_left":
+            registry.remove_member(event["chatname"], event["user"])
+        elif kind == "pair":
+            first, second = event["members"]
+            registry.add_pair(event["chatname"], (first, second))
+        elif kind == "pair_end":
+            if registry.pair(event["chatname"]) is not None:
+                registry.end_pair(event["chatname"])
+        elif kind == "contacts":
+            if event["linked"]:
+                registry.link_contacts(event["first"], event["second"])
+            else:
+                registry.unlink_contacts(event["first"], event["second"])
+
+    def node_gone(self, node: str) -> None:
+        """A node died or restarted: its users are offline unless connected elsewhere."""
+        for username in self.registry.remote_users(node):
+            departure = self.registry.remote_disconnect(username, node)
+            if departure is not None and departure.offline:
+                self.delivery.went_offline(departure)
+
+    def link_lost(self) -> None:
+        self.catch_up.link_lost()
+
+    async def rejoined(self, fences: dict[str, int]) -> None:
+        await self.catch_up.rejoined(fences, lambda: load_groups(self.store, self.registry))
+
+    async def peer_returned(self, node: str, fences: Deferred[dict[str, int]]) -> None:
+        await self.catch_up.peer_returned(fences)

@@ -1,0 +1,105 @@
+"""What every handler is given, and the checks several handlers share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from twisted.internet.defer import Deferred, succeed
+
+from chateau.auth import Authenticator
+from chateau.catchup import CatchUp
+from chateau.config import Config
+from chateau.connection import Connection
+from chateau.delivery import Delivery
+from chateau.errors import FORBIDDEN, NOT_FOUND, NOT_IMPLEMENTED, TOO_LARGE, BadRequest, ChateauError
+from chateau.metrics import Metrics
+from chateau.names import canonical
+from chateau.registry import Registry
+from chateau.store import Store, StoredMessage, iso_timestamp, now_millis
+
+Reply = dict[str, Any] | None
+
+# A coroutine, or (the message send) a function returning a Deferred; either
+# may raise ChateauError to refuse (see chateau.handlers.dispatch).
+Handler = Callable[["Services", Connection, Any], "Awaitable[Reply] | Deferred[Reply]"]
+
+
+@dataclass(frozen=True)
+class Services:
+    """The collaborators of every handler, built once when the server is."""
+
+    config: Config
+    registry: Registry
+    store: Store
+    auth: Authenticator
+    delivery: Delivery
+    catch_up: CatchUp
+    metrics: Metrics
+
+    @property
+    def stores_messages(self) -> bool:
+        return self.config.chat.store_messages
+
+
+def record_message(
+    ctx: Services, chat: str, sender: str, content: str, recipient: str | None = None
+) -> Deferred[StoredMessage]:
+    """Commit a message (or, with storage off, just number it)."""
+    if ctx.stores_messages:
+        return ctx.store.add_message(chat, sender, content, recipient)
+    return succeed(StoredMessage(ctx.delivery.next_unstored_id(), iso_timestamp(now_millis())))
+
+
+def require_stored_messages(ctx: Services, feature: str) -> None:
+    if not ctx.stores_messages:
+        raise ChateauError(
+            NOT_IMPLEMENTED,
+            f"{feature} is off: this server keeps no messages ([chat] store_messages = false)",
+        )
+
+
+def check_content(ctx: Services, content: str) -> None:
+    if not content:
+        raise BadRequest("content must not be empty")
+    if "\x00" in content:
+        raise BadRequest("content must not contain NUL characters")
+    limit = ctx.config.chat.max_content_length
+    if len(content) > limit:
+        raise ChateauError(TOO_LARGE, f"content is longer than {limit} characters")
+
+
+def lookup(raw: str) -> str:
+    """The canonical form of a user or chat name to look up.
+
+    No name holds NUL (the name rules forbid it, and PostgreSQL could not
+    even be asked), so such a name is unknown without asking.
+    """
+    if "\x00" in raw:
+        return ""
+    return canonical(raw)
+
+
+def require_membership(ctx: Services, user: str, chatname: str) -> set[str] | tuple[str, str]:
+    """The members of a group or random chat *user* is in; 403 or 404 otherwise."""
+    pair = ctx.registry.pair(chatname)
+    if pair is not None:
+        if user not in pair.members:
+            raise ChateauError(FORBIDDEN, f"you are not in the random chat {chatname!r}")
+        return pair.members
+    group = ctx.registry.group(chatname)
+    if group is None:
+        raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")
+    if user not in group.members:
+        raise ChateauError(FORBIDDEN, f"you are not a member of {chatname!r}")
+    return group.members
+
+
+async def existing_other_user(ctx: Services, me: str, raw: str) -> str:
+    """Another user's canonical name: 400 for your own, 404 for nobody."""
+    other = lookup(raw)
+    if other == me:
+        raise BadRequest("that is your own name")
+    if not ctx.registry.is_online(other) and not await ctx.store.user_exists(other):
+        raise ChateauError(NOT_FOUND, f"no such user: {raw!r}")
+    return other

@@ -1,0 +1,100 @@
+"""Groups and random chats: GroupMessageInitRequest, GroupLeaveRequest,
+GroupMembersRequest."""
+
+from __future__ import annotations
+
+from chateau import messages
+from chateau.connection import Connection
+from chateau.errors import FORBIDDEN, NOT_AUTHENTICATED, NOT_FOUND, TOO_LARGE, BadRequest, ChateauError
+from chateau.handlers.context import Reply, Services, require_membership
+from chateau.messages import GroupLeaveRequest, GroupMembersRequest, GroupMessageInitRequest
+from chateau.names import CHATNAME_RULE, canonical, check_chatname, check_username
+
+
+async def group_init(ctx: Services, conn: Connection, request: GroupMessageInitRequest) -> Reply:
+    creator = conn.username
+    assert creator is not None
+    chatname = check_chatname(request.chatname)
+    if chatname is None:
+        raise BadRequest(f"invalid chatname {request.chatname!r}: {CHATNAME_RULE}")
+    limit = ctx.config.chat.max_group_members
+    if len(request.recipients) + 1 > limit:
+        raise ChateauError(TOO_LARGE, f"a group has at most {limit} members")
+    recipients: list[str] = []
+    for raw in request.recipients:
+        name = check_username(raw)
+        if name is None:
+            raise ChateauError(NOT_FOUND, f"unknown recipient {raw!r}")
+        if name != creator and name not in recipients:
+            recipients.append(name)
+    if not recipients:
+        raise BadRequest("recipients must name at least one other user")
+    registry = ctx.registry
+    if registry.group(chatname) is not None or registry.pair(chatname) is not None:
+        raise ChateauError(NOT_AUTHENTICATED, f"chatname {chatname!r} is taken")
+    missing = await ctx.store.missing_users(recipients)
+    if missing:
+        raise ChateauError(NOT_FOUND, f"unknown recipient {missing[0]!r}")
+    members = [creator, *recipients]
+    most = ctx.config.limits.max_groups_per_user
+    for member in members:
+        if registry.group_count(member) >= most:
+            who = "you are" if member == creator else f"{member!r} is"
+            raise ChateauError(TOO_LARGE, f"{who} already in {most} groups, the most allowed")
+    ctx.delivery.check_reachable(members)
+    online = [m for m in members if registry.is_online(m)]
+    if not await ctx.store.create_group(chatname, creator, members, online):
+        raise ChateauError(
+            NOT_AUTHENTICATED, f"chatname {chatname!r} is taken (by a user or a group)"
+        )
+    registry.add_group(chatname, creator, members)
+    ctx.delivery.announce(
+        {"t": "group", "chatname": chatname, "creator": creator, "members": members}
+    )
+    ctx.delivery.deliver(
+        members,
+        messages.group_init_notice(chatname, creator, sorted(members)),
+        skip=conn,
+    )
+    return messages.group_init_response(chatname)
+
+
+async def group_leave(ctx: Services, conn: Connection, request: GroupLeaveRequest) -> Reply:
+    user = conn.username
+    assert user is not None
+    target = canonical(request.chatname)
+    registry = ctx.registry
+    delivery = ctx.delivery
+
+    pair = registry.pair(target)
+    if pair is not None:
+        if user not in pair.members:
+            raise ChateauError(FORBIDDEN, f"you are not in the random chat {target!r}")
+        delivery.check_reachable(pair.members)
+        registry.end_pair(target)
+        delivery.announce({"t": "pair_end", "chatname": target})
+        delivery.deliver([pair.other(user)], messages.random_chat_ended(target, user, "left"))
+        return messages.group_leave_response(target)
+
+    group = registry.group(target)
+    if group is None:
+        raise ChateauError(NOT_FOUND, f"no such group: {request.chatname!r}")
+    if user not in group.members:
+        raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
+    delivery.check_reachable(group.members)
+    await ctx.store.remove_group_member(target, user)
+    registry.remove_member(target, user)
+    delivery.announce({"t": "member_left", "chatname": target, "user": user})
+    delivery.deliver(group.members, messages.group_member_left(target, user))
+    return messages.group_leave_response(target)
+
+
+async def group_members(ctx: Services, conn: Connection, request: GroupMembersRequest) -> Reply:
+    user = conn.username
+    assert user is not None
+    chatname = canonical(request.chatname)
+    members = require_membership(ctx, user, chatname)
+    online = ctx.registry.is_online
+    return messages.group_members_response(
+        chatname, [{"username": name, "online": online(name)} for name in sorted(members)]
+    )

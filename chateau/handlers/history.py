@@ -1,0 +1,103 @@
+"""Stored messages: HistoryRequest, MessageEditRequest, MessageDeleteRequest."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from chateau import messages
+from chateau.connection import Connection
+from chateau.errors import FORBIDDEN, NOT_FOUND, BadRequest, ChateauError
+from chateau.handlers.context import (
+    Reply,
+    Services,
+    check_content,
+    lookup,
+    require_membership,
+    require_stored_messages,
+)
+from chateau.messages import HistoryRequest, MessageDeleteRequest, MessageEditRequest
+from chateau.names import canonical
+from chateau.store import MessageRecord, direct_chat
+
+MAX_HISTORY = 100
+
+
+async def history(ctx: Services, conn: Connection, request: HistoryRequest) -> Reply:
+    user = conn.username
+    assert user is not None
+    require_stored_messages(ctx, "message history")
+    if (request.chatname is None) == (request.user is None):
+        raise BadRequest("HistoryRequest: give exactly one of 'chatname' or 'user'")
+    if not 1 <= request.limit <= MAX_HISTORY:
+        raise BadRequest(f"HistoryRequest: 'limit' must be between 1 and {MAX_HISTORY}")
+    if request.user is not None:
+        other = lookup(request.user)
+        if not ctx.registry.is_online(other) and not await ctx.store.user_exists(other):
+            raise ChateauError(NOT_FOUND, f"no such user: {request.user!r}")
+        key, name, chat_key = "user", other, direct_chat(user, other)
+    else:
+        name = canonical(request.chatname or "")
+        require_membership(ctx, user, name)
+        key, chat_key = "chatname", name
+    records, more = await ctx.store.history(chat_key, request.before, request.limit)
+    return messages.history_response(key, name, [r.history_entry() for r in records], more)
+
+
+async def _own_message(ctx: Services, user: str, message_id: int) -> MessageRecord:
+    require_stored_messages(ctx, "editing and deleting messages")
+    record = await ctx.store.get_message(message_id)
+    if record is None or record.deleted:
+        raise ChateauError(NOT_FOUND, f"no message with id {message_id}")
+    if record.sender != user:
+        raise ChateauError(FORBIDDEN, "only the author may edit or delete a message")
+    return record
+
+
+def _chat_members(ctx: Services, chat: str) -> Iterable[str]:
+    group = ctx.registry.group(chat)
+    pair = ctx.registry.pair(chat)
+    return group.members if group is not None else pair.members if pair is not None else ()
+
+
+def _audience(ctx: Services, record: MessageRecord) -> Iterable[str]:
+    """Who hears of an edit or deletion of *record*."""
+    if record.recipient is not None:
+        return [record.recipient, record.sender]
+    return _chat_members(ctx, record.chat)
+
+
+def _announce_change(
+    ctx: Services, conn: Connection, record: MessageRecord, build: Callable[[str], dict[str, Any]]
+) -> None:
+    """Tell everyone in the message's chat (and the author's other devices)."""
+    if record.recipient is not None:
+        ctx.delivery.deliver([record.recipient], build(record.sender))
+        ctx.delivery.deliver([record.sender], build(record.recipient), skip=conn)
+        return
+    ctx.delivery.deliver(_chat_members(ctx, record.chat), build(record.chat), skip=conn)
+
+
+async def message_edit(ctx: Services, conn: Connection, request: MessageEditRequest) -> Reply:
+    user = conn.username
+    assert user is not None
+    check_content(ctx, request.content)
+    record = await _own_message(ctx, user, request.id)
+    ctx.delivery.check_reachable(_audience(ctx, record))
+    await ctx.store.edit_message(record.id, request.content)
+    _announce_change(
+        ctx, conn, record,
+        lambda chatname: messages.message_edited(record.id, chatname, user, request.content),
+    )
+    return messages.message_edit_response(record.id)
+
+
+async def message_delete(ctx: Services, conn: Connection, request: MessageDeleteRequest) -> Reply:
+    user = conn.username
+    assert user is not None
+    record = await _own_message(ctx, user, request.id)
+    ctx.delivery.check_reachable(_audience(ctx, record))
+    await ctx.store.delete_message(record.id)
+    _announce_change(
+        ctx, conn, record, lambda chatname: messages.message_deleted(record.id, chatname, user)
+    )
+    return messages.message_delete_response(record.id)

@@ -1,0 +1,158 @@
+"""Sending messages: GroupMessageRequest (alias MessageRequest) to a group, a
+random chat or one person, and RandomMessageRequest.
+
+The send is the hot path. It is not a coroutine: a send's one wait is
+usually its commit, and the rest runs as that Deferred's callback, since
+resuming a coroutine from the message writer, once per message, would run
+Twisted's inline-callbacks machinery on the reactor thread every time
+(docs/performance.md). Only a direct message to someone offline awaits the
+database first (:func:`_send_to_offline`).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from twisted.internet.defer import Deferred
+
+from chateau import messages
+from chateau.connection import Connection
+from chateau.errors import FORBIDDEN, NOT_FOUND, ChateauError
+from chateau.handlers.context import Reply, Services, check_content, lookup, record_message
+from chateau.messages import GroupMessageRequest, RandomMessageRequest
+from chateau.registry import Group
+from chateau.store import StoredMessage, direct_chat
+
+
+def send_message(ctx: Services, conn: Connection, request: GroupMessageRequest) -> Deferred[Reply]:
+    """Commit a message, then route it and answer the sender."""
+    sender = conn.username
+    assert sender is not None
+    check_content(ctx, request.content)
+    target = lookup(request.recipient)
+    registry = ctx.registry
+
+    pair = registry.pair(target)
+    if pair is not None:
+        if sender not in pair.members:
+            raise ChateauError(FORBIDDEN, f"you are not in the random chat {target!r}")
+        ctx.delivery.check_reachable(pair.members)
+        return record_message(ctx, target, sender, request.content).addCallback(
+            _route_to_chat, ctx, conn, sender, request, target, pair.members, None
+        )
+
+    group = registry.group(target)
+    if group is not None:
+        if sender not in group.members:
+            raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
+        ctx.delivery.check_reachable(group.members)
+        return record_message(ctx, target, sender, request.content).addCallback(
+            _route_to_chat, ctx, conn, sender, request, target, group.members, group
+        )
+
+    if not registry.is_online(target):
+        return Deferred.fromCoroutine(_send_to_offline(ctx, conn, sender, request, target))
+    return _send_direct(ctx, conn, sender, request, target)
+
+
+def pipelines(ctx: Services, request: GroupMessageRequest) -> bool:
+    """Whether a send's recipient is known without asking the database.
+
+    Then its one wait is the message writer, which commits in arrival order,
+    so several such sends of one connection may be in flight together.
+    """
+    target = lookup(request.recipient)
+    registry = ctx.registry
+    return (
+        registry.pair(target) is not None
+        or registry.group(target) is not None
+        or registry.is_online(target)
+    )
+
+
+async def _send_to_offline(
+    ctx: Services, conn: Connection, sender: str, request: GroupMessageRequest, target: str
+) -> Reply:
+    """A direct message to a user not online here: only an account can get one."""
+    if not await ctx.store.user_exists(target):
+        raise ChateauError(NOT_FOUND, f"no such user or group: {request.recipient!r}")
+    return await _send_direct(ctx, conn, sender, request, target)
+
+
+def _send_direct(
+    ctx: Services, conn: Connection, sender: str, request: GroupMessageRequest, target: str
+) -> Deferred[Reply]:
+    ctx.delivery.check_reachable([sender, target])
+    if not ctx.stores_messages and not ctx.registry.is_online(target):
+        raise ChateauError(
+            NOT_FOUND,
+            f"{target!r} is offline and this server keeps no messages to deliver later",
+        )
+    return record_message(
+        ctx, direct_chat(sender, target), sender, request.content, recipient=target
+    ).addCallback(_route_direct, ctx, conn, sender, request, target)
+
+
+def _route_direct(
+    stored: StoredMessage, ctx: Services, conn: Connection, sender: str,
+    request: GroupMessageRequest, target: str,
+) -> Reply:
+    ctx.metrics.messages_of["direct"].inc()
+    ctx.delivery.deliver(
+        [target],
+        messages.message_recv(
+            sender=sender, chatname=sender, content=request.content,
+            message_id=stored.id, timestamp=stored.timestamp,
+        ),
+        skip=conn, message_id=stored.id,
+    )
+    ctx.delivery.routed(stored.id)
+    return messages.message_send_response(stored.id, stored.timestamp)
+
+
+def _route_to_chat(
+    stored: StoredMessage, ctx: Services, conn: Connection, sender: str,
+    request: GroupMessageRequest, target: str, members: Iterable[str], group: Group | None,
+) -> Reply:
+    """Route a committed message to a random chat's pair, or to a group (*group* set)."""
+    if group is None:
+        ctx.metrics.messages_of["random"].inc()
+        first = False
+    else:
+        ctx.metrics.messages_of["group"].inc()
+        first, group.started = not group.started, True
+        if first:
+            ctx.delivery.announce({"t": "group_started", "chatname": target})
+    ctx.delivery.deliver(
+        members,
+        messages.group_message_recv(
+            first=first, sender=sender, chatname=target, content=request.content,
+            message_id=stored.id, timestamp=stored.timestamp,
+        ),
+        skip=conn, message_id=stored.id,
+    )
+    ctx.delivery.routed(stored.id)
+    return messages.message_send_response(stored.id, stored.timestamp)
+
+
+async def random_message(ctx: Services, conn: Connection, request: RandomMessageRequest) -> Reply:
+    sender = conn.username
+    assert sender is not None
+    check_content(ctx, request.content)
+    pair = ctx.registry.pair_randomly(sender, local_only=ctx.delivery.link_down)
+    if pair is None:
+        raise ChateauError(NOT_FOUND, "not enough people online: nobody else is signed in")
+    partner = pair.other(sender)
+    ctx.delivery.announce({"t": "pair", "chatname": pair.chatname, "members": list(pair.members)})
+    stored = await record_message(ctx, pair.chatname, sender, request.content)
+    ctx.metrics.messages_of["random"].inc()
+    ctx.delivery.deliver(
+        [partner],
+        messages.message_recv(
+            sender=sender, chatname=pair.chatname, content=request.content,
+            message_id=stored.id, timestamp=stored.timestamp, random=True,
+        ),
+        message_id=stored.id,
+    )
+    ctx.delivery.routed(stored.id)
+    return messages.random_message_response(partner, pair.chatname, stored.id, stored.timestamp)

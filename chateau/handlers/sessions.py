@@ -1,0 +1,102 @@
+"""Signing in and out: RegisterRequest, ResumeRequest, LogoutRequest; and the
+requests about the connection itself: HeartbeatRequest, ClientListRequest."""
+
+from __future__ import annotations
+
+import secrets
+
+from chateau import messages
+from chateau.auth import Account
+from chateau.connection import Connection
+from chateau.errors import ALREADY_SIGNED_IN, NOT_AUTHENTICATED, ChateauError
+from chateau.handlers.context import Reply, Services
+from chateau.messages import (
+    ClientListRequest,
+    HeartbeatRequest,
+    LogoutRequest,
+    RegisterRequest,
+    ResumeRequest,
+)
+from chateau.store import hash_session_key
+
+
+async def new_session_key(ctx: Services, conn: Connection, username: str) -> str:
+    """Issue a session key for *username*; only its hash is stored."""
+    key = secrets.token_urlsafe(32)
+    key_hash = hash_session_key(key)
+    lifetime = ctx.config.chat.session_lifetime_days * 86400
+    await ctx.store.create_session(username, key_hash, lifetime)
+    conn.session_key_hash = key_hash
+    return key
+
+
+async def register(ctx: Services, conn: Connection, request: RegisterRequest) -> Reply:
+    if conn.username is not None:
+        raise ChateauError(
+            ALREADY_SIGNED_IN, f"this connection is already signed in as {conn.username!r}"
+        )
+    if conn.signing_in:
+        raise ChateauError(ALREADY_SIGNED_IN, "a sign-in is already in progress on this connection")
+    conn.signing_in = True
+    method = "ldap" if request.auth else "local"
+    try:
+        account = await ctx.auth.sign_in(
+            request.username, request.password, request.auth, conn.address
+        )
+    except ChateauError as refusal:
+        result = {429: "throttled", 503: "busy"}.get(refusal.status, "refused")
+        ctx.metrics.signins.labels(method, result).inc()
+        raise
+    finally:
+        conn.signing_in = False
+    ctx.metrics.signins.labels(method, "ok").inc()
+    if not conn.live:
+        return None
+    key = await new_session_key(ctx, conn, account.username)
+    if not conn.live:
+        return None
+    reply = messages.register_response_with_key(account.username, key, account.display_name)
+    reply["msg_id"] = request.msg_id
+    await ctx.catch_up.sign_on(conn, account, reply)
+    return None
+
+
+async def resume(ctx: Services, conn: Connection, request: ResumeRequest) -> Reply:
+    if conn.username is not None or conn.signing_in:
+        raise ChateauError(
+            ALREADY_SIGNED_IN, "this connection is already signed in or signing in"
+        )
+    conn.signing_in = True
+    try:
+        key_hash = hash_session_key(request.session_key)
+        user = await ctx.store.resume_session(key_hash)
+    finally:
+        conn.signing_in = False
+    if user is None:
+        raise ChateauError(
+            NOT_AUTHENTICATED, "session key is invalid, expired or revoked: sign in again"
+        )
+    if not conn.live:
+        return None
+    conn.session_key_hash = key_hash
+    account = Account(user.username, user.auth_method, user.display_name)
+    reply = messages.resume_response(user.username, user.display_name)
+    reply["msg_id"] = request.msg_id
+    await ctx.catch_up.sign_on(conn, account, reply)
+    return None
+
+
+async def logout(ctx: Services, conn: Connection, request: LogoutRequest) -> Reply:
+    key_hash = conn.session_key_hash
+    ctx.catch_up.sign_off(conn)
+    if key_hash is not None:
+        await ctx.store.revoke_session(key_hash)
+    return messages.logout_response()
+
+
+async def heartbeat(ctx: Services, conn: Connection, request: HeartbeatRequest) -> Reply:
+    return messages.heartbeat_response(request.payload)
+
+
+async def client_list(ctx: Services, conn: Connection, request: ClientListRequest) -> Reply:
+    return messages.client_list_response(ctx.registry.online_users(exclude=conn.username))
