@@ -36,10 +36,10 @@ from chateau.messages import GroupMessageRequest, Request
 from chateau.names import canonical
 from chateau.metrics import Metrics
 from chateau.registry import Departure, Registry
-from chateau.store import (
+from chateau.store import Store
+from chateau.store.records import (
     ANY_ORIGIN,
     MessageRecord,
-    Store,
     StoredMessage,
     hash_session_key,
     iso_timestamp,
@@ -147,15 +147,15 @@ class Chat:
         await self.store.prepare_schema()
         await self.load_groups()
         if self.node is not None:
-            await self.store.register_node(self.node)
-        self.last_routed_id = await self.store.last_message_id(self.own_origin)
+            await self.store.cursors.register_node(self.node)
+        self.last_routed_id = await self.store.messages.last_message_id(self.own_origin)
         if self.reactor is not None:
             self._account_check = LoopingCall(self._check_accounts)
             self._account_check.clock = self.reactor
             self._account_check.start(self.config.chat.account_check_interval, now=False)
 
     async def load_groups(self) -> None:
-        for record in await self.store.load_groups():
+        for record in await self.store.groups.load_groups():
             self.registry.add_group(record.chatname, record.creator, record.members, record.started)
 
     def stop(self) -> None:
@@ -214,7 +214,7 @@ class Chat:
     ) -> Deferred[StoredMessage]:
         """Commit a message (or, with storage off, just number it)."""
         if self.stores_messages:
-            return self.store.add_message(chat, sender, content, recipient)
+            return self.store.messages.add_message(chat, sender, content, recipient)
         self._next_id = max(self._next_id, self.last_routed_id) + 1
         return succeed(StoredMessage(self._next_id, iso_timestamp(now_millis())))
 
@@ -410,7 +410,7 @@ class Chat:
     async def _push_remote_missed(self, username: str, fences: dict[str, int]) -> None:
         """Push *username* other nodes' messages up to their fences (frames from them are held)."""
         seen = self._remote_seen.setdefault(username, {})
-        cursors = await self.store.delivery_cursors(username)
+        cursors = await self.store.cursors.delivery_cursors(username)
         ranges: list[Range] = []
         for origin, fence in sorted(fences.items()):
             after = max(seen.get(origin, 0), cursors.get(origin, cursors[None]))
@@ -462,7 +462,7 @@ class Chat:
         key = secrets.token_urlsafe(32)
         key_hash = hash_session_key(key)
         lifetime = self.config.chat.session_lifetime_days * 86400
-        await self.store.create_session(username, key_hash, lifetime)
+        await self.store.sessions.create_session(username, key_hash, lifetime)
         connection.session_key_hash = key_hash
         return key
 
@@ -521,7 +521,7 @@ class Chat:
         username = progress.username
         upto = self.last_routed_id
         signed_on = now_millis()
-        book = await self.store.contact_book(username)
+        book = await self.store.contacts.contact_book(username)
         if not self.registry.is_local(username):
             return
         self.registry.set_contacts(username, book.contacts)
@@ -531,7 +531,7 @@ class Chat:
         for other, direction, since in book.pending:
             if direction == "incoming" and since <= signed_on:
                 connection.send_message(messages.contact_request_recv(other))
-        for group in await self.store.take_group_notices(username):
+        for group in await self.store.groups.take_group_notices(username):
             notice = messages.group_init_notice(group.chatname, group.creator, sorted(group.members))
             notice["offline"] = True
             connection.send_message(notice)
@@ -539,7 +539,7 @@ class Chat:
         # read: the read can miss it and the save's end clears it from
         # memory, so what memory holds now counts too, not only afterwards.
         unsaved = dict(self._cursors.get(username, {}))
-        cursors = await self.store.delivery_cursors(username)
+        cursors = await self.store.cursors.delivery_cursors(username)
         for origin, value in [*unsaved.items(), *self._cursors.pop(username, {}).items()]:
             key = None if origin is ANY_ORIGIN else origin
             cursors[key] = max(cursors.get(key, cursors[None]), value)
@@ -559,7 +559,7 @@ class Chat:
                 seen[origin] = max(seen.get(origin, 0), value)
         moved = {o: v for o, v in progress.pushed.items() if v > initial[o]}
         if moved and username not in self._cut_short:
-            self.store.save_cursors(username, moved).addErrback(
+            self.store.cursors.save_cursors(username, moved).addErrback(
                 lambda failure: self.log.failure("saving a delivery cursor failed", failure)
             )
 
@@ -578,7 +578,7 @@ class Chat:
             return [(ANY_ORIGIN, base, upto)]
         replies = await fences if fences is not None else {}
         ranges: list[Range] = [(self.node, cursors.get(self.node, base), upto)]
-        for origin in await self.store.known_origins():
+        for origin in await self.store.cursors.known_origins():
             if origin != self.node:
                 ranges.append((origin, cursors.get(origin, base), replies.get(origin)))
         ranges.append((None, base, None))
@@ -614,7 +614,7 @@ class Chat:
         been seen in every range: each range starts again from there.
         """
         while ranges:
-            page = await self.store.missed_in_ranges(username, ranges, CATCH_UP_PAGE)
+            page = await self.store.messages.missed_in_ranges(username, ranges, CATCH_UP_PAGE)
             if page:
                 yield page
             if len(page) < CATCH_UP_PAGE:
@@ -671,7 +671,7 @@ class Chat:
             cursors = None
         if cursors:
             self._cursors[username] = cursors
-            saved = self.store.save_cursors(username, cursors)
+            saved = self.store.cursors.save_cursors(username, cursors)
             saved.addCallback(lambda _: self._forget_cursors(username, cursors))
             saved.addErrback(
                 lambda failure: self.log.failure("saving a delivery cursor failed", failure)
@@ -705,8 +705,8 @@ class Chat:
         for username in online:
             for origin, value in self._remote_seen.get(username, {}).items():
                 rows.append((username, origin, value))
-        await self.store.save_cursor_rows(rows)
-        for username in await self.store.disabled_among(online):
+        await self.store.cursors.save_cursor_rows(rows)
+        for username in await self.store.accounts.disabled_among(online):
             self.log.info("closing the connections of disabled account {username}", username=username)
             for connection in self.registry.connections(username):
                 connection.close_for(1008, "account disabled")

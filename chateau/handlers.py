@@ -47,7 +47,7 @@ from chateau.messages import (
     Request,
 )
 from chateau.names import CHATNAME_RULE, canonical, check_chatname, check_username
-from chateau.store import StoredMessage, direct_chat, hash_session_key
+from chateau.store.records import StoredMessage, direct_chat, hash_session_key
 
 if TYPE_CHECKING:
     from chateau.chat import Chat, Connection
@@ -95,7 +95,7 @@ async def resume(chat: Chat, conn: Connection, request: ResumeRequest) -> Reply:
     conn.signing_in = True
     try:
         key_hash = hash_session_key(request.session_key)
-        user = await chat.store.resume_session(key_hash)
+        user = await chat.store.sessions.resume_session(key_hash)
     finally:
         conn.signing_in = False
     if user is None:
@@ -116,7 +116,7 @@ async def logout(chat: Chat, conn: Connection, request: LogoutRequest) -> Reply:
     key_hash = conn.session_key_hash
     chat.sign_off(conn)
     if key_hash is not None:
-        await chat.store.revoke_session(key_hash)
+        await chat.store.sessions.revoke_session(key_hash)
     return messages.logout_response()
 
 
@@ -140,7 +140,7 @@ async def group_init(chat: Chat, conn: Connection, request: GroupMessageInitRequ
         raise BadRequest("recipients must name at least one other user")
     if chat.registry.group(chatname) is not None or chat.registry.pair(chatname) is not None:
         raise ChateauError(NOT_AUTHENTICATED, f"chatname {chatname!r} is taken")
-    missing = await chat.store.missing_users(recipients)
+    missing = await chat.store.accounts.missing_users(recipients)
     if missing:
         raise ChateauError(NOT_FOUND, f"unknown recipient {missing[0]!r}")
     members = [creator, *recipients]
@@ -151,7 +151,7 @@ async def group_init(chat: Chat, conn: Connection, request: GroupMessageInitRequ
             raise ChateauError(TOO_LARGE, f"{who} already in {most} groups, the most allowed")
     chat.check_reachable(members)
     online = [m for m in members if chat.registry.is_online(m)]
-    if not await chat.store.create_group(chatname, creator, members, online):
+    if not await chat.store.groups.create_group(chatname, creator, members, online):
         raise ChateauError(
             NOT_AUTHENTICATED, f"chatname {chatname!r} is taken (by a user or a group)"
         )
@@ -218,7 +218,7 @@ async def _send_to_offline(
     chat: Chat, conn: Connection, sender: str, request: GroupMessageRequest, target: str
 ) -> Reply:
     """A direct message to a user not online here: only an account can get one."""
-    if not await chat.store.user_exists(target):
+    if not await chat.store.accounts.user_exists(target):
         raise ChateauError(NOT_FOUND, f"no such user or group: {request.recipient!r}")
     return await _send_direct(chat, conn, sender, request, target)
 
@@ -328,7 +328,7 @@ async def group_leave(chat: Chat, conn: Connection, request: GroupLeaveRequest) 
     if user not in group.members:
         raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
     chat.check_reachable(group.members)
-    await chat.store.remove_group_member(target, user)
+    await chat.store.groups.remove_group_member(target, user)
     registry.remove_member(target, user)
     chat.announce({"t": "member_left", "chatname": target, "user": user})
     chat.deliver(group.members, messages.group_member_left(target, user))
@@ -359,14 +359,14 @@ async def history(chat: Chat, conn: Connection, request: HistoryRequest) -> Repl
         raise BadRequest(f"HistoryRequest: 'limit' must be between 1 and {MAX_HISTORY}")
     if request.user is not None:
         other = _lookup(request.user)
-        if not chat.registry.is_online(other) and not await chat.store.user_exists(other):
+        if not chat.registry.is_online(other) and not await chat.store.accounts.user_exists(other):
             raise ChateauError(NOT_FOUND, f"no such user: {request.user!r}")
         key, name, chat_key = "user", other, direct_chat(user, other)
     else:
         name = canonical(request.chatname or "")
         _require_membership(chat, user, name)
         key, chat_key = "chatname", name
-    records, more = await chat.store.history(chat_key, request.before, request.limit)
+    records, more = await chat.store.messages.history(chat_key, request.before, request.limit)
     return messages.history_response(key, name, [r.history_entry() for r in records], more)
 
 
@@ -389,7 +389,7 @@ async def _existing_other_user(chat: Chat, me: str, raw: str) -> str:
     other = _lookup(raw)
     if other == me:
         raise BadRequest("that is your own name")
-    if not chat.registry.is_online(other) and not await chat.store.user_exists(other):
+    if not chat.registry.is_online(other) and not await chat.store.accounts.user_exists(other):
         raise ChateauError(NOT_FOUND, f"no such user: {raw!r}")
     return other
 
@@ -399,7 +399,7 @@ async def contact_request(chat: Chat, conn: Connection, request: ContactRequest)
     assert me is not None
     other = await _existing_other_user(chat, me, request.username)
     chat.check_reachable([other])
-    outcome = await chat.store.request_contact(me, other)
+    outcome = await chat.store.contacts.request_contact(me, other)
     if outcome == "requested":
         chat.deliver([other], messages.contact_request_recv(me))
     elif outcome == "accepted":
@@ -420,7 +420,7 @@ async def contact_accept(chat: Chat, conn: Connection, request: ContactAccept) -
     assert me is not None
     other = _lookup(request.username)
     chat.check_reachable([other])
-    if not await chat.store.accept_contact(me, other):
+    if not await chat.store.contacts.accept_contact(me, other):
         raise ChateauError(NOT_FOUND, f"no contact request from {request.username!r}")
     _contacts_linked(chat, me, other)
     return messages.contact_response(
@@ -432,7 +432,7 @@ async def contact_deny(chat: Chat, conn: Connection, request: ContactDeny) -> Re
     me = conn.username
     assert me is not None
     other = _lookup(request.username)
-    if not await chat.store.deny_contact(me, other):
+    if not await chat.store.contacts.deny_contact(me, other):
         raise ChateauError(NOT_FOUND, f"no contact request from {request.username!r}")
     return messages.contact_response("ContactDeny", other)
 
@@ -442,7 +442,7 @@ async def contact_remove(chat: Chat, conn: Connection, request: ContactRemove) -
     assert me is not None
     other = _lookup(request.username)
     chat.check_reachable([other])
-    if not await chat.store.remove_contact(me, other):
+    if not await chat.store.contacts.remove_contact(me, other):
         raise ChateauError(NOT_FOUND, f"{request.username!r} is not in your contacts")
     chat.registry.unlink_contacts(me, other)
     chat.announce({"t": "contacts", "first": me, "second": other, "linked": False})
@@ -453,7 +453,7 @@ async def contact_remove(chat: Chat, conn: Connection, request: ContactRemove) -
 async def contact_list(chat: Chat, conn: Connection, request: ContactListRequest) -> Reply:
     me = conn.username
     assert me is not None
-    book = await chat.store.contact_book(me)
+    book = await chat.store.contacts.contact_book(me)
     online = chat.registry.is_online
     return messages.contact_list_response(
         [{"username": name, "online": online(name)} for name in book.contacts],
@@ -463,7 +463,7 @@ async def contact_list(chat: Chat, conn: Connection, request: ContactListRequest
 
 async def _own_message(chat: Chat, user: str, message_id: int) -> Any:
     chat.require_stored_messages("editing and deleting messages")
-    record = await chat.store.get_message(message_id)
+    record = await chat.store.messages.get_message(message_id)
     if record is None or record.deleted:
         raise ChateauError(NOT_FOUND, f"no message with id {message_id}")
     if record.sender != user:
@@ -498,7 +498,7 @@ async def message_edit(chat: Chat, conn: Connection, request: MessageEditRequest
     _check_content(chat, request.content)
     record = await _own_message(chat, user, request.id)
     chat.check_reachable(_audience(chat, record))
-    await chat.store.edit_message(record.id, request.content)
+    await chat.store.messages.edit_message(record.id, request.content)
     _announce_change(
         chat, conn, record,
         lambda chatname: messages.message_edited(record.id, chatname, user, request.content),
@@ -511,7 +511,7 @@ async def message_delete(chat: Chat, conn: Connection, request: MessageDeleteReq
     assert user is not None
     record = await _own_message(chat, user, request.id)
     chat.check_reachable(_audience(chat, record))
-    await chat.store.delete_message(record.id)
+    await chat.store.messages.delete_message(record.id)
     _announce_change(
         chat, conn, record, lambda chatname: messages.message_deleted(record.id, chatname, user)
     )
