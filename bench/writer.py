@@ -1,6 +1,6 @@
 """The message writer's database work alone, per message, on SQLite.
 
-Runs the writer's own transaction (:func:`chateau.store._add_messages_txn`
+Runs the writer's own transaction (:func:`chateau.store.messages.add_messages_txn`
 and its commit) in a loop on one thread, with the store's checkpoint every
 ``CHECKPOINT_EVERY`` messages as the server does, and reports that thread's
 CPU time (user and system) per message. No reactor, no network: this is the
@@ -23,14 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from chateau.schema import prepare
-from chateau.store import (
-    CHECKPOINT_EVERY,
-    _add_messages_txn,
-    _checkpoint_txn,
-    in_transaction,
-    make_engine,
-)
+from chateau.store.engine import checkpoint_txn, in_transaction, make_engine
+from chateau.store.messages import add_messages_txn
+from chateau.store.migrate import prepare
+from chateau.store.writer import CHECKPOINT_EVERY
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,11 +69,11 @@ def one_round(args: argparse.Namespace, directory: Path, seed: int) -> float:
             since = 0
             for items in batches:
                 new_chats = {item[0] for item in items} - recorded
-                in_transaction(engine, _add_messages_txn, items, None, new_chats)
+                in_transaction(engine, add_messages_txn, items, None, new_chats)
                 recorded.update(new_chats)
                 since += len(items)
                 if since >= CHECKPOINT_EVERY:
-                    in_transaction(engine, _checkpoint_txn)
+                    in_transaction(engine, checkpoint_txn)
                     since = 0
 
         write([batch() for _ in range(args.warm_up // args.batch)])

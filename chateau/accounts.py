@@ -1,30 +1,32 @@
 """Account administration for ``chateau-admin``: plain blocking calls.
 
-These run in the admin command's own process, never in the server, so they
-use the database directly. Each is one transaction built from the store's
-``*_txn`` functions. A running server notices a disabled account within
-``[chat] account_check_interval`` seconds and closes its connections.
+These run in the admin command's own process, never in the server, and no
+reactor runs there: each operation is one transaction, run on the calling
+thread with :func:`~chateau.store.engine.in_transaction` and built from the
+store's own account functions (chateau.store.accounts), so the rules and
+the SQL are the server's. A running server notices a disabled account
+within ``[chat] account_check_interval`` seconds and closes its connections.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 import bcrypt
-from sqlalchemy import select, update
-from sqlalchemy.engine import Engine
 
 from chateau.auth import LOCAL
 from chateau.auth.local import MAX_PASSWORD_BYTES
 from chateau.names import USERNAME_RULE, check_username
-from chateau.store import (
+from chateau.store.accounts import (
     create_user_txn,
     get_user_txn,
-    in_transaction,
+    list_users_txn,
     revoke_all_sessions_txn,
-    sessions,
-    users,
+    session_counts_txn,
+    set_disabled_txn,
+    set_password_hash_txn,
 )
+from chateau.store.engine import Connection, Engine, in_transaction
+from chateau.store.migrate import upgrade_to_head
 
 
 class AdminError(Exception):
@@ -68,15 +70,13 @@ def set_password(engine: Engine, raw: str, password: str, cost: int) -> int:
     username = _username(raw)
     hashed = hash_password(password, cost)
 
-    def txn(connection) -> int:
+    def txn(connection: Connection) -> int:
         user = get_user_txn(connection, username)
         if user is None:
             raise AdminError(f"no such user: {username!r}")
         if user.auth_method != LOCAL:
             raise AdminError(f"{username!r} is a directory account: change it in the directory")
-        connection.execute(
-            update(users).where(users.c.username == username).values(password_hash=hashed)
-        )
+        set_password_hash_txn(connection, username, hashed)
         return revoke_all_sessions_txn(connection, username)
 
     return in_transaction(engine, txn)
@@ -86,27 +86,22 @@ def set_disabled(engine: Engine, raw: str, disabled: bool = True) -> int:
     """Disable (or enable) an account; disabling revokes every session key."""
     username = _username(raw)
 
-    def txn(connection) -> int:
+    def txn(connection: Connection) -> int:
         if get_user_txn(connection, username) is None:
             raise AdminError(f"no such user: {username!r}")
-        connection.execute(
-            update(users).where(users.c.username == username).values(disabled=disabled)
-        )
+        set_disabled_txn(connection, username, disabled)
         return revoke_all_sessions_txn(connection, username) if disabled else 0
 
     return in_transaction(engine, txn)
 
 
 def list_users(engine: Engine) -> list[UserSummary]:
-    def txn(connection) -> list[UserSummary]:
-        counts: dict[str, int] = {}
-        for (name,) in connection.execute(select(sessions.c.username)):
-            counts[name] = counts.get(name, 0) + 1
-        rows = connection.execute(select(users).order_by(users.c.username))
+    def txn(connection: Connection) -> list[UserSummary]:
+        counts = session_counts_txn(connection)
         return [
-            UserSummary(row.username, row.auth_method, bool(row.disabled), row.display_name,
-                        counts.get(row.username, 0))
-            for row in rows
+            UserSummary(user.username, user.auth_method, user.disabled, user.display_name,
+                        counts.get(user.username, 0))
+            for user in list_users_txn(connection)
         ]
 
     return in_transaction(engine, txn)
@@ -114,11 +109,4 @@ def list_users(engine: Engine) -> list[UserSummary]:
 
 def upgrade_database(engine: Engine) -> tuple[str | None, str]:
     """Apply the packaged migrations; the revisions before and after."""
-    from chateau import schema
-
-    with engine.begin() as connection:
-        before = schema.current_revision(connection)
-        schema.upgrade(connection)
-        after = schema.current_revision(connection)
-    assert after is not None
-    return before, after
+    return in_transaction(engine, upgrade_to_head)

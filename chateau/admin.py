@@ -5,7 +5,7 @@ own INI file (``--config``, by default ``chateau.ini`` in the working
 directory when there is one), so what they check is what the server will do.
 
 ``user add|passwd|disable|enable|list`` manage accounts and ``db upgrade``
-applies the schema migrations (see chateau.accounts and chateau.schema).
+applies the schema migrations (see chateau.accounts and chateau.store.migrate).
 
 ``ldap-check USERNAME`` walks through a directory sign-in step by step
 (connect, TLS, search, bind, group) and prints one line per step with OK or
@@ -49,36 +49,34 @@ def _account_step(config: Config, username: str) -> bool:
     Read-only and best effort: a database this host cannot reach is reported
     and skipped, since the server creates the row itself on first sign-in.
     """
-    from sqlalchemy import inspect, select
-    from sqlalchemy.engine import make_url
+    from chateau.store.accounts import name_owner_txn
+    from chateau.store.engine import Connection, in_transaction, make_engine, sqlite_file
+    from chateau.store.migrate import table_names
 
-    from chateau.store import make_engine, names, users
+    path = sqlite_file(config.database.url)
+    if path is not None and not os.path.exists(path):
+        print(f"{'account':<13} skipped: no database at {path} yet")
+        return True
 
-    url = make_url(config.database.url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        if not os.path.exists(url.database):
-            print(f"{'account':<13} skipped: no database at {url.database} yet")
-            return True
+    def owner(connection: Connection) -> tuple[str | None, str | None] | None:
+        if not {"names", "users"} <= table_names(connection):
+            return None
+        return name_owner_txn(connection, username)
+
     try:
         engine = make_engine(config.database.url)
         try:
-            with engine.connect() as connection:
-                tables = set(inspect(connection).get_table_names())
-                if not {"names", "users"} <= tables:
-                    print(f"{'account':<13} skipped: the database has no schema yet")
-                    return True
-                kind = connection.execute(
-                    select(names.c.kind).where(names.c.name == username)
-                ).scalar()
-                method = connection.execute(
-                    select(users.c.auth_method).where(users.c.username == username)
-                ).scalar()
+            found = in_transaction(engine, owner)
         finally:
             engine.dispose()
     except Exception as exc:  # any driver error: this check is advisory
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"{'account':<13} skipped: cannot read the database: {reason}")
         return True
+    if found is None:
+        print(f"{'account':<13} skipped: the database has no schema yet")
+        return True
+    kind, method = found
     if kind is None:
         _line("account", True, f"{username!r} is free; created on first sign-in")
         return True
@@ -157,7 +155,7 @@ def _load(args: argparse.Namespace) -> Config | None:
 
 
 def _engine(config: Config):  # -> Engine; imported lazily to keep --help quick
-    from chateau.store import make_engine
+    from chateau.store.engine import make_engine
 
     return make_engine(config.database.url)
 
@@ -182,15 +180,15 @@ def _new_password(username: str) -> str | None:
 def _account_command(args: argparse.Namespace) -> int:
     """user add | passwd | disable | enable | list: one transaction each."""
     from chateau import accounts
-    from chateau.schema import SchemaOutOfDate, prepare
+    from chateau.store.engine import in_transaction
+    from chateau.store.migrate import SchemaOutOfDate, prepare
 
     config = _load(args)
     if config is None:
         return USAGE
     engine = _engine(config)
     try:
-        with engine.begin() as connection:
-            prepare(connection)
+        in_transaction(engine, prepare)
         action = args.action
         if action == "list":
             users = accounts.list_users(engine)

@@ -31,7 +31,8 @@ from chateau.config import Config
 from chateau.connection import Connection
 from chateau.delivery import Delivery
 from chateau.registry import Registry
-from chateau.store import ANY_ORIGIN, MessageRecord, Store, now_millis
+from chateau.store import Store
+from chateau.store.records import ANY_ORIGIN, MessageRecord, now_millis
 
 # Missed messages are fetched and pushed in pages of this many.
 CATCH_UP_PAGE = 500
@@ -145,7 +146,7 @@ class CatchUp:
         username = progress.username
         upto = self.delivery.last_routed_id
         signed_on = now_millis()
-        book = await self.store.contact_book(username)
+        book = await self.store.contacts.contact_book(username)
         if not self.registry.is_local(username):
             return
         self.registry.set_contacts(username, book.contacts)
@@ -155,7 +156,7 @@ class CatchUp:
         for other, direction, since in book.pending:
             if direction == "incoming" and since <= signed_on:
                 connection.send_message(messages.contact_request_recv(other))
-        for group in await self.store.take_group_notices(username):
+        for group in await self.store.groups.take_group_notices(username):
             notice = messages.group_init_notice(group.chatname, group.creator, sorted(group.members))
             notice["offline"] = True
             connection.send_message(notice)
@@ -163,7 +164,7 @@ class CatchUp:
         # read: the read can miss it and the save's end clears it from
         # memory, so what memory holds now counts too, not only afterwards.
         unsaved = dict(self._cursors.get(username, {}))
-        cursors = await self.store.delivery_cursors(username)
+        cursors = await self.store.cursors.delivery_cursors(username)
         for origin, value in [*unsaved.items(), *self._cursors.pop(username, {}).items()]:
             key = None if origin is ANY_ORIGIN else origin
             cursors[key] = max(cursors.get(key, cursors[None]), value)
@@ -183,7 +184,7 @@ class CatchUp:
                 seen[origin] = max(seen.get(origin, 0), value)
         moved = {o: v for o, v in progress.pushed.items() if v > initial[o]}
         if moved and username not in self._cut_short:
-            self.store.save_cursors(username, moved).addErrback(
+            self.store.cursors.save_cursors(username, moved).addErrback(
                 lambda failure: self.log.failure("saving a delivery cursor failed", failure)
             )
 
@@ -202,7 +203,7 @@ class CatchUp:
             return [(ANY_ORIGIN, base, upto)]
         replies = await fences if fences is not None else {}
         ranges: list[Range] = [(self.node, cursors.get(self.node, base), upto)]
-        for origin in await self.store.known_origins():
+        for origin in await self.store.cursors.known_origins():
             if origin != self.node:
                 ranges.append((origin, cursors.get(origin, base), replies.get(origin)))
         ranges.append((None, base, None))
@@ -238,7 +239,7 @@ class CatchUp:
         been seen in every range: each range starts again from there.
         """
         while ranges:
-            page = await self.store.missed_in_ranges(username, ranges, CATCH_UP_PAGE)
+            page = await self.store.messages.missed_in_ranges(username, ranges, CATCH_UP_PAGE)
             if page:
                 yield page
             if len(page) < CATCH_UP_PAGE:
@@ -280,7 +281,7 @@ class CatchUp:
             cursors = None
         if cursors:
             self._cursors[username] = cursors
-            saved = self.store.save_cursors(username, cursors)
+            saved = self.store.cursors.save_cursors(username, cursors)
             saved.addCallback(lambda _: self._forget_cursors(username, cursors))
             saved.addErrback(
                 lambda failure: self.log.failure("saving a delivery cursor failed", failure)
@@ -385,7 +386,7 @@ class CatchUp:
     async def _push_remote_missed(self, username: str, fences: dict[str, int]) -> None:
         """Push *username* other nodes' messages up to their fences (frames from them are held)."""
         seen = self._remote_seen.setdefault(username, {})
-        cursors = await self.store.delivery_cursors(username)
+        cursors = await self.store.cursors.delivery_cursors(username)
         ranges: list[Range] = []
         for origin, fence in sorted(fences.items()):
             after = max(seen.get(origin, 0), cursors.get(origin, cursors[None]))
@@ -431,8 +432,8 @@ class CatchUp:
         for username in online:
             for origin, value in self._remote_seen.get(username, {}).items():
                 rows.append((username, origin, value))
-        await self.store.save_cursor_rows(rows)
-        for username in await self.store.disabled_among(online):
+        await self.store.cursors.save_cursor_rows(rows)
+        for username in await self.store.accounts.disabled_among(online):
             self.log.info("closing the connections of disabled account {username}", username=username)
             for connection in self.registry.connections(username):
                 connection.close_for(1008, "account disabled")

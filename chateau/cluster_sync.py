@@ -21,7 +21,7 @@ from chateau.store import Store
 
 async def load_groups(store: Store, registry: Registry) -> None:
     """Load the stored groups into the registry (at start-up, and after a rejoin)."""
-    for record in await store.load_groups():
+    for record in await store.groups.load_groups():
         registry.add_group(record.chatname, record.creator, record.members, record.started)
 
 

@@ -77,13 +77,9 @@ def _registration(text: str) -> str:
 
 
 def _db_url(text: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from chateau.store.engine import check_url
 
-    try:
-        make_url(text)
-    except ArgumentError as exc:
-        raise ValueError(str(exc)) from None
+    check_url(text)
     return text
 
 

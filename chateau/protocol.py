@@ -22,8 +22,6 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,6 +41,7 @@ from chateau.handlers.dispatch import Dispatcher
 from chateau.limits import TokenBucket
 from chateau.metrics import Metrics
 from chateau.messages import Request
+from chateau.store.errors import StoreUnavailable
 
 # Requests a connection may have queued behind the one being handled. A
 # client that pipelines more than this is told to slow down.
@@ -409,7 +408,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
             reply = messages.error_response(error.status, error.detail, request.msg_id)
             reply.update(error.extra)
             return reply
-        if failure.check(DBAPIError, PoolTimeoutError):
+        if failure.check(StoreUnavailable):
             self._log.warn(
                 "database unavailable while handling {kind}: {error}",
                 kind=type(request).__name__, error=str(failure.value).splitlines()[0],

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from autobahn.websocket import USES_NVX
-from sqlalchemy.engine import make_url
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -32,7 +31,8 @@ from chateau.limits import SignInThrottle
 from chateau.metrics import Metrics
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
-from chateau.store import Store, make_engine, pool_size_for
+from chateau.store import Store
+from chateau.store.engine import in_transaction, make_engine, pool_size_for, redacted_url
 from chateau.web import make_site
 
 
@@ -165,7 +165,7 @@ class Chateau(MultiService):
         super().startService()
         self._log.info(
             "Chateau starting: database {db}, sign-in methods {methods}",
-            db=make_url(self.config.database.url).render_as_string(hide_password=True),
+            db=redacted_url(self.config.database.url),
             methods=",".join(self.config.auth.methods),
         )
         if USES_NVX:
@@ -185,8 +185,10 @@ class Chateau(MultiService):
         await self.store.prepare_schema()
         await load_groups(self.store, self.registry)
         if self.node is not None:
-            await self.store.register_node(self.node)
-        self.delivery.last_routed_id = await self.store.last_message_id(self.catch_up.own_origin)
+            await self.store.cursors.register_node(self.node)
+        self.delivery.last_routed_id = await self.store.messages.last_message_id(
+            self.catch_up.own_origin
+        )
         self._account_check.start(self.config.chat.account_check_interval, now=False)
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
@@ -248,13 +250,12 @@ def prepare_database(url: str) -> None:
     wrong URL or an unreachable server stops start-up with one clear line
     instead of a server that accepts connections it cannot serve.
     """
-    from chateau.schema import SchemaOutOfDate, prepare
+    from chateau.store.migrate import SchemaOutOfDate, prepare
 
-    shown = make_url(url).render_as_string(hide_password=True)
+    shown = redacted_url(url)
     engine = make_engine(url)
     try:
-        with engine.begin() as connection:
-            prepare(connection)
+        in_transaction(engine, prepare)
     except SchemaOutOfDate as exc:
         raise SystemExit(f"chateau: database {shown}: {exc}") from None
     except Exception as exc:

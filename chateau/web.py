@@ -103,7 +103,7 @@ class UserResource(Resource):
     async def _render(self, request: Request, raw: str) -> None:
         username = check_username(raw)
         try:
-            user = await self._store.get_user(username) if username else None
+            user = await self._store.accounts.get_user(username) if username else None
         except Exception:
             self._log.failure("user lookup failed")
             request.setResponseCode(503)

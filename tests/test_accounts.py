@@ -7,7 +7,7 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from chateau import accounts
-from chateau.store import make_engine
+from chateau.store.engine import make_engine
 
 inline = pytest_twisted.ensureDeferred
 
@@ -71,12 +71,12 @@ async def test_password_reset_revokes_every_key(server_factory, config_factory):
 
 
 def test_add_list_and_refusals(database_url):
-    from chateau import schema
+    from chateau.store import migrate
 
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
-            schema.prepare(connection)
+            migrate.prepare(connection)
         assert accounts.add_user(engine, "Dana", "pw", 4) == "dana"
         with pytest.raises(accounts.AdminError, match="already taken"):
             accounts.add_user(engine, "dana", "pw", 4)

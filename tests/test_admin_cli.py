@@ -7,8 +7,8 @@ import sys
 
 from sqlalchemy import text
 
-from chateau import schema
-from chateau.store import make_engine
+from chateau.store import migrate
+from chateau.store.engine import make_engine
 from tests.processes import checkout_env
 
 
@@ -45,7 +45,7 @@ def test_user_commands(tmp_path, database_url):
 def test_db_upgrade_brings_an_old_schema_to_head(tmp_path, database_url):
     engine = make_engine(database_url)
     with engine.begin() as connection:
-        schema.prepare(connection)
+        migrate.prepare(connection)
         connection.execute(text("DROP TABLE contacts"))
         connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
     engine.dispose()

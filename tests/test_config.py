@@ -111,13 +111,13 @@ def test_unreachable_database_stops_start_up(tmp_path):
 def test_outdated_schema_stops_start_up_naming_the_upgrade_command(tmp_path):
     from sqlalchemy import text
 
-    from chateau import schema
-    from chateau.store import make_engine
+    from chateau.store import migrate
+    from chateau.store.engine import make_engine
 
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     engine = make_engine(url)
     with engine.begin() as connection:
-        schema.prepare(connection)
+        migrate.prepare(connection)
         connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
     engine.dispose()
     result = subprocess.run(

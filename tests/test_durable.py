@@ -386,21 +386,21 @@ async def test_ephemeral_mode_stores_nothing_and_says_so(server_factory, config_
 async def test_sqlite_wal_checkpoints_run_on_the_store_pool_not_the_writer(server, monkeypatch):
     import threading
 
-    from chateau import store as store_module
+    from chateau.store import engine as engine_module
 
     writer = server.service.store.writer
     if server.service.engine.dialect.name != "sqlite":
         assert writer._checkpoint is None  # only SQLite has a WAL to copy back
         return
     seen = []
-    real = store_module._checkpoint_txn
+    real = engine_module.checkpoint_txn
 
     def spy(connection):
         result = real(connection)
         seen.append((threading.current_thread().name, result))
         return result
 
-    monkeypatch.setattr(store_module, "_checkpoint_txn", spy)
+    monkeypatch.setattr(engine_module, "checkpoint_txn", spy)
     monkeypatch.setattr(writer, "_checkpoint_every", 5)
     alice = await server.client("alice")
     await server.client("bob")
@@ -423,7 +423,7 @@ async def test_a_direct_chat_is_recorded_with_its_first_committed_message_only(s
     taken for written when their batch failed."""
     from sqlalchemy import delete, select
 
-    from chateau.store import direct_chats
+    from chateau.store.tables import direct_chats
 
     store = server.service.store
     writer = store.writer
@@ -435,12 +435,12 @@ async def test_a_direct_chat_is_recorded_with_its_first_committed_message_only(s
         connection.execute(delete(direct_chats))
 
     await writer.add("@ann:ben", "ann", "first", "ben")
-    assert await store._run(rows) == [("ann", "@ann:ben"), ("ben", "@ann:ben")]
+    assert await store.runner.run(rows) == [("ann", "@ann:ben"), ("ben", "@ann:ben")]
     # Known now: the chat's next messages write no rows (these were removed).
-    await store._run(forget)
+    await store.runner.run(forget)
     await writer.add("@ann:ben", "ben", "second", "ann")
     await writer.add("@ann:ben", "ann", "third", "ben")
-    assert await store._run(rows) == []
+    assert await store.runner.run(rows) == []
     # A batch that fails (here a NULL chat name) records none of its chats...
     failing = [writer.add("@cat:dan", "cat", "lost", "dan"), writer.add(None, "cat", "bad", "dan")]
     for done in failing:
@@ -450,8 +450,8 @@ async def test_a_direct_chat_is_recorded_with_its_first_committed_message_only(s
             pass
         else:
             raise AssertionError("the batch should have failed")
-    assert await store._run(rows) == []
+    assert await store.runner.run(rows) == []
     # ...so the chat's next committed message does; group messages add none.
     await writer.add("@cat:dan", "dan", "again", "cat")
     await writer.add("team", "dan", "to the group", None)
-    assert await store._run(rows) == [("cat", "@cat:dan"), ("dan", "@cat:dan")]
+    assert await store.runner.run(rows) == [("cat", "@cat:dan"), ("dan", "@cat:dan")]

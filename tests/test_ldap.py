@@ -108,7 +108,7 @@ def directory_calls(monkeypatch) -> list[str]:
 
 async def add_local_user(running, username: str, password: str) -> None:
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
-    assert await running.service.store.create_user(username, hashed, "local")
+    assert await running.service.store.accounts.create_user(username, hashed, "local")
 
 
 def sleep(seconds: float) -> defer.Deferred:
@@ -126,7 +126,7 @@ async def test_ldaps_sign_in_returns_username_and_display_name(start):
     expected = {"type": "RegisterResponse", "status": 200, "username": "alice",
                 "display_name": "Alice Liddell", "msg_id": 3}
     assert {key: reply.get(key) for key in expected} == expected, reply
-    record = await running.service.store.get_user("alice")
+    record = await running.service.store.accounts.get_user("alice")
     assert record.auth_method == "ldap" and record.password_hash is None
     assert record.display_name == "Alice Liddell"
 
@@ -151,7 +151,7 @@ async def test_login_is_case_insensitive_and_uses_the_directory_uid(start):
     again = await running.client()
     reply = await again.request(directory_request("CAROL", "carol-pw"))
     assert reply["status"] == 200 and reply["username"] == "carol"
-    assert (await running.service.store.get_user("carol")).auth_method == "ldap"
+    assert (await running.service.store.accounts.get_user("carol")).auth_method == "ldap"
 
 
 @inline
@@ -182,7 +182,7 @@ async def test_wrong_password_and_unknown_user_look_the_same(start):
         reply = await client.request(directory_request(username, password))
         assert reply["type"] == "ErrorResponse" and reply["status"] == 301
         assert reply["detail"] == "authentication failed: wrong username or password"
-    assert await running.service.store.get_user("nobody") is None
+    assert await running.service.store.accounts.get_user("nobody") is None
 
 
 @inline
@@ -266,7 +266,7 @@ async def test_required_group(start, group, allowed, denied):
         reply = await client.request(directory_request(name, f"{name}-pw"))
         assert reply["status"] == 301, (name, reply)
         assert "not in the required group" in reply["detail"]
-        assert await running.service.store.get_user(name) is None
+        assert await running.service.store.accounts.get_user(name) is None
 
 
 @inline
@@ -417,7 +417,7 @@ async def test_methods_ldap_refuses_local_sign_in(start):
     client = await running.client()
     reply = await client.request(local_request("zoe", "zoe-pw"))
     assert reply["status"] == 301 and "local sign-in (auth: false) is disabled" in reply["detail"]
-    assert await running.service.store.get_user("zoe") is None
+    assert await running.service.store.accounts.get_user("zoe") is None
     reply = await client.request(directory_request("alice", "alice-pw"))
     assert reply["status"] == 200
 
@@ -432,7 +432,7 @@ async def test_a_local_account_keeps_its_name_from_the_directory(start, log_even
     assert reply["status"] == 301 and "belongs to a local account" in reply["detail"]
     warnings = [e for e in log_events if e.get("log_level") == LogLevel.warn]
     assert any("is a local account" in formatEvent(e) for e in warnings)
-    record = await running.service.store.get_user("erin")
+    record = await running.service.store.accounts.get_user("erin")
     assert record.auth_method == "local"
     # The local owner still signs in.
     owner = await running.client()
@@ -458,7 +458,7 @@ async def test_new_local_names_are_checked_with_the_directory(start):
     # "dave" exists in the directory but has never signed in here.
     reply = await client.request(local_request("Dave", "mine-now"))
     assert reply["status"] == 301 and "is a directory account" in reply["detail"]
-    assert await running.service.store.get_user("dave") is None
+    assert await running.service.store.accounts.get_user("dave") is None
     reply = await client.request(local_request("zoe", "zoe-pw"))
     assert reply["status"] == 200 and reply["username"] == "zoe"
 
@@ -470,7 +470,7 @@ async def test_new_local_names_fail_closed_without_the_directory(start, log_even
     client = await running.client()
     reply = await client.request(local_request("zoe", "zoe-pw"))
     assert reply["status"] == 301 and "could not be asked" in reply["detail"]
-    assert await running.service.store.get_user("zoe") is None
+    assert await running.service.store.accounts.get_user("zoe") is None
     assert "cannot ask the directory" in logged(log_events)
     # Existing local accounts do not depend on the directory.
     reply = await client.request(local_request("olive", "olive-pw"))
@@ -483,7 +483,7 @@ async def test_group_names_are_not_given_to_directory_users(start):
     running = await start()
     await add_local_user(running, "owner", "owner-pw")
     await add_local_user(running, "other", "other-pw")
-    assert await running.service.store.create_group("grace", "owner", ["owner", "other"])
+    assert await running.service.store.groups.create_group("grace", "owner", ["owner", "other"])
     client = await running.client()
     reply = await client.request(directory_request("grace", "grace-pw"))
     assert reply["status"] == 301 and "taken by a group" in reply["detail"]

@@ -96,7 +96,7 @@ async def test_a_password_not_checked_in_time_is_answered_busy_and_never_hashed(
     # The queued job was dropped when its thread came free: no hash, no account.
     await sleep(0.3)
     assert hashed == []
-    assert await running.service.store.get_user("late") is None
+    assert await running.service.store.accounts.get_user("late") is None
     # The same connection can sign in now that the thread is free again.
     reply = await client.request({"type": "RegisterRequest", "username": "late",
                                   "password": "late-pw"})

@@ -7,20 +7,22 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select, text
 
-from chateau import schema
-from chateau.store import _add_messages_txn, make_engine, messages, metadata
+from chateau.store import migrate
+from chateau.store.engine import make_engine
+from chateau.store.messages import add_messages_txn
+from chateau.store.tables import messages, metadata
 
 
 def test_migrations_build_exactly_the_schema_the_code_uses(database_url):
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
-            schema.prepare(connection)
-            assert schema.current_revision(connection) == schema.head_revision()
+            migrate.prepare(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
             differences = compare_metadata(MigrationContext.configure(connection), metadata)
         assert differences == []
         with engine.begin() as connection:
-            schema.prepare(connection)  # idempotent on an up-to-date database
+            migrate.prepare(connection)  # idempotent on an up-to-date database
     finally:
         engine.dispose()
 
@@ -29,11 +31,11 @@ def test_an_older_schema_is_refused_with_the_upgrade_command(database_url):
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
-            schema.prepare(connection)
+            migrate.prepare(connection)
             connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
         with engine.begin() as connection:
-            with pytest.raises(schema.SchemaOutOfDate) as info:
-                schema.prepare(connection)
+            with pytest.raises(migrate.SchemaOutOfDate) as info:
+                migrate.prepare(connection)
         assert "chateau-admin db upgrade" in str(info.value)
     finally:
         engine.dispose()
@@ -44,12 +46,12 @@ def test_a_message_batch_gets_database_ids_in_batch_order_with_its_origin(databa
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
-            schema.prepare(connection)
+            migrate.prepare(connection)
         batch = [("@a:b", "a", f"m{n}", "b" if n % 2 else None) for n in range(25)]
         with engine.begin() as connection:
-            first = _add_messages_txn(connection, batch[:3], None)
+            first = add_messages_txn(connection, batch[:3], None)
         with engine.begin() as connection:
-            stored = _add_messages_txn(connection, batch, "node-1")
+            stored = add_messages_txn(connection, batch, "node-1")
         ids = [message.id for message in stored]
         assert ids == sorted(ids) and len(set(ids)) == len(batch)
         assert ids[0] > first[-1].id
@@ -90,12 +92,13 @@ def test_upgrading_to_0003_records_the_direct_chats_of_stored_messages(database_
     from alembic import command
     from sqlalchemy import inspect
 
-    from chateau.store import _missed_in_ranges_txn, direct_chats
+    from chateau.store.messages import missed_in_ranges_txn
+    from chateau.store.tables import direct_chats
 
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
-            command.upgrade(schema._alembic_config(connection), "0002")
+            command.upgrade(migrate._alembic_config(connection), "0002")
             connection.execute(
                 text(
                     "INSERT INTO messages (chat, recipient, sender, content, created_at, "
@@ -107,11 +110,11 @@ def test_upgrading_to_0003_records_the_direct_chats_of_stored_messages(database_
                 )
             )
         with engine.begin() as connection:
-            schema.upgrade(connection)
-            assert schema.current_revision(connection) == schema.head_revision()
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
             recorded = sorted(tuple(row) for row in connection.execute(select(direct_chats)))
             indexes = {index["name"] for index in inspect(connection).get_indexes("messages")}
-            missed = _missed_in_ranges_txn(connection, "ben", [(None, 0, None)], 10)
+            missed = missed_in_ranges_txn(connection, "ben", [(None, 0, None)], 10)
         assert recorded == [
             ("ann", "@ann:ben"), ("ben", "@ann:ben"), ("ben", "@ben:cat"), ("cat", "@ben:cat"),
         ]
@@ -127,7 +130,7 @@ def test_offline_delivery_reads_each_chat_through_its_index_on_sqlite(tmp_path):
     cluster (several origin ranges)."""
     from sqlalchemy.dialects import sqlite
 
-    from chateau.store import _missed_in_ranges_txn
+    from chateau.store.messages import missed_in_ranges_txn
 
     engine = make_engine(f"sqlite:///{tmp_path / 'plan.sqlite3'}")
     plans = []
@@ -143,11 +146,11 @@ def test_offline_delivery_reads_each_chat_through_its_index_on_sqlite(tmp_path):
 
     try:
         with engine.begin() as connection:
-            schema.prepare(connection)
+            migrate.prepare(connection)
             batch = [(f"@u{n % 50}:v{n % 50}", f"v{n % 50}", "x", f"u{n % 50}") for n in range(2000)]
-            _add_messages_txn(connection, batch)
+            add_messages_txn(connection, batch)
             for ranges in ([(None, 5, None)], [(None, 5, None), ("node-1", 3, 9)]):
-                _missed_in_ranges_txn(Explaining(connection), "u1", ranges, 100)
+                missed_in_ranges_txn(Explaining(connection), "u1", ranges, 100)
     finally:
         engine.dispose()
     for plan in plans:

@@ -184,7 +184,7 @@ async def test_a_stale_catch_up_does_not_skip_messages_for_the_next_connection(
         assert ack["type"] == "MessageSendResponse", ack
 
     gates: list[defer.Deferred[None]] = []
-    contact_book = chat.store.contact_book
+    contact_book = chat.store.contacts.contact_book
 
     async def held_contact_book(username: str) -> Any:
         gate: defer.Deferred[None] = defer.Deferred()
@@ -192,7 +192,9 @@ async def test_a_stale_catch_up_does_not_skip_messages_for_the_next_connection(
         await gate
         return await contact_book(username)
 
-    chat.store.contact_book = lambda username: defer.ensureDeferred(held_contact_book(username))
+    chat.store.contacts.contact_book = (
+        lambda username: defer.ensureDeferred(held_contact_book(username))
+    )
     try:
         first = await server.client()
         assert (await first.request({"type": "ResumeRequest", "session_key": key}))["status"] == 200
@@ -205,7 +207,7 @@ async def test_a_stale_catch_up_does_not_skip_messages_for_the_next_connection(
         gates[0].callback(None)  # the first catch-up goes on, and ends
         await sleep(0.5)
     finally:
-        chat.store.contact_book = contact_book
+        chat.store.contacts.contact_book = contact_book
     gates[1].callback(None)  # now the second one
     second.send({"type": "HeartbeatRequest", "msg_id": "end"})
     contents = []
@@ -234,7 +236,7 @@ async def test_a_close_during_catch_up_pushes_nothing_twice(
 
     monkeypatch.setattr(chateau.catchup, "CATCH_UP_PAGE", 1)
     gate: defer.Deferred[None] = defer.Deferred()
-    missed_in_ranges = chat.store.missed_in_ranges
+    missed_in_ranges = chat.store.messages.missed_in_ranges
     pages: list[Any] = []
 
     async def held_missed_in_ranges(*args: Any) -> Any:
@@ -243,7 +245,7 @@ async def test_a_close_during_catch_up_pushes_nothing_twice(
             await gate
         return await missed_in_ranges(*args)
 
-    monkeypatch.setattr(chat.store, "missed_in_ranges",
+    monkeypatch.setattr(chat.store.messages, "missed_in_ranges",
                         lambda *args: defer.ensureDeferred(held_missed_in_ranges(*args)))
     first = await server.client()
     assert (await first.request({"type": "ResumeRequest", "session_key": key}))["status"] == 200
@@ -283,7 +285,7 @@ async def test_a_catch_up_cut_by_the_closing_handshake_loses_nothing(
 
     fetched: defer.Deferred[None] = defer.Deferred()
     gate: defer.Deferred[None] = defer.Deferred()
-    missed_in_ranges = chat.store.missed_in_ranges
+    missed_in_ranges = chat.store.messages.missed_in_ranges
 
     async def fetched_then_held(*args: Any) -> Any:
         page = await missed_in_ranges(*args)
@@ -291,7 +293,7 @@ async def test_a_catch_up_cut_by_the_closing_handshake_loses_nothing(
         await gate
         return page
 
-    monkeypatch.setattr(chat.store, "missed_in_ranges",
+    monkeypatch.setattr(chat.store.messages, "missed_in_ranges",
                         lambda *args: defer.ensureDeferred(fetched_then_held(*args)))
     first = await server.client()
     assert (await first.request({"type": "ResumeRequest", "session_key": key}))["status"] == 200
@@ -340,7 +342,7 @@ async def test_a_cursor_saved_while_the_next_sign_on_reads_pushes_nothing_twice(
 
     released: defer.Deferred[None] = defer.Deferred()
     saves: list[defer.Deferred[None]] = []
-    save_cursors, delivery_cursors = store.save_cursors, store.delivery_cursors
+    save_cursors, delivery_cursors = store.cursors.save_cursors, store.cursors.delivery_cursors
 
     def held_save(username: str, cursors: dict[Any, int]) -> defer.Deferred[None]:
         saved: defer.Deferred[None] = defer.Deferred()
@@ -355,8 +357,8 @@ async def test_a_cursor_saved_while_the_next_sign_on_reads_pushes_nothing_twice(
             await saved
         return stale
 
-    monkeypatch.setattr(store, "save_cursors", held_save)
-    monkeypatch.setattr(store, "delivery_cursors",
+    monkeypatch.setattr(store.cursors, "save_cursors", held_save)
+    monkeypatch.setattr(store.cursors, "delivery_cursors",
                         lambda username: defer.ensureDeferred(read_then_let_the_save_land(username)))
     await first.close()
     while chat.registry.is_online("carol"):

@@ -686,14 +686,14 @@ class LdapChecker:
     async def _account_for(self, user: DirectoryUser) -> Identity:
         """Apply the naming rule: a directory user never takes a local name."""
         name = user.username
-        record = await self._store.get_user(name)
+        record = await self._store.accounts.get_user(name)
         if record is None:
-            if await self._store.create_user(name, None, DIRECTORY, user.display_name):
+            if await self._store.accounts.create_user(name, None, DIRECTORY, user.display_name):
                 self._log.info(
                     "directory account {username} created for {dn}", username=name, dn=user.dn
                 )
                 return Identity(name, DIRECTORY, user.display_name)
-            record = await self._store.get_user(name)
+            record = await self._store.accounts.get_user(name)
             if record is None:
                 self._log.warn(
                     "directory user {dn} refused: {username!r} is a group name here; "

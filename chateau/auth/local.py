@@ -119,14 +119,14 @@ class LocalChecker:
                 f"authentication failed: passwords are limited to {MAX_PASSWORD_BYTES} "
                 "bytes (UTF-8)"
             )
-        account = await self._store.get_user(username)
+        account = await self._store.accounts.get_user(username)
         if account is None and self._registration_open:
             await self._refuse_if_reserved(username)
             hashed = await self._hasher.hash(password)
-            if await self._store.create_user(username, hashed, LOCAL):
+            if await self._store.accounts.create_user(username, hashed, LOCAL):
                 return Identity(username, LOCAL)
             # Someone took the name meanwhile (or it is a group): check as usual.
-            account = await self._store.get_user(username)
+            account = await self._store.accounts.get_user(username)
             if account is None:
                 raise LoginFailed(f"authentication failed: {username!r} is a group name")
         if account is not None and account.auth_method != LOCAL:

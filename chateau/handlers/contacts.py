@@ -21,7 +21,7 @@ async def contact_request(ctx: Services, conn: Connection, request: ContactReque
     assert me is not None
     other = await existing_other_user(ctx, me, request.username)
     ctx.delivery.check_reachable([other])
-    outcome = await ctx.store.request_contact(me, other)
+    outcome = await ctx.store.contacts.request_contact(me, other)
     if outcome == "requested":
         ctx.delivery.deliver([other], messages.contact_request_recv(me))
     elif outcome == "accepted":
@@ -42,7 +42,7 @@ async def contact_accept(ctx: Services, conn: Connection, request: ContactAccept
     assert me is not None
     other = lookup(request.username)
     ctx.delivery.check_reachable([other])
-    if not await ctx.store.accept_contact(me, other):
+    if not await ctx.store.contacts.accept_contact(me, other):
         raise ChateauError(NOT_FOUND, f"no contact request from {request.username!r}")
     _contacts_linked(ctx, me, other)
     return messages.contact_response(
@@ -54,7 +54,7 @@ async def contact_deny(ctx: Services, conn: Connection, request: ContactDeny) ->
     me = conn.username
     assert me is not None
     other = lookup(request.username)
-    if not await ctx.store.deny_contact(me, other):
+    if not await ctx.store.contacts.deny_contact(me, other):
         raise ChateauError(NOT_FOUND, f"no contact request from {request.username!r}")
     return messages.contact_response("ContactDeny", other)
 
@@ -64,7 +64,7 @@ async def contact_remove(ctx: Services, conn: Connection, request: ContactRemove
     assert me is not None
     other = lookup(request.username)
     ctx.delivery.check_reachable([other])
-    if not await ctx.store.remove_contact(me, other):
+    if not await ctx.store.contacts.remove_contact(me, other):
         raise ChateauError(NOT_FOUND, f"{request.username!r} is not in your contacts")
     ctx.registry.unlink_contacts(me, other)
     ctx.delivery.announce({"t": "contacts", "first": me, "second": other, "linked": False})
@@ -75,7 +75,7 @@ async def contact_remove(ctx: Services, conn: Connection, request: ContactRemove
 async def contact_list(ctx: Services, conn: Connection, request: ContactListRequest) -> Reply:
     me = conn.username
     assert me is not None
-    book = await ctx.store.contact_book(me)
+    book = await ctx.store.contacts.contact_book(me)
     online = ctx.registry.is_online
     return messages.contact_list_response(
         [{"username": name, "online": online(name)} for name in book.contacts],

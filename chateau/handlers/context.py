@@ -16,7 +16,8 @@ from chateau.errors import FORBIDDEN, NOT_FOUND, NOT_IMPLEMENTED, TOO_LARGE, Bad
 from chateau.metrics import Metrics
 from chateau.names import canonical
 from chateau.registry import Registry
-from chateau.store import Store, StoredMessage, iso_timestamp, now_millis
+from chateau.store import Store
+from chateau.store.records import StoredMessage, iso_timestamp, now_millis
 
 Reply = dict[str, Any] | None
 
@@ -47,7 +48,7 @@ def record_message(
 ) -> Deferred[StoredMessage]:
     """Commit a message (or, with storage off, just number it)."""
     if ctx.stores_messages:
-        return ctx.store.add_message(chat, sender, content, recipient)
+        return ctx.store.messages.add_message(chat, sender, content, recipient)
     return succeed(StoredMessage(ctx.delivery.next_unstored_id(), iso_timestamp(now_millis())))
 
 
@@ -100,6 +101,6 @@ async def existing_other_user(ctx: Services, me: str, raw: str) -> str:
     other = lookup(raw)
     if other == me:
         raise BadRequest("that is your own name")
-    if not ctx.registry.is_online(other) and not await ctx.store.user_exists(other):
+    if not ctx.registry.is_online(other) and not await ctx.store.accounts.user_exists(other):
         raise ChateauError(NOT_FOUND, f"no such user: {raw!r}")
     return other

@@ -32,7 +32,7 @@ async def group_init(ctx: Services, conn: Connection, request: GroupMessageInitR
     registry = ctx.registry
     if registry.group(chatname) is not None or registry.pair(chatname) is not None:
         raise ChateauError(NOT_AUTHENTICATED, f"chatname {chatname!r} is taken")
-    missing = await ctx.store.missing_users(recipients)
+    missing = await ctx.store.accounts.missing_users(recipients)
     if missing:
         raise ChateauError(NOT_FOUND, f"unknown recipient {missing[0]!r}")
     members = [creator, *recipients]
@@ -43,7 +43,7 @@ async def group_init(ctx: Services, conn: Connection, request: GroupMessageInitR
             raise ChateauError(TOO_LARGE, f"{who} already in {most} groups, the most allowed")
     ctx.delivery.check_reachable(members)
     online = [m for m in members if registry.is_online(m)]
-    if not await ctx.store.create_group(chatname, creator, members, online):
+    if not await ctx.store.groups.create_group(chatname, creator, members, online):
         raise ChateauError(
             NOT_AUTHENTICATED, f"chatname {chatname!r} is taken (by a user or a group)"
         )
@@ -82,7 +82,7 @@ async def group_leave(ctx: Services, conn: Connection, request: GroupLeaveReques
     if user not in group.members:
         raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
     delivery.check_reachable(group.members)
-    await ctx.store.remove_group_member(target, user)
+    await ctx.store.groups.remove_group_member(target, user)
     registry.remove_member(target, user)
     delivery.announce({"t": "member_left", "chatname": target, "user": user})
     delivery.deliver(group.members, messages.group_member_left(target, user))

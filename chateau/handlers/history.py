@@ -17,7 +17,7 @@ from chateau.handlers.context import (
 )
 from chateau.messages import HistoryRequest, MessageDeleteRequest, MessageEditRequest
 from chateau.names import canonical
-from chateau.store import MessageRecord, direct_chat
+from chateau.store.records import MessageRecord, direct_chat
 
 MAX_HISTORY = 100
 
@@ -32,20 +32,20 @@ async def history(ctx: Services, conn: Connection, request: HistoryRequest) -> R
         raise BadRequest(f"HistoryRequest: 'limit' must be between 1 and {MAX_HISTORY}")
     if request.user is not None:
         other = lookup(request.user)
-        if not ctx.registry.is_online(other) and not await ctx.store.user_exists(other):
+        if not ctx.registry.is_online(other) and not await ctx.store.accounts.user_exists(other):
             raise ChateauError(NOT_FOUND, f"no such user: {request.user!r}")
         key, name, chat_key = "user", other, direct_chat(user, other)
     else:
         name = canonical(request.chatname or "")
         require_membership(ctx, user, name)
         key, chat_key = "chatname", name
-    records, more = await ctx.store.history(chat_key, request.before, request.limit)
+    records, more = await ctx.store.messages.history(chat_key, request.before, request.limit)
     return messages.history_response(key, name, [r.history_entry() for r in records], more)
 
 
 async def _own_message(ctx: Services, user: str, message_id: int) -> MessageRecord:
     require_stored_messages(ctx, "editing and deleting messages")
-    record = await ctx.store.get_message(message_id)
+    record = await ctx.store.messages.get_message(message_id)
     if record is None or record.deleted:
         raise ChateauError(NOT_FOUND, f"no message with id {message_id}")
     if record.sender != user:
@@ -83,7 +83,7 @@ async def message_edit(ctx: Services, conn: Connection, request: MessageEditRequ
     check_content(ctx, request.content)
     record = await _own_message(ctx, user, request.id)
     ctx.delivery.check_reachable(_audience(ctx, record))
-    await ctx.store.edit_message(record.id, request.content)
+    await ctx.store.messages.edit_message(record.id, request.content)
     _announce_change(
         ctx, conn, record,
         lambda chatname: messages.message_edited(record.id, chatname, user, request.content),
@@ -96,7 +96,7 @@ async def message_delete(ctx: Services, conn: Connection, request: MessageDelete
     assert user is not None
     record = await _own_message(ctx, user, request.id)
     ctx.delivery.check_reachable(_audience(ctx, record))
-    await ctx.store.delete_message(record.id)
+    await ctx.store.messages.delete_message(record.id)
     _announce_change(
         ctx, conn, record, lambda chatname: messages.message_deleted(record.id, chatname, user)
     )

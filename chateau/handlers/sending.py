@@ -21,7 +21,7 @@ from chateau.errors import FORBIDDEN, NOT_FOUND, ChateauError
 from chateau.handlers.context import Reply, Services, check_content, lookup, record_message
 from chateau.messages import GroupMessageRequest, RandomMessageRequest
 from chateau.registry import Group
-from chateau.store import StoredMessage, direct_chat
+from chateau.store.records import StoredMessage, direct_chat
 
 
 def send_message(ctx: Services, conn: Connection, request: GroupMessageRequest) -> Deferred[Reply]:
@@ -74,7 +74,7 @@ async def _send_to_offline(
     ctx: Services, conn: Connection, sender: str, request: GroupMessageRequest, target: str
 ) -> Reply:
     """A direct message to a user not online here: only an account can get one."""
-    if not await ctx.store.user_exists(target):
+    if not await ctx.store.accounts.user_exists(target):
         raise ChateauError(NOT_FOUND, f"no such user or group: {request.recipient!r}")
     return await _send_direct(ctx, conn, sender, request, target)
 

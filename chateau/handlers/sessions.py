@@ -17,7 +17,7 @@ from chateau.messages import (
     RegisterRequest,
     ResumeRequest,
 )
-from chateau.store import hash_session_key
+from chateau.store.records import hash_session_key
 
 
 async def new_session_key(ctx: Services, conn: Connection, username: str) -> str:
@@ -25,7 +25,7 @@ async def new_session_key(ctx: Services, conn: Connection, username: str) -> str
     key = secrets.token_urlsafe(32)
     key_hash = hash_session_key(key)
     lifetime = ctx.config.chat.session_lifetime_days * 86400
-    await ctx.store.create_session(username, key_hash, lifetime)
+    await ctx.store.sessions.create_session(username, key_hash, lifetime)
     conn.session_key_hash = key_hash
     return key
 
@@ -69,7 +69,7 @@ async def resume(ctx: Services, conn: Connection, request: ResumeRequest) -> Rep
     conn.signing_in = True
     try:
         key_hash = hash_session_key(request.session_key)
-        user = await ctx.store.resume_session(key_hash)
+        user = await ctx.store.sessions.resume_session(key_hash)
     finally:
         conn.signing_in = False
     if user is None:
@@ -90,7 +90,7 @@ async def logout(ctx: Services, conn: Connection, request: LogoutRequest) -> Rep
     key_hash = conn.session_key_hash
     ctx.catch_up.sign_off(conn)
     if key_hash is not None:
-        await ctx.store.revoke_session(key_hash)
+        await ctx.store.sessions.revoke_session(key_hash)
     return messages.logout_response()
 
 

@@ -1,4 +1,4 @@
-"""Alembic environment: always handed an open connection by chateau.schema."""
+"""Alembic environment: always handed an open connection by chateau.store.migrate."""
 
 from alembic import context
 

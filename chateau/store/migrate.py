@@ -1,5 +1,8 @@
 """The database schema's version: Alembic migrations shipped in the package.
 
+The migrations live in ``chateau/migrations/`` and build the tables of
+chateau.store.tables; this module checks and applies them.
+
 Decision: start-up creates the schema on an empty database (so a fresh
 install needs no extra step) but refuses to run on a database whose schema
 is older than this code, with a line naming ``chateau-admin db upgrade``.
@@ -40,6 +43,11 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def table_names(connection: Connection) -> set[str]:
+    """The tables the database has, whoever made them."""
+    return set(inspect(connection).get_table_names())
+
+
 def upgrade(connection: Connection) -> None:
     """Bring the schema to the newest revision (``chateau-admin db upgrade``)."""
     command.upgrade(_alembic_config(connection), "head")
@@ -60,8 +68,7 @@ def prepare(connection: Connection) -> None:
     if current == head:
         return
     if current is None:
-        tables = set(inspect(connection).get_table_names())
-        if tables & {"users", "groups", "messages"}:
+        if table_names(connection) & {"users", "groups", "messages"}:
             raise SchemaOutOfDate(
                 "the database has Chateau tables but no schema version; "
                 f"run `{UPGRADE_COMMAND}` after checking it"
@@ -72,3 +79,12 @@ def prepare(connection: Connection) -> None:
         f"the database schema is at revision {current} but this Chateau needs {head}: "
         f"back it up, then run `{UPGRADE_COMMAND}`"
     )
+
+
+def upgrade_to_head(connection: Connection) -> tuple[str | None, str]:
+    """Apply the packaged migrations; the revisions before and after."""
+    before = current_revision(connection)
+    upgrade(connection)
+    after = current_revision(connection)
+    assert after is not None
+    return before, after

@@ -1,0 +1,211 @@
+"""Accounts: users, the names they share with groups, session keys, disabling.
+
+Transaction functions (``*_txn``) take a connection and return plain
+records. The server runs them on the store's pool through :class:`Accounts`
+and :class:`Sessions`, whose methods return Deferreds; ``chateau-admin``
+(chateau.accounts) runs the same functions synchronously with
+:func:`~chateau.store.engine.in_transaction`, composing several in one
+transaction where an operation needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from twisted.internet.defer import Deferred
+
+from chateau.store.engine import Runner
+from chateau.store.records import UserRecord, now_millis
+from chateau.store.tables import messages, names, sessions, users
+
+
+class Accounts:
+    """User accounts: each method returns a Deferred."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def get_user(self, username: str) -> Deferred[UserRecord | None]:
+        return self._runner.run(get_user_txn, username)
+
+    def create_user(
+        self, username: str, password_hash: str | None, auth_method: str,
+        display_name: str | None = None,
+    ) -> Deferred[bool]:
+        """Create an account; False when the name is already a user or a group."""
+        return self._runner.run(
+            create_user_txn, username, password_hash, auth_method, display_name
+        )
+
+    def missing_users(self, usernames: Iterable[str]) -> Deferred[list[str]]:
+        """Those of *usernames* that are not accounts, in the order given."""
+        return self._runner.run(missing_users_txn, list(usernames))
+
+    def user_exists(self, username: str) -> Deferred[bool]:
+        return self._runner.run(user_exists_txn, username)
+
+    def disabled_among(self, usernames: Iterable[str]) -> Deferred[list[str]]:
+        return self._runner.run(disabled_among_txn, list(usernames))
+
+
+class Sessions:
+    """Session keys, stored as their hashes: each method returns a Deferred."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def create_session(self, username: str, key_hash: str, lifetime: float) -> Deferred[None]:
+        return self._runner.run(create_session_txn, username, key_hash, lifetime)
+
+    def resume_session(self, key_hash: str) -> Deferred[UserRecord | None]:
+        """The account of a live, unexpired key, unless the account is disabled."""
+        return self._runner.run(resume_session_txn, key_hash)
+
+    def revoke_session(self, key_hash: str) -> Deferred[None]:
+        return self._runner.run(revoke_session_txn, key_hash)
+
+
+# -- users --------------------------------------------------------------------
+
+def _user_record(row: Any) -> UserRecord:
+    return UserRecord(
+        row.username, row.password_hash, row.auth_method, row.display_name,
+        bool(row.disabled), int(row.delivered_until),
+    )
+
+
+def get_user_txn(connection: Connection, username: str) -> UserRecord | None:
+    row = connection.execute(select(users).where(users.c.username == username)).first()
+    return None if row is None else _user_record(row)
+
+
+def claim_name_txn(connection: Connection, name: str, kind: str) -> bool:
+    """Reserve *name* in the shared namespace inside a savepoint."""
+    try:
+        with connection.begin_nested():
+            connection.execute(insert(names).values(name=name, kind=kind))
+    except IntegrityError:
+        return False
+    return True
+
+
+def create_user_txn(
+    connection: Connection, username: str, password_hash: str | None,
+    auth_method: str, display_name: str | None,
+) -> bool:
+    if not claim_name_txn(connection, username, "user"):
+        return False
+    last = connection.execute(select(func.max(messages.c.id))).scalar() or 0
+    connection.execute(
+        insert(users).values(
+            username=username,
+            password_hash=password_hash,
+            auth_method=auth_method,
+            display_name=display_name,
+            disabled=False,
+            created_at=now_millis(),
+            delivered_until=last,
+        )
+    )
+    return True
+
+
+def missing_users_txn(connection: Connection, usernames: list[str]) -> list[str]:
+    if not usernames:
+        return []
+    found = set(
+        connection.execute(
+            select(users.c.username).where(users.c.username.in_(usernames))
+        ).scalars()
+    )
+    return [name for name in usernames if name not in found]
+
+
+def user_exists_txn(connection: Connection, username: str) -> bool:
+    return not missing_users_txn(connection, [username])
+
+
+def disabled_among_txn(connection: Connection, usernames: list[str]) -> list[str]:
+    if not usernames:
+        return []
+    return list(
+        connection.execute(
+            select(users.c.username).where(users.c.username.in_(usernames) & users.c.disabled)
+        ).scalars()
+    )
+
+
+def name_owner_txn(connection: Connection, name: str) -> tuple[str | None, str | None]:
+    """What holds *name*: its kind ("user", "group" or None) and, for a user, the sign-in method."""
+    kind = connection.execute(select(names.c.kind).where(names.c.name == name)).scalar()
+    method = connection.execute(
+        select(users.c.auth_method).where(users.c.username == name)
+    ).scalar()
+    return kind, method
+
+
+# -- administration (chateau-admin) -------------------------------------------
+
+def set_password_hash_txn(connection: Connection, username: str, password_hash: str) -> None:
+    connection.execute(
+        update(users).where(users.c.username == username).values(password_hash=password_hash)
+    )
+
+
+def set_disabled_txn(connection: Connection, username: str, disabled: bool) -> None:
+    connection.execute(
+        update(users).where(users.c.username == username).values(disabled=disabled)
+    )
+
+
+def list_users_txn(connection: Connection) -> list[UserRecord]:
+    """Every account, by username."""
+    rows = connection.execute(select(users).order_by(users.c.username))
+    return [_user_record(row) for row in rows]
+
+
+def session_counts_txn(connection: Connection) -> dict[str, int]:
+    """How many session keys each user has stored (expired ones included)."""
+    counts: dict[str, int] = {}
+    for (name,) in connection.execute(select(sessions.c.username)):
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+# -- sessions -----------------------------------------------------------------
+
+def create_session_txn(connection: Connection, username: str, key_hash: str, lifetime: float) -> None:
+    now = now_millis()
+    connection.execute(
+        delete(sessions).where((sessions.c.username == username) & (sessions.c.expires_at <= now))
+    )
+    connection.execute(
+        insert(sessions).values(
+            key_hash=key_hash, username=username, created_at=now,
+            expires_at=now + int(lifetime * 1000),
+        )
+    )
+
+
+def resume_session_txn(connection: Connection, key_hash: str) -> UserRecord | None:
+    row = connection.execute(
+        select(users)
+        .join(sessions, sessions.c.username == users.c.username)
+        .where(
+            (sessions.c.key_hash == key_hash)
+            & (sessions.c.expires_at > now_millis())
+            & ~users.c.disabled
+        )
+    ).first()
+    return None if row is None else _user_record(row)
+
+
+def revoke_session_txn(connection: Connection, key_hash: str) -> None:
+    connection.execute(delete(sessions).where(sessions.c.key_hash == key_hash))
+
+
+def revoke_all_sessions_txn(connection: Connection, username: str) -> int:
+    return connection.execute(delete(sessions).where(sessions.c.username == username)).rowcount

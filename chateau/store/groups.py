@@ -1,0 +1,108 @@
+"""Groups and their membership, and the notices of members added while offline.
+
+A group's name comes from the namespace it shares with users
+(:func:`chateau.store.accounts.claim_name_txn`), so a group never takes a
+user's name. Transaction functions (``*_txn``) take a connection and return
+plain records; :class:`Groups` runs them on the store's pool.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
+from twisted.internet.defer import Deferred
+
+from chateau.store.accounts import claim_name_txn
+from chateau.store.engine import Runner
+from chateau.store.records import GroupRecord, now_millis
+from chateau.store.tables import group_members, groups, messages
+
+
+class Groups:
+    """Groups and membership: each method returns a Deferred."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def create_group(
+        self, chatname: str, creator: str, members: Iterable[str],
+        online: Iterable[str] = (),
+    ) -> Deferred[bool]:
+        """Create a group; False when the name is already a user or a group.
+
+        Members not *online* are marked to be told of it when they sign in.
+        """
+        return self._runner.run(
+            create_group_txn, chatname, creator, sorted(set(members)), set(online)
+        )
+
+    def take_group_notices(self, username: str) -> Deferred[list[GroupRecord]]:
+        """Groups *username* was added to while offline; marks them told."""
+        return self._runner.run(take_group_notices_txn, username)
+
+    def load_groups(self) -> Deferred[list[GroupRecord]]:
+        return self._runner.run(load_groups_txn)
+
+    def remove_group_member(self, chatname: str, username: str) -> Deferred[None]:
+        return self._runner.run(remove_group_member_txn, chatname, username)
+
+
+def create_group_txn(
+    connection: Connection, chatname: str, creator: str, members: list[str], online: set[str]
+) -> bool:
+    if not claim_name_txn(connection, chatname, "group"):
+        return False
+    connection.execute(
+        insert(groups).values(chatname=chatname, creator=creator, created_at=now_millis())
+    )
+    connection.execute(
+        insert(group_members),
+        [{"chatname": chatname, "username": m, "notified": m in online or m == creator}
+         for m in members],
+    )
+    return True
+
+
+def load_groups_txn(connection: Connection) -> list[GroupRecord]:
+    members: dict[str, set[str]] = {}
+    for chatname, username in connection.execute(
+        select(group_members.c.chatname, group_members.c.username)
+    ):
+        members.setdefault(chatname, set()).add(username)
+    started = set(
+        connection.execute(
+            select(messages.c.chat).where(messages.c.chat.in_(select(groups.c.chatname))).distinct()
+        ).scalars()
+    )
+    return [
+        GroupRecord(row.chatname, row.creator, frozenset(members.get(row.chatname, ())),
+                    row.chatname in started)
+        for row in connection.execute(select(groups.c.chatname, groups.c.creator))
+    ]
+
+
+def take_group_notices_txn(connection: Connection, username: str) -> list[GroupRecord]:
+    mine = (group_members.c.username == username) & ~group_members.c.notified
+    found = connection.execute(
+        select(groups.c.chatname, groups.c.creator)
+        .where(groups.c.chatname.in_(select(group_members.c.chatname).where(mine)))
+        .order_by(groups.c.created_at)
+    ).all()
+    records = []
+    for chatname, creator in found:
+        members = connection.execute(
+            select(group_members.c.username).where(group_members.c.chatname == chatname)
+        ).scalars()
+        records.append(GroupRecord(chatname, creator, frozenset(members), False))
+    connection.execute(update(group_members).where(mine).values(notified=True))
+    return records
+
+
+def remove_group_member_txn(connection: Connection, chatname: str, username: str) -> None:
+    connection.execute(
+        delete(group_members).where(
+            (group_members.c.chatname == chatname) & (group_members.c.username == username)
+        )
+    )

@@ -1,0 +1,226 @@
+"""Messages: the batch insert the writer commits, history, offline delivery, edits.
+
+Transaction functions (``*_txn``) take a connection and return plain
+records; :class:`Messages` runs them on the store's pool and returns
+Deferreds. New messages do not go through the pool: they are queued for the
+single message writer (chateau.store.writer), which commits them in batches
+with :func:`add_messages_txn`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, insert, or_, select, true, union_all, update
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection
+from twisted.internet.defer import Deferred
+
+from chateau.store.engine import Runner
+from chateau.store.records import (
+    ANY_ORIGIN,
+    MessageRecord,
+    StoredMessage,
+    iso_timestamp,
+    now_millis,
+)
+from chateau.store.tables import direct_chats, group_members, messages, upsert
+
+if TYPE_CHECKING:
+    from chateau.store.writer import MessageWriter
+
+
+class Messages:
+    """Chat messages: each method returns a Deferred."""
+
+    def __init__(self, runner: Runner, writer: MessageWriter) -> None:
+        self._runner = runner
+        self._writer = writer
+
+    def add_message(
+        self, chat: str, sender: str, content: str, recipient: str | None = None
+    ) -> Deferred[StoredMessage]:
+        """Commit a message; the Deferred fires only once it is durable."""
+        return self._writer.add(chat, sender, content, recipient)
+
+    def last_message_id(self, origin: str | None | object = ANY_ORIGIN) -> Deferred[int]:
+        """The newest message id (of one origin node, in cluster mode)."""
+        return self._runner.run(last_message_id_txn, origin)
+
+    def history(self, chat: str, before: int | None, limit: int) -> Deferred[tuple[list[MessageRecord], bool]]:
+        """Up to *limit* messages of *chat* older than *before*, newest first; and whether more exist."""
+        return self._runner.run(history_txn, chat, before, limit)
+
+    def missed_in_ranges(
+        self, username: str, ranges: list[tuple[Any, int, int | None]], limit: int
+    ) -> Deferred[list[MessageRecord]]:
+        """Messages for *username* in any of *ranges*, oldest first.
+
+        Each range is ``(origin, after, upto)``: that origin's messages with
+        ids in (after, upto], every one committed so far when upto is None.
+        """
+        return self._runner.run(missed_in_ranges_txn, username, list(ranges), limit)
+
+    def get_message(self, message_id: int) -> Deferred[MessageRecord | None]:
+        return self._runner.run(get_message_txn, message_id)
+
+    def edit_message(self, message_id: int, content: str) -> Deferred[None]:
+        return self._runner.run(edit_message_txn, message_id, content)
+
+    def delete_message(self, message_id: int) -> Deferred[None]:
+        return self._runner.run(delete_message_txn, message_id)
+
+
+def add_messages_txn(
+    connection: Connection, batch: list[tuple[str, str, str, str | None]],
+    origin: str | None = None, new_chats: set[str] | None = None,
+) -> list[StoredMessage]:
+    """Insert a batch in one transaction; ids come back in the batch's order.
+
+    PostgreSQL takes the batch as one statement; on SQLite the rows go
+    through the driver's cursor (see :func:`_insert_messages_sqlite`).
+    The sender and recipient of a direct message in one of *new_chats*
+    (every direct chat of the batch when None) are recorded in
+    direct_chats, in the same transaction, so offline delivery finds the
+    message exactly when it is committed.
+    """
+    created = now_millis()
+    timestamp = iso_timestamp(created)
+    rows = [
+        {"chat": chat, "recipient": recipient, "sender": sender, "content": content,
+         "created_at": created, "edited": False, "deleted": False, "origin": origin}
+        for chat, sender, content, recipient in batch
+    ]
+    if connection.dialect.name == "sqlite":
+        ids = _insert_messages_sqlite(connection, rows)
+    else:
+        statement = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+        ids = connection.execute(statement, rows).scalars().all()
+    members = {
+        (name, chat)
+        for chat, sender, _, recipient in batch
+        if recipient is not None and (new_chats is None or chat in new_chats)
+        for name in (sender, recipient)
+    }
+    if members:
+        _record_direct_chats(connection, sorted(members))
+    return [StoredMessage(int(message_id), timestamp) for message_id in ids]
+
+
+def _record_direct_chats(connection: Connection, members: list[tuple[str, str]]) -> None:
+    """Add ``(username, chat)`` rows to direct_chats; those already there stay as they are."""
+    connection.execute(
+        upsert(connection, direct_chats).on_conflict_do_nothing(),
+        [{"username": name, "chat": chat} for name, chat in members],
+    )
+
+
+# The hot INSERT on SQLite, compiled once from the table (named parameters).
+_SQLITE_INSERT_MESSAGE = str(
+    insert(messages).compile(
+        dialect=sqlite_dialect.dialect(paramstyle="named"),
+        column_keys=["chat", "recipient", "sender", "content", "created_at", "edited",
+                     "deleted", "origin"],
+    )
+)
+
+
+def _insert_messages_sqlite(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert *rows* one by one on the DB-API cursor; their ids, in order.
+
+    SQLite cannot return ordered ids from one multi-row INSERT, so
+    SQLAlchemy's ordered insert-many runs one statement per row through its
+    whole execution path: most of the writer thread's Python, all of it
+    holding the GIL the reactor needs. The driver's own per-row execute
+    (its statement cache, ``lastrowid``) gives the same ids in the same
+    order for a fraction of that, inside the same transaction.
+    """
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        ids = []
+        for row in rows:
+            cursor.execute(_SQLITE_INSERT_MESSAGE, row)
+            ids.append(cursor.lastrowid)
+        return ids
+    finally:
+        cursor.close()
+
+
+def _message_record(row: Any) -> MessageRecord:
+    return MessageRecord(
+        int(row.id), row.chat, row.recipient, row.sender, row.content,
+        iso_timestamp(row.created_at), bool(row.edited), bool(row.deleted), row.origin,
+    )
+
+
+def _origin_filter(origin: Any) -> Any:
+    if origin is ANY_ORIGIN:
+        return true()
+    if origin is None:
+        return messages.c.origin.is_(None)
+    return messages.c.origin == origin
+
+
+def last_message_id_txn(connection: Connection, origin: Any = ANY_ORIGIN) -> int:
+    query = select(func.max(messages.c.id)).where(_origin_filter(origin))
+    return int(connection.execute(query).scalar() or 0)
+
+
+def history_txn(
+    connection: Connection, chat: str, before: int | None, limit: int
+) -> tuple[list[MessageRecord], bool]:
+    query = select(messages).where(messages.c.chat == chat)
+    if before is not None:
+        query = query.where(messages.c.id < before)
+    rows = connection.execute(query.order_by(messages.c.id.desc()).limit(limit + 1)).all()
+    return [_message_record(row) for row in rows[:limit]], len(rows) > limit
+
+
+def missed_in_ranges_txn(
+    connection: Connection, username: str, ranges: list[tuple[Any, int, int | None]], limit: int
+) -> list[MessageRecord]:
+    if not ranges:
+        return []
+    # The user's groups and direct chats; each is read through ix_messages_chat_id.
+    my_chats = union_all(
+        select(group_members.c.chatname).where(group_members.c.username == username),
+        select(direct_chats.c.chat).where(direct_chats.c.username == username),
+    )
+    wanted = or_(*[
+        _origin_filter(origin) & (messages.c.id > after)
+        & (true() if upto is None else messages.c.id <= upto)
+        for origin, after, upto in ranges
+    ])
+    query = (
+        select(messages)
+        .where(
+            # The lowest bound on its own lets each chat's part of the index
+            # be read from there, whatever the ranges' origins.
+            (messages.c.id > min(after for _, after, _ in ranges))
+            & wanted
+            & (messages.c.sender != username)
+            & ~messages.c.deleted
+            & messages.c.chat.in_(my_chats)
+            & (messages.c.recipient.is_(None) | (messages.c.recipient == username))
+        )
+        .order_by(messages.c.id)
+        .limit(limit)
+    )
+    return [_message_record(row) for row in connection.execute(query)]
+
+
+def get_message_txn(connection: Connection, message_id: int) -> MessageRecord | None:
+    row = connection.execute(select(messages).where(messages.c.id == message_id)).first()
+    return None if row is None else _message_record(row)
+
+
+def edit_message_txn(connection: Connection, message_id: int, content: str) -> None:
+    connection.execute(
+        update(messages).where(messages.c.id == message_id).values(content=content, edited=True)
+    )
+
+
+def delete_message_txn(connection: Connection, message_id: int) -> None:
+    connection.execute(
+        update(messages).where(messages.c.id == message_id).values(content=None, deleted=True)
+    )

@@ -1,0 +1,101 @@
+"""What the store hands back: plain records and the helpers that make them.
+
+Nothing here touches SQLAlchemy, so the layers above the store (the chat,
+the handlers, the checkers) import their data types from here and never
+see a row or a connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+
+class _AnyOrigin:
+    """Sentinel: messages of every origin (a server running alone)."""
+
+    def __repr__(self) -> str:
+        return "ANY_ORIGIN"
+
+
+ANY_ORIGIN: Any = _AnyOrigin()
+
+
+def direct_chat(first: str, second: str) -> str:
+    """The stored chat key of the direct conversation between two users."""
+    low, high = sorted((first, second))
+    return f"@{low}:{high}"
+
+
+def hash_session_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def iso_timestamp(millis: int) -> str:
+    """Milliseconds since the epoch as the wire's ISO 8601 UTC timestamp."""
+    moment = datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_millis() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    username: str
+    password_hash: str | None
+    auth_method: str
+    display_name: str | None
+    disabled: bool
+    delivered_until: int = 0
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    chatname: str
+    creator: str
+    members: frozenset[str]
+    started: bool
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """One stored message, as history and offline delivery see it."""
+
+    id: int
+    chat: str
+    recipient: str | None
+    sender: str
+    content: str | None
+    timestamp: str
+    edited: bool
+    deleted: bool
+    origin: str | None = None
+
+    def history_entry(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sender": self.sender,
+            "content": None if self.deleted else self.content,
+            "timestamp": self.timestamp,
+            "edited": self.edited,
+            "deleted": self.deleted,
+        }
+
+
+@dataclass(frozen=True)
+class ContactBook:
+    """A user's accepted contacts and pending requests (name, "incoming"/"outgoing", when)."""
+
+    contacts: list[str]
+    pending: list[tuple[str, str, int]]

@@ -1,0 +1,157 @@
+"""The schema: every table of the database, in one MetaData.
+
+The Alembic migrations in ``chateau/migrations/`` build exactly these tables
+(tests/test_schema.py compares them); change both together. The comments
+say why each table and index is shaped the way it is, since the queries of
+the domain modules depend on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    true,
+)
+from sqlalchemy.engine import Connection
+
+metadata = MetaData()
+
+# Users and groups share one namespace; the primary key here is what keeps a
+# group from ever taking a user's name (and the other way round), even when
+# two requests race on different threads.
+names = Table(
+    "names",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),  # "user" or "group"
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(64), ForeignKey("names.name"), primary_key=True),
+    Column("password_hash", String(128), nullable=True),
+    Column("auth_method", String(16), nullable=False),
+    Column("display_name", String(256), nullable=True),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger, nullable=False),
+    # Every message up to this id was delivered to the user (live or when
+    # they signed in); offline delivery starts after it.
+    Column("delivered_until", BigInteger, nullable=False, server_default="0"),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("chatname", String(64), ForeignKey("names.name"), primary_key=True),
+    Column("creator", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("chatname", String(64), ForeignKey("groups.chatname"), primary_key=True),
+    Column("username", String(64), ForeignKey("users.username"), primary_key=True),
+    # False until the member has been told of the group (they were offline
+    # when it was made): they are told when they next sign in.
+    Column("notified", Boolean, nullable=False, server_default=true()),
+    Index("ix_group_members_username", "username"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    # A group's chatname, "@a:b" for the direct chat of a and b (sorted), or
+    # a random pair's generated name.
+    Column("chat", String(160), nullable=False),
+    # The addressee of a direct message; NULL in groups and random chats.
+    Column("recipient", String(64), nullable=True),
+    Column("sender", String(64), nullable=False),
+    # NULL once deleted: a deleted message keeps its place, not its words.
+    Column("content", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("edited", Boolean, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    # The cluster node that committed it (and routed it live); NULL on a
+    # server running alone. Offline delivery keeps one cursor per origin.
+    Column("origin", String(64), nullable=True),
+    # History and offline delivery both read a chat's messages in id order.
+    # There is deliberately no index on recipient: every message would then
+    # rewrite a second index page at each commit (see direct_chats).
+    Index("ix_messages_chat_id", "chat", "id"),
+)
+
+# The direct chats each user takes part in, one row per user and chat,
+# written with a chat's first message. Offline delivery finds a user's
+# direct messages through these and ix_messages_chat_id, as it finds their
+# group messages through group_members.
+direct_chats = Table(
+    "direct_chats",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("chat", String(160), primary_key=True),
+)
+
+# Session keys are stored only as their SHA-256: a stolen table resumes nobody.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("username", String(64), ForeignKey("users.username"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_sessions_username", "username"),
+)
+
+# Cluster mode: how far each user has had the messages of each origin node
+# (users.delivered_until is the cursor for messages without an origin, and
+# the starting point for an origin without a row).
+delivery_cursors = Table(
+    "delivery_cursors",
+    metadata,
+    Column("username", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("origin", String(64), primary_key=True),
+    Column("delivered_until", BigInteger, nullable=False),
+)
+
+# Every node that has joined the cluster: the origins offline delivery asks about.
+cluster_nodes = Table(
+    "cluster_nodes",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("first_seen", BigInteger, nullable=False),
+)
+
+# One row per pair of users: pending until the addressee accepts.
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("requester", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("addressee", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("accepted", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_contacts_addressee", "addressee"),
+)
+
+
+def upsert(connection: Connection, table: Table) -> Any:
+    """An INSERT on *table* with the connection's ``ON CONFLICT`` clauses (PostgreSQL, SQLite)."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table)
