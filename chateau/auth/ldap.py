@@ -45,6 +45,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from chateau.auth import DIRECTORY, Identity, LoginFailed
+from chateau.auth.passwords import password_problem
 from chateau.config import LdapConfig
 from chateau.names import USERNAME_RULE, canonical, check_username
 from chateau.store import Store
@@ -279,8 +280,9 @@ class Directory:
         cancelled: threading.Event | None = None,
     ) -> DirectoryUser:
         """Sign *username* in with *password*; raise a DirectoryError if not."""
-        if not password or not password.strip():
-            raise DirectoryRefused("authentication failed: empty password")
+        problem = password_problem(password)
+        if problem is not None:
+            raise DirectoryRefused(f"authentication failed: {problem.reason}")
         if check_username(username) is None:
             raise DirectoryRefused(f"authentication failed: {USERNAME_RULE}")
         return self._each_server(
@@ -450,7 +452,9 @@ class Directory:
         report(SERVICE_BIND, True, f"as {settings.bind_dn}")
 
     def _bind(self, conn: Connection, dn: str, password: str, report: Report) -> None:
-        if not password:  # never an unauthenticated bind, whatever the caller did
+        # Not the password rule (chateau.auth.passwords) but the bind's own guard:
+        # never an unauthenticated bind, whatever the caller did.
+        if not password:
             raise DirectoryRefused("authentication failed: empty password")
         if conn.rebind(dn, password, authentication=SIMPLE, read_server_info=False):
             report(BIND, True, f"as {dn}")
@@ -659,8 +663,9 @@ class LdapChecker:
         username = check_username(raw_username)
         if username is None:
             raise LoginFailed(f"authentication failed: {USERNAME_RULE}")
-        if not password.strip():
-            raise LoginFailed("authentication failed: empty password")
+        problem = password_problem(password)
+        if problem is not None:
+            raise LoginFailed(f"authentication failed: {problem.reason}")
         # Ask with the letters as typed (case-insensitive matching is the
         # directory's job); NFKC only, so nothing new can appear.
         typed = unicodedata.normalize("NFKC", raw_username)
