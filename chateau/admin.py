@@ -98,7 +98,7 @@ def _account_step(config: Config, username: str) -> bool:
 
 def ldap_check(args: argparse.Namespace) -> int:
     """Try a directory sign-in as the server would, printing every step."""
-    from chateau.auth.ldap import Directory, DirectoryError
+    from chateau.auth.directory import Directory, DirectoryError
     from chateau.auth.passwords import PasswordProblem, password_problem
     from chateau.names import USERNAME_RULE, check_username
 

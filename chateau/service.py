@@ -17,7 +17,8 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from chateau.auth import DIRECTORY, LOCAL, Authenticator
-from chateau.auth.ldap import Directory, LdapChecker
+from chateau.auth.directory import Directory
+from chateau.auth.ldap import LdapChecker
 from chateau.auth.local import Hasher, LocalChecker
 from chateau.chat import Chat
 from chateau.cluster import RedisBackplane, default_node_name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chateau.auth.ldap import Directory, DirectoryRefused
+from chateau.auth.directory import Directory, DirectoryRefused
 from chateau.auth.passwords import MAX_PASSWORD_BYTES, PasswordProblem, password_problem
 from chateau.config import load_config
 
