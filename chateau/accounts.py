@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import bcrypt
 
 from chateau.auth import LOCAL
-from chateau.auth.local import MAX_PASSWORD_BYTES
+from chateau.auth.passwords import PasswordProblem, password_problem
 from chateau.names import USERNAME_RULE, check_username
 from chateau.store.accounts import (
     create_user_txn,
@@ -50,10 +50,11 @@ def _username(raw: str) -> str:
 
 
 def hash_password(password: str, cost: int) -> str:
-    if not password.strip():
+    problem = password_problem(password, local=True)
+    if problem is PasswordProblem.EMPTY:
         raise AdminError("the password must not be empty")
-    if len(password.encode()) > MAX_PASSWORD_BYTES:
-        raise AdminError(f"passwords are limited to {MAX_PASSWORD_BYTES} bytes (UTF-8)")
+    if problem is not None:
+        raise AdminError(problem.reason)
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
 
 

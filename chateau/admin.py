@@ -96,7 +96,8 @@ def _account_step(config: Config, username: str) -> bool:
 
 def ldap_check(args: argparse.Namespace) -> int:
     """Try a directory sign-in as the server would, printing every step."""
-    from chateau.auth.ldap import Directory, DirectoryError
+    from chateau.auth.directory import Directory, DirectoryError
+    from chateau.auth.passwords import PasswordProblem, password_problem
     from chateau.names import USERNAME_RULE, check_username
 
     path = _config_path(args)
@@ -118,8 +119,12 @@ def ldap_check(args: argparse.Namespace) -> int:
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
             return WOULD_FAIL
-    if not password.strip():
+    problem = password_problem(password)
+    if problem is PasswordProblem.EMPTY:
         _line("password", False, "empty; the server refuses empty passwords before any bind")
+        return WOULD_FAIL
+    if problem is not None:
+        _line("password", False, f"{problem.reason}; the server refuses it before any bind")
         return WOULD_FAIL
     directory = Directory(config.ldap)
     print(f"{'directory':<13} {directory.mode} via {' '.join(directory.urls)}")

@@ -16,7 +16,8 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from chateau.auth import DIRECTORY, LOCAL, Authenticator
-from chateau.auth.ldap import Directory, LdapChecker
+from chateau.auth.directory import Directory
+from chateau.auth.ldap import LdapChecker
 from chateau.auth.local import Hasher, LocalChecker
 from chateau.backplane import Backplane, NullBackplane
 from chateau.catchup import CatchUp

@@ -17,7 +17,7 @@ from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from chateau.auth.ldap import Directory, DirectoryRefused, DirectoryUnavailable
+from chateau.auth.directory import Directory, DirectoryRefused, DirectoryUnavailable
 from chateau.config import load_config
 from chateau.errors import ConfigError
 from chateau.names import USERNAME_RULE

@@ -21,6 +21,7 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from chateau.auth.passwords import password_problem
 from chateau.errors import NOT_AUTHENTICATED, TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
 from chateau.limits import SignInThrottle
 from chateau.names import canonical, check_username
@@ -113,12 +114,11 @@ class Authenticator:
                 "local sign-in (auth: false) is disabled on this server; "
                 "sign in with your directory account (auth: true)",
             )
-        if not password.strip():
-            raise ChateauError(NOT_AUTHENTICATED, "authentication failed: empty password")
-        if "\x00" in password:
-            raise ChateauError(
-                NOT_AUTHENTICATED, "authentication failed: a password cannot contain NUL"
-            )
+        # Refused before the throttle and any checker. bcrypt's length limit is
+        # the local checker's, checked after the name like its other refusals.
+        problem = password_problem(password)
+        if problem is not None:
+            raise ChateauError(NOT_AUTHENTICATED, f"authentication failed: {problem.reason}")
         key = canonical(username)
         if self._throttle is not None:
             wait = self._throttle.retry_after(address, key)

@@ -17,15 +17,11 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from chateau.auth import LOCAL, Identity, LoginFailed
+from chateau.auth.passwords import password_problem
 from chateau.errors import UNAVAILABLE, ChateauError
 from chateau.names import USERNAME_RULE, check_username
 from chateau.store import Store
 from chateau.threads import in_thread_with_deadline, run_in_background_priority
-
-# bcrypt only ever reads the first 72 bytes of a password. Longer ones are
-# refused outright rather than silently truncated.
-MAX_PASSWORD_BYTES = 72
-
 
 T = TypeVar("T")
 
@@ -114,11 +110,9 @@ class LocalChecker:
         username = check_username(raw_username)
         if username is None:
             raise LoginFailed(f"authentication failed: {USERNAME_RULE}")
-        if len(password.encode()) > MAX_PASSWORD_BYTES:
-            raise LoginFailed(
-                f"authentication failed: passwords are limited to {MAX_PASSWORD_BYTES} "
-                "bytes (UTF-8)"
-            )
+        problem = password_problem(password, local=True)
+        if problem is not None:
+            raise LoginFailed(f"authentication failed: {problem.reason}")
         account = await self._store.accounts.get_user(username)
         if account is None and self._registration_open:
             await self._refuse_if_reserved(username)

@@ -1,0 +1,608 @@
+"""The directory client: LDAP sign-in over TLS, blocking, with ldap3.
+
+Nothing here knows Twisted. Every call blocks: the server runs it on the
+directory checker's own bounded :class:`ThreadPool` (see
+``chateau.auth.ldap``), and ``chateau-admin ldap-check`` calls it directly and
+prints each step. Each attempt opens a fresh connection (ldap3's SYNC
+connections are not thread-safe, so none is ever shared) with socket
+timeouts, tries each configured URL in turn, and ends in a
+:class:`DirectoryUser` or a :class:`DirectoryError` that says, apart, what the
+client may be told and what the log should say.
+
+One concern, the LDAP conversation and its failure modes, hence its length.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, TypeVar
+from urllib.parse import urlsplit
+
+from ldap3 import BASE, NONE, SIMPLE, SUBTREE, SYNC, Connection, Server, Tls
+from ldap3.core.exceptions import (
+    LDAPBindError,
+    LDAPCertificateError,
+    LDAPCommunicationError,
+    LDAPException,
+    LDAPResponseTimeoutError,
+    LDAPStartTLSError,
+)
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+
+from chateau.auth.passwords import password_problem
+from chateau.config import LdapConfig
+from chateau.names import USERNAME_RULE, canonical, check_username
+
+T = TypeVar("T")
+
+# Steps, in the order an attempt takes them; chateau-admin prints one line each.
+CONNECT = "connect"
+TLS = "tls"
+SERVICE_BIND = "service-bind"
+SEARCH = "search"
+BIND = "bind"
+GROUP = "group"
+
+Report = Callable[[str, bool, str], None]
+
+WRONG_CREDENTIALS = "authentication failed: wrong username or password"
+UNAVAILABLE_DETAIL = (
+    "authentication failed: the directory server could not be reached; try again later"
+)
+TLS_DETAIL = (
+    "authentication failed: the directory server's TLS certificate was not accepted; "
+    "please tell the server administrator"
+)
+MISCONFIGURED_DETAIL = (
+    "authentication failed: directory sign-in is misconfigured on this server; "
+    "please tell the server administrator"
+)
+
+# LDAP result codes this module tells apart.
+_SUCCESS = 0
+_SIZE_LIMIT_EXCEEDED = 4
+_NO_SUCH_OBJECT = 32
+_INVALID_CREDENTIALS = 49
+_BUSY = 51
+_UNAVAILABLE = 52
+
+_NO_ATTRIBUTES = "1.1"
+
+# ldap3 errors that mean the server went away or went quiet mid-attempt (a
+# rebind wraps a dropped connection in LDAPBindError); the next URL is tried.
+_CUT_OFF = (LDAPCommunicationError, LDAPResponseTimeoutError, LDAPBindError)
+
+
+def _silent(step: str, ok: bool, message: str) -> None:
+    """The default report: the checker logs outcomes itself."""
+
+
+class DirectoryError(Exception):
+    """A directory sign-in failed.
+
+    ``detail`` is safe to show the client; ``reason`` is for the server log
+    and says what actually went wrong (never a password).
+    """
+
+    def __init__(self, detail: str, reason: str | None = None) -> None:
+        super().__init__(reason or detail)
+        self.detail = detail
+        self.reason = reason or detail
+
+
+class DirectoryRefused(DirectoryError):
+    """The directory answered: these credentials do not sign in."""
+
+
+class DirectoryMisconfigured(DirectoryError):
+    """The directory answered, but not as the configuration expects."""
+
+
+class DirectoryUnavailable(DirectoryError):
+    """No usable answer from a server: down, silent or cut off."""
+
+
+class DirectoryTlsError(DirectoryUnavailable):
+    """The TLS handshake failed: untrusted certificate, wrong host name..."""
+
+
+@dataclass(frozen=True)
+class DirectoryUser:
+    """Who the directory says signed in."""
+
+    username: str  # canonical (chateau.names), the name everybody sees
+    uid: str  # the directory's own spelling
+    dn: str
+    display_name: str | None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    dn: str
+    attributes: dict[str, list[str]]  # lower-cased attribute name -> values
+
+    def values(self, attribute: str) -> list[str]:
+        return self.attributes.get(attribute.lower(), [])
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    url: str
+    host: str
+    port: int
+    use_ssl: bool
+
+
+def _endpoints(urls: Iterable[str]) -> list[_Endpoint]:
+    endpoints = []
+    for url in urls:
+        parts = urlsplit(url)
+        use_ssl = parts.scheme.lower() == "ldaps"
+        port = parts.port or (636 if use_ssl else 389)
+        endpoints.append(_Endpoint(url.rstrip("/"), parts.hostname or "", port, use_ssl))
+    return endpoints
+
+
+class _VerifiedTls(Tls):
+    """ldap3 TLS that always verifies the chain and the host name.
+
+    ldap3's own ``Tls`` turns OpenSSL's host name check off and matches names
+    itself afterwards (on newer Pythons ignoring IP addresses); here OpenSSL
+    checks both during the handshake, from one shared context.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED)
+        self._context = context
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        host = connection.server.host.strip("[]")
+        connection.socket = self._context.wrap_socket(
+            connection.socket, server_hostname=host, do_handshake_on_connect=do_handshake
+        )
+
+
+def make_tls_context(ca_file: str) -> ssl.SSLContext:
+    """CERT_REQUIRED and host name checks, TLS 1.2 or later, never turned off."""
+    context = ssl.create_default_context(cafile=ca_file or None)
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+_NOISE = re.compile(
+    r"^(?:socket ssl wrapping error|socket connection error while opening|"
+    r"wrap socket error|startTLS failed)\s*[-:]\s*|\s*\(_ssl\.c:\d+\)"
+)
+
+
+def _message(exc: BaseException) -> str:
+    """The readable message inside *exc*.
+
+    ldap3 re-raises errors as new types built from ``str()`` of the old ones,
+    so a message can arrive wrapped in a tuple's repr, one layer per re-raise.
+    """
+    text = str(exc).strip()
+    for _ in range(5):
+        if not (text.startswith("(") and text.endswith(",)")):
+            break
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            break
+        if not (isinstance(value, tuple) and value):
+            break
+        text = str(value[0]).strip()
+    return _NOISE.sub("", text).strip() or type(exc).__name__
+
+
+def _in_tls_phase(exc: BaseException) -> bool:
+    """Whether *exc* happened after TCP connected, during the TLS handshake."""
+    return _is_tls_failure(exc) or "ssl wrapping" in str(exc) or isinstance(
+        exc, LDAPStartTLSError
+    )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exceptions behind *exc*; ldap3 bundles one per address it tried."""
+    if len(exc.args) > 1 and isinstance(exc.args[1], list):
+        found = [item[0] for item in exc.args[1] if isinstance(item, tuple) and item]
+        if found:
+            return found
+    return [exc]
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    return isinstance(exc, (ssl.SSLError, LDAPCertificateError)) or (
+        isinstance(exc, LDAPStartTLSError) and not isinstance(exc, (TimeoutError, OSError))
+        and "startTLS failed" not in str(exc)
+    )
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, (TimeoutError, socket.timeout)) or "timed out" in str(exc)
+
+
+def _tls_hint(message: str) -> str:
+    lowered = message.lower()
+    if "mismatch" in lowered or "doesn't match" in lowered:
+        return " (the host name in [ldap] url must be one the certificate names)"
+    if "verify failed" in lowered:
+        return " (is [ldap] ca_file the CA that signed the directory's certificate?)"
+    return ""
+
+
+class Directory:
+    """Blocking LDAP sign-in as configured by ``[ldap]``; call it on a worker thread."""
+
+    def __init__(self, settings: LdapConfig) -> None:
+        self._settings = settings
+        self._endpoints = _endpoints(settings.url)
+        self._tls_context = make_tls_context(settings.ca_file)
+        self.timeout = settings.timeout
+
+    @property
+    def urls(self) -> list[str]:
+        return [endpoint.url for endpoint in self._endpoints]
+
+    @property
+    def mode(self) -> str:
+        settings = self._settings
+        if settings.user_dn_template:
+            return "direct bind"
+        if settings.bind_dn:
+            return "search as service account, then bind"
+        return "anonymous search, then bind"
+
+    # -- public, blocking ---------------------------------------------------
+
+    def authenticate(
+        self, username: str, password: str, report: Report = _silent,
+        cancelled: threading.Event | None = None,
+    ) -> DirectoryUser:
+        """Sign *username* in with *password*; raise a DirectoryError if not."""
+        problem = password_problem(password)
+        if problem is not None:
+            raise DirectoryRefused(f"authentication failed: {problem.reason}")
+        if check_username(username) is None:
+            raise DirectoryRefused(f"authentication failed: {USERNAME_RULE}")
+        return self._each_server(
+            lambda conn: self._sign_in(conn, username, password, report), report, cancelled
+        )
+
+    def has_user(
+        self, username: str, report: Report = _silent,
+        cancelled: threading.Event | None = None,
+    ) -> bool:
+        """Whether the directory knows *username*; raise DirectoryError if it cannot say."""
+        if check_username(username) is None:
+            return False
+        return self._each_server(lambda conn: self._lookup(conn, username, report),
+                                 report, cancelled)
+
+    # -- one attempt per URL ------------------------------------------------
+
+    def _each_server(
+        self, work: Callable[[Connection], T], report: Report,
+        cancelled: threading.Event | None,
+    ) -> T:
+        failures: list[DirectoryUnavailable] = []
+        for endpoint in self._endpoints:
+            if cancelled is not None and cancelled.is_set():
+                raise DirectoryUnavailable(UNAVAILABLE_DETAIL, "abandoned: past the deadline")
+            try:
+                conn = self._connect(endpoint, report)
+            except DirectoryUnavailable as failure:
+                failures.append(failure)
+                continue
+            try:
+                return work(conn)
+            except DirectoryUnavailable as failure:
+                failures.append(
+                    type(failure)(failure.detail, f"{endpoint.url}: {failure.reason}")
+                )
+            except _CUT_OFF as exc:
+                failures.append(self._unavailable(endpoint, exc))
+            except LDAPException as exc:
+                raise DirectoryMisconfigured(
+                    MISCONFIGURED_DETAIL, f"{endpoint.url}: {type(exc).__name__}: {_message(exc)}"
+                ) from None
+            finally:
+                _close(conn)
+        if any(isinstance(failure, DirectoryTlsError) for failure in failures):
+            raise DirectoryTlsError(TLS_DETAIL, "; ".join(f.reason for f in failures))
+        raise DirectoryUnavailable(UNAVAILABLE_DETAIL, "; ".join(f.reason for f in failures))
+
+    def _unavailable(self, endpoint: _Endpoint, exc: BaseException) -> DirectoryUnavailable:
+        causes = _causes(exc)
+        for cause in causes:
+            if _is_tls_failure(cause):
+                message = _message(cause)
+                return DirectoryTlsError(
+                    TLS_DETAIL, f"{endpoint.url}: TLS failed: {message}{_tls_hint(message)}"
+                )
+        if any(_is_timeout(cause) for cause in causes):
+            return DirectoryUnavailable(
+                UNAVAILABLE_DETAIL,
+                f"{endpoint.url}: no answer within {self.timeout:g} s",
+            )
+        return DirectoryUnavailable(
+            UNAVAILABLE_DETAIL,
+            f"{endpoint.url}: " + "; ".join(dict.fromkeys(_message(c) for c in causes)),
+        )
+
+    def _connect(self, endpoint: _Endpoint, report: Report) -> Connection:
+        """Open (and secure) a connection: TCP, then TLS (ldaps) or StartTLS."""
+        server = Server(
+            endpoint.host, port=endpoint.port, use_ssl=endpoint.use_ssl, get_info=NONE,
+            tls=_VerifiedTls(self._tls_context), connect_timeout=self.timeout,
+        )
+        conn = Connection(
+            server, client_strategy=SYNC, receive_timeout=self.timeout,
+            raise_exceptions=False, read_only=True, auto_referrals=False,
+        )
+        try:
+            conn.open(read_server_info=False)
+        except LDAPException as exc:
+            failure = self._unavailable(endpoint, exc)
+            if any(_in_tls_phase(cause) for cause in _causes(exc)):
+                report(CONNECT, True, endpoint.url)
+                report(TLS, False, failure.reason)
+            else:
+                report(CONNECT, False, failure.reason)
+            raise failure from None
+        report(CONNECT, True, endpoint.url)
+        if endpoint.use_ssl:
+            report(TLS, True, self._tls_summary(conn, "ldaps"))
+            return conn
+        try:
+            conn.start_tls(read_server_info=False)
+        except LDAPException as exc:
+            _close(conn)
+            failure = self._unavailable(endpoint, exc)
+            if not isinstance(failure, DirectoryTlsError) and "startTLS failed" in str(exc):
+                failure = DirectoryTlsError(
+                    TLS_DETAIL, f"{endpoint.url}: the server refused StartTLS: {_message(exc)}"
+                )
+            report(TLS, False, failure.reason)
+            raise failure from None
+        report(TLS, True, self._tls_summary(conn, "StartTLS"))
+        return conn
+
+    def _tls_summary(self, conn: Connection, how: str) -> str:
+        sock = conn.socket
+        version = sock.version() if isinstance(sock, ssl.SSLSocket) else "?"
+        authority = self._settings.ca_file or "the system CA store"
+        return (
+            f"{how}, {version}, certificate for {conn.server.host} verified against "
+            f"{authority}"
+        )
+
+    # -- the steps -----------------------------------------------------------
+
+    def _sign_in(
+        self, conn: Connection, username: str, password: str, report: Report
+    ) -> DirectoryUser:
+        settings = self._settings
+        if settings.user_dn_template:
+            dn = settings.user_dn_template.replace("{username}", escape_rdn(username))
+            self._bind(conn, dn, password, report)
+            entry = self._read(conn, dn, report)
+        else:
+            self._service_bind(conn, report)
+            entry = self._search_one(conn, username, report)
+            self._bind(conn, entry.dn, password, report)
+        user = self._user(entry, username)
+        if settings.required_group:
+            if settings.bind_dn:
+                self._service_bind(conn, report)
+            self._check_group(conn, entry, report)
+        return user
+
+    def _lookup(self, conn: Connection, username: str, report: Report) -> bool:
+        settings = self._settings
+        self._service_bind(conn, report)
+        if settings.user_dn_template:
+            dn = settings.user_dn_template.replace("{username}", escape_rdn(username))
+            conn.search(dn, "(objectClass=*)", search_scope=BASE,
+                        attributes=[_NO_ATTRIBUTES], time_limit=self.timeout)
+            code = conn.result["result"]
+            if code == _NO_SUCH_OBJECT:
+                report(SEARCH, True, f"no entry {dn}")
+                return False
+            self._check_result(conn, "looking up the user entry")
+            found = bool(_entries(conn))
+        else:
+            found = bool(self._search(conn, username))
+        report(SEARCH, True, f"{username!r} {'exists' if found else 'does not exist'}")
+        return found
+
+    def _service_bind(self, conn: Connection, report: Report) -> None:
+        settings = self._settings
+        if not settings.bind_dn:
+            return
+        if not conn.rebind(settings.bind_dn, settings.bind_password, authentication=SIMPLE,
+                           read_server_info=False):
+            result = conn.result or {}
+            reason = (
+                f"the service account {settings.bind_dn} could not bind: "
+                f"{_describe_result(result)} (check [ldap] bind_dn and bind_password)"
+            )
+            report(SERVICE_BIND, False, reason)
+            self._raise_for(result, MISCONFIGURED_DETAIL, reason, DirectoryMisconfigured)
+        report(SERVICE_BIND, True, f"as {settings.bind_dn}")
+
+    def _bind(self, conn: Connection, dn: str, password: str, report: Report) -> None:
+        # Not the password rule (chateau.auth.passwords) but the bind's own guard:
+        # never an unauthenticated bind, whatever the caller did.
+        if not password:
+            raise DirectoryRefused("authentication failed: empty password")
+        if conn.rebind(dn, password, authentication=SIMPLE, read_server_info=False):
+            report(BIND, True, f"as {dn}")
+            return
+        result = conn.result or {}
+        reason = f"bind as {dn} refused: {_describe_result(result)}"
+        report(BIND, False, reason)
+        self._raise_for(result, WRONG_CREDENTIALS, reason, DirectoryRefused)
+
+    @staticmethod
+    def _raise_for(
+        result: dict[str, Any], detail: str, reason: str, kind: type[DirectoryError]
+    ) -> None:
+        if result.get("result") in (_BUSY, _UNAVAILABLE):
+            raise DirectoryUnavailable(UNAVAILABLE_DETAIL, reason)
+        raise kind(detail, reason)
+
+    def _search(self, conn: Connection, username: str) -> list[_Entry]:
+        settings = self._settings
+        search_filter = settings.user_filter.replace(
+            "{username}", escape_filter_chars(username)
+        )
+        attributes = list(dict.fromkeys(
+            [settings.username_attribute, settings.display_name_attribute]
+        ))
+        conn.search(
+            settings.base_dn, search_filter, search_scope=SUBTREE, attributes=attributes,
+            size_limit=2, time_limit=self.timeout,
+        )
+        code = conn.result["result"]
+        if code == _NO_SUCH_OBJECT:
+            raise DirectoryMisconfigured(
+                MISCONFIGURED_DETAIL, f"[ldap] base_dn {settings.base_dn} does not exist"
+            )
+        if code != _SIZE_LIMIT_EXCEEDED:
+            self._check_result(conn, f"searching {settings.base_dn} for {search_filter}")
+        return _entries(conn)
+
+    def _search_one(self, conn: Connection, username: str, report: Report) -> _Entry:
+        try:
+            entries = self._search(conn, username)
+        except DirectoryError as failure:
+            report(SEARCH, False, failure.reason)
+            raise
+        if not entries:
+            reason = f"no entry matches {username!r} under {self._settings.base_dn}"
+            report(SEARCH, False, reason)
+            raise DirectoryRefused(WRONG_CREDENTIALS, reason)
+        if len(entries) > 1:
+            reason = (
+                f"{username!r} matches more than one entry under {self._settings.base_dn} "
+                "(make [ldap] user_filter match exactly one)"
+            )
+            report(SEARCH, False, reason)
+            raise DirectoryMisconfigured(MISCONFIGURED_DETAIL, reason)
+        report(SEARCH, True, f"found {entries[0].dn}")
+        return entries[0]
+
+    def _read(self, conn: Connection, dn: str, report: Report) -> _Entry:
+        settings = self._settings
+        attributes = list(dict.fromkeys(
+            [settings.username_attribute, settings.display_name_attribute]
+        ))
+        conn.search(dn, "(objectClass=*)", search_scope=BASE, attributes=attributes,
+                    time_limit=self.timeout)
+        entries = _entries(conn)
+        if conn.result["result"] != _SUCCESS or len(entries) != 1:
+            reason = f"cannot read {dn} after binding as it: {_describe_result(conn.result)}"
+            report(SEARCH, False, reason)
+            raise DirectoryMisconfigured(MISCONFIGURED_DETAIL, reason)
+        report(SEARCH, True, f"read {entries[0].dn}")
+        return entries[0]
+
+    def _check_result(self, conn: Connection, doing: str) -> None:
+        result = conn.result or {}
+        if result.get("result") == _SUCCESS:
+            return
+        reason = f"{doing}: {_describe_result(result)}"
+        self._raise_for(result, MISCONFIGURED_DETAIL, reason, DirectoryMisconfigured)
+
+    def _user(self, entry: _Entry, typed: str) -> DirectoryUser:
+        settings = self._settings
+        uids = entry.values(settings.username_attribute)
+        if not uids:
+            raise DirectoryMisconfigured(
+                MISCONFIGURED_DETAIL,
+                f"{entry.dn} has no {settings.username_attribute} attribute "
+                "(see [ldap] username_attribute)",
+            )
+        wanted = canonical(typed)
+        uid = next((value for value in uids if canonical(value) == wanted), uids[0])
+        username = check_username(uid)
+        if username is None:
+            raise DirectoryRefused(
+                f"authentication failed: the directory name {uid!r} cannot be used here: "
+                f"{USERNAME_RULE}",
+                f"{entry.dn}: {settings.username_attribute} {uid!r} is not a valid username",
+            )
+        names = entry.values(settings.display_name_attribute)
+        return DirectoryUser(username, uid, entry.dn, names[0] if names else None)
+
+    def _check_group(self, conn: Connection, entry: _Entry, report: Report) -> None:
+        group = self._settings.required_group
+        dn = escape_filter_chars(entry.dn)
+        clauses = [f"(member={dn})", f"(uniqueMember={dn})"]
+        clauses += [
+            f"(memberUid={escape_filter_chars(uid)})"
+            for uid in entry.values(self._settings.username_attribute)
+        ]
+        conn.search(group, "(|" + "".join(clauses) + ")", search_scope=BASE,
+                    attributes=[_NO_ATTRIBUTES], time_limit=self.timeout)
+        code = conn.result["result"]
+        if code == _NO_SUCH_OBJECT:
+            reason = f"[ldap] required_group {group} does not exist (or cannot be read)"
+            report(GROUP, False, reason)
+            raise DirectoryMisconfigured(MISCONFIGURED_DETAIL, reason)
+        try:
+            self._check_result(conn, f"reading {group}")
+        except DirectoryError as failure:
+            report(GROUP, False, failure.reason)
+            raise
+        if not _entries(conn):
+            reason = f"{entry.dn} is not a member of {group}"
+            report(GROUP, False, reason)
+            raise DirectoryRefused(
+                "authentication failed: your directory account is not allowed to sign in "
+                "here (not in the required group)",
+                reason,
+            )
+        report(GROUP, True, f"member of {group}")
+
+
+def _entries(conn: Connection) -> list[_Entry]:
+    found = []
+    for item in conn.response or []:
+        if item.get("type") != "searchResEntry":
+            continue  # referrals (Active Directory sends them) are not people
+        attributes = {
+            str(name).lower(): [
+                value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                for value in values
+            ]
+            for name, values in (item.get("raw_attributes") or {}).items()
+        }
+        found.append(_Entry(item["dn"], attributes))
+    return found
+
+
+def _describe_result(result: dict[str, Any]) -> str:
+    text = f"{result.get('description', 'error')} ({result.get('result', '?')})"
+    message = str(result.get("message") or "").strip()
+    return f"{text}: {message}" if message else text
+
+
+def _close(conn: Connection) -> None:
+    try:
+        conn.unbind()
+    except Exception:
+        try:
+            conn.strategy.close()
+        except Exception:
+            pass
+
