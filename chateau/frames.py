@@ -8,6 +8,15 @@ this module writes and reads the bytes directly; anything else (control
 frames, fragments, binary frames, a frame split across reads, a frame over
 the size limit, invalid UTF-8, an unmasked client frame) is left to
 Autobahn, which handles it, or fails the connection, exactly as before.
+
+Both paths stand in for parts of Autobahn, so they use its internals: the
+names are listed below (``*_INTERNALS``, ``TRAFFIC_COUNTERS``, and the two
+imports from ``autobahn.websocket``), with the Autobahn releases they were
+checked against (:data:`AUTOBAHN_RANGE`, the pin in ``setup.py``).
+:func:`check_autobahn` fails, naming what is missing, on a release that
+renamed or dropped one. What a check of names cannot see, Autobahn doing
+more per frame than these paths do, is what the tests comparing both paths
+byte for byte are for.
 """
 
 from __future__ import annotations
@@ -15,9 +24,60 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from autobahn.websocket import USES_NVX
-from autobahn.websocket.protocol import PreparedMessage
-from autobahn.websocket.xormasker import create_xor_masker
+import autobahn
+
+# The Autobahn releases these paths were checked against: from 25.9.1, the
+# first with USES_NVX, to 26.11.1 (the frame tests passed on 25.9.1, 25.10.x,
+# 25.12.x, 26.6.x and 26.11.1). The upper bound stops before the next major
+# release, which may rename what they use. setup.py pins the same range.
+AUTOBAHN_RANGE = ">=25.9.1,<27"
+_CHECKED = "25.9.1 to 26.11.1"
+
+try:
+    from autobahn.websocket import USES_NVX
+    from autobahn.websocket.protocol import PreparedMessage
+    from autobahn.websocket.xormasker import create_xor_masker
+except ImportError as exc:  # pragma: no cover - only with an untested Autobahn
+    raise ImportError(
+        f"chateau.frames cannot use autobahn {autobahn.__version__}: {exc}; "
+        f"it was checked against autobahn {_CHECKED} (autobahn{AUTOBAHN_RANGE})"
+    ) from exc
+
+# Attributes the direct paths read or call on an open server connection
+# (an autobahn.twisted.websocket.WebSocketServerProtocol).
+CONNECTION_INTERNALS = (
+    # What makes Autobahn do more than write or parse a frame, fixed once the
+    # connection is open: compression (private), timing, masking, fragmenting,
+    # frame and octet logging, mask and UTF-8 checks, the protocol version.
+    "_perMessageCompress", "trackedTimings", "maskServerFrames", "autoFragmentSize",
+    "logFrames", "logOctets", "requireMaskedClientFrames", "applyMask",
+    "utf8validateIncoming", "websocket_version",
+    # The limits it enforces on what is read and sent.
+    "maxMessagePayloadSize", "maxFramePayloadSize",
+    # Its state: open or closing, failed by this side, chopped or synchronous
+    # sends waiting, and the parser's frame, message and buffered bytes.
+    "state", "STATE_OPEN", "STATE_CLOSING", "failedByMe", "send_queue",
+    "current_frame", "inside_message", "data",
+    # The auto-ping timeout that any traffic restarts (the method is private).
+    "autoPingTimeoutCall", "autoPingRestartOnAnyTraffic", "_cancelAutoPingTimeoutCall",
+    # Its counters (see TRAFFIC_COUNTERS), its parser behind the Twisted
+    # adapter's dataReceived (private), and the ways back into Autobahn.
+    "trafficStats", "_dataReceived", "sendPreparedMessage", "onMessage",
+)
+# On the connection's factory.
+FACTORY_INTERNALS = ("isServer",)
+# On the connection's trafficStats: counted as Autobahn would count them.
+TRAFFIC_COUNTERS = (
+    "incomingOctetsWireLevel", "incomingOctetsWebSocketLevel", "incomingOctetsAppLevel",
+    "incomingWebSocketFrames", "incomingWebSocketMessages", "outgoingOctetsWireLevel",
+)
+# On a message the factory prepared (a PreparedMessage): its whole frame.
+PREPARED_INTERNALS = ("payloadHybi",)
+
+
+class AutobahnMismatch(RuntimeError):
+    """The installed Autobahn lacks an internal that the direct frame paths use."""
+
 
 # First header byte of an unfragmented text frame: FIN, no RSV bits, opcode 1.
 TEXT_FIN = 0x81
@@ -38,6 +98,15 @@ def text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", TEXT_FIN, 127, size) + payload
 
 
+def prepare_frame(payload: bytes) -> PreparedMessage:
+    """Frame an encoded text message once for any number of server connections.
+
+    What ``WebSocketServerFactory.prepareMessage`` does (unmasked, no
+    compression, which Chateau refuses), without needing the factory.
+    """
+    return PreparedMessage(payload, False, False, False)
+
+
 def unmask(mask: bytes, masked: bytes) -> bytes:
     """XOR *masked* with the 4-byte *mask* repeated (RFC 6455, 5.3)."""
     size = len(masked)
@@ -48,19 +117,48 @@ def unmask(mask: bytes, masked: bytes) -> bytes:
 
 
 class DirectTextFrames:
-    """Reads whole masked text frames straight off the stream (a mixin).
+    """Reads and writes whole text frames straight off and onto the stream (a mixin).
 
-    For an Autobahn server protocol. :meth:`direct_reads_possible` says, once
-    the connection is open, whether nothing would make Autobahn do more with
-    such a frame than unmask it, check its UTF-8 and its size, count it and
-    call ``onMessage``; :meth:`read_text_frames` then does exactly that for
-    the complete text frames at the front of a read, and returns the rest
-    for Autobahn. It only ever starts at a frame boundary with nothing
-    buffered, so Autobahn's parser always finds itself between frames.
+    For an Autobahn server protocol, before it in the bases. Once the
+    connection is open, :meth:`enable_direct_frames` settles what the fast
+    paths may do for its lifetime.
+
+    Reading: :meth:`direct_reads_possible` says whether nothing would make
+    Autobahn do more with a masked text frame than unmask it, check its
+    UTF-8 and its size, count it and call ``onMessage``;
+    :meth:`read_text_frames` then does exactly that for the complete text
+    frames at the front of a read, and returns the rest for Autobahn. It
+    only ever starts at a frame boundary with nothing buffered, so
+    Autobahn's parser always finds itself between frames.
+
+    Writing: :meth:`direct_writes_possible` says whether Autobahn's send path
+    would do more than ``transport.write``; :meth:`write_frame_directly` and
+    :meth:`send_prepared` then write whole frames to the transport
+    themselves while nothing is queued.
     """
 
-    # Set by the protocol once open; see direct_reads_possible.
+    # Set once open by enable_direct_frames.
     _direct_read = False
+    _direct_write = False
+
+    def enable_direct_frames(self) -> None:
+        """Decide, once the handshake is done, which frames may bypass Autobahn.
+
+        What the decision depends on (compression, masking, fragmenting,
+        frame/octet logging and timing) is fixed from then on.
+        """
+        self._direct_write = self.direct_writes_possible()
+        self._direct_read = self.direct_reads_possible()
+
+    def direct_writes_possible(self: Any) -> bool:
+        return (
+            self._perMessageCompress is None
+            and not self.maskServerFrames
+            and not self.autoFragmentSize
+            and not self.logFrames
+            and not self.logOctets
+            and not self.trackedTimings
+        )
 
     def direct_reads_possible(self: Any) -> bool:
         return (
@@ -129,11 +227,111 @@ class DirectTextFrames:
             self.onMessage(payload, False)
         return data[at:] if at else data
 
+    def dataReceived(self: Any, data: bytes) -> None:
+        """Read whole text frames directly; hand the rest to Autobahn's parser.
 
-def prepare_frame(payload: bytes) -> PreparedMessage:
-    """Frame an encoded text message once for any number of server connections.
+        Complete, unfragmented, masked text frames at the front of the read
+        go straight to ``onMessage`` (see :meth:`read_text_frames`); what is
+        left, if anything, goes to Autobahn's parser, without the per-read
+        ``log.debug`` of its Twisted adapter, which builds its arguments
+        (highlighted with ``click`` when it is importable) even with debug
+        logging off. Everything else the adapter does is ``_dataReceived``.
 
-    What ``WebSocketServerFactory.prepareMessage`` does (unmasked, no
-    compression, which Chateau refuses), without needing the factory.
+        Once this side has failed the connection (an oversized or malformed
+        frame, answered with a close frame), what follows in the stream
+        cannot be parsed: the rest of that frame would be read as frames and
+        end in a drop, whose reset can overtake the close frame on its way
+        to the client. It is ignored until the closing handshake times out.
+        """
+        if self.failedByMe and self.state == self.STATE_CLOSING:
+            return
+        data = self.read_text_frames(data)
+        if data and not (self.failedByMe and self.state == self.STATE_CLOSING):
+            self._dataReceived(data)
+
+    def write_frame_directly(self: Any, wire: bytes) -> bool:
+        """Write one complete frame straight to the transport, if Autobahn would.
+
+        This is ``sendData``'s own fast path (connection open, nothing queued
+        for chopped or synchronous sends, and, from :meth:`enable_direct_frames`,
+        no compression, masking, fragmenting, frame logging or timing) minus
+        its ``log.debug``, whose arguments are built on every send although
+        debug is off: a third of a fan-out's CPU per delivery. The
+        wire-level traffic counter is kept (Autobahn's other counters, which
+        nothing here reads, are not). False when the caller must go through
+        Autobahn instead.
+        """
+        if not self._direct_write or self.send_queue or self.state != self.STATE_OPEN:
+            return False
+        self.transport.write(wire)
+        self.trafficStats.outgoingOctetsWireLevel += len(wire)
+        return True
+
+    def send_prepared(self: Any, prepared: Any) -> int:
+        """Send a message the factory prepared once for a whole fan-out; its size on the wire.
+
+        Its frame (``payloadHybi``) goes straight to the transport exactly
+        when :meth:`write_frame_directly` would write it, else through
+        ``sendPreparedMessage``. The test is repeated here rather than
+        called: this runs once per delivery, the server's hottest path.
+        """
+        wire = prepared.payloadHybi
+        if self._direct_write and not self.send_queue and self.state == self.STATE_OPEN:
+            self.transport.write(wire)
+            self.trafficStats.outgoingOctetsWireLevel += len(wire)
+        else:
+            self.sendPreparedMessage(prepared)
+        return len(wire)
+
+
+def check_autobahn(connection: Any = None, prepared: Any = None) -> None:
+    """Raise :class:`AutobahnMismatch` naming an internal the fast paths use that is missing.
+
+    *connection* is an open server connection and *prepared* a message its
+    factory prepared; by default both are made with the installed Autobahn,
+    over an in-memory transport. Names only are checked, not what they do.
     """
-    return PreparedMessage(payload, False, False, False)
+    if connection is None or prepared is None:
+        sample, sample_prepared = _sample_connection()
+        connection = sample if connection is None else connection
+        prepared = sample_prepared if prepared is None else prepared
+    wanted = [
+        (connection, "the server connection", CONNECTION_INTERNALS),
+        (getattr(connection, "factory", None), "the connection's factory", FACTORY_INTERNALS),
+        (getattr(connection, "trafficStats", None), "the connection's trafficStats",
+         TRAFFIC_COUNTERS),
+        (prepared, "a prepared message", PREPARED_INTERNALS),
+    ]
+    for holder, where, names in wanted:
+        for name in names:
+            if not hasattr(holder, name):
+                raise AutobahnMismatch(
+                    f"autobahn {autobahn.__version__} has no {name!r} on {where} "
+                    f"({type(holder).__name__}); Chateau's direct frame paths "
+                    f"(chateau.frames) use it and were checked against autobahn "
+                    f"{_CHECKED} (autobahn{AUTOBAHN_RANGE})"
+                )
+
+
+def _sample_connection() -> tuple[Any, Any]:
+    """An open Autobahn server connection over an in-memory transport, and a prepared message."""
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    factory = WebSocketServerFactory("ws://127.0.0.1:9000", reactor=Clock())
+    factory.protocol = WebSocketServerProtocol
+    factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0)
+    connection = factory.buildProtocol(None)
+    connection.makeConnection(StringTransport())
+    connection.dataReceived(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    if getattr(connection, "state", None) != getattr(connection, "STATE_OPEN", ()):
+        raise AutobahnMismatch(
+            f"autobahn {autobahn.__version__} did not open a sample connection; "
+            f"chateau.frames was checked against autobahn {_CHECKED}"
+        )
+    return connection, factory.prepareMessage(b"{}")

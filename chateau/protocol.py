@@ -89,7 +89,11 @@ class SendBufferGuard:
 
 
 class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
-    """One client connection. Autobahn owns ``self.log``; ours is ``_log``."""
+    """One client connection. Autobahn owns ``self.log``; ours is ``_log``.
+
+    Plain text frames are read and written past Autobahn's general machinery
+    by :class:`DirectTextFrames` (which also owns ``dataReceived``).
+    """
 
     _log = Logger()
     factory: ChateauServerFactory
@@ -115,8 +119,6 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         self._bucket: TokenBucket | None = None
         self._strikes = 0
         self._guard: SendBufferGuard | None = None
-        # Whether frames may go straight to the transport; see _write.
-        self._direct = False
 
     # -- Autobahn hooks -----------------------------------------------------
 
@@ -138,18 +140,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
             limits.message_rate, limits.message_burst, self.factory.clock.seconds
         )
         self._guard = SendBufferGuard(limits.send_buffer)
-        # What makes Autobahn's send path do more than transport.write is
-        # fixed once the handshake is done: compression, masking, fragmenting,
-        # frame/octet logging and timing.
-        self._direct = (
-            self._perMessageCompress is None
-            and not self.maskServerFrames
-            and not self.autoFragmentSize
-            and not self.logFrames
-            and not self.logOctets
-            and not self.trackedTimings
-        )
-        self._direct_read = self.direct_reads_possible()
+        self.enable_direct_frames()
         # twisted.web's HTTP channel was the transport's producer until
         # Autobahn took the transport over; the guard replaces it.
         try:
@@ -243,55 +234,12 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
 
     # -- sending ------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
-        """Read whole text frames directly; hand the rest to Autobahn's parser.
-
-        Complete, unfragmented, masked text frames at the front of the read
-        go straight to :meth:`onMessage` (see :mod:`chateau.frames`); what is
-        left, if anything, goes to Autobahn's parser, without the per-read
-        ``log.debug`` of its Twisted adapter, which builds its arguments
-        (highlighted with ``click`` when it is importable) even with debug
-        logging off. Everything else the adapter does is ``_dataReceived``.
-
-        Once this side has failed the connection (an oversized or malformed
-        frame, answered with a close frame), what follows in the stream
-        cannot be parsed: the rest of that frame would be read as frames and
-        end in a drop, whose reset can overtake the close frame on its way
-        to the client. It is ignored until the closing handshake times out.
-        """
-        if self.failedByMe and self.state == self.STATE_CLOSING:
-            return
-        data = self.read_text_frames(data)
-        if data and not (self.failedByMe and self.state == self.STATE_CLOSING):
-            self._dataReceived(data)
-
-    def _write(self, wire: bytes) -> bool:
-        """Write one complete frame straight to the transport, if Autobahn would.
-
-        This is ``sendData``'s own fast path (connection open, nothing queued
-        for chopped or synchronous sends, and, from :meth:`onOpen`, no
-        compression, masking, fragmenting, frame logging or timing) minus its
-        ``log.debug``, whose arguments are built on every send although debug
-        is off: a third of a fan-out's CPU per delivery. The wire-level
-        traffic counter is kept (Autobahn's other counters, which nothing
-        here reads, are not). False when the caller must go through Autobahn
-        instead.
-        """
-        if not self._direct or self.send_queue or self.state != self.STATE_OPEN:
-            return False
-        self.transport.write(wire)
-        self.trafficStats.outgoingOctetsWireLevel += len(wire)
-        return True
-
     def send_frame(self, frame: Any) -> None:
         """Send a frame prepared once by the factory for a whole fan-out."""
         if self._held is not None:
             self._held.append(frame)
         elif self._sendable():
-            wire = frame.payloadHybi
-            if not self._write(wire):
-                self.sendPreparedMessage(frame)
-            self._check_buffer(len(wire))
+            self._check_buffer(self.send_prepared(frame))
 
     def _sendable(self) -> bool:
         """Open for data: Autobahn refuses sends once the closing handshake has begun."""
@@ -336,7 +284,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
                     INTERNAL_ERROR, "internal server error: the reply could not be encoded",
                 ))
             limit = self.maxMessagePayloadSize
-            if (limit and len(payload) > limit) or not self._write(text_frame(payload)):
+            if (limit and len(payload) > limit) or not self.write_frame_directly(text_frame(payload)):
                 # Autobahn's own path, which also refuses what is over the limit.
                 self.sendMessage(payload)
             self._check_buffer(len(payload))

@@ -28,14 +28,14 @@ def _open_protocol() -> tuple[ChateauServerProtocol, StringTransport]:
     protocol.state = protocol.STATE_OPEN
     protocol.send_queue = deque()
     protocol.trafficStats = TrafficStats()
-    protocol._direct = True
+    protocol._direct_write = True
     return protocol, transport
 
 
 def test_direct_write_goes_to_the_transport_and_counts_octets() -> None:
     protocol, transport = _open_protocol()
     wire = text_frame(b'{"type":"x"}')
-    assert protocol._write(wire)
+    assert protocol.write_frame_directly(wire)
     assert transport.value() == wire
     assert protocol.trafficStats.outgoingOctetsWireLevel == len(wire)
 
@@ -43,13 +43,13 @@ def test_direct_write_goes_to_the_transport_and_counts_octets() -> None:
 def test_direct_write_declines_whenever_autobahn_would_do_more() -> None:
     protocol, transport = _open_protocol()
     protocol.send_queue.append((b"queued", True))
-    assert not protocol._write(b"frame")
+    assert not protocol.write_frame_directly(b"frame")
     protocol.send_queue.clear()
     protocol.state = protocol.STATE_CLOSING
-    assert not protocol._write(b"frame")
+    assert not protocol.write_frame_directly(b"frame")
     protocol.state = protocol.STATE_OPEN
-    protocol._direct = False  # compression, masking, fragmenting or frame logging on
-    assert not protocol._write(b"frame")
+    protocol._direct_write = False  # compression, masking, fragmenting or frame logging on
+    assert not protocol.write_frame_directly(b"frame")
     assert transport.value() == b""
 
 
