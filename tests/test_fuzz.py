@@ -58,9 +58,8 @@ from chateau.messages import (
     encode,
     parse_json,
 )
+from tests.deferreds import inline
 from tests.wsclient import Client
-
-inline = pytest_twisted.ensureDeferred
 
 # -- request schemas, read from the dataclasses --------------------------------
 

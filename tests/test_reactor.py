@@ -6,20 +6,10 @@ import threading
 import time
 
 import bcrypt
-import pytest_twisted
 from sqlalchemy import event
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 
+from tests.deferreds import inline, sleep
 from tests.timing import collector_paused
-
-inline = pytest_twisted.ensureDeferred
-
-
-def sleep(seconds: float) -> Deferred:
-    d = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 @inline
