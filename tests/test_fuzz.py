@@ -36,6 +36,7 @@ import dataclasses
 import itertools
 import json
 import re
+import sys
 import typing
 from collections import Counter
 from dataclasses import dataclass, field
@@ -301,14 +302,6 @@ def test_decoder_arbitrary_json(value: Any) -> None:
     request = decode_or_refuse(encode_json(value))
     if not isinstance(value, dict):
         assert request is None
-
-
-@pytest.mark.parametrize("digits", [4299, 4300, 4301, 100_000])
-def test_decoder_refuses_integers_too_long_to_parse(digits: int) -> None:
-    for field_name in ("msg_id", "id", "payload"):
-        text = '{"type": "MessageEditRequest", "content": "x", "id": 1, "%s": %s}' % (
-            field_name, "7" * digits)
-        decode_or_refuse(text.encode())
 
 
 @DECODER
@@ -883,6 +876,37 @@ async def test_regression_out_of_range_ids_are_refused(server: Any) -> None:
             reply = await alice.request(request)
             assert reply["type"] == "HistoryResponse" or reply["status"] in (400, 404), (
                 request, reply)
+
+
+@pytest.mark.parametrize("digits", [4299, 4300, 4301, 100_000])
+@inline
+async def test_integers_too_long_to_parse_are_refused(
+    server_factory: Any, config_factory: Callable[..., Config], digits: int
+) -> None:
+    """Python parses integers of at most ``sys.get_int_max_str_digits()`` digits
+    (4,300). A longer one anywhere in a frame is a 400 that says so, with no
+    msg_id to echo; a shorter one parses, so a msg_id that long comes back whole
+    and an id that long is refused as no 64-bit integer. The connection goes on."""
+    running = await server_factory(config_factory(server={"max_message_size": "262144"}))
+    alice = await running.client("alice")
+    huge = "7" * digits
+    parses = digits <= sys.get_int_max_str_digits()
+    for field_name in ("msg_id", "id", "payload"):
+        frame = '{"type": "MessageEditRequest", "content": "x", "id": 1, "%s": %s}'
+        reply = await alice.request(frame % (field_name, huge))
+        assert reply["type"] == "ErrorResponse", (field_name, reply)
+        if not parses:
+            assert reply["status"] == 400 and reply["msg_id"] is None, (field_name, reply)
+            assert reply["detail"].startswith("frame is not valid JSON: "), (field_name, reply)
+            assert f"value has {digits} digits" in reply["detail"], (field_name, reply)
+        elif field_name == "id":
+            assert reply == {"type": "ErrorResponse", "status": 400, "msg_id": None,
+                             "detail": "MessageEditRequest: field 'id' must be an integer (64-bit)"}
+        else:  # decoded and handled: there is no message 1 to edit
+            echoed = int(huge) if field_name == "msg_id" else None
+            assert reply == {"type": "ErrorResponse", "status": 404, "msg_id": echoed,
+                             "detail": "no message with id 1"}, field_name
+    assert (await alice.request(heartbeat("open")))["msg_id"] == "open"
 
 
 @inline
