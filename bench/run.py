@@ -4,6 +4,7 @@
     python -m bench.run --quick              # one shorter repetition of everything
     python -m bench.run --scenarios S1,S2    # pick scenarios
     python -m bench.run --profile --scenarios S1,S2   # also py-spy profiles of Chateau
+    python -m bench.run --results bench/RESULTS.md    # and record the report
 
 Servers run pinned to core 0 and the load generator to core 1. Each
 scenario starts its servers, runs the load generator once (it interleaves
@@ -11,7 +12,8 @@ the targets inside each repetition, so a change in background load hits all
 of them alike), and stops every server by pid. Figures are medians over the
 repetitions; each Chateau figure is also given as a ratio to the bare
 Autobahn server of the same run. Results go to ``bench/out/`` as JSON and
-Markdown and are printed at the end.
+Markdown and are printed at the end; ``--results`` also writes the Markdown
+where it is kept (``bench/RESULTS.md``).
 
 The scenarios S1–S5 are here and S6 in :mod:`bench.split`; what they share
 (options, targets, running the load generator) is :class:`bench.harness.Harness`.
@@ -450,6 +452,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out",
                         help="where results are written (default bench/out)")
+    parser.add_argument("--results", type=Path, default=None, metavar="FILE",
+                        help="also write the Markdown report to FILE (the recorded "
+                             "figures: bench/RESULTS.md)")
     args = parser.parse_args(argv)
     chosen = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SCENARIOS]
@@ -494,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"results-{stamp}.md").write_text(report)
         (args.out / "latest.json").write_text(json.dumps(payload, indent=1))
         (args.out / "latest.md").write_text(report)
+        if args.results is not None:
+            args.results.write_text(report)
         print(report)
         log(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
     return 1 if bench.failures else 0

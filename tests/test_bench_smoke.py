@@ -40,12 +40,14 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pytest.fail(f"the benchmark needs {', '.join(missing)}: pip install '.[test]'")
     out = tmp_path_factory.mktemp("bench")
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out),
+         "--results", str(out / "RESULTS.md")],
         cwd=ROOT, env=checkout_env(), capture_output=True, text=True, timeout=180,
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     payload = json.loads((out / "latest.json").read_text())
     payload["markdown"] = (out / "latest.md").read_text()
+    payload["recorded"] = (out / "RESULTS.md").read_text()
     payload["stderr"] = completed.stderr
     return payload
 
@@ -126,6 +128,14 @@ def test_ratios_and_validity_follow_from_the_results(smoke_run: dict) -> None:
     for header in ("S1 group fan-out", "S2 direct messages", "S3 idle", "S4 sign-in storm",
                    "S5 group fan-out", "Targets", "÷ bare", "loadgen CPU"):
         assert header in smoke_run["markdown"], header
+
+
+def test_results_records_the_report_with_its_command_and_date(smoke_run: dict) -> None:
+    """``--results`` writes the report itself (how bench/RESULTS.md is made)."""
+    assert smoke_run["recorded"] == smoke_run["markdown"]
+    title, _, command = smoke_run["recorded"].splitlines()[:3]
+    assert title == f"# Chateau benchmark, {smoke_run['machine']['date']}"
+    assert command.startswith("- command: `python -m bench.run --smoke ") and "--results" in command
 
 
 def test_idle_connections_and_sign_in_storm(smoke_run: dict) -> None:
