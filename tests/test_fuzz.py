@@ -804,18 +804,6 @@ async def test_binary_frames_get_400(server: Any) -> None:
 # Regression tests for bugs the fuzzing found, all fixed.
 
 
-async def replies_until(
-    client: Client, sentinel: Any, timeout: float = 10.0
-) -> list[dict[str, Any]]:
-    """Frames up to the reply whose msg_id is *sentinel* (excluded)."""
-    frames = []
-    while True:
-        frame = await client.recv(timeout)
-        if "msg_id" in frame and frame["msg_id"] == sentinel:
-            return frames
-        frames.append(frame)
-
-
 def heartbeat(msg_id: Any) -> dict[str, Any]:
     return {"type": "HeartbeatRequest", "msg_id": msg_id}
 
@@ -829,8 +817,7 @@ async def test_regression_lone_surrogates_are_refused_not_dropped(server: Any) -
     alice.send('{"type": "Nope", "msg_id": "\\ud800"}')
     alice.send('{"type": "MessageRequest", "recipient": "alice", "content": "\\ud83d", '
                '"msg_id": 2}')
-    alice.send(heartbeat("end"))
-    replies = await replies_until(alice, "end")
+    replies = await alice.frames_until_heartbeat("end")
     assert [r["status"] for r in replies] == [400, 400, 400, 400], replies
     assert not alice.is_closed
 
@@ -846,18 +833,15 @@ async def test_regression_sign_in_with_lone_surrogate_msg_id_loses_no_message(se
     carol = await server.client()
     carol.send('{"type": "RegisterRequest", "username": "carol", "password": "secret", '
                '"msg_id": "\\ud800"}')
-    carol.send(heartbeat("signed-in"))
-    early = await replies_until(carol, "signed-in")
+    early = await carol.frames_until_heartbeat("signed-in")
     ack = await bob.request(
         {"type": "MessageRequest", "recipient": "carol", "content": "still there?"})
     assert ack["type"] == "MessageSendResponse", ack
-    carol.send(heartbeat("after"))
-    live = await replies_until(carol, "after")
+    live = await carol.frames_until_heartbeat("after")
     await carol.close()
     again = await server.client()
     await again.register("carol")
-    again.send(heartbeat("caught-up"))
-    offline = await replies_until(again, "caught-up")
+    offline = await again.frames_until_heartbeat("caught-up")
     received = [f for f in early + live + offline if f.get("content") == "still there?"]
     assert len(received) == 1, (early, live, offline)
 
@@ -917,8 +901,7 @@ async def test_regression_deep_nesting_always_gets_a_reply(server: Any) -> None:
     for depth in depths:
         alice.send('{"type": "HeartbeatRequest", "msg_id": %d, "payload": %s}'
                    % (depth, nested_text(depth)))
-    alice.send(heartbeat("end"))
-    replies = await replies_until(alice, "end")
+    replies = await alice.frames_until_heartbeat("end")
     assert len(replies) == len(depths)
     assert all(r["type"] == "HeartbeatResponse" or r["status"] == 400 for r in replies)
 

@@ -200,10 +200,7 @@ async def test_a_stale_catch_up_does_not_skip_messages_for_the_next_connection(
     finally:
         chat.store.contact_book = contact_book
     gates[1].callback(None)  # now the second one
-    second.send({"type": "HeartbeatRequest", "msg_id": "end"})
-    contents = []
-    while (frame := await second.recv()).get("msg_id") != "end":
-        contents.append(frame.get("content"))
+    contents = [frame.get("content") for frame in await second.frames_until_heartbeat()]
     assert contents == ["m0", "m1", "m2"]
 
 
@@ -248,9 +245,7 @@ async def test_a_close_during_catch_up_pushes_nothing_twice(
     monkeypatch.undo()
     second = await server.client()
     assert (await second.request({"type": "ResumeRequest", "session_key": key}))["status"] == 200
-    second.send({"type": "HeartbeatRequest", "msg_id": "end"})
-    while (frame := await second.recv()).get("msg_id") != "end":
-        got.append(frame)
+    got += await second.frames_until_heartbeat()
     assert [f.get("content") for f in got] == ["m0", "m1", "m2"]
 
 
@@ -307,9 +302,7 @@ async def test_a_catch_up_cut_by_the_closing_handshake_loses_nothing(
         await sleep(0.01)
     second = await server.client()
     assert (await second.request({"type": "ResumeRequest", "session_key": key}))["status"] == 200
-    second.send({"type": "HeartbeatRequest", "msg_id": "end"})
-    while (frame := await second.recv()).get("msg_id") != "end":
-        got.append(frame)
+    got += await second.frames_until_heartbeat()
     assert [f.get("content") for f in got] == ["m0", "m1", "m2"]
 
 
@@ -356,9 +349,6 @@ async def test_a_cursor_saved_while_the_next_sign_on_reads_pushes_nothing_twice(
         await sleep(0.01)
     assert saves, "the departing connection's cursor was not saved"
     second = await server.client("carol")
-    second.send({"type": "HeartbeatRequest", "msg_id": "end"})
-    got = []
-    while (frame := await second.recv()).get("msg_id") != "end":
-        got.append(frame)
+    got = await second.frames_until_heartbeat()
     assert released.called, "the sign-on did not read the stored cursors"
     assert [f.get("content") for f in got] == []

@@ -72,6 +72,21 @@ class Client:
         await sleep(wait)
         assert not self.inbox.pending, f"unexpected frames: {self.inbox.pending}"
 
+    async def frames_until_heartbeat(self, msg_id: Any = "end",
+                                     timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Send a heartbeat; every frame that arrives before its reply, in order.
+
+        The server answers a connection's requests in order, so by the reply
+        everything it owed the connection before the heartbeat has arrived.
+        """
+        self.send({"type": "HeartbeatRequest", "msg_id": msg_id})
+        frames = []
+        while True:
+            frame = await self.recv(timeout)
+            if "msg_id" in frame and frame["msg_id"] == msg_id:
+                return frames
+            frames.append(frame)
+
     async def register(self, username: str, password: str = "secret", **extra: Any) -> dict:
         reply = await self.request(
             {"type": "RegisterRequest", "username": username, "password": password,
