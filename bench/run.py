@@ -4,6 +4,7 @@
     python -m bench.run --quick              # one shorter repetition of everything
     python -m bench.run --scenarios S1,S2    # pick scenarios
     python -m bench.run --profile --scenarios S1,S2   # also py-spy profiles of Chateau
+    python -m bench.run --results bench/RESULTS.md    # and record the report
 
 Servers run pinned to core 0 and the load generator to core 1. Each
 scenario starts its servers, runs the load generator once (it interleaves
@@ -11,7 +12,11 @@ the targets inside each repetition, so a change in background load hits all
 of them alike), and stops every server by pid. Figures are medians over the
 repetitions; each Chateau figure is also given as a ratio to the bare
 Autobahn server of the same run. Results go to ``bench/out/`` as JSON and
-Markdown and are printed at the end.
+Markdown and are printed at the end; ``--results`` also writes the Markdown
+where it is kept (``bench/RESULTS.md``).
+
+The scenarios S1–S5 are here and S6 in :mod:`bench.split`; what they share
+(options, targets, running the load generator) is :class:`bench.harness.Harness`.
 """
 
 from __future__ import annotations
@@ -25,26 +30,21 @@ import platform
 import resource
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from bench import hotspots
+from bench.harness import Harness
 from bench.processes import (
     ROOT,
     STARTED,
     Postgres,
     ProcessGroup,
-    ServerProcess,
-    bare,
-    chateau,
-    checkout_env,
-    pin_prefix,
     postgres_available,
 )
+from bench.split import run_s6
 
 SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
 INVALID_LOADGEN_CPU = 0.70
@@ -93,17 +93,6 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-# Chateau as benchmarked: fast sign-up for thousands of users, no pings, and
-# the abuse limits lifted, since one client pushing thousands of messages a
-# second (and thousands of connections from 127.0.0.1) is the point here.
-# The limits are still checked on every request, so their cost is measured.
-CHATEAU_BASE = {
-    "server": {"auto_ping_interval": 0},
-    "auth": {"bcrypt_cost": 4},
-    "limits": {"message_rate": 1000000, "message_burst": 1000000,
-               "max_connections": 50000, "max_connections_per_address": 50000},
-}
-
 # What each scenario is judged by: (metric, higher is better).
 HEADLINE: dict[str, tuple[str, bool]] = {
     "S1": ("deliveries_per_s", True), "S5": ("deliveries_per_s", True),
@@ -125,125 +114,19 @@ def log(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def settings(store_messages: bool = True, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    merged = copy.deepcopy(CHATEAU_BASE)
-    merged.setdefault("chat", {})["store_messages"] = "true" if store_messages else "false"
-    for section, values in sections.items():
-        merged.setdefault(section, {}).update(values)
-    return merged
-
-
-def known_keys() -> set[tuple[str, str]] | None:
-    """The config keys this checkout of Chateau knows (None: cannot tell)."""
-    try:
-        from chateau.config import documented_keys
-
-        return set(documented_keys())
-    except Exception:
-        return None
-
-
-def supported(config: dict[str, dict[str, Any]], known: set[tuple[str, str]] | None
-              ) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """*config* without the keys Chateau does not know (which would stop it starting)."""
-    if known is None:
-        return config, []
-    kept: dict[str, dict[str, Any]] = {}
-    dropped = []
-    for section, values in config.items():
-        for key, value in values.items():
-            if (section, key) in known:
-                kept.setdefault(section, {})[key] = value
-            else:
-                dropped.append(f"[{section}] {key}")
-    return kept, dropped
-
-
-class Bench:
-    """One invocation: its options, its scratch directory, and every result."""
+class Bench(Harness):
+    """One invocation of ``python -m bench.run``: the harness and its scenarios."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.profile = copy.deepcopy(PROFILES[args.size])
+        profile = copy.deepcopy(PROFILES[args.size])
         if args.profile:
             # Longer runs give the sampler more to go on.
             for name in ("S1", "S5"):
-                self.profile[name]["messages"] = {
-                    size: count * 3 for size, count in self.profile[name]["messages"].items()}
-            self.profile["S6"]["messages"] *= 3
-            self.profile["S2"]["round_trips"] *= 3
-        self.repeat: int = args.repeat or self.profile["repeat"]
-        pin = not args.no_pin and (os.cpu_count() or 1) >= 2
-        self.server_core: int | None = 0 if pin else None
-        self.loadgen_core: int | None = 1 if pin else None
-        self.scratch = Path(tempfile.mkdtemp(prefix="chateau-bench-"))
-        self.results: list[dict[str, Any]] = []
-        self.notes: list[str] = []  # worth knowing
-        self.failures: list[str] = []  # something did not run as it should
-        self.load: dict[str, list[float]] = {}
-        self.profile_dir: Path | None = None
-        self.timings: dict[str, float] = {}
-        if args.profile:
-            self.profile_dir = args.out / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
-            self.profile_dir.mkdir(parents=True, exist_ok=True)
-        self._tag = 0
-        self.known = known_keys()
-        self.total_s = 0.0
-
-    # -- the load generator ------------------------------------------------
-
-    def loadgen(self, scenario: str, servers: list[ServerProcess], params: dict[str, Any],
-                repeat: int, budget: float, **extra: Any) -> list[dict[str, Any]]:
-        """Run the load generator once; the events it printed."""
-        self._tag += 1000
-        spec = {"scenario": scenario, "targets": [s.spec() for s in servers], "params": params,
-                "repeat": repeat, "tag": self._tag, "loadgen_core": self.loadgen_core, **extra}
-        if self.profile_dir is not None:
-            spec["profile_dir"] = str(self.profile_dir)
-        path = self.scratch / f"spec-{scenario}-{self._tag}.json"
-        path.write_text(json.dumps(spec), encoding="utf-8")
-        process = subprocess.Popen(
-            [*pin_prefix(self.loadgen_core), sys.executable, "-m", "bench.loadgen", str(path)],
-            stdout=subprocess.PIPE, env=checkout_env(), cwd=ROOT, text=True,
-        )
-        try:
-            out, _ = process.communicate(timeout=budget)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, _ = process.communicate()
-            self.failures.append(f"{scenario}: the load generator hit its {budget:.0f} s limit")
-        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        for event in events:
-            if event.get("event") == "error":
-                self.failures.append(f"{scenario}: {event['detail']}")
-        if process.returncode not in (0, None):
-            self.failures.append(f"{scenario}: the load generator exited with {process.returncode}")
-        return [e for e in events if e.get("event") in ("result", "prepared")]
-
-    def record(self, events: list[dict[str, Any]]) -> None:
-        self.results.extend(e for e in events if e.get("event") == "result")
-
-    def dir(self, name: str) -> Path:
-        path = self.scratch / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    # -- targets -----------------------------------------------------------
-
-    def chateau(self, name: str, workdir: Path, store_messages: bool = True,
-                db_url: str | None = None, **sections: dict[str, Any]) -> ServerProcess:
-        url = db_url or f"sqlite:///{workdir / (name + '.sqlite3')}"
-        config, dropped = supported(settings(store_messages, **sections), self.known)
-        if dropped:
-            note = (f"{name}: this Chateau has no {', '.join(dropped)}; run without it"
-                    + (" (so messages WERE stored)" if "[chat] store_messages" in dropped else ""))
-            if note not in self.notes:
-                self.notes.append(note)
-        return chateau(name, workdir, url, config, self.server_core)
-
-    def references(self, group: ProcessGroup, workdir: Path, bcrypt_cost: int = 0) -> None:
-        group.add(bare("autobahn", "autobahn", workdir, self.server_core, bcrypt_cost))
-        group.add(bare("websockets", "websockets", workdir, self.server_core, bcrypt_cost))
+                profile[name]["messages"] = {
+                    size: count * 3 for size, count in profile[name]["messages"].items()}
+            profile["S6"]["messages"] *= 3
+            profile["S2"]["round_trips"] *= 3
+        super().__init__(args, profile)
 
     # -- scenarios -----------------------------------------------------------
 
@@ -327,8 +210,6 @@ class Bench:
 
     def s6(self) -> None:
         """S1's 1,000-member fan-out on one node and split over two clustered nodes."""
-        from bench.split import run_s6
-
         run_s6(self)
 
     def run(self, scenarios: list[str]) -> None:
@@ -571,6 +452,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out",
                         help="where results are written (default bench/out)")
+    parser.add_argument("--results", type=Path, default=None, metavar="FILE",
+                        help="also write the Markdown report to FILE (the recorded "
+                             "figures: bench/RESULTS.md)")
     args = parser.parse_args(argv)
     chosen = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SCENARIOS]
@@ -615,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"results-{stamp}.md").write_text(report)
         (args.out / "latest.json").write_text(json.dumps(payload, indent=1))
         (args.out / "latest.md").write_text(report)
+        if args.results is not None:
+            args.results.write_text(report)
         print(report)
         log(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
     return 1 if bench.failures else 0

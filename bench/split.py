@@ -17,13 +17,11 @@ Messages are not stored (``[chat] store_messages = false``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.cluster import ClusterTarget, Redis, cluster_settings, redis_available, wait_joined
+from bench.harness import Harness
 from bench.processes import Postgres, ProcessGroup, ServerProcess, chateau, postgres_available
-
-if TYPE_CHECKING:
-    from bench.run import Bench
 
 DESCRIPTIONS = {
     "one-node": "one process, clustering off, server core",
@@ -33,9 +31,7 @@ DESCRIPTIONS = {
 }
 
 
-def run_s6(bench: "Bench") -> None:
-    from bench.run import settings, supported
-
+def run_s6(bench: Harness) -> None:
     params = bench.profile["S6"]
     if not redis_available():
         bench.notes.append("S6: redis-server is not installed (apt-get install redis-server); "
@@ -47,12 +43,7 @@ def run_s6(bench: "Bench") -> None:
     redises: list[Redis] = []
 
     def node(name: str, db_url: str, core: int | None, **sections: dict[str, Any]) -> ServerProcess:
-        config, dropped = supported(settings(False, **sections), bench.known)
-        if dropped:
-            note = f"S6 {name}: this Chateau has no {', '.join(dropped)}; run without it"
-            if note not in bench.notes:
-                bench.notes.append(note)
-        return chateau(name, work, db_url, config, core)
+        return chateau(name, work, db_url, bench.chateau_config(name, False, **sections), core)
 
     def redis(core: int | None) -> Redis:
         started = Redis(work, core).start()

@@ -4,7 +4,8 @@ A target's ``options["nodes"]`` lists its nodes (URL, pid, core); without it
 the target is a single server. Members are split into contiguous blocks, one
 per node, so the sender (member 0) is on the first node; the group is created
 there with every member. CPU is measured per node and for the cluster's Redis.
-Loaded by :mod:`bench.loadgen` for ``"scenario": "S6"``.
+Run by :mod:`bench.loadgen` for ``"scenario": "S6"``; built, like S1–S5, from
+:mod:`bench.loadgen_base`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from bench.loadgen import (
+from bench.loadgen_base import (
     Client,
     FanOut,
     Profiler,

@@ -26,6 +26,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.processes import checkout_env
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -34,17 +36,6 @@ CHROMIUM_ARGS = [
 # twistd, run by this interpreter whatever the PATH holds.
 TWISTD = "from twisted.scripts.twistd import run; run()"
 _LISTENING = re.compile(r"Chateau listening on .*port=(\d+)\)")
-
-
-def checkout_env(**extra: str) -> dict[str, str]:
-    """The environment for a child process that must import this checkout."""
-    env = dict(os.environ)
-    paths = [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.pop("CHATEAU_PASSWORD", None)
-    env.update(extra)
-    return env
 
 
 class ChateauProcess:
@@ -368,6 +359,14 @@ def web_sign_in(page: Any, username: str, password: str = "pw") -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
+
+
+def web_new_group(page: Any, chatname: str, members: str) -> None:
+    """Start a group from the page's form; *members* as typed (comma-separated)."""
+    page.get_by_role("button", name="New group").click()
+    page.get_by_label("Group name").fill(chatname)
+    page.get_by_label("Members").fill(members)
+    page.get_by_role("button", name="Create group").click()
 
 
 def web_send(page: Any, text: str) -> None:

@@ -1,7 +1,9 @@
-"""Real ``twistd -n chateau`` subprocesses for tests, on free loopback ports."""
+"""Real ``twistd -n chateau`` subprocesses for tests, on free loopback ports,
+and a blocking client that talks to them."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,27 +11,40 @@ import subprocess
 import time
 from pathlib import Path
 
+import websocket  # websocket-client: deliberately not Autobahn
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def checkout_env() -> dict[str, str]:
+def checkout_env(**extra: str) -> dict[str, str]:
     """Environment in which subprocesses import this checkout, not an installed copy.
 
-    Twisted finds the plugin in any ``twisted/plugins`` folder on the path.
+    Twisted finds the plugin in any ``twisted/plugins`` folder on the path. A
+    ``CHATEAU_PASSWORD`` of the caller's is dropped (a child gets one only
+    in *extra*), so no command reads a password the test did not give it.
     """
-    path = os.environ.get("PYTHONPATH")
-    return {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("CHATEAU_PASSWORD", None)
+    env.update(extra)
+    return env
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def resident_kib(pid: int) -> int:
+    """A process's resident memory (``VmRSS``), in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 class TwistdServer:
@@ -101,3 +116,48 @@ class TwistdServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Peer:
+    """A blocking websocket-client connection to a server in another process.
+
+    Deliberately not Autobahn: what a third-party client sees. Frames pushed
+    while :meth:`history` pages are kept in :attr:`pushed`.
+    """
+
+    def __init__(self, url: str, timeout: float = 15.0) -> None:
+        self.ws = websocket.create_connection(url, timeout=timeout)
+        self.pushed: list[dict] = []
+
+    def send(self, **message: object) -> None:
+        self.ws.send(json.dumps(message))
+
+    def recv(self) -> dict:
+        return json.loads(self.ws.recv())
+
+    def request(self, **message: object) -> dict:
+        self.send(**message)
+        return self.recv()
+
+    def sign_in(self, username: str, password: str = "pw") -> dict:
+        reply = self.request(type="RegisterRequest", username=username, password=password)
+        assert reply["type"] == "RegisterResponse", reply
+        return reply
+
+    def history(self, **where: object) -> list[dict]:
+        """Every message of a chat, oldest first, paging back 100 at a time."""
+        found: list[dict] = []
+        before = None
+        while True:
+            self.send(type="HistoryRequest", limit=100, before=before, **where)
+            page = self.recv()
+            while page["type"] != "HistoryResponse":
+                self.pushed.append(page)
+                page = self.recv()
+            found.extend(page["messages"])
+            if not page["more"]:
+                return list(reversed(found))
+            before = page["messages"][-1]["id"]
+
+    def close(self) -> None:
+        self.ws.close()

@@ -24,6 +24,8 @@ from typing import Iterator
 
 import pytest
 
+from tests.processes import free_port
+
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
 SCHEMA_DIR = Path("/etc/ldap/schema")
@@ -88,12 +90,6 @@ def _ldif() -> str:
         "memberUid: alice\nmemberUid: grace\n"
     )
     return "\n".join(blocks)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _openssl(*args: str, cwd: Path) -> None:

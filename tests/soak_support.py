@@ -35,13 +35,9 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.internet.defer import Deferred
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
+from tests.deferreds import sleep
+
 CONTENT = re.compile(r"^(?P<sender>[^#]+)#(?P<seq>\d+)(?: edited)?$")
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 # -- the model ------------------------------------------------------------------

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from chateau import accounts
 from chateau.store.engine import make_engine
-
-inline = pytest_twisted.ensureDeferred
+from tests.deferreds import inline
 
 
 def blocking(function, *args):

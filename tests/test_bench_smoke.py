@@ -19,6 +19,12 @@ from bench.processes import ROOT, checkout_env, postgres_available
 NEEDED = ("picows", "uvloop", "websockets", "psutil")
 SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
 REFERENCES = {"autobahn", "websockets"}
+# What each scenario's ratio compares (see bench/run.py), written out here so
+# that the test checks the harness instead of repeating its tables.
+HEADLINE = {"S1": "deliveries_per_s", "S2": "messages_per_s", "S3": "bytes_per_connection",
+            "S4": "chat_p99_ms", "S5": "deliveries_per_s", "S6": "deliveries_per_s"}
+RATIO_REFERENCE = {"S6": "one-node"}
+RATIO_COLUMN = {"S6": "÷ one node"}
 
 
 def test_benchmark_dependencies_are_installed() -> None:
@@ -34,12 +40,14 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pytest.fail(f"the benchmark needs {', '.join(missing)}: pip install '.[test]'")
     out = tmp_path_factory.mktemp("bench")
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out),
+         "--results", str(out / "RESULTS.md")],
         cwd=ROOT, env=checkout_env(), capture_output=True, text=True, timeout=180,
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     payload = json.loads((out / "latest.json").read_text())
     payload["markdown"] = (out / "latest.md").read_text()
+    payload["recorded"] = (out / "RESULTS.md").read_text()
     payload["stderr"] = completed.stderr
     return payload
 
@@ -76,16 +84,58 @@ def test_fan_out_and_direct_messages_arrive_completely(smoke_run: dict) -> None:
         assert not row["timed_out"] and row["errors"] == 0, (case, target, row)
 
 
-def test_ratios_and_validity_are_reported(smoke_run: dict) -> None:
-    for row in smoke_run["summary"]:
-        assert 0 <= row["loadgen_cpu_max"] and isinstance(row["invalid"], bool)
-        if row["scenario"] != "S4":
-            assert row["ratio"] > 0, row
-        if row["target"] == "autobahn" and row.get("ratio") is not None:
-            assert row["ratio"] == 1.0
+def _markdown_rows(markdown: str) -> dict[tuple[str, str, str], dict[str, str]]:
+    """The rows of the report's tables, by (scenario, case, target), cells by column."""
+    rows: dict[tuple[str, str, str], dict[str, str]] = {}
+    scenario, header = None, None
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            scenario, header = line[3:].split(" ", 1)[0], None
+        elif line.startswith("| ") and scenario:
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+            else:
+                rows[(scenario, cells[0], cells[1])] = dict(zip(header, cells))
+    return rows
+
+
+def test_ratios_and_validity_follow_from_the_results(smoke_run: dict) -> None:
+    """Each row's figures come from its runs: the load generator's busiest run
+    decides validity (over 70% of its core: INVALID), and the ratio is the
+    headline figure over the reference's in the same scenario and case. The
+    report's tables show the same."""
+    table = _markdown_rows(smoke_run["markdown"])
+    rows = {(r["scenario"], r["case"], r["target"]): r for r in smoke_run["summary"]}
+    for key, row in rows.items():
+        scenario, case, target = key
+        runs = [r for r in smoke_run["results"]
+                if (r["scenario"], r["case"], r["target"]) == key]
+        assert len(runs) == row["reps"] >= 1, (key, row)
+        busiest = max(r["loadgen_cpu"] for r in runs)
+        assert row["loadgen_cpu_max"] == busiest, (key, row)
+        assert row["invalid"] == (busiest > 0.70), (key, row)
+        if scenario in ("S1", "S2", "S5"):  # thousands of frames a second: never idle
+            assert busiest > 0, (key, row)
+        metric = HEADLINE[scenario]
+        reference = rows[(scenario, case, RATIO_REFERENCE.get(scenario, "autobahn"))]
+        assert row["ratio"] == round(row[metric] / reference[metric], 3), (key, row, reference)
+        shown = table[key]
+        assert shown[RATIO_COLUMN.get(scenario, "÷ bare")] == f"{row['ratio']:,.2f}", (key, shown)
+        assert shown["loadgen CPU (max)"] == f"{busiest:.0%}", (key, shown)
+        assert ("INVALID" in shown["flags"]) == row["invalid"], (key, shown)
+    assert set(table) == set(rows)
     for header in ("S1 group fan-out", "S2 direct messages", "S3 idle", "S4 sign-in storm",
                    "S5 group fan-out", "Targets", "÷ bare", "loadgen CPU"):
         assert header in smoke_run["markdown"], header
+
+
+def test_results_records_the_report_with_its_command_and_date(smoke_run: dict) -> None:
+    """``--results`` writes the report itself (how bench/RESULTS.md is made)."""
+    assert smoke_run["recorded"] == smoke_run["markdown"]
+    title, _, command = smoke_run["recorded"].splitlines()[:3]
+    assert title == f"# Chateau benchmark, {smoke_run['machine']['date']}"
+    assert command.startswith("- command: `python -m bench.run --smoke ") and "--results" in command
 
 
 def test_idle_connections_and_sign_in_storm(smoke_run: dict) -> None:

@@ -28,6 +28,7 @@ from tests.clientsupport import (  # noqa: F401  (browser and chateau are fixtur
     run_cli,
     spawn,
 )
+from tests.clientsupport import web_new_group as new_group
 from tests.clientsupport import web_send as send
 from tests.clientsupport import web_sign_in as sign_in
 
@@ -164,10 +165,7 @@ def test_web_reload_resumes_with_history(chateau, browser, tmp_path: Path):
     sign_in(bob, "bob")
     expect(online_user(alice, "bob")).to_be_visible()
 
-    alice.get_by_role("button", name="New group").click()
-    alice.get_by_label("Group name").fill("night owls")
-    alice.get_by_label("Members").fill("bob")
-    alice.get_by_role("button", name="Create group").click()
+    new_group(alice, "night owls", "bob")
     send(alice, "who is awake?")
     chat_item(bob, "night owls").click()
     bob_log = bob.get_by_role("log", name="Conversation")

@@ -16,24 +16,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 
+from tests.deferreds import inline, sleep
 from tests.processes import TwistdServer
 from tests.redis import RedisServer
 from tests.timing import collector_paused
 from tests.wsclient import Client, connect
-
-inline = pytest_twisted.ensureDeferred
+from tests.wsclient import send_message as send
 
 PRESENCE_TTL = 3.0
-
-
-def sleep(seconds: float) -> Deferred:
-    d: Deferred = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 class Cluster:
@@ -140,13 +131,6 @@ async def until(check: Any, timeout: float = 10.0, every: float = 0.1) -> Any:
 async def online_seen_by(client: Client) -> list[str]:
     reply = await client.request({"type": "ClientListRequest"})
     return reply["clients"]
-
-
-async def send(client: Client, recipient: str, content: str) -> dict[str, Any]:
-    ack = await client.request({"type": "MessageRequest", "recipient": recipient,
-                                "content": content})
-    assert ack["type"] == "MessageSendResponse", ack
-    return ack
 
 
 async def received(client: Client, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:

@@ -2,51 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import signal
 
-import websocket
-
-from tests.processes import TwistdServer
-
-
-class Peer:
-    def __init__(self, url: str) -> None:
-        self.ws = websocket.create_connection(url, timeout=15)
-        self.pushed: list[dict] = []
-
-    def send(self, **message: object) -> None:
-        self.ws.send(json.dumps(message))
-
-    def recv(self) -> dict:
-        return json.loads(self.ws.recv())
-
-    def request(self, **message: object) -> dict:
-        self.send(**message)
-        return self.recv()
-
-    def sign_in(self, username: str, password: str = "pw") -> dict:
-        reply = self.request(type="RegisterRequest", username=username, password=password)
-        assert reply["type"] == "RegisterResponse", reply
-        return reply
-
-    def history(self, **where: object) -> list[dict]:
-        """Every message of a chat, oldest first, paging back 100 at a time."""
-        found: list[dict] = []
-        before = None
-        while True:
-            self.send(type="HistoryRequest", limit=100, before=before, **where)
-            page = self.recv()
-            while page["type"] != "HistoryResponse":
-                self.pushed.append(page)
-                page = self.recv()
-            found.extend(page["messages"])
-            if not page["more"]:
-                return list(reversed(found))
-            before = page["messages"][-1]["id"]
-
-    def close(self) -> None:
-        self.ws.close()
+from tests.processes import Peer, TwistdServer
 
 
 def test_kill_9_right_after_acks_loses_nothing(tmp_path, database_url):

@@ -5,25 +5,11 @@ from __future__ import annotations
 
 import json
 
-import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.web.client import Agent, readBody
 
-inline = pytest_twisted.ensureDeferred
-
-
-def sleep(seconds: float) -> Deferred:
-    d = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
-
-
-async def send(client, recipient: str, content: str) -> dict:
-    ack = await client.request({"type": "MessageRequest", "recipient": recipient,
-                                "content": content})
-    assert ack["type"] == "MessageSendResponse", ack
-    return ack
+from tests.deferreds import inline, sleep
+from tests.wsclient import send_message as send
 
 
 async def make_group(creator, chatname: str, *members: str) -> None:

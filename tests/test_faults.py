@@ -7,23 +7,14 @@ import signal
 import time
 
 import pytest
-import pytest_twisted
 import websocket
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
 from tests.conftest import make_config, start_server
+from tests.deferreds import inline, sleep
 from tests.postgres import PostgresServer
 from tests.processes import TwistdServer
-
-inline = pytest_twisted.ensureDeferred
-
-
-def sleep(seconds: float) -> Deferred:
-    d = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 @pytest.fixture

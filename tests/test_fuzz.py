@@ -36,6 +36,7 @@ import dataclasses
 import itertools
 import json
 import re
+import sys
 import typing
 from collections import Counter
 from dataclasses import dataclass, field
@@ -58,9 +59,8 @@ from chateau.messages import (
     encode,
     parse_json,
 )
+from tests.deferreds import inline
 from tests.wsclient import Client
-
-inline = pytest_twisted.ensureDeferred
 
 # -- request schemas, read from the dataclasses --------------------------------
 
@@ -302,14 +302,6 @@ def test_decoder_arbitrary_json(value: Any) -> None:
     request = decode_or_refuse(encode_json(value))
     if not isinstance(value, dict):
         assert request is None
-
-
-@pytest.mark.parametrize("digits", [4299, 4300, 4301, 100_000])
-def test_decoder_refuses_integers_too_long_to_parse(digits: int) -> None:
-    for field_name in ("msg_id", "id", "payload"):
-        text = '{"type": "MessageEditRequest", "content": "x", "id": 1, "%s": %s}' % (
-            field_name, "7" * digits)
-        decode_or_refuse(text.encode())
 
 
 @DECODER
@@ -812,18 +804,6 @@ async def test_binary_frames_get_400(server: Any) -> None:
 # Regression tests for bugs the fuzzing found, all fixed.
 
 
-async def replies_until(
-    client: Client, sentinel: Any, timeout: float = 10.0
-) -> list[dict[str, Any]]:
-    """Frames up to the reply whose msg_id is *sentinel* (excluded)."""
-    frames = []
-    while True:
-        frame = await client.recv(timeout)
-        if "msg_id" in frame and frame["msg_id"] == sentinel:
-            return frames
-        frames.append(frame)
-
-
 def heartbeat(msg_id: Any) -> dict[str, Any]:
     return {"type": "HeartbeatRequest", "msg_id": msg_id}
 
@@ -837,8 +817,7 @@ async def test_regression_lone_surrogates_are_refused_not_dropped(server: Any) -
     alice.send('{"type": "Nope", "msg_id": "\\ud800"}')
     alice.send('{"type": "MessageRequest", "recipient": "alice", "content": "\\ud83d", '
                '"msg_id": 2}')
-    alice.send(heartbeat("end"))
-    replies = await replies_until(alice, "end")
+    replies = await alice.frames_until_heartbeat("end")
     assert [r["status"] for r in replies] == [400, 400, 400, 400], replies
     assert not alice.is_closed
 
@@ -854,18 +833,15 @@ async def test_regression_sign_in_with_lone_surrogate_msg_id_loses_no_message(se
     carol = await server.client()
     carol.send('{"type": "RegisterRequest", "username": "carol", "password": "secret", '
                '"msg_id": "\\ud800"}')
-    carol.send(heartbeat("signed-in"))
-    early = await replies_until(carol, "signed-in")
+    early = await carol.frames_until_heartbeat("signed-in")
     ack = await bob.request(
         {"type": "MessageRequest", "recipient": "carol", "content": "still there?"})
     assert ack["type"] == "MessageSendResponse", ack
-    carol.send(heartbeat("after"))
-    live = await replies_until(carol, "after")
+    live = await carol.frames_until_heartbeat("after")
     await carol.close()
     again = await server.client()
     await again.register("carol")
-    again.send(heartbeat("caught-up"))
-    offline = await replies_until(again, "caught-up")
+    offline = await again.frames_until_heartbeat("caught-up")
     received = [f for f in early + live + offline if f.get("content") == "still there?"]
     assert len(received) == 1, (early, live, offline)
 
@@ -886,6 +862,37 @@ async def test_regression_out_of_range_ids_are_refused(server: Any) -> None:
                 request, reply)
 
 
+@pytest.mark.parametrize("digits", [4299, 4300, 4301, 100_000])
+@inline
+async def test_integers_too_long_to_parse_are_refused(
+    server_factory: Any, config_factory: Callable[..., Config], digits: int
+) -> None:
+    """Python parses integers of at most ``sys.get_int_max_str_digits()`` digits
+    (4,300). A longer one anywhere in a frame is a 400 that says so, with no
+    msg_id to echo; a shorter one parses, so a msg_id that long comes back whole
+    and an id that long is refused as no 64-bit integer. The connection goes on."""
+    running = await server_factory(config_factory(server={"max_message_size": "262144"}))
+    alice = await running.client("alice")
+    huge = "7" * digits
+    parses = digits <= sys.get_int_max_str_digits()
+    for field_name in ("msg_id", "id", "payload"):
+        frame = '{"type": "MessageEditRequest", "content": "x", "id": 1, "%s": %s}'
+        reply = await alice.request(frame % (field_name, huge))
+        assert reply["type"] == "ErrorResponse", (field_name, reply)
+        if not parses:
+            assert reply["status"] == 400 and reply["msg_id"] is None, (field_name, reply)
+            assert reply["detail"].startswith("frame is not valid JSON: "), (field_name, reply)
+            assert f"value has {digits} digits" in reply["detail"], (field_name, reply)
+        elif field_name == "id":
+            assert reply == {"type": "ErrorResponse", "status": 400, "msg_id": None,
+                             "detail": "MessageEditRequest: field 'id' must be an integer (64-bit)"}
+        else:  # decoded and handled: there is no message 1 to edit
+            echoed = int(huge) if field_name == "msg_id" else None
+            assert reply == {"type": "ErrorResponse", "status": 404, "msg_id": echoed,
+                             "detail": "no message with id 1"}, field_name
+    assert (await alice.request(heartbeat("open")))["msg_id"] == "open"
+
+
 @inline
 async def test_regression_deep_nesting_always_gets_a_reply(server: Any) -> None:
     """Nesting just below the parser's limit parsed, but its echo could not be encoded."""
@@ -894,8 +901,7 @@ async def test_regression_deep_nesting_always_gets_a_reply(server: Any) -> None:
     for depth in depths:
         alice.send('{"type": "HeartbeatRequest", "msg_id": %d, "payload": %s}'
                    % (depth, nested_text(depth)))
-    alice.send(heartbeat("end"))
-    replies = await replies_until(alice, "end")
+    replies = await alice.frames_until_heartbeat("end")
     assert len(replies) == len(depths)
     assert all(r["type"] == "HeartbeatResponse" or r["status"] == 400 for r in replies)
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import bcrypt
 import pytest
 import pytest_twisted
-from twisted.internet import defer, endpoints, reactor, task
+from twisted.internet import endpoints, reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
@@ -22,13 +22,14 @@ from chateau.config import load_config
 from chateau.errors import ConfigError
 from chateau.names import USERNAME_RULE
 from tests import slapd as openldap
-from tests.slapd import GROUP_OF_NAMES, GROUP_OF_UNIQUE_NAMES, PEOPLE, POSIX_GROUP, free_port
+from tests.deferreds import inline, sleep
+from tests.processes import free_port
+from tests.slapd import GROUP_OF_NAMES, GROUP_OF_UNIQUE_NAMES, PEOPLE, POSIX_GROUP
 from tests.timing import collector_paused
 
 # The session-scoped fixture: a real OpenLDAP slapd for this module.
 slapd = openldap.slapd
 
-inline = pytest_twisted.ensureDeferred
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -109,10 +110,6 @@ def directory_calls(monkeypatch) -> list[str]:
 async def add_local_user(running, username: str, password: str) -> None:
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
     assert await running.service.store.accounts.create_user(username, hashed, "local")
-
-
-def sleep(seconds: float) -> defer.Deferred:
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 # -- signing in ----------------------------------------------------------------

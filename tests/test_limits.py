@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pytest_twisted
 from twisted.internet.task import Clock
 
 from chateau.limits import SignInThrottle, TokenBucket
+from tests.deferreds import inline
 from tests.wsclient import connect
-
-inline = pytest_twisted.ensureDeferred
 
 
 def test_token_bucket_allows_bursts_then_the_rate():

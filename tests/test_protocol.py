@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pytest_twisted
-
+from tests.deferreds import inline
 from tests.wsclient import connect
-
-inline = pytest_twisted.ensureDeferred
-
 
 # -- RegisterRequest ---------------------------------------------------------
 

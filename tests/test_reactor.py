@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import bcrypt
-import pytest_twisted
+import pytest
 from sqlalchemy import event
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 
+from chateau.threads import run_in_background_priority
+from tests.deferreds import inline, sleep
 from tests.timing import collector_paused
-
-inline = pytest_twisted.ensureDeferred
-
-
-def sleep(seconds: float) -> Deferred:
-    d = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 @inline
@@ -142,3 +135,23 @@ async def test_no_sql_or_bcrypt_on_the_reactor_thread(server, monkeypatch):
     assert reactor_thread not in bcrypt_threads
     assert all("chateau-db" in t.name for t in sql_threads), {t.name for t in sql_threads}
     assert all("chateau-bcrypt" in t.name for t in bcrypt_threads)
+
+
+# The hashing threads ask for SCHED_IDLE, so that a waking reactor always
+# preempts them (docs/performance.md); the policy must stay on their own thread.
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"),
+                    reason="SCHED_IDLE is a Linux scheduling policy; other systems have none")
+def test_idle_priority_applies_to_the_calling_thread_only() -> None:
+    seen: list[bool] = []
+
+    def work() -> None:
+        run_in_background_priority(idle=True)
+        run_in_background_priority(idle=True)  # once per thread
+        seen.append(os.sched_getscheduler(0) == os.SCHED_IDLE)
+
+    before = os.sched_getscheduler(0)
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert seen == [True]
+    assert os.sched_getscheduler(0) == before

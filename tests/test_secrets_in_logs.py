@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest_twisted
 import websocket
 from twisted.logger import formatEvent, globalLogPublisher
 
+from tests.deferreds import inline
 from tests.processes import TwistdServer
-
-inline = pytest_twisted.ensureDeferred
 
 PASSWORD = "Tr0ub4dor&3-secret"
 WRONG = "hunter2-wrong-guess"

@@ -9,18 +9,10 @@ import time
 
 import websocket
 
-from tests.processes import TwistdServer
+from tests.processes import TwistdServer, resident_kib
 
 MESSAGES = 10_000
 CONTENT = "x" * 3000  # 30 MB in all: far more than the kernel's socket buffers
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def connect(url: str, receive_buffer: int | None = None) -> websocket.WebSocket:
@@ -50,7 +42,7 @@ def test_a_member_that_never_reads_is_dropped_and_memory_stays_flat(tmp_path):
         assert json.loads(alice.recv())["status"] == 200
         assert json.loads(bob.recv())["status"] == 201
         # carol never reads again.
-        before = rss_kib(server.process.pid)
+        before = resident_kib(server.process.pid)
 
         received: list[int] = []
 
@@ -76,7 +68,7 @@ def test_a_member_that_never_reads_is_dropped_and_memory_stays_flat(tmp_path):
             while len(received) < start + batch and time.monotonic() < deadline:
                 time.sleep(0.005)
         reader.join(120)
-        after = rss_kib(server.process.pid)
+        after = resident_kib(server.process.pid)
 
         assert acked == MESSAGES
         assert received == list(range(MESSAGES))  # bob got everything, in order

@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall
 
 import chateau.catchup
 from chateau.config import documented_keys
-from tests.processes import TwistdServer
-from tests.soak_support import World, check_delivery, delivery_summary, gather, sleep
+from tests.deferreds import inline, sleep
+from tests.processes import TwistdServer, resident_kib
+from tests.soak_support import World, check_delivery, delivery_summary, gather
 
 SOAK_SECONDS = float(os.environ.get("CHATEAU_SOAK_SECONDS", "45"))
 SEED = int(os.environ.get("CHATEAU_SOAK_SEED", "20261121"))
@@ -81,13 +81,6 @@ def write_config(path: Path) -> Path:
     return path
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
 @pytest.fixture(params=DATABASES)
 def soak_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TwistdServer]:
     if request.param == "sqlite":
@@ -114,7 +107,7 @@ def server_problems(output: str) -> list[str]:
 
 
 @pytest.mark.filterwarnings("ignore:Using readBody:DeprecationWarning")
-@pytest_twisted.ensureDeferred
+@inline
 async def test_soak(soak_server: TwistdServer) -> None:
     assert soak_server.process is not None
     pid = soak_server.process.pid
@@ -126,7 +119,7 @@ async def test_soak(soak_server: TwistdServer) -> None:
     samples: list[tuple[float, int]] = []
 
     def sample() -> None:
-        samples.append((reactor.seconds() - start, rss_bytes(pid)))
+        samples.append((reactor.seconds() - start, resident_kib(pid) * 1024))
 
     sampler = LoopingCall(sample)
     sampler.start(2.0)
@@ -135,7 +128,7 @@ async def test_soak(soak_server: TwistdServer) -> None:
         await world.quiesce()
     finally:
         sampler.stop()
-    end_rss = rss_bytes(pid)
+    end_rss = resident_kib(pid) * 1024
     warm_rss = next(rss for at, rss in samples if at >= SOAK_SECONDS / 3)
     await world.close_all()
 
@@ -163,7 +156,7 @@ async def test_soak(soak_server: TwistdServer) -> None:
 
 # -- catch-up cut short (cases the soak found) ------------------------------------
 
-@pytest_twisted.ensureDeferred
+@inline
 async def test_a_stale_catch_up_does_not_skip_messages_for_the_next_connection(
     server: Any,
 ) -> None:
@@ -209,14 +202,11 @@ async def test_a_stale_catch_up_does_not_skip_messages_for_the_next_connection(
     finally:
         chat.store.contacts.contact_book = contact_book
     gates[1].callback(None)  # now the second one
-    second.send({"type": "HeartbeatRequest", "msg_id": "end"})
-    contents = []
-    while (frame := await second.recv()).get("msg_id") != "end":
-        contents.append(frame.get("content"))
+    contents = [frame.get("content") for frame in await second.frames_until_heartbeat()]
     assert contents == ["m0", "m1", "m2"]
 
 
-@pytest_twisted.ensureDeferred
+@inline
 async def test_a_close_during_catch_up_pushes_nothing_twice(
     server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -257,13 +247,11 @@ async def test_a_close_during_catch_up_pushes_nothing_twice(
     monkeypatch.undo()
     second = await server.client()
     assert (await second.request({"type": "ResumeRequest", "session_key": key}))["status"] == 200
-    second.send({"type": "HeartbeatRequest", "msg_id": "end"})
-    while (frame := await second.recv()).get("msg_id") != "end":
-        got.append(frame)
+    got += await second.frames_until_heartbeat()
     assert [f.get("content") for f in got] == ["m0", "m1", "m2"]
 
 
-@pytest_twisted.ensureDeferred
+@inline
 async def test_a_catch_up_cut_by_the_closing_handshake_loses_nothing(
     server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -316,13 +304,11 @@ async def test_a_catch_up_cut_by_the_closing_handshake_loses_nothing(
         await sleep(0.01)
     second = await server.client()
     assert (await second.request({"type": "ResumeRequest", "session_key": key}))["status"] == 200
-    second.send({"type": "HeartbeatRequest", "msg_id": "end"})
-    while (frame := await second.recv()).get("msg_id") != "end":
-        got.append(frame)
+    got += await second.frames_until_heartbeat()
     assert [f.get("content") for f in got] == ["m0", "m1", "m2"]
 
 
-@pytest_twisted.ensureDeferred
+@inline
 async def test_a_cursor_saved_while_the_next_sign_on_reads_pushes_nothing_twice(
     server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -365,9 +351,6 @@ async def test_a_cursor_saved_while_the_next_sign_on_reads_pushes_nothing_twice(
         await sleep(0.01)
     assert saves, "the departing connection's cursor was not saved"
     second = await server.client("carol")
-    second.send({"type": "HeartbeatRequest", "msg_id": "end"})
-    got = []
-    while (frame := await second.recv()).get("msg_id") != "end":
-        got.append(frame)
+    got = await second.frames_until_heartbeat()
     assert released.called, "the sign-on did not read the stored cursors"
     assert [f.get("content") for f in got] == []

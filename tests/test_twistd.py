@@ -9,22 +9,7 @@ import subprocess
 
 import websocket  # websocket-client: deliberately not Autobahn
 
-from tests.processes import TwistdServer
-
-
-class Peer:
-    def __init__(self, url: str) -> None:
-        self.ws = websocket.create_connection(url, timeout=10)
-
-    def request(self, **message: object) -> dict:
-        self.ws.send(json.dumps(message))
-        return self.recv()
-
-    def recv(self) -> dict:
-        return json.loads(self.ws.recv())
-
-    def close(self) -> None:
-        self.ws.close()
+from tests.processes import Peer, TwistdServer
 
 
 def test_twistd_serves_and_keeps_accounts_and_groups_across_restart(tmp_path):

@@ -18,6 +18,7 @@ from tests.clientsupport import (  # noqa: F401  (browser and chateau are fixtur
     online_user,
     open_page,
 )
+from tests.clientsupport import web_new_group as new_group
 from tests.clientsupport import web_send as send
 from tests.clientsupport import web_sign_in as sign_in
 
@@ -68,10 +69,7 @@ def test_two_browser_users_chat(chateau, browser, tmp_path: Path):
     expect(online_user(alice, "bob")).to_be_visible()
 
     # A group: alice starts it and writes; bob finds it in his chats.
-    alice.get_by_role("button", name="New group").click()
-    alice.get_by_label("Group name").fill("study group")
-    alice.get_by_label("Members").fill("bob")
-    alice.get_by_role("button", name="Create group").click()
+    new_group(alice, "study group", "bob")
     expect(alice.get_by_role("heading", name="# study group")).to_be_visible()
     send(alice, "hello group")
     alice_log = alice.get_by_role("log", name="Conversation")
@@ -103,10 +101,7 @@ def test_two_browser_users_chat(chateau, browser, tmp_path: Path):
     expect(alice_log).to_contain_text("me!")
 
     # Errors from the server reach the person, in words.
-    alice.get_by_role("button", name="New group").click()
-    alice.get_by_label("Group name").fill("ghosts")
-    alice.get_by_label("Members").fill("nobody-at-all")
-    alice.get_by_role("button", name="Create group").click()
+    new_group(alice, "ghosts", "nobody-at-all")
     expect(alice.locator("#toast")).to_contain_text("unknown recipient 'nobody-at-all'")
 
     chat_item(alice, "study group").click()

@@ -6,8 +6,10 @@ import json
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import endpoints, reactor
 from twisted.internet.defer import Deferred, DeferredQueue
+
+from tests.deferreds import sleep
 
 
 class TestClientProtocol(WebSocketClientProtocol):
@@ -67,10 +69,23 @@ class Client:
 
     async def nothing(self, wait: float = 0.2) -> None:
         """Assert that no frame arrives within *wait* seconds."""
-        d = Deferred()
-        reactor.callLater(wait, d.callback, None)
-        await d
+        await sleep(wait)
         assert not self.inbox.pending, f"unexpected frames: {self.inbox.pending}"
+
+    async def frames_until_heartbeat(self, msg_id: Any = "end",
+                                     timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Send a heartbeat; every frame that arrives before its reply, in order.
+
+        The server answers a connection's requests in order, so by the reply
+        everything it owed the connection before the heartbeat has arrived.
+        """
+        self.send({"type": "HeartbeatRequest", "msg_id": msg_id})
+        frames = []
+        while True:
+            frame = await self.recv(timeout)
+            if "msg_id" in frame and frame["msg_id"] == msg_id:
+                return frames
+            frames.append(frame)
 
     async def register(self, username: str, password: str = "secret", **extra: Any) -> dict:
         reply = await self.request(
@@ -115,3 +130,11 @@ async def connect(url: str, origin: str | None = None) -> Client:
     await endpoint.connect(factory)
     client.protocol = await factory.opened
     return client
+
+
+async def send_message(client: Client, recipient: str, content: str) -> dict[str, Any]:
+    """Send a message to a user or group; its acknowledgement, checked to be one."""
+    ack = await client.request({"type": "MessageRequest", "recipient": recipient,
+                                "content": content})
+    assert ack["type"] == "MessageSendResponse", ack
+    return ack

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import deque
 
-import pytest
 from autobahn.websocket.protocol import PreparedMessage, TrafficStats
 from twisted.internet.testing import StringTransport
 
 from chateau.frames import text_frame
 from chateau.protocol import ChateauServerProtocol
-from chateau.threads import run_in_background_priority
 
 
 def test_text_frame_matches_autobahn_at_every_length_boundary() -> None:
@@ -51,20 +47,3 @@ def test_direct_write_declines_whenever_autobahn_would_do_more() -> None:
     protocol._direct_write = False  # compression, masking, fragmenting or frame logging on
     assert not protocol.write_frame_directly(b"frame")
     assert transport.value() == b""
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is a Linux scheduling policy; other systems have none")
-def test_idle_priority_applies_to_the_calling_thread_only() -> None:
-    seen: list[bool] = []
-
-    def work() -> None:
-        run_in_background_priority(idle=True)
-        run_in_background_priority(idle=True)  # once per thread
-        seen.append(os.sched_getscheduler(0) == os.SCHED_IDLE)
-
-    before = os.sched_getscheduler(0)
-    worker = threading.Thread(target=work)
-    worker.start()
-    worker.join()
-    assert seen == [True]
-    assert os.sched_getscheduler(0) == before
