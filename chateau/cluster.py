@@ -22,6 +22,9 @@ order of what one connection publishes, so per origin the single-node rule
 holds. When a user comes online, the other nodes answer with a *fence*: the
 newest id they had routed before they knew. Messages up to the fence are
 pushed from the database; later ones arrive live.
+
+One concern, the Redis side of the cluster (links, presence, fences,
+healing), hence its length.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ def tune_collector(young_threshold: int = YOUNG_THRESHOLD) -> int:
     keeps its request, coroutine and Deferreds alive meanwhile, so a young
     collection (every 700 allocations) finds the messages in flight alive
     and promotes them, and enough promotions start a full collection, which
-    walks every object in the process: some 120,000 after start-up
-    (Twisted, SQLAlchemy, Autobahn, the modules), 70–80 ms each time on the
-    reactor thread or the writer's. Freezing moves the start-up objects to
+    walks every object in the process, start-up's included (Twisted,
+    SQLAlchemy, Autobahn, the modules), for tens of milliseconds each time
+    on the reactor thread or the writer's (figures in docs/performance.md). Freezing moves the start-up objects to
     a generation no collection walks, and a larger young threshold lets
     most in-flight objects die before they are looked at. Process-wide: the
     ``twistd`` entry point calls it once the server listens, never a test

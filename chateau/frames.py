@@ -256,7 +256,8 @@ class DirectTextFrames:
         for chopped or synchronous sends, and, from :meth:`enable_direct_frames`,
         no compression, masking, fragmenting, frame logging or timing) minus
         its ``log.debug``, whose arguments are built on every send although
-        debug is off: a third of a fan-out's CPU per delivery. The
+        debug is off: a large share of a fan-out's CPU per delivery
+        (docs/performance.md). The
         wire-level traffic counter is kept (Autobahn's other counters, which
         nothing here reads, are not). False when the caller must go through
         Autobahn instead.

@@ -107,8 +107,9 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         # The newest message id routed while frames could still go out.
         self.delivered_until: int | None = None
         self.address = "?"
-        # Lists, not deques: they stay short, and an empty deque takes 760
-        # bytes, which every idle connection would carry twice.
+        # Lists, not deques: they stay short, and an empty deque is several
+        # times the size of an empty list, which every idle connection would
+        # carry twice (docs/performance.md).
         self._backlog: list[Request | dict[str, Any]] = []
         self._in_flight = 0
         self._pipelining = False

@@ -7,6 +7,8 @@ connections (resuming with the session key, or signing in again with the
 remembered password when the server issued no key). It talks to the screen
 only through the two methods of :class:`UI`, so tests can drive it without a
 terminal.
+
+One concern, the person's side of the conversation, hence its length.
 """
 
 from __future__ import annotations

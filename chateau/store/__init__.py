@@ -31,7 +31,7 @@ from chateau.store.cursors import Cursors
 from chateau.store.engine import Engine, Runner
 from chateau.store.errors import StoreUnavailable
 from chateau.store.groups import Groups
-from chateau.store.messages import Messages
+from chateau.store.messages import Messages, add_messages_txn
 from chateau.store.writer import MessageWriter
 
 __all__ = ["Store", "StoreUnavailable"]
@@ -57,7 +57,8 @@ class Store:
         # pool, not the writer's thread (see engine.checkpoint_txn).
         checkpoint = self.runner.checkpoint if self.runner.is_sqlite else None
         self.writer = MessageWriter(
-            reactor, engine, writer_pool or pool, origin=origin, checkpoint=checkpoint
+            reactor, engine, writer_pool or pool, add_messages_txn, origin=origin,
+            checkpoint=checkpoint,
         )
         self.accounts = Accounts(self.runner)
         self.sessions = Sessions(self.runner)

@@ -55,13 +55,13 @@ def make_engine(url: str) -> Engine:
             # NORMAL in WAL mode: a committed transaction survives a crash of
             # the process; only a power cut can lose the newest commits.
             cursor.execute("PRAGMA synchronous=NORMAL")
-            # Copy the WAL back into the database every 10,000 pages (40 MB at
-            # the default page size) rather than every 1,000: the pages every
-            # commit rewrites (the newest leaf of each table and index) are
-            # then copied once per checkpoint instead of ten times, and the
-            # fsyncs that end a checkpoint come a tenth as often. It cut the
-            # message writer's CPU per message by a fifth to a quarter. The
-            # store checkpoints sooner, off the writer's thread (see
+            # Copy the WAL back into the database every 10,000 pages rather
+            # than SQLite's default 1,000: the pages every commit rewrites (the
+            # newest leaf of each table and index) are then copied once per
+            # checkpoint instead of ten times, and the fsyncs that end a
+            # checkpoint come a tenth as often, which the message writer's
+            # CPU per message shows (docs/performance.md). The store
+            # checkpoints sooner, off the writer's thread (see
             # chateau.store.writer); this is the backstop.
             cursor.execute("PRAGMA wal_autocheckpoint=10000")
             # After a checkpoint, a WAL that grew past 64 MB (a long reader

@@ -22,16 +22,15 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from chateau.store.engine import Engine, run_transaction
-from chateau.store.messages import add_messages_txn
 from chateau.store.records import StoredMessage
 
-# Committed messages between two SQLite checkpoints: some 4,500 WAL pages of
-# 100-byte messages in direct chats, 9,000 of 4 KiB ones; under the 10,000
-# pages at which the writer's connection would checkpoint by itself.
+# Committed messages between two SQLite checkpoints: few enough that even
+# large messages stay under the 10,000 WAL pages at which the writer's
+# connection would checkpoint by itself (see engine.make_engine).
 CHECKPOINT_EVERY = 2000
 
 # How many direct chats the message writer remembers as recorded in
-# direct_chats (some 10 MB); past that it forgets them all, and each chat's
+# direct_chats (a bounded set of short strings); past that it forgets them all, and each chat's
 # next message writes its (already present, so ignored) rows once more.
 RECORDED_CHATS_KEPT = 100_000
 
@@ -49,12 +48,15 @@ class MessageWriter:
     _log = Logger()
 
     def __init__(
-        self, reactor: Any, engine: Engine, pool: ThreadPool, max_batch: int = 500,
+        self, reactor: Any, engine: Engine, pool: ThreadPool,
+        insert: Callable[..., list[StoredMessage]], max_batch: int = 500,
         origin: str | None = None,
         checkpoint: Callable[[], Deferred[Any]] | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         self._reactor = reactor
+        # The batch's transaction (chateau.store.messages.add_messages_txn).
+        self._insert = insert
         self._origin = origin
         self._engine = engine
         self._pool = pool
@@ -110,7 +112,7 @@ class MessageWriter:
             item[0] for item, _ in batch if item[3] is not None and item[0] not in recorded
         }
         work = deferToThreadPool(
-            self._reactor, self._pool, run_transaction, self._engine, add_messages_txn,
+            self._reactor, self._pool, run_transaction, self._engine, self._insert,
             [item for item, _ in batch], self._origin, new_chats,
         )
 
