@@ -144,6 +144,7 @@ class Chateau(MultiService):
         self.context = Services(
             config=config, registry=registry, store=self.store, auth=self.authenticator,
             delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
+            directory_has=reserved,
         )
         self.factory = ChateauServerFactory(
             Dispatcher(self.context), config, self.metrics, reactor=reactor

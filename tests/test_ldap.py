@@ -486,6 +486,51 @@ async def test_group_names_are_not_given_to_directory_users(start):
     assert reply["status"] == 301 and "taken by a group" in reply["detail"]
 
 
+def group_request(chatname: str, *recipients: str) -> dict[str, Any]:
+    return {"type": "GroupMessageInitRequest", "chatname": chatname, "recipients": list(recipients)}
+
+
+@both_databases
+@inline
+async def test_a_group_cannot_take_a_directory_users_name(start):
+    """A directory user who never signed in keeps their name: 409, and they can still sign in."""
+    running = await start()
+    await add_local_user(running, "owner", "owner-pw")
+    await add_local_user(running, "other", "other-pw")
+    client = await running.client()
+    assert (await client.request(local_request("owner", "owner-pw")))["status"] == 200
+    # "dave" exists in the directory but has never signed in here.
+    reply = await client.request(group_request("Dave", "other"))
+    assert reply["type"] == "ErrorResponse" and reply["status"] == 409, reply
+    assert "directory" in reply["detail"]
+    assert running.service.registry.group("dave") is None
+    reply = await client.request(group_request("dave-fans", "other"))
+    assert reply["status"] == 200 and reply["chatname"] == "dave-fans"
+    dave = await running.client()
+    reply = await dave.request(directory_request("dave", "dave-pw"))
+    assert reply["status"] == 200 and reply["username"] == "dave"
+    # Once dave has an account, the local rule answers as before.
+    reply = await client.request(group_request("dave", "other"))
+    assert reply["type"] == "ErrorResponse" and reply["status"] in (301, 409), reply
+
+
+@inline
+async def test_group_creation_fails_closed_without_the_directory(start, log_events):
+    running = await start(url=f"ldaps://localhost:{free_port()}")
+    await add_local_user(running, "owner", "owner-pw")
+    await add_local_user(running, "other", "other-pw")
+    client = await running.client()
+    assert (await client.request(local_request("owner", "owner-pw")))["status"] == 200
+    reply = await client.request(group_request("zoe", "other"))
+    assert reply["type"] == "ErrorResponse" and reply["status"] == 503, reply
+    assert "directory" in reply["detail"]
+    assert running.service.registry.group("zoe") is None
+    assert "cannot ask the directory" in logged(log_events)
+    # The connection goes on: what needs no directory still works.
+    reply = await client.request({"type": "HeartbeatRequest", "payload": "x"})
+    assert reply["type"] == "HeartbeatResponse"
+
+
 # -- logs ----------------------------------------------------------------------
 
 SECRETS = ["alice-pw", "Wr0ng-xyzzy-S3cret", "reader-secret", "zoe-local-S3cret"]

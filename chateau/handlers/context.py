@@ -37,6 +37,10 @@ class Services:
     delivery: Delivery
     catch_up: CatchUp
     metrics: Metrics
+    # Whether the campus directory has a user of this name (on its pool, with
+    # its timeout); None when directory sign-in is off. Users and groups share
+    # one namespace, so a group may not take a name the directory may give.
+    directory_has: Callable[[str], Deferred[bool]] | None = None
 
     @property
     def stores_messages(self) -> bool:

@@ -5,10 +5,23 @@ from __future__ import annotations
 
 from chateau import messages
 from chateau.connection import Connection
-from chateau.errors import FORBIDDEN, NOT_AUTHENTICATED, NOT_FOUND, TOO_LARGE, BadRequest, ChateauError
+from twisted.logger import Logger
+
+from chateau.errors import (
+    CONFLICT,
+    FORBIDDEN,
+    NOT_AUTHENTICATED,
+    NOT_FOUND,
+    TOO_LARGE,
+    UNAVAILABLE,
+    BadRequest,
+    ChateauError,
+)
 from chateau.handlers.context import Reply, Services, require_membership
 from chateau.messages import GroupLeaveRequest, GroupMembersRequest, GroupMessageInitRequest
 from chateau.names import CHATNAME_RULE, canonical, check_chatname, check_username
+
+log = Logger()
 
 
 async def group_init(ctx: Services, conn: Connection, request: GroupMessageInitRequest) -> Reply:
@@ -41,6 +54,7 @@ async def group_init(ctx: Services, conn: Connection, request: GroupMessageInitR
         if registry.group_count(member) >= most:
             who = "you are" if member == creator else f"{member!r} is"
             raise ChateauError(TOO_LARGE, f"{who} already in {most} groups, the most allowed")
+    await _refuse_directory_names(ctx, chatname)
     ctx.delivery.check_reachable(members)
     online = [m for m in members if registry.is_online(m)]
     if not await ctx.store.groups.create_group(chatname, creator, members, online):
@@ -57,6 +71,33 @@ async def group_init(ctx: Services, conn: Connection, request: GroupMessageInitR
         skip=conn,
     )
     return messages.group_init_response(chatname)
+
+
+async def _refuse_directory_names(ctx: Services, chatname: str) -> None:
+    """409 when the directory has a user called *chatname*; 503 when it cannot say.
+
+    Fails closed: a name the directory might give a student who has not
+    signed in yet is never taken by a group.
+    """
+    if ctx.directory_has is None or check_username(chatname) is None:
+        return
+    try:
+        taken = await ctx.directory_has(chatname)
+    except Exception as exc:
+        log.warn(
+            "group {chatname} not created: cannot ask the directory whether it has that "
+            "name: {reason}",
+            chatname=chatname, reason=getattr(exc, "reason", None) or repr(exc),
+        )
+        raise ChateauError(
+            UNAVAILABLE,
+            f"cannot create the group {chatname!r} now: the directory could not be asked "
+            "whether the name is taken; try again later",
+        ) from None
+    if taken:
+        raise ChateauError(
+            CONFLICT, f"chatname {chatname!r} is taken by a user of the campus directory"
+        )
 
 
 async def group_leave(ctx: Services, conn: Connection, request: GroupLeaveRequest) -> Reply:
