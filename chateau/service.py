@@ -116,12 +116,13 @@ class Chateau(MultiService):
                 urls=" ".join(directory.urls), mode=directory.mode,
                 timeout=config.ldap.timeout,
             )
+        self._hasher: Hasher | None = None
         if LOCAL in config.auth.methods:
-            hasher = Hasher(
+            self._hasher = Hasher(
                 reactor, hash_pool, config.auth.bcrypt_cost, config.auth.signin_timeout
             )
             checkers[LOCAL] = LocalChecker(
-                self.store, hasher, config.auth.registration == "open", reserved=reserved
+                self.store, self._hasher, config.auth.registration == "open", reserved=reserved
             )
         throttle = SignInThrottle(
             reactor.seconds, free=config.limits.signin_free_failures,
@@ -184,6 +185,9 @@ class Chateau(MultiService):
             self.ready.addErrback(self._start_failed)
 
     async def _start(self) -> None:
+        # The hash missing accounts are checked against is made on the hashing
+        # pool while the database is prepared, and is ready when the node is.
+        dummy_hash = self._hasher.prepare() if self._hasher is not None else None
         await self.store.prepare_schema()
         await load_groups(self.store, self.registry)
         if self.node is not None:
@@ -191,6 +195,8 @@ class Chateau(MultiService):
         self.delivery.last_routed_id = await self.store.messages.last_message_id(
             self.catch_up.own_origin
         )
+        if dummy_hash is not None:
+            await dummy_hash
         self._account_check.start(self.config.chat.account_check_interval, now=False)
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop

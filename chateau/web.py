@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -23,10 +24,36 @@ from chateau.registry import Registry
 from chateau.store import Store
 from chateau.webclient import STATIC_DIR
 
-CONTENT_SECURITY_POLICY = (
-    b"default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+# The web client's Content-Security-Policy, around its connect-src sources.
+_POLICY_HEAD = b"default-src 'self'; connect-src 'self'"
+_POLICY_TAIL = (
+    b"; img-src 'self' data:; "
     b"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+# A Host header fit to be named in the policy: a DNS name or IPv4 address, or
+# an IPv6 literal in brackets, then an optional port. Nothing else (spaces,
+# ';', ',', quotes, '*') can reach the header.
+_SAFE_HOST = re.compile(
+    rb"(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def content_security_policy(host: bytes | None) -> bytes:
+    """The policy of a page asked for with this Host header.
+
+    The page may connect only to its own origin: ``'self'`` plus the
+    WebSocket URLs of the host and port it was served from, both ``ws://``
+    and ``wss://`` (behind a proxy that ends TLS the request here is plain
+    HTTP while the page is HTTPS, so the scheme asked for says nothing; an
+    HTTPS page cannot open a ``ws://`` socket anyway). A Host header that is
+    not a plain host[:port] names nothing: the page keeps ``'self'`` only,
+    which browsers (CSP 3) match against WebSockets to the same host and port.
+    """
+    match = _SAFE_HOST.fullmatch(host) if host else None
+    if match is None or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
+        return _POLICY_HEAD + _POLICY_TAIL
+    origin = match.group(0).lower()
+    return _POLICY_HEAD + b" ws://" + origin + b" wss://" + origin + _POLICY_TAIL
 
 
 _CONTENT_TYPES = {
@@ -41,9 +68,9 @@ class StaticFile(Resource):
 
     The files are read once at start-up, so serving them never touches the
     disk from the reactor thread. The headers keep the page to itself: it
-    may run only its own script and talk only to its own server (``ws:``/
-    ``wss:`` for the socket), so injected markup could neither load nor send
-    anything.
+    may run only its own script and talk only to its own server (the socket
+    only to its own origin, see :func:`content_security_policy`), so injected
+    markup could neither load nor send anything elsewhere.
     """
 
     isLeaf = True
@@ -55,7 +82,9 @@ class StaticFile(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", self._content_type)
-        request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
+        request.setHeader(
+            b"content-security-policy", content_security_policy(request.getHeader(b"host"))
+        )
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"referrer-policy", b"no-referrer")
         # Revalidate each time, so an upgraded server's client is picked up.

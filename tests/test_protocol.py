@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import time
+
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+from twisted.python.threadpool import ThreadPool
+
+from chateau import accounts
+from chateau.auth.local import Hasher
+from chateau.store.engine import make_engine
 from tests.deferreds import inline
 from tests.wsclient import connect
 
@@ -100,6 +110,60 @@ async def test_username_cannot_take_a_group_name(server):
     reply = await thief.request(
         {"type": "RegisterRequest", "username": "team", "password": "pw"})
     assert reply["status"] == 301 and "group name" in reply["detail"]
+
+
+def bcrypt_cost_of(hashed: str) -> int:
+    """The cost a bcrypt hash was made with, from its ``$2b$NN$`` prefix."""
+    match = re.fullmatch(r"\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}", hashed)
+    assert match is not None, hashed
+    return int(match.group(1))
+
+
+@inline
+async def test_unknown_user_check_uses_the_configured_bcrypt_cost():
+    pool = ThreadPool(minthreads=0, maxthreads=1, name="test-bcrypt")
+    pool.start()
+    try:
+        hasher = Hasher(reactor, pool, 10, 30.0)
+        assert hasher.dummy_hash is None  # nothing hashed on the reactor thread
+        assert not await hasher.check("anything", None)
+        assert bcrypt_cost_of(hasher.dummy_hash) == 10
+    finally:
+        pool.stop()
+
+
+@inline
+async def test_unknown_user_costs_as_much_as_a_wrong_password(server_factory, config_factory):
+    # With registration closed, a name that has no account must not answer
+    # faster than one that has: else names can be enumerated by timing.
+    config = config_factory(auth={"registration": "closed", "bcrypt_cost": "10"},
+                            limits={"signin_free_failures": "1000"})
+    running = await server_factory(config)
+    engine = make_engine(config.database.url)
+    try:
+        await deferToThread(accounts.add_user, engine, "alice", "right password", 10)
+    finally:
+        engine.dispose()
+    client = await running.client()
+
+    async def refused_in(username: str) -> float:
+        started = time.perf_counter()
+        reply = await client.request(
+            {"type": "RegisterRequest", "username": username, "password": "wrong password"},
+            timeout=30)
+        elapsed = time.perf_counter() - started
+        assert reply["status"] == 301 and "wrong username or password" in reply["detail"]
+        return elapsed
+
+    await refused_in("alice"), await refused_in("nobody")  # warm up both paths
+    unknown, known = [], []
+    for number in range(7):  # interleaved, so load on the machine hits both alike
+        unknown.append(await refused_in(f"nobody{number}"))
+        known.append(await refused_in("alice"))
+    # Load from other processes only ever adds time, so the fastest of
+    # several tries is the check's own cost (medians flake on a busy machine).
+    ratio = min(unknown) / min(known)
+    assert 0.5 < ratio < 2, (ratio, unknown, known)
 
 
 # -- not signed in -----------------------------------------------------------

@@ -7,6 +7,7 @@ skipped, except under CI where they fail (scripts/test installs it).
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -46,6 +47,54 @@ def test_static_files_are_served_at_the_root(chateau):
     assert fetch(chateau.http_url + "missing.txt")[0] == 404
     assert fetch(chateau.http_url + "../setup.py")[0] == 404
     assert "Sign in" not in fetch(chateau.http_url + "ws")[2]  # /ws stays the WebSocket
+
+
+def policy_for(port: int, host: bytes | None) -> str:
+    """The Content-Security-Policy of ``/`` asked for with exactly this Host header."""
+    lines = [b"GET / HTTP/1.1"]
+    if host is not None:
+        lines.append(b"Host: " + host)
+    lines += [b"Connection: close", b"", b""]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"\r\n".join(lines))
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = connection.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    assert head[0].startswith("HTTP/1.1 200"), head
+    policies = [line.split(":", 1)[1].strip() for line in head[1:]
+                if line.lower().startswith("content-security-policy:")]
+    assert len(policies) == 1, head
+    return policies[0]
+
+
+POLICY_REST = ("default-src 'self'; connect-src 'self'{}; img-src 'self' data:; "
+               "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def test_the_page_may_connect_only_to_its_own_origin(chateau):
+    # An injected script must not be able to reach any other WebSocket server.
+    origin = f"127.0.0.1:{chateau.port}"
+    policy = fetch(chateau.http_url)[1]["Content-Security-Policy"]
+    assert policy == POLICY_REST.format(f" ws://{origin} wss://{origin}")
+    connect = next(part for part in policy.split(";") if part.strip().startswith("connect-src"))
+    assert connect.split()[1:] == ["'self'", f"ws://{origin}", f"wss://{origin}"]
+    # Bare schemes (any server at all) are gone.
+    assert "ws:" not in connect.split() and "wss:" not in connect.split()
+    assert policy_for(chateau.port, b"Chat.Example.EDU") == POLICY_REST.format(
+        " ws://chat.example.edu wss://chat.example.edu")
+    assert policy_for(chateau.port, b"[::1]:8443") == POLICY_REST.format(
+        " ws://[::1]:8443 wss://[::1]:8443")
+
+
+def test_a_hostile_host_header_cannot_widen_the_policy(chateau):
+    only_self = POLICY_REST.format("")
+    for host in (b"evil.example; script-src *", b"evil.example wss://attacker.example",
+                 b"127.0.0.1:1,wss:", b"a'b", b"*", b"evil.example:", b"evil.example:99999",
+                 b"evil.example:80:80", b"\xff\xfe", b"", None):
+        assert policy_for(chateau.port, host) == only_self, host
 
 
 def test_two_browser_users_chat(chateau, browser, tmp_path: Path):

@@ -1,17 +1,21 @@
 """Local accounts: bcrypt hashes in the database, hashed on a pool of their own.
 
 bcrypt at cost 12 takes about a quarter of a second; it runs on the hasher's
-:class:`ThreadPool` (bcrypt releases the GIL), never on the reactor thread.
+:class:`ThreadPool` (bcrypt releases the GIL), never on the reactor thread. A
+sign-in for a missing account is checked against a dummy hash of the same
+cost, so that it takes as long as a wrong password for a real one.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, TypeVar
 
 import bcrypt
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -45,16 +49,33 @@ class Hasher:
         self._cost = cost
         self._deadline = deadline
         # Checked against when an account does not exist, so that a missing
-        # account takes as long as a wrong password.
-        self._dummy = bcrypt.hashpw(b"chateau", bcrypt.gensalt(4)).decode()
+        # account takes as long as a wrong password: made at the configured
+        # cost (a cheaper one would let names be enumerated by timing), once,
+        # on the pool, never on the reactor thread (see prepare()).
+        self._dummy: str | None = None
+        self._dummy_lock = threading.Lock()
+
+    @property
+    def dummy_hash(self) -> str | None:
+        """The hash a missing account is checked against; None until made."""
+        return self._dummy
+
+    def prepare(self) -> Deferred[str]:
+        """Make the dummy hash on the pool now (the service does, before it listens).
+
+        Otherwise the first sign-in for a missing account makes it, and so
+        costs two hashes; every later one costs exactly one, like a real one.
+        """
+        return deferToThreadPool(self._reactor, self._pool, self._dummy_hashed)
 
     def hash(self, password: str) -> Deferred[str]:
         return self._in_thread(self._hash, password.encode())
 
     def check(self, password: str, hashed: str | None) -> Deferred[bool]:
-        return self._in_thread(
-            self._check, password.encode(), (hashed or self._dummy).encode(), hashed is not None
-        )
+        """Whether *password* matches *hashed*; None (no account) is never a match."""
+        if hashed is None:
+            return self._in_thread(self._check_missing, password.encode())
+        return self._in_thread(self._check, password.encode(), hashed.encode(), True)
 
     def _in_thread(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
         return in_thread_with_deadline(
@@ -76,6 +97,16 @@ class Hasher:
     def _hash(self, password: bytes) -> str:
         run_in_background_priority(idle=True)
         return bcrypt.hashpw(password, bcrypt.gensalt(self._cost)).decode()
+
+    def _dummy_hashed(self) -> str:
+        run_in_background_priority(idle=True)
+        with self._dummy_lock:  # made once, however many threads ask at first
+            if self._dummy is None:
+                self._dummy = bcrypt.hashpw(b"chateau", bcrypt.gensalt(self._cost)).decode()
+            return self._dummy
+
+    def _check_missing(self, password: bytes) -> bool:
+        return self._check(password, self._dummy_hashed().encode(), False)
 
     @staticmethod
     def _check(password: bytes, hashed: bytes, real: bool) -> bool:
