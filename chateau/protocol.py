@@ -9,7 +9,8 @@ everyone.
 It also enforces the per-connection limits of ``[limits]``: a rate that
 every data frame counts against (token bucket, 429, then 1008), the number
 of connections (in total and per address), and the bytes a connection may
-have waiting when its client stops reading.
+have waiting when its client stops reading. Once the closing handshake has
+begun (a close frame received or sent), no request is started any more.
 """
 
 from __future__ import annotations
@@ -152,6 +153,10 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
             self._guard = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.state != self.STATE_OPEN:
+            # A close frame was received or sent: nothing more is handled
+            # (Autobahn still parses what arrives while closing).
+            return
         # Every frame takes a token, whatever it holds (binary, malformed,
         # before sign-in), so no kind of frame escapes the rate or the strikes.
         wait = self._take_token()
@@ -310,6 +315,11 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         """
         dispatcher = self.factory.dispatcher
         while self._backlog:
+            if self.state != self.STATE_OPEN:
+                # Closing: what is queued is dropped unstarted; what was
+                # started finishes (its reply cannot go out any more).
+                self._backlog.clear()
+                return
             item = self._backlog[0]
             if isinstance(item, dict):
                 self._backlog.pop(0)
