@@ -6,9 +6,11 @@ error, goes back with the request's ``msg_id``. Requests of one connection
 are handled one after the other, so a sender's messages keep their order for
 everyone.
 
-It also enforces the per-connection limits of ``[limits]``: a request rate
-(token bucket, 429), the number of connections (in total and per address),
-and the bytes a connection may have waiting when its client stops reading.
+It also enforces the per-connection limits of ``[limits]``: a rate that
+every data frame counts against (token bucket, 429, then 1008), the number
+of connections (in total and per address), and the bytes a connection may
+have waiting when its client stops reading. Once the closing handshake has
+begun (a close frame received or sent), no request is started any more.
 """
 
 from __future__ import annotations
@@ -151,6 +153,15 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
             self._guard = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.state != self.STATE_OPEN:
+            # A close frame was received or sent: nothing more is handled
+            # (Autobahn still parses what arrives while closing).
+            return
+        # Every frame takes a token, whatever it holds (binary, malformed,
+        # before sign-in), so no kind of frame escapes the rate or the strikes.
+        wait = self._take_token()
+        if self.state != self.STATE_OPEN:
+            return  # closed by the strike rule
         if len(self._backlog) >= MAX_BACKLOG:
             # Answered at once, out of turn: the queue is what is too long.
             self.send_message(
@@ -160,29 +171,22 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
                 )
             )
             return
+        item: Request | dict[str, Any]
         if isBinary:
-            self._queue(
-                messages.error_response(
-                    BAD_REQUEST, "binary frames are not supported: send JSON text frames"
-                )
+            msg_id = None
+            item = messages.error_response(
+                BAD_REQUEST, "binary frames are not supported: send JSON text frames"
             )
-            return
-        data: Any = None
-        try:
-            data = messages.parse_json(payload)
-            request = messages.decode_request(data)
-        except ChateauError as error:
-            self._queue(
-                messages.error_response(error.status, error.detail, messages.peek_msg_id(data))
-            )
-            return
-        if self._bucket is not None:
-            refusal = self._over_rate(request)
-            if refusal is not None:
-                if self.live:
-                    self._queue(refusal)
-                return
-        self._queue(request)
+        else:
+            data: Any = None
+            try:
+                data = messages.parse_json(payload)
+                item = messages.decode_request(data)
+                msg_id = item.msg_id
+            except ChateauError as error:
+                msg_id = messages.peek_msg_id(data)
+                item = messages.error_response(error.status, error.detail, msg_id)
+        self._queue(self._rate_refusal(wait, msg_id) if wait else item)
 
     def _queue(self, item: Request | dict[str, Any]) -> None:
         """Queue a request, or an error for a refused one, so replies keep their order."""
@@ -200,13 +204,17 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
 
     # -- limits -------------------------------------------------------------
 
-    def _over_rate(self, request: Request) -> dict[str, Any] | None:
-        """None when *request* is within the rate; else the 429 to answer it with."""
-        assert self._bucket is not None
+    def _take_token(self) -> float:
+        """Count one frame against the rate: 0 when within it, else the seconds to wait.
+
+        Past ``rate_strikes`` refusals in a row the connection is closed (1008).
+        """
+        if self._bucket is None:
+            return 0.0
         wait = self._bucket.take()
         if not wait:
             self._strikes = 0
-            return None
+            return 0.0
         self._strikes += 1
         if self._strikes > self.factory.config.limits.rate_strikes:
             self._log.info(
@@ -215,9 +223,14 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
             )
             self._backlog.clear()
             self.close_for(POLICY_VIOLATION, "rate limit exceeded")
+        return wait
+
+    @staticmethod
+    def _rate_refusal(wait: float, msg_id: Any) -> dict[str, Any]:
+        """The 429 for a frame over the rate."""
         error = messages.error_response(
             TOO_MANY_REQUESTS, "too many requests: slow down and retry after retry_after seconds",
-            request.msg_id,
+            msg_id,
         )
         error["retry_after"] = round(wait, 3)
         return error
@@ -302,6 +315,11 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         """
         dispatcher = self.factory.dispatcher
         while self._backlog:
+            if self.state != self.STATE_OPEN:
+                # Closing: what is queued is dropped unstarted; what was
+                # started finishes (its reply cannot go out any more).
+                self._backlog.clear()
+                return
             item = self._backlog[0]
             if isinstance(item, dict):
                 self._backlog.pop(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 
 from chateau.limits import SignInThrottle, TokenBucket
-from tests.deferreds import inline
+from tests.deferreds import inline, sleep
 from tests.wsclient import connect
 
 
@@ -179,3 +179,68 @@ async def test_the_handshake_timeout_does_not_touch_open_websockets(
     await pause
     reply = await alice.request({"type": "HeartbeatRequest", "payload": 1})
     assert reply["type"] == "HeartbeatResponse"
+
+
+async def _flood(client, frames: int, payload: bytes, binary: bool) -> list[dict]:
+    """Send up to *frames* copies of *payload*; every reply until the server closes the connection.
+
+    Sent in batches, stopping once closed, as a flooding client would be
+    stopped: what is still in flight after the server's close frame must be
+    parsed before the client's reply to it, within Autobahn's closing
+    handshake timeout (1 s), which a loaded test machine may miss.
+    """
+    protocol = client.protocol
+    for number in range(frames):
+        if protocol.state != protocol.STATE_OPEN:
+            break
+        client.send(payload, binary=binary)
+        if number % 100 == 99:
+            await sleep(0.01)
+    code = await client.closed(timeout=30)
+    statuses = [reply.get("status") for reply in client.inbox.pending]
+    assert code == 1008, (code, len(statuses), sorted(set(statuses)))
+    assert client.protocol.remoteCloseReason == "rate limit exceeded"
+    return list(client.inbox.pending)
+
+
+def _check_flood_replies(replies: list[dict], burst: int, strikes: int, detail: str) -> None:
+    """The burst answered as usual (400 *detail*), then 429s until the strike rule closed it."""
+    statuses = [reply.get("status") for reply in replies]
+    first_refusal = statuses.index(429)
+    answered = replies[:first_refusal]
+    # The burst, plus what the bucket refilled meanwhile (1 a second).
+    assert burst - 1 <= len(answered) <= burst + 3, statuses
+    assert all(r["status"] == 400 and detail in r["detail"] for r in answered), answered
+    refused = replies[first_refusal:]
+    assert all(r["status"] == 429 and r["retry_after"] > 0 for r in refused), refused
+    # Closed by the strike rule: a few refusals, not one reply per frame sent.
+    assert strikes <= len(refused) <= strikes + 3, statuses
+
+
+@inline
+async def test_binary_and_malformed_frames_count_against_the_rate(server_factory, config_factory):
+    burst, strikes = 10, 5
+    running = await server_factory(config_factory(
+        limits={"message_rate": "1", "message_burst": str(burst), "rate_strikes": str(strikes)}))
+    bob = await running.client("bob")
+    carol = await running.client("carol")
+
+    # Before signing in: binary frames.
+    binary = await running.client()
+    replies = await _flood(binary, 10_000, b'{"type": "HeartbeatRequest"}', binary=True)
+    _check_flood_replies(replies, burst, strikes, "binary frames are not supported")
+    assert (await bob.request({"type": "HeartbeatRequest"}))["type"] == "HeartbeatResponse"
+
+    # Signed in: frames that are not JSON, then valid JSON that is no request.
+    for payload, detail in ((b"not json {", "not valid JSON"),
+                            (b'{"type": "Nope"}', "unknown request type 'Nope'")):
+        malformed = await running.client(f"flood{len(payload)}")
+        # Answered once the sign-in is wholly done, so replies are not held behind it.
+        assert (await malformed.request({"type": "HeartbeatRequest"}))["status"] == 200
+        replies = await _flood(malformed, 10_000, payload, binary=False)
+        # The sign-in and the heartbeat took one token each.
+        _check_flood_replies(replies, burst - 2, strikes, detail)
+        ack = await bob.request({"type": "MessageRequest", "recipient": "carol",
+                                 "content": "still here"})
+        assert ack["type"] == "MessageSendResponse", ack
+        await carol.expect("MessageRecv", content="still here")

@@ -13,7 +13,7 @@ from chateau import accounts
 from chateau.auth.local import Hasher
 from chateau.store.engine import make_engine
 from tests.deferreds import inline
-from tests.wsclient import connect
+from tests.wsclient import RawClient, client_frame, connect
 
 # -- RegisterRequest ---------------------------------------------------------
 
@@ -498,3 +498,85 @@ async def test_replies_keep_request_order_while_sends_share_a_commit(server):
     got = [await bob.recv() for _ in range(3)]
     assert [g["content"] for g in got] == ["one", "three", "six"]
     assert [g["id"] for g in got] == ids
+
+
+# -- closing -------------------------------------------------------------------
+
+@inline
+async def test_requests_after_the_clients_close_frame_are_not_processed(server):
+    """A MessageRequest after the close frame, in the same TCP write, is never sent.
+
+    Nor is one that arrived before the close frame but was still queued
+    behind an earlier request; a send already started is committed as usual.
+    (Autobahn already stopped reading after answering a client's close frame;
+    this guards it, and the queued case.)
+    """
+    import json
+
+    from twisted.internet.threads import deferToThread
+
+    bob = await server.client("bob")
+
+    def alice_closes_then_sends() -> list[tuple[int, bytes]]:
+        alice = RawClient(server.url)
+        try:
+            signed_in = alice.request({"type": "RegisterRequest", "username": "alice",
+                                       "password": "secret"})
+            assert signed_in["type"] == "RegisterResponse", signed_in
+            # Answered once the sign-in is wholly done: nothing is in flight now.
+            assert alice.request({"type": "HeartbeatRequest"})["type"] == "HeartbeatResponse"
+            before = {"type": "MessageRequest", "recipient": "bob", "content": "before close",
+                      "msg_id": 1}
+            # Waits for the database while "queued" waits behind it.
+            history = {"type": "HistoryRequest", "user": "bob", "msg_id": 2}
+            queued = {"type": "MessageRequest", "recipient": "bob", "content": "queued",
+                      "msg_id": 3}
+            after = {"type": "MessageRequest", "recipient": "bob", "content": "after close",
+                     "msg_id": 4}
+            alice.write(b"".join(client_frame(json.dumps(request).encode())
+                                 for request in (before, history, queued))
+                        + client_frame((1000).to_bytes(2, "big"), opcode=8)
+                        + client_frame(json.dumps(after).encode()))
+            return alice.frames_until_end()
+        finally:
+            alice.close()
+
+    frames = await deferToThread(alice_closes_then_sends)
+    assert frames[-1][0] == 8, frames  # the server answered the close frame
+    # Its commit may still be under way when the server drops the connection.
+    await bob.expect("MessageRecv", content="before close")
+    assert await bob.frames_until_heartbeat() == []
+    await bob.nothing(0.3)
+    page = await bob.request({"type": "HistoryRequest", "user": "alice"})
+    assert [m["content"] for m in page["messages"]] == ["before close"], page
+
+
+@inline
+async def test_requests_after_the_server_started_closing_are_not_processed(server):
+    """Once the server has sent its close frame, a request the client sends is dropped.
+
+    The client may not even get a reply any more (nothing follows a close
+    frame), so a message it sends then must not be stored or delivered.
+    """
+    import json
+
+    from twisted.internet.threads import deferToThread
+
+    bob = await server.client("bob")
+    alice = await deferToThread(RawClient, server.url)
+    try:
+        signed_in = await deferToThread(alice.request, {
+            "type": "RegisterRequest", "username": "alice", "password": "secret"})
+        assert signed_in["type"] == "RegisterResponse", signed_in
+        (connection,) = [c for c in server.service.factory.connections if c.username == "alice"]
+        connection.close_for(1001, "server shutting down")
+        opcode, payload = await deferToThread(alice.read_frame)
+        assert opcode == 8 and payload[:2] == (1001).to_bytes(2, "big"), (opcode, payload)
+        late = {"type": "MessageRequest", "recipient": "bob", "content": "too late",
+                "msg_id": 3}
+        await deferToThread(alice.write, client_frame(json.dumps(late).encode()))
+        await bob.nothing(0.5)
+    finally:
+        alice.close()
+    page = await bob.request({"type": "HistoryRequest", "user": "alice"})
+    assert page["messages"] == [], page

@@ -138,3 +138,90 @@ async def send_message(client: Client, recipient: str, content: str) -> dict[str
                                 "content": content})
     assert ack["type"] == "MessageSendResponse", ack
     return ack
+
+
+def client_frame(payload: bytes, opcode: int = 1, mask: bytes = b"\x37\xfa\x21\x3d") -> bytes:
+    """One masked, unfragmented client frame written by hand (text by default; 8 is close)."""
+    import struct
+
+    size = len(payload)
+    if size <= 125:
+        header = bytes((0x80 | opcode, 0x80 | size))
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return header + mask + masked
+
+
+class RawClient:
+    """A blocking WebSocket client over a plain TCP socket, writing frames by hand.
+
+    For what a well-behaved client library will not do, such as data frames
+    after a close frame in one TCP write. Blocking: run it in a thread.
+    """
+
+    def __init__(self, url: str) -> None:
+        import socket
+        from urllib.parse import urlparse
+
+        parsed = urlparse(url)
+        self.sock = socket.create_connection((parsed.hostname, parsed.port), timeout=10)
+        self.sock.sendall(
+            f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.hostname}:{parsed.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            .encode()
+        )
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            self.buffer += chunk
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(head.decode(errors="replace"))
+
+    def write(self, data: bytes) -> None:
+        """Write *data* (frames from :func:`client_frame`) in one TCP write."""
+        self.sock.sendall(data)
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send *message* as a text frame; the next frame, which must be a text frame."""
+        self.write(client_frame(json.dumps(message).encode()))
+        opcode, payload = self.read_frame()
+        assert opcode == 1, (opcode, payload)
+        return json.loads(payload)
+
+    def read_frame(self) -> tuple[int, bytes]:
+        """The next server frame, (opcode, payload); (-1, b"") at the end of the stream."""
+        while True:
+            if len(self.buffer) >= 2:
+                size, start = self.buffer[1] & 0x7F, 2
+                if size == 126:
+                    size, start = int.from_bytes(self.buffer[2:4], "big"), 4
+                elif size == 127:
+                    size, start = int.from_bytes(self.buffer[2:10], "big"), 10
+                if len(self.buffer) >= start and len(self.buffer) >= start + size:
+                    opcode = self.buffer[0] & 0x0F
+                    payload = self.buffer[start:start + size]
+                    self.buffer = self.buffer[start + size:]
+                    return opcode, payload
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return -1, b""
+            self.buffer += chunk
+
+    def frames_until_end(self) -> list[tuple[int, bytes]]:
+        """Every frame up to the end of the stream (the server dropped the connection)."""
+        frames = []
+        while True:
+            frame = self.read_frame()
+            if frame[0] == -1:
+                return frames
+            frames.append(frame)
+
+    def close(self) -> None:
+        self.sock.close()
