@@ -242,6 +242,7 @@ class LimitsConfig:
     max_groups_per_user: int = 500
     signin_free_failures: int = 5
     signin_max_delay: float = 60.0
+    signin_throttle_entries: int = 30_000
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,7 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("limits", "max_groups_per_user"): _positive_int,
     ("limits", "signin_free_failures"): _positive_int,
     ("limits", "signin_max_delay"): _positive_float,
+    ("limits", "signin_throttle_entries"): _positive_int,
     ("chat", "account_check_interval"): _positive_float,
     ("cluster", "redis_url"): _redis_url,
     ("cluster", "node_name"): _node_name,

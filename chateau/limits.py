@@ -8,8 +8,10 @@ per-account delay applies only to the address the failures came from.
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 Clock = Callable[[], float]
 
@@ -35,10 +37,9 @@ class TokenBucket:
         return (1 - self._tokens) / self._rate
 
 
-@dataclass
+@dataclass(slots=True)
 class _Failures:
     count: int = 0
-    blocked_until: float = 0.0
     last: float = 0.0
 
 
@@ -48,58 +49,83 @@ class SignInThrottle:
     The first *free* failures cost nothing; after that each failure blocks the
     key for ``base * 2**(n - free)`` seconds, at most *cap*. A key forgets its
     failures after *forget* quiet seconds, and a success clears the account's.
+    *account* is the canonical, valid username: invalid names are refused
+    before they get here, so the names kept are at most 32 characters.
+
+    Each table (addresses; accounts per address) keeps at most *entries*
+    keys, the least recently used going first, so distinct names or
+    addresses cannot grow memory without bound; an evicted key merely starts
+    counting again.
     """
 
     def __init__(
         self, now: Clock, free: int = 5, base: float = 1.0, cap: float = 60.0,
-        forget: float = 900.0, per_address_factor: int = 4,
+        forget: float = 900.0, per_address_factor: int = 4, entries: int = 30_000,
     ) -> None:
         self._now = now
         self._free = free
         self._base = base
         self._cap = cap
         self._forget = forget
+        self._max_entries = entries
+        # The delay stops doubling once it reached the cap: 2 ** failures is
+        # too large for a float after about 1,024 failures (OverflowError).
+        self._max_steps = (
+            math.ceil(math.log2(cap / base)) + 1 if 0 < base < cap else 0
+        )
         # An address may fail this many times more often than one account
         # from it, so a campus behind one NAT address is not blocked by one
         # user's typos.
         self._address_free = free * per_address_factor
-        self._entries: dict[tuple[str, ...], _Failures] = {}
+        self._addresses: OrderedDict[str, _Failures] = OrderedDict()
+        self._accounts: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
 
-    def _keys(self, address: str, account: str) -> list[tuple[tuple[str, ...], int]]:
-        return [(("address", address), self._address_free), (("account", account, address), self._free)]
+    def _tables(
+        self, address: str, account: str
+    ) -> list[tuple[OrderedDict[Any, _Failures], Any, int]]:
+        return [
+            (self._addresses, address, self._address_free),
+            (self._accounts, (account, address), self._free),
+        ]
+
+    def _delay(self, count: int, free: int) -> float:
+        if count <= free:
+            return 0.0
+        return min(self._cap, self._base * 2 ** min(count - free - 1, self._max_steps))
 
     def retry_after(self, address: str, account: str) -> float:
         """Seconds to wait before this sign-in may be tried; 0 when it may go now."""
         now = self._now()
         wait = 0.0
-        for key, _ in self._keys(address, account):
-            entry = self._entries.get(key)
+        for table, key, free in self._tables(address, account):
+            entry = table.get(key)
             if entry is None:
                 continue
             if now - entry.last > self._forget:
-                del self._entries[key]
+                del table[key]
                 continue
-            wait = max(wait, entry.blocked_until - now)
+            table.move_to_end(key)
+            wait = max(wait, entry.last + self._delay(entry.count, free) - now)
         return max(0.0, wait)
 
     def failed(self, address: str, account: str) -> None:
         now = self._now()
-        for key, free in self._keys(address, account):
-            entry = self._entries.setdefault(key, _Failures())
-            if now - entry.last > self._forget:
-                entry.count = 0
+        for table, key, _ in self._tables(address, account):
+            entry = table.get(key)
+            if entry is None:
+                entry = table[key] = _Failures()
+                while len(table) > self._max_entries:
+                    table.popitem(last=False)
+            else:
+                table.move_to_end(key)
+                if now - entry.last > self._forget:
+                    entry.count = 0
             entry.count += 1
             entry.last = now
-            if entry.count > free:
-                delay = min(self._cap, self._base * 2 ** (entry.count - free - 1))
-                entry.blocked_until = now + delay
-        self._expire(now)
 
     def succeeded(self, address: str, account: str) -> None:
-        self._entries.pop(("account", account, address), None)
+        self._accounts.pop((account, address), None)
 
-    def _expire(self, now: float) -> None:
-        if len(self._entries) > 100_000:
-            stale = [k for k, e in self._entries.items() if now - e.last > self._forget]
-            for key in stale:
-                del self._entries[key]
+    def sizes(self) -> tuple[int, int]:
+        """How many addresses and (account, address) keys are kept now."""
+        return len(self._addresses), len(self._accounts)

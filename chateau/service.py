@@ -127,6 +127,7 @@ class Chateau(MultiService):
         throttle = SignInThrottle(
             reactor.seconds, free=config.limits.signin_free_failures,
             cap=config.limits.signin_max_delay,
+            entries=config.limits.signin_throttle_entries,
         )
         self.authenticator = Authenticator(
             checkers, config.auth.max_pending_signins, throttle=throttle

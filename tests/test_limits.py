@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from twisted.internet.task import Clock
+import subprocess
+import sys
+from pathlib import Path
 
+from twisted.cred.credentials import IUsernamePassword
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
+
+from chateau.auth import Authenticator, LoginFailed
+from chateau.errors import ChateauError
 from chateau.limits import SignInThrottle, TokenBucket
+from chateau.names import USERNAME_RULE
 from tests.deferreds import inline, sleep
 from tests.wsclient import connect
 
@@ -244,3 +255,152 @@ async def test_binary_and_malformed_frames_count_against_the_rate(server_factory
                                  "content": "still here"})
         assert ack["type"] == "MessageSendResponse", ack
         await carol.expect("MessageRecv", content="still here")
+
+
+class _Refuses:
+    """A checker that refuses every sign-in, as a wrong password does."""
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def requestAvatarId(self, credentials: object) -> Deferred:
+        return fail(LoginFailed("authentication failed: wrong username or password"))
+
+
+def _authenticator(clock: Clock, **throttle: object) -> tuple[Authenticator, SignInThrottle]:
+    limits = SignInThrottle(clock.seconds, **throttle)  # type: ignore[arg-type]
+    return Authenticator({"local": _Refuses()}, max_pending=64, throttle=limits), limits
+
+
+def _sign_in(auth: Authenticator, username: str, address: str = "10.0.0.1") -> ChateauError:
+    outcome: list[object] = []
+    ensureDeferred(auth.sign_in(username, "wrong", False, address)).addBoth(outcome.append)
+    assert len(outcome) == 1 and isinstance(outcome[0], Failure), outcome
+    assert outcome[0].check(ChateauError), outcome[0].getTraceback()
+    return outcome[0].value
+
+
+def test_five_thousand_failures_on_one_key_still_answer_429():
+    # 2 ** failures once overflowed a float after about 1,045 failures.
+    clock = Clock()
+    auth, _ = _authenticator(clock, free=1, base=1.0, cap=60.0)
+    for _ in range(5000):
+        clock.advance(61)  # past the block, so each try is checked and fails
+        assert _sign_in(auth, "alice").status == 301
+    refusal = _sign_in(auth, "alice")
+    assert refusal.status == 429 and refusal.extra["retry_after"] == 60
+
+
+def test_throttle_keys_on_the_canonical_name_and_is_bounded():
+    clock = Clock()
+    auth, throttle = _authenticator(clock, free=1, cap=60.0, entries=1000)
+    # Names that differ only in case or width are one account.
+    for name in ("alice", "ALICE", "Ａｌｉｃｅ"):
+        _sign_in(auth, name, "10.0.0.9")
+    assert _sign_in(auth, "aLiCe", "10.0.0.9").status == 429
+    assert throttle.sizes() == (1, 1)
+    # Invalid names are refused as before, and never reach the table.
+    for name in ("a" * 100_000, "bad name", "x*", "", "(uid=*)", "~random"):
+        refusal = _sign_in(auth, name, "10.0.0.8")
+        assert refusal.status == 301 and refusal.detail == (
+            f"authentication failed: {USERNAME_RULE}"), refusal
+    assert throttle.sizes() == (1, 1)
+    # 100,000 distinct names from 100,000 addresses: each table stays at its cap.
+    for number in range(100_000):
+        throttle.failed(f"10.{number // 65536}.{number // 256 % 256}.{number % 256}",
+                        f"user{number}")
+    assert throttle.sizes() == (1000, 1000)
+    # The most recently used entries are the ones kept: the last name's
+    # second failure blocks it; the first one's was forgotten.
+    throttle.failed("10.1.134.159", "user99999")
+    assert throttle.retry_after("10.1.134.159", "user99999") > 0
+    assert throttle.sizes() == (1000, 1000)
+    throttle.failed("10.0.0.0", "user0")
+    assert throttle.retry_after("10.0.0.0", "user0") == 0
+
+
+_DISTINCT_NAMES = """
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import fail
+from chateau.auth import Authenticator
+from chateau.errors import ChateauError
+from chateau.limits import SignInThrottle
+
+class Refuses:
+    credentialInterfaces = (IUsernamePassword,)
+    def requestAvatarId(self, credentials):
+        return fail(UnauthorizedLogin())
+
+def peak_rss():
+    # VmHWM, not getrusage: ru_maxrss survives exec, so it would start at
+    # the size of the test process that started this one.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+now = [0.0]
+throttle = SignInThrottle(lambda: now[0])
+auth = Authenticator({"local": Refuses()}, max_pending=64, throttle=throttle)
+
+def sign_in(name):
+    try:
+        auth.sign_in(name, "wrong", False, "10.0.0.1").send(None)
+    except ChateauError as refusal:
+        assert refusal.status == 301, refusal
+    else:
+        raise AssertionError("not refused")
+    now[0] += 61  # slowly enough never to be blocked
+
+for number in range(1000):  # warm up: what every sign-in allocates anyway
+    sign_in(f"w{number}")
+start = peak_rss()
+for number in range(100_000):
+    sign_in(f"{number:0>300}")
+middle = peak_rss()
+for number in range(100_000):
+    throttle.failed("10.0.0.1", f"{number:0>32}")  # what a valid name costs
+    now[0] += 61
+end = peak_rss()
+print(middle - start, end - start)
+"""
+
+
+def test_many_distinct_names_keep_memory_bounded():
+    # A client sending 100,000 distinct long names from one address, slowly
+    # enough never to be blocked, then 100,000 distinct valid names: with the
+    # default bounds the process grows (peak RSS) by less than 20 MB. A fresh
+    # process, so nothing else the tests did is counted.
+    result = subprocess.run([sys.executable, "-c", _DISTINCT_NAMES], capture_output=True,
+                            text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    invalid_grown, grown = map(int, result.stdout.split())
+    assert invalid_grown < 2 * 2**20, f"{invalid_grown / 2**20:.1f} MB"
+    assert grown < 20 * 2**20, f"{grown / 2**20:.1f} MB"
+
+
+@inline
+async def test_many_failed_sign_ins_over_the_wire_still_answer_429(
+    server_factory, config_factory
+):
+    # Past about 1,025 counted failures the delay once overflowed a float and
+    # the sign-in died with a traceback instead of an answer.
+    running = await server_factory(config_factory(
+        limits={"signin_free_failures": "1", "signin_max_delay": "0.002",
+                "message_rate": "100000", "message_burst": "100000"}))
+    owner = await running.client("alice", "right")
+    await owner.close()
+    guesser = await running.client()
+    failures = throttled = 0
+    while failures < 1100:
+        reply = await guesser.request({"type": "RegisterRequest", "username": "alice",
+                                       "password": "wrong"})
+        assert reply["status"] in (301, 429), reply
+        if reply["status"] == 301:
+            failures += 1
+        else:
+            throttled += 1
+            assert 0 <= reply["retry_after"] <= 0.002, reply
+            await deferLater(reactor, reply["retry_after"], lambda: None)
+    assert throttled, "never throttled"

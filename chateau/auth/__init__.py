@@ -24,7 +24,7 @@ from zope.interface import Interface, implementer
 from chateau.auth.passwords import password_problem
 from chateau.errors import NOT_AUTHENTICATED, TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
 from chateau.limits import SignInThrottle
-from chateau.names import canonical, check_username
+from chateau.names import USERNAME_RULE, check_username
 
 LOCAL = "local"
 DIRECTORY = "ldap"
@@ -119,7 +119,18 @@ class Authenticator:
         problem = password_problem(password)
         if problem is not None:
             raise ChateauError(NOT_AUTHENTICATED, f"authentication failed: {problem.reason}")
-        key = canonical(username)
+        # An invalid name is refused before the throttle, with the checkers'
+        # own answer: only valid canonical names (at most 32 characters) are
+        # ever kept in its tables.
+        key = check_username(username)
+        if key is None:
+            detail = f"authentication failed: {USERNAME_RULE}"
+            self._log.info(
+                "sign-in refused for {username} ({method}) from {address}: {detail}",
+                username="(an invalid username)", method=method, address=address,
+                detail=detail,
+            )
+            raise ChateauError(NOT_AUTHENTICATED, detail)
         if self._throttle is not None:
             wait = self._throttle.retry_after(address, key)
             if wait:
@@ -142,7 +153,7 @@ class Authenticator:
             # a password typed into the wrong field.
             self._log.info(
                 "sign-in refused for {username} ({method}) from {address}: {detail}",
-                username=check_username(username) or "(an invalid username)",
+                username=key,
                 method=method, address=address, detail=failure.detail,
             )
             if self._throttle is not None:
