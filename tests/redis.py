@@ -84,6 +84,11 @@ def _reply_end(buffer: bytes, start: int = 0) -> int | None:
     raise RedisError(f"unexpected RESP reply: {buffer[start:start + 80]!r}")
 
 
+# What Chateau's nodes send to Redis (docs/cluster.md); an ACL user needs no more.
+ACL_COMMANDS = ("auth", "select", "publish", "subscribe", "unsubscribe", "eval", "set", "sadd",
+                "srem", "del", "pexpire", "smembers", "exists", "ping")
+
+
 def make_client_cert(directory: Path, ca: str, name: str) -> tuple[Path, Path]:
     """A client certificate signed by *ca* (for Redis's ``tls-auth-clients yes``)."""
     from tests.slapd import _openssl
@@ -175,11 +180,12 @@ class RedisServer:
         if self.password is not None and self.username is None:
             lines.append(f"requirepass {_quoted(self.password)}")
         if self.username is not None:
-            # An ACL user limited to Chateau's keys and channels; no default user.
+            # An ACL user limited to Chateau's keys, channels and commands (as
+            # docs/cluster.md gives them, plus PING for the fixture); no default user.
             lines.append("user default off")
             lines.append(
                 f"user {self.username} on {_quoted('>' + self.password)} "
-                "~chateau:* &chateau:* +@all"
+                "~chateau:* &chateau:* -@all " + " ".join(f"+{c}" for c in ACL_COMMANDS)
             )
         if self.tls:
             lines += [
