@@ -13,7 +13,15 @@ through txredisapi's protocols, so Redis never blocks it; when Redis is out
 of reach, :attr:`RedisBackplane.connected` is False and sends to users on
 other nodes are refused with 503 (see :meth:`chateau.delivery.Delivery.check_reachable`).
 What other nodes say goes to the one :class:`~chateau.backplane.ClusterListener`
-(:class:`chateau.cluster_sync.ClusterSync`).
+(:class:`chateau.cluster_sync.ClusterSync`), once :mod:`chateau.cluster_events`
+has checked it: anything in Redis is data, and what does not fit is logged,
+counted and dropped.
+
+Redis may require a password (and an ACL user name) and be reached over TLS
+(``rediss://``), its certificate checked against ``[cluster] redis_ca_file``
+(or the system's CAs) and the host name. A refusal (a wrong password, a
+certificate that does not verify) at start-up stops the node with one clear
+line; an unreachable Redis does not (see :meth:`RedisBackplane.first_contact`).
 
 Offline delivery in a cluster (docs/cluster.md): every message records the
 node that committed it, and each user has one delivery cursor per origin
@@ -30,6 +38,7 @@ healing), hence its length.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import socket
 import time
@@ -38,15 +47,22 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import unquote, urlsplit
 
 import txredisapi
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet import endpoints
+from twisted.internet import endpoints, ssl
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chateau.backplane import ClusterListener
+from chateau.cluster_events import (
+    BadClusterMessage, node_name, parse_event, parse_forward, username,
+)
 
 if TYPE_CHECKING:
     from chateau.metrics import Metrics
@@ -54,6 +70,8 @@ if TYPE_CHECKING:
 
 PREFIX = "chateau"
 NODES = f"{PREFIX}:nodes"
+# An error reply from Redis starts with its code: WRONGPASS, NOAUTH, ERR...
+_ERROR_REPLY = re.compile(r"[A-Z][A-Z_]* ")
 
 # Replaces a node's user set and refreshes its keys in one atomic step.
 _REFRESH = """
@@ -97,13 +115,20 @@ def default_node_name(listen: tuple[str, ...]) -> str:
     return f"{socket.gethostname()}:{port or 'x'}"[:64]
 
 
+class ClusterRefused(Exception):
+    """Redis refused this node (authentication, database or TLS): a configuration error."""
+
+
 @dataclass
 class RedisAddress:
+    """Where Redis is and how to sign in to it (the password never in a repr or log)."""
+
     host: str
     port: int
     database: int
     password: str | None = field(default=None, repr=False)
     tls: bool = False
+    username: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> "RedisAddress":
@@ -115,15 +140,51 @@ class RedisAddress:
             database=int(database) if database else 0,
             password=unquote(parts.password) if parts.password else None,
             tls=parts.scheme == "rediss",
+            username=unquote(parts.username) if parts.username else None,
         )
 
-    def endpoint(self, reactor: Any) -> Any:
+    @property
+    def display(self) -> str:
+        """The URL for log lines: the user name, never the password."""
+        user = f"{self.username}@" if self.username else ""
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{user}{self.host}:{self.port}/{self.database}"
+
+    def redact(self, text: str) -> str:
+        """*text* (an error from Redis or TLS) with the password, should it be there, hidden."""
+        return text.replace(self.password, "***") if self.password else text
+
+    def endpoint(self, reactor: Any, tls_options: Any = None) -> Any:
         endpoint = endpoints.HostnameEndpoint(reactor, self.host, self.port, timeout=5)
         if self.tls:
-            from twisted.internet.ssl import optionsForClientTLS
-
-            endpoint = endpoints.wrapClientTLS(optionsForClientTLS(self.host), endpoint)
+            endpoint = endpoints.wrapClientTLS(tls_options or client_tls(self.host), endpoint)
         return endpoint
+
+
+def client_tls(host: str, ca_file: str = "", cert_file: str = "", key_file: str = "") -> Any:
+    """TLS options that verify Redis's certificate against *ca_file* and *host*.
+
+    Without *ca_file*, the system's trusted CAs. *cert_file* and *key_file*
+    are this node's own certificate, for a Redis with ``tls-auth-clients``.
+    The files are read here, once, at start-up.
+    """
+    trust: Any = None
+    if ca_file:
+        with open(ca_file, "rb") as handle:
+            # Every certificate in the file (a bundle may hold several CAs).
+            certificates = x509.load_pem_x509_certificates(handle.read())
+        trust = ssl.trustRootFromCertificates([
+            ssl.Certificate.loadPEM(certificate.public_bytes(Encoding.PEM))
+            for certificate in certificates
+        ])
+    client = None
+    if cert_file:
+        with open(cert_file, "rb") as handle:
+            certificate = handle.read()
+        with open(key_file or cert_file, "rb") as handle:
+            key = handle.read()
+        client = ssl.PrivateCertificate.loadPEM(certificate + b"\n" + key)
+    return ssl.optionsForClientTLS(host, trustRoot=trust, clientCertificate=client)
 
 
 class _RedisFactory(Factory):
@@ -150,7 +211,7 @@ class _RedisFactory(Factory):
     def buildProtocol(self, addr: Any) -> Any:
         protocol = self._protocol_class(
             charset=None, replyTimeout=self._reply_timeout, password=self._address.password,
-            dbid=self._address.database, convertNumbers=False,
+            dbid=self._address.database, convertNumbers=False, username=self._address.username,
         )
         protocol.factory = self
         protocol.backplane = self._backplane
@@ -162,12 +223,39 @@ class _RedisFactory(Factory):
         pass
 
     def connectionError(self, why: str) -> None:
-        pass
+        detail = why.removeprefix("Redis error: ")
+        # Only an error reply (WRONGPASS, NOAUTH, ERR ...) is a refusal; a
+        # lost connection or a reply that never came is an outage.
+        if self._backplane is not None and _ERROR_REPLY.match(detail.partition(": ")[2]):
+            self._backplane.refused(detail)
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):
+def _tls_refusal(reason: Any) -> str | None:
+    """Why the TLS handshake failed, if it did (else None: an ordinary loss)."""
+    if reason.check(VerificationError):
+        return f"TLS: the certificate does not name this host ({reason.getErrorMessage()})"
+    if reason.check(SSL.Error):
+        return f"TLS: {reason.getErrorMessage()}"
+    return None
+
+
+class _TellsRefusals:
+    """Tells the backplane when the TLS handshake failed (a refusal, not an outage)."""
+
     backplane: "RedisBackplane | None" = None
 
+    def connectionLost(self, why: Any) -> None:
+        refusal = _tls_refusal(why)
+        if refusal is not None and self.backplane is not None:
+            self.backplane.refused(refusal)
+        super().connectionLost(why)  # type: ignore[misc]
+
+
+class _Commands(_TellsRefusals, txredisapi.RedisProtocol):
+    pass
+
+
+class _Subscriber(_TellsRefusals, txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
         if self.backplane is not None:
             self.backplane.received(channel, message)
@@ -186,13 +274,20 @@ class RedisBackplane(Service):
     log = Logger()
 
     def __init__(self, reactor: Any, registry: "Registry", metrics: "Metrics", node: str,
-                 redis_url: str, presence_ttl: float, fence_timeout: float) -> None:
+                 redis_url: str, presence_ttl: float, fence_timeout: float,
+                 ca_file: str = "", cert_file: str = "", key_file: str = "",
+                 max_payload: int = 4 * 65536) -> None:
         self.reactor = reactor
         self.registry = registry
         self.metrics = metrics
         self.listener: ClusterListener | None = None
         self.node: str | None = node
         self.address = RedisAddress.parse(redis_url)
+        tls_options = None
+        if self.address.tls:
+            tls_options = client_tls(self.address.host, ca_file, cert_file, key_file)
+        # The largest forwarded message taken from another node.
+        self.max_payload = max_payload
         self.presence_ttl = presence_ttl
         self.fence_timeout = fence_timeout
         self._events = events_channel(self.address.database)
@@ -211,16 +306,26 @@ class RedisBackplane(Service):
         self._beating = False
         self._was_connected = False
         self._joined_at = 0.0
+        # Refusals (authentication, TLS) since the node was last in touch,
+        # and the last one logged: a refusal is logged once, not per retry.
+        self._refusals = 0
+        self._refusal_logged: str | None = None
+        self._first_contact: Deferred[None] = Deferred()
         reply_timeout = max(1.0, presence_ttl / 3)
-        policy = backoffPolicy(initialDelay=0.2, maxDelay=2.0)
+        backoff = backoffPolicy(initialDelay=0.2, maxDelay=2.0)
+
+        def policy(attempt: int) -> float:
+            # A refused connection is "made" each time: back off all the same.
+            return backoff(attempt + self._refusals)
+
         self._command_service = ClientService(
-            self.address.endpoint(reactor),
-            _RedisFactory(txredisapi.RedisProtocol, self.address, reply_timeout,
-                          ready=self._command_ready),
+            self.address.endpoint(reactor, tls_options),
+            _RedisFactory(_Commands, self.address, reply_timeout,
+                          ready=self._command_ready, backplane=self),
             retryPolicy=policy, clock=reactor,
         )
         self._subscriber_service = ClientService(
-            self.address.endpoint(reactor),
+            self.address.endpoint(reactor, tls_options),
             _RedisFactory(_Subscriber, self.address, reply_timeout,
                           ready=self._subscriber_ready, backplane=self),
             retryPolicy=policy, clock=reactor,
@@ -251,6 +356,63 @@ class RedisBackplane(Service):
         self._command_service.startService()
         self._subscriber_service.startService()
         self._heartbeat.start(self.presence_ttl / 3, now=False)
+        self._command_service.whenConnected(failAfterFailures=1).addErrback(self._unreachable)
+        # Start-up waits at most presence_ttl for Redis's first answer.
+        call = self.reactor.callLater(self.presence_ttl, self._first_contact_timed_out)
+        self._first_contact.addBoth(lambda result: (call.active() and call.cancel(), result)[1])
+
+    def first_contact(self) -> Deferred[None]:
+        """Fires once the first try to reach Redis is over; fails with ClusterRefused if refused.
+
+        Joined, or unreachable (the node then serves its own users and keeps
+        trying, as when Redis goes down later), it fires with None. A wrong
+        password, user or database, or a certificate that does not verify,
+        is a configuration error: it fails, and start-up stops.
+        """
+        return self._first_contact
+
+    def _settle_first_contact(self, failure: Any = None) -> None:
+        if not self._first_contact.called:
+            if failure is None:
+                self._first_contact.callback(None)
+            else:
+                self._first_contact.errback(failure)
+
+    def _first_contact_timed_out(self) -> None:
+        if not self._first_contact.called:
+            self.log.warn(
+                "no answer from Redis at {url} within {timeout} s; serving this node's users "
+                "only and trying again", url=self.address.display, timeout=self.presence_ttl,
+            )
+            self._settle_first_contact()
+
+    def _unreachable(self, failure: Any) -> None:
+        if not self._first_contact.called:
+            self.log.warn(
+                "Redis at {url} is out of reach ({error}); serving this node's users only "
+                "and trying again", url=self.address.display,
+                error=self.address.redact(failure.getErrorMessage()),
+            )
+            self._settle_first_contact()
+
+    def refused(self, why: str) -> None:
+        """Redis (or its TLS certificate) refused this node; logged once, without secrets."""
+        why = self.address.redact(why)
+        self._refusals += 1
+        self.metrics.cluster_refusals.inc()
+        if not self._first_contact.called:
+            self._refusal_logged = why  # start-up says it, once
+            self._settle_first_contact(ClusterRefused(
+                f"Redis at {self.address.display} refused this node: {why}; "
+                "check [cluster] redis_url and the redis_*_file keys"
+            ))
+            return
+        if why != self._refusal_logged:
+            self._refusal_logged = why
+            self.log.error(
+                "Redis at {url} refused this node: {why}; trying again", url=self.address.display,
+                why=why,
+            )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -321,10 +483,12 @@ class RedisBackplane(Service):
         if not (self._commands is not None and self._subscribed) or self._was_connected:
             return
         self._was_connected = True
+        self._refusals = 0
+        self._refusal_logged = None
+        self._settle_first_contact()
         self.metrics.cluster_connected.set(1)
         self.log.info(
-            "joined the cluster as {node} (Redis {host}:{port})",
-            node=self.node, host=self.address.host, port=self.address.port,
+            "joined the cluster as {node} (Redis {url})", node=self.node, url=self.address.display,
         )
         ensureDeferred(self._joined()).addErrback(
             lambda failure: self.log.failure("rejoining the cluster failed", failure)
@@ -450,18 +614,36 @@ class RedisBackplane(Service):
     # -- receiving ----------------------------------------------------------
 
     def received(self, channel: bytes, message: bytes) -> None:
+        """One message from Redis: checked, then handled; dropped (logged, counted) if bad."""
         try:
             if message[:1] == b"M":
-                header, _, payload = message[1:].partition(b"\n")
-                route = json.loads(header)
-                self._listener.forwarded(route["o"], route["u"], payload, route.get("i"))
-                return
-            event = json.loads(message)
-            if event.get("node") == self.node:
-                return
-            self._event(event)
+                forward = parse_forward(message[1:], self.max_payload)
+            else:
+                event = parse_event(message)
+        except BadClusterMessage as bad:
+            self.rejected(bad, channel, len(message))
+            return
+        try:
+            if message[:1] == b"M":
+                self._listener.forwarded(
+                    forward.origin, forward.usernames, forward.payload, forward.message_id
+                )
+            elif event["node"] != self.node:
+                self._event(event)
         except Exception:
-            self.log.failure("a cluster message could not be handled: {size} bytes", size=len(message))
+            self.log.failure(
+                "a cluster message could not be handled: {size} bytes", size=len(message)
+            )
+
+    def rejected(self, bad: BadClusterMessage, channel: bytes, size: int) -> None:
+        """Log and count a message from Redis that does not fit (never its content)."""
+        self.metrics.cluster_events_rejected.labels(bad.reason).inc()
+        self.log.warn(
+            "dropped a malformed cluster message on {channel}: {reason}, {detail} "
+            "(kind {kind}, field {field}, {size} bytes)",
+            channel=channel.decode("utf-8", "replace")[:80], reason=bad.reason,
+            detail=bad.detail, kind=bad.kind, field=bad.field, size=size,
+        )
 
     def _event(self, event: dict[str, Any]) -> None:
         kind = event["t"]
@@ -534,7 +716,7 @@ class RedisBackplane(Service):
         if commands is None:
             return
         started = time.monotonic()
-        nodes = {n.decode() for n in await commands.execute_command("SMEMBERS", NODES)}
+        nodes = self._valid(await commands.execute_command("SMEMBERS", NODES), node_name, NODES)
         nodes.discard(self.node)
         known = self.registry.remote_nodes() | self.live_nodes
         replies = {}
@@ -549,7 +731,7 @@ class RedisBackplane(Service):
         settling = self.reactor.seconds() - self._joined_at < self.presence_ttl
         for node, (exists, members) in replies.items():
             alive = int(await exists) == 1
-            users = {m.decode() for m in await members}
+            users = self._valid(await members, username, users_key(node))
             if not alive and settling:
                 continue
             if not alive:
@@ -561,6 +743,22 @@ class RedisBackplane(Service):
             live.add(node)
             self._reconcile(node, users, started)
         self.live_nodes = live
+
+    def _valid(self, members: Any, check: Any, key: str) -> set[str]:
+        """The members of a Redis set that pass *check*; the others are logged and counted."""
+        valid = set()
+        for member in members:
+            try:
+                text = member.decode("utf-8")
+            except (AttributeError, UnicodeDecodeError):
+                text = None
+            problem = "not UTF-8 text" if text is None else check(text)
+            if problem is None:
+                valid.add(text)
+                continue
+            self.rejected(BadClusterMessage("field", problem, "snapshot", "member"),
+                          key.encode(), len(member) if isinstance(member, bytes) else 0)
+        return valid
 
     def _reconcile(self, node: str, users: set[str], started: float) -> None:
         mirrored = set(self.registry.remote_users(node))

@@ -145,20 +145,50 @@ def _attribute(text: str) -> str:
 
 
 def _redis_url(text: str) -> str:
+    # The URL may hold a password: no message here repeats any part of it.
     value = text.strip()
     if not value:
         return ""
-    parsed = urlsplit(value)
-    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
-        raise ValueError("expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB")
+    try:
+        parsed = urlsplit(value)
+        hostname = parsed.hostname
+    except ValueError:
+        raise ValueError("not a URL") from None
+    if parsed.scheme not in ("redis", "rediss") or not hostname:
+        raise ValueError(
+            "expected redis://[[USER]:PASSWORD@]HOST:PORT/DB or rediss://... for TLS"
+        )
     try:
         parsed.port
     except ValueError:
         raise ValueError("the port is not a number") from None
     database = parsed.path.lstrip("/")
     if database and not database.isdigit():
-        raise ValueError(f"the database must be a number, not {database!r}")
+        raise ValueError("the database must be a number")
+    if parsed.query or parsed.fragment:
+        raise ValueError("no ?query or #fragment: TLS files are [cluster] redis_*_file keys")
+    if parsed.username and parsed.password is None:
+        raise ValueError("a user name without a password: use redis://USER:PASSWORD@HOST")
     return value
+
+
+def _pem_file(marker: str) -> Callable[[str], str]:
+    """A readable PEM file holding *marker* (checked at start-up, before anything runs)."""
+
+    def check(text: str) -> str:
+        value = text.strip()
+        if not value:
+            return ""
+        try:
+            with open(value, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+        if marker.encode() not in data:
+            raise ValueError(f"{value} holds no {marker} (PEM)")
+        return value
+
+    return check
 
 
 def _node_name(text: str) -> str:
@@ -255,6 +285,11 @@ class ClusterConfig:
     node_name: str = ""
     presence_ttl: float = 10.0
     fence_timeout: float = 2.0
+    # For rediss://: the CA that signed Redis's certificate (empty: the
+    # system's CAs), and this node's own certificate and key if Redis asks.
+    redis_ca_file: str = ""
+    redis_cert_file: str = ""
+    redis_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -303,6 +338,9 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("cluster", "node_name"): _node_name,
     ("cluster", "presence_ttl"): _presence_ttl,
     ("cluster", "fence_timeout"): _positive_float,
+    ("cluster", "redis_ca_file"): _pem_file("CERTIFICATE-----"),
+    ("cluster", "redis_cert_file"): _pem_file("CERTIFICATE-----"),
+    ("cluster", "redis_key_file"): _pem_file("PRIVATE KEY-----"),
     ("ldap", "url"): _ldap_urls,
     ("ldap", "start_tls"): _parse_bool,
     ("ldap", "ca_file"): _text,
@@ -368,7 +406,25 @@ def load_config(
         )
     if "ldap" in config.auth.methods:
         check_ldap(config.ldap)
+    check_cluster(config.cluster)
     return config
+
+
+def check_cluster(cluster: ClusterConfig) -> None:
+    """Cross-field checks of ``[cluster]``: the TLS files go with rediss:// and together."""
+    files = [key for key in ("redis_ca_file", "redis_cert_file", "redis_key_file")
+             if getattr(cluster, key)]
+    if files and not cluster.redis_url.startswith("rediss://"):
+        raise ConfigError(f"[cluster] {files[0]}: only used with a rediss:// redis_url (TLS)")
+    if cluster.redis_key_file and not cluster.redis_cert_file:
+        raise ConfigError("[cluster] redis_key_file: set redis_cert_file too")
+    if cluster.redis_cert_file and not cluster.redis_key_file:
+        # The key may sit in the certificate's file.
+        with open(cluster.redis_cert_file, "rb") as handle:
+            if b"PRIVATE KEY-----" not in handle.read():
+                raise ConfigError(
+                    "[cluster] redis_key_file: required, as redis_cert_file holds no private key"
+                )
 
 
 def check_ldap(ldap: LdapConfig) -> None:

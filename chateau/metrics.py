@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
 
+from chateau.cluster_events import REASONS as REJECTION_REASONS
+
 
 def _backlog(pool: ThreadPool) -> Callable[[], float]:
     def depth() -> float:
@@ -53,6 +55,18 @@ class Metrics:
         self.cluster_connected = Gauge(
             "chateau_cluster_connected",
             "1 while this node's link to the cluster (Redis) is up; 0 otherwise or alone.",
+            registry=self.registry,
+        )
+        self.cluster_events_rejected = Counter(
+            "chateau_cluster_events_rejected",
+            "Messages from Redis dropped as malformed, by reason (docs/cluster.md).",
+            ["reason"], registry=self.registry,
+        )
+        for reason in REJECTION_REASONS:
+            self.cluster_events_rejected.labels(reason)
+        self.cluster_refusals = Counter(
+            "chateau_cluster_refusals",
+            "Times Redis refused this node (authentication, database or TLS).",
             registry=self.registry,
         )
         self.pool_backlog = Gauge(

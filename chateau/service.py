@@ -21,7 +21,7 @@ from chateau.auth.ldap import LdapChecker
 from chateau.auth.local import Hasher, LocalChecker
 from chateau.backplane import Backplane, NullBackplane
 from chateau.catchup import CatchUp
-from chateau.cluster import RedisBackplane, default_node_name
+from chateau.cluster import ClusterRefused, RedisBackplane, default_node_name
 from chateau.cluster_sync import ClusterSync, load_groups
 from chateau.collector import YOUNG_THRESHOLD, tune_collector
 from chateau.config import Config
@@ -139,6 +139,10 @@ class Chateau(MultiService):
             self.backplane = RedisBackplane(
                 reactor, registry, self.metrics, self.node, cluster.redis_url,
                 cluster.presence_ttl, cluster.fence_timeout,
+                ca_file=cluster.redis_ca_file, cert_file=cluster.redis_cert_file,
+                key_file=cluster.redis_key_file,
+                # A generous bound: no client can take a frame past max_message_size.
+                max_payload=4 * config.server.max_message_size,
             )
         self.delivery = Delivery(registry, self.backplane)
         self.catch_up = CatchUp(config, registry, self.store, self.delivery, self.backplane)
@@ -204,10 +208,12 @@ class Chateau(MultiService):
             # before the database goes.
             self.backplane.startService()
             self._log.info(
-                "cluster node {node}: Redis at {host}:{port}, presence TTL {ttl} s",
-                node=self.node, host=self.backplane.address.host,
-                port=self.backplane.address.port, ttl=self.config.cluster.presence_ttl,
+                "cluster node {node}: Redis at {url}, presence TTL {ttl} s",
+                node=self.node, url=self.backplane.address.display,
+                ttl=self.config.cluster.presence_ttl,
             )
+            # A refusal (wrong password, untrusted certificate) stops start-up here.
+            await self.backplane.first_contact()
         for description in self.config.server.listen:
             endpoint = endpoints.serverFromString(self.reactor, description)
             port = await endpoint.listen(self.site)
@@ -224,7 +230,12 @@ class Chateau(MultiService):
             )
 
     def _start_failed(self, failure: Failure) -> None:
-        self._log.failure("Chateau could not start; stopping", failure)
+        if failure.check(ClusterRefused):
+            # A configuration error, said in one line: no traceback to read.
+            self._log.critical("Chateau could not start: {error}; stopping",
+                               error=failure.getErrorMessage())
+        else:
+            self._log.failure("Chateau could not start; stopping", failure)
         self.reactor.stop()
 
     async def _stop(self) -> None:

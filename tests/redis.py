@@ -5,6 +5,12 @@ off (no RDB snapshots, no AOF) in its own temporary directory, and is stopped
 by its pid. Readiness and :meth:`RedisServer.command` speak RESP over a raw
 socket, so the tests need no Redis client library of their own.
 
+A server may require a password (``requirepass``, or an ACL user given by
+*username*) and may speak only TLS (``tls=True``: plain TCP off, a throwaway
+CA and a server certificate for 127.0.0.1 made with openssl in its directory,
+:attr:`RedisServer.ca_file`); the helpers here sign in and verify like any
+client would.
+
 Without ``redis-server`` the tests that use it are skipped, except under CI
 where they fail (scripts/test installs it).
 """
@@ -15,10 +21,12 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -76,8 +84,55 @@ def _reply_end(buffer: bytes, start: int = 0) -> int | None:
     raise RedisError(f"unexpected RESP reply: {buffer[start:start + 80]!r}")
 
 
+# What Chateau's nodes send to Redis (docs/cluster.md); an ACL user needs no more.
+ACL_COMMANDS = ("auth", "select", "publish", "subscribe", "unsubscribe", "eval", "set", "sadd",
+                "srem", "del", "pexpire", "smembers", "exists", "ping")
+
+
+def make_client_cert(directory: Path, ca: str, name: str) -> tuple[Path, Path]:
+    """A client certificate signed by *ca* (for Redis's ``tls-auth-clients yes``)."""
+    from tests.slapd import _openssl
+
+    (directory / f"{name}.ext").write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=clientAuth\n"
+    )
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory,
+    )
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+        cwd=directory,
+    )
+    return directory / f"{name}.pem", directory / f"{name}.key"
+
+
+def _quoted(text: str) -> str:
+    """*text* as one argument of a redis.conf line."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _exchange(sock: socket.socket, request: bytes) -> bytes:
+    """Send *request*; the one RESP reply to it."""
+    sock.sendall(request)
+    reply = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RedisError(f"connection closed mid-reply: {reply!r}")
+        reply += chunk
+        end = _reply_end(reply)
+        if end is not None:
+            return reply[:end]
+
+
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(
+        self, password: str | None = None, username: str | None = None, tls: bool = False,
+        tls_names: str = "IP:127.0.0.1,DNS:localhost", client_certificates: bool = False,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             reason = (
@@ -92,10 +147,75 @@ class RedisServer:
         self.root = Path(tempfile.mkdtemp(prefix="chateau-redis-"))
         self.log_path = self.root / "redis.log"
         self.process: subprocess.Popen | None = None
+        self.password = password
+        self.username = username
+        self.tls = tls
+        self.ca_file: Path | None = None
+        if tls:
+            from tests.slapd import make_ca, make_server_cert
+
+            self.ca_file = make_ca(self.root, "ca")
+            # The names the certificate gives (a test may leave 127.0.0.1 out).
+            self.tls_names = tls_names
+            self.cert_file, self.key_file = make_server_cert(self.root, "ca", "server", tls_names)
+            # With client_certificates, Redis takes only clients with a certificate of its CA.
+            self.client_certificates = client_certificates
+            self.client_cert_file, self.client_key_file = make_client_cert(self.root, "ca", "node")
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_with(self.password)
+
+    def url_with(self, password: str | None) -> str:
+        """The URL for this server, signing in with *password* (and the user, if any)."""
+        scheme = "rediss" if self.tls else "redis"
+        auth = ""
+        if password is not None:
+            auth = f"{quote(self.username or '', safe='')}:{quote(password, safe='')}@"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+
+    def _arguments(self) -> list[str]:
+        config = self.root / "redis.conf"
+        lines = []
+        if self.password is not None and self.username is None:
+            lines.append(f"requirepass {_quoted(self.password)}")
+        if self.username is not None:
+            # An ACL user limited to Chateau's keys, channels and commands (as
+            # docs/cluster.md gives them, plus PING for the fixture); no default user.
+            lines.append("user default off")
+            lines.append(
+                f"user {self.username} on {_quoted('>' + self.password)} "
+                "~chateau:* &chateau:* -@all " + " ".join(f"+{c}" for c in ACL_COMMANDS)
+            )
+        if self.tls:
+            lines += [
+                "port 0", f"tls-port {self.port}", f"tls-cert-file {self.cert_file}",
+                f"tls-key-file {self.key_file}", f"tls-ca-cert-file {self.ca_file}",
+                f"tls-auth-clients {'yes' if self.client_certificates else 'optional'}",
+            ]
+        else:
+            lines.append(f"port {self.port}")
+        config.write_text("\n".join(lines) + "\n")
+        return [str(config), "--bind", "127.0.0.1"]
+
+    def connect(self, timeout: float = 5.0) -> socket.socket:
+        """A socket to the server, through TLS if it speaks TLS, signed in if it needs it."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        try:
+            if self.tls:
+                context = ssl.create_default_context(cafile=str(self.ca_file))
+                context.check_hostname = "IP:127.0.0.1" in self.tls_names
+                context.load_cert_chain(self.client_cert_file, self.client_key_file)
+                sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+            if self.password is not None:
+                credentials = (self.username, self.password) if self.username else (self.password,)
+                reply = _exchange(sock, _encode(("AUTH", *credentials)))
+                if not reply.startswith(b"+OK"):
+                    raise RedisError(f"AUTH refused: {reply!r}")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def start(self, timeout: float = 20.0) -> "RedisServer":
         """Start the server (again, after :meth:`halt`, on the same port)."""
@@ -103,7 +223,7 @@ class RedisServer:
             return self
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            [self.binary, *self._arguments(),
              "--save", "", "--appendonly", "no", "--dir", str(self.root),
              "--daemonize", "no"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -126,33 +246,17 @@ class RedisServer:
             time.sleep(0.05)
 
     def ping(self) -> bool:
-        """Whether the server answers an inline PING with +PONG."""
+        """Whether the server answers PING with +PONG."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                reply = b""
-                while not reply.endswith(b"\r\n"):
-                    chunk = sock.recv(64)
-                    if not chunk:
-                        break
-                    reply += chunk
-                return reply.startswith(b"+PONG")
-        except OSError:
+            with self.connect(timeout=1) as sock:
+                return _exchange(sock, _encode(("PING",))).startswith(b"+PONG")
+        except (OSError, RedisError):
             return False
 
     def command(self, *args: object, timeout: float = 5.0) -> bytes:
         """Send one command; its raw RESP reply, e.g. ``b"+OK\\r\\n"`` or ``b"$1\\r\\nx\\r\\n"``."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            sock.sendall(_encode(args))
-            reply = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise RedisError(f"connection closed mid-reply: {reply!r}")
-                reply += chunk
-                end = _reply_end(reply)
-                if end is not None:
-                    return reply[:end]
+        with self.connect(timeout=timeout) as sock:
+            return _exchange(sock, _encode(args))
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

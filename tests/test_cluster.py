@@ -30,10 +30,14 @@ PRESENCE_TTL = 3.0
 class Cluster:
     """Named nodes over one database and one Redis."""
 
-    def __init__(self, root: Path, database_url: str, redis_url: str) -> None:
+    def __init__(
+        self, root: Path, database_url: str, redis_url: str, cluster_extra: str = ""
+    ) -> None:
         self.root = root
         self.database_url = database_url
         self.redis_url = redis_url
+        # More [cluster] lines (the TLS files), for every node.
+        self.cluster_extra = cluster_extra
         self.nodes: dict[str, TwistdServer] = {}
         self.clients: list[Client] = []
 
@@ -50,6 +54,7 @@ class Cluster:
             f"node_name = {name}\n"
             f"presence_ttl = {PRESENCE_TTL}\n"
             "fence_timeout = 2\n"
+            f"{self.cluster_extra}"
         )
         return path
 

@@ -127,3 +127,57 @@ def test_outdated_schema_stops_start_up_naming_the_upgrade_command(tmp_path):
     )
     assert result.returncode != 0
     assert "run `chateau-admin db upgrade`" in result.stdout + result.stderr
+
+
+def _pem(path: Path, *kinds: str) -> Path:
+    path.write_text("".join(f"-----BEGIN {k}-----\nAAAA\n-----END {k}-----\n" for k in kinds))
+    return path
+
+
+def test_redis_url_forms_and_tls_files(tmp_path):
+    for url in ("redis://127.0.0.1:6379/0", "redis://:pa%40ss@redis.example:6379/2",
+                "redis://chateau:pass@10.0.0.5/0", "rediss://:pass@redis.example:6380/0"):
+        assert load_config(None, {("cluster", "redis_url"): url}).cluster.redis_url == url
+    ca = _pem(tmp_path / "ca.pem", "CERTIFICATE")
+    both = _pem(tmp_path / "node.pem", "CERTIFICATE", "PRIVATE KEY")
+    key = _pem(tmp_path / "node.key", "EC PRIVATE KEY")
+    config = load_config(None, {
+        ("cluster", "redis_url"): "rediss://u:p@redis.example:6380/0",
+        ("cluster", "redis_ca_file"): str(ca),
+        ("cluster", "redis_cert_file"): str(both),
+    })
+    assert config.cluster.redis_ca_file == str(ca)
+    assert config.cluster.redis_cert_file == str(both) and config.cluster.redis_key_file == ""
+    config = load_config(None, {
+        ("cluster", "redis_url"): "rediss://u:p@redis.example:6380/0",
+        ("cluster", "redis_cert_file"): str(ca), ("cluster", "redis_key_file"): str(key),
+    })
+    assert config.cluster.redis_key_file == str(key)
+
+
+@pytest.mark.parametrize("overrides, named", [
+    ({"redis_url": "http://:hunter2@redis.example/0"}, "[cluster] redis_url: expected"),
+    ({"redis_url": "redis://:hunter2@redis.example:port/0"}, "[cluster] redis_url: the port"),
+    ({"redis_url": "redis://:hunter2@redis.example/zero"}, "[cluster] redis_url: the database"),
+    ({"redis_url": "redis://:hunter2@[::1/0"}, "[cluster] redis_url: not a URL"),
+    ({"redis_url": "redis://hunter2@redis.example/0"}, "[cluster] redis_url: a user name"),
+    ({"redis_url": "rediss://:hunter2@redis.example/0?ssl_ca_certs=x"}, "no ?query"),
+    ({"redis_url": "rediss://:hunter2@redis.example/0", "redis_ca_file": "/nonexistent.pem"},
+     "[cluster] redis_ca_file: cannot read"),
+    ({"redis_url": "rediss://:hunter2@redis.example/0", "redis_ca_file": "KEY"},
+     "[cluster] redis_ca_file: "),
+    ({"redis_url": "redis://:hunter2@redis.example/0", "redis_ca_file": "CA"},
+     "[cluster] redis_ca_file: only used with a rediss://"),
+    ({"redis_url": "rediss://:hunter2@redis.example/0", "redis_key_file": "KEY"},
+     "[cluster] redis_key_file: set redis_cert_file too"),
+    ({"redis_url": "rediss://:hunter2@redis.example/0", "redis_cert_file": "CA"},
+     "[cluster] redis_key_file: required"),
+])
+def test_bad_redis_settings_are_named_without_the_password(tmp_path, overrides, named):
+    files = {"CA": _pem(tmp_path / "ca.pem", "CERTIFICATE"),
+             "KEY": _pem(tmp_path / "k.pem", "PRIVATE KEY")}
+    raw = {("cluster", key): str(files.get(value, value)) for key, value in overrides.items()}
+    with pytest.raises(ConfigError) as info:
+        load_config(None, raw)
+    assert named in str(info.value)
+    assert "hunter2" not in str(info.value) and "hunter2" not in repr(info.value)

@@ -56,3 +56,19 @@ def test_missing_redis_fails_under_ci_and_skips_otherwise(
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         RedisServer()
+
+
+def test_a_server_with_a_password_tls_and_an_acl_user() -> None:
+    with RedisServer(password="s3cret pass/word", tls=True) as server:
+        assert server.url == f"rediss://:s3cret%20pass%2Fword@127.0.0.1:{server.port}/0"
+        assert server.command("PING") == b"+PONG\r\n"
+        # Plain TCP is off, and TLS needs the password.
+        wrong = RedisServer.__new__(RedisServer)
+        wrong.__dict__.update(server.__dict__, password="nope")
+        with pytest.raises(RedisError, match="WRONGPASS"):
+            wrong.command("PING")
+    with RedisServer(password="pw", username="chat") as server:
+        assert server.url == f"redis://chat:pw@127.0.0.1:{server.port}/0"
+        assert server.command("SET", "chateau:x", "1") == b"+OK\r\n"
+        # The ACL user is limited to Chateau's keys.
+        assert server.command("SET", "other", "1").startswith(b"-NOPERM")
