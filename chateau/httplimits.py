@@ -98,12 +98,18 @@ class LimitedHTTPChannel(HTTPChannel):
             return
         self._refused = True
         self.site.guard.refused[reason].inc()
+        # The headers parsed so far may name the client (twisted.web parses a
+        # header line once the next one begins, so a refusal in the middle of
+        # the head may name the proxy instead).
+        if self.requests:
+            address = getattr(self.requests[-1].getClientAddress(), "host", "?")
+        else:
+            address = self.site.guard.addresses.resolve(
+                getattr(self.transport.getPeer(), "host", None), None, None
+            )
         self._log.info(
             "refused an HTTP request from {address}: {status} {detail}",
-            address=self.site.guard.addresses.resolve(
-                getattr(self.transport.getPeer(), "host", None), None, None
-            ),
-            status=status, detail=detail,
+            address=address, status=status, detail=detail,
         )
         body = _body(status, detail)
         self.transport.write(
@@ -168,8 +174,8 @@ class LimitedRequest(Request):
             address = self.channel.site.guard.addresses.resolve(
                 host, headers.getRawHeaders("x-forwarded-for"), headers.getRawHeaders("forwarded"),
             )
-            if address == host:
-                self._client = peer
+            if host is None or address == host:
+                self._client = peer  # not an IP peer (a UNIX socket), or no proxy spoke
             elif ":" in address:
                 self._client = IPv6Address("TCP", address, 0)
             else:
@@ -188,7 +194,7 @@ class LimitedRequest(Request):
 
     def process(self) -> None:
         guard = self.channel.site.guard
-        address = self.getClientAddress().host
+        address = getattr(self.getClientAddress(), "host", "?")
         handshake = self.path.split(b"?", 1)[0].split(b"/")[1:2] == [b"ws"]
         wait = (guard.handshakes if handshake else guard.requests).take(address)
         if not wait:

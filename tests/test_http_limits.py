@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 
 from tests import rawhttp
 from tests.conftest import make_config
@@ -42,6 +43,8 @@ async def test_forwarded_for_from_a_trusted_proxy_counts_each_client(server_fact
         server={"trusted_proxies": "127.0.0.1"}, limits={"max_connections_per_address": "1"}))
     port = port_of(running)
     opened = []
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
     try:
         for header in ("X-Forwarded-For: 203.0.113.1\r\n",
                        "Forwarded: for=203.0.113.2;proto=http\r\n"):
@@ -54,7 +57,21 @@ async def test_forwarded_for_from_a_trusted_proxy_counts_each_client(server_fact
         opened.append(bad)
         assert bad.status == 101
         assert (await blocking(rawhttp.get, HOST, port)).status == 200
+        # The header was logged once (with its HTTP request, not again by the WebSocket).
+        warned = [formatEvent(event) for event in events
+                  if "invalid {header} header" in event.get("log_format", "")]
+        assert warned == [
+            "ignored an invalid X-Forwarded-For header from the proxy 127.0.0.1: 'nonsense'"
+        ], warned
+        # A refusal names the client a trusted proxy gave.
+        head = (f"POST /health HTTP/1.1\r\nHost: {HOST}\r\nX-Forwarded-For: 203.0.113.9\r\n"
+                "Content-Length: 5000000\r\n\r\n")
+        refused = await blocking(rawhttp.exchange, HOST, port, head.encode())
+        assert refused.status == 413
+        assert any("refused an HTTP request from 203.0.113.9: 413" in formatEvent(event)
+                   for event in events), [formatEvent(event) for event in events]
     finally:
+        globalLogPublisher.removeObserver(events.append)
         close_all(opened)
 
 
@@ -176,3 +193,23 @@ def test_address_rates_are_bounded_and_per_address():
     assert len(rates) == 100
     clock.advance(1)
     assert rates.take("a") == 0  # evicted: starts again with a full bucket
+
+
+@inline
+async def test_a_unix_socket_listener_keeps_the_limits(server_factory, tmp_path):
+    """A peer without an IP address (nginx over a UNIX socket) is one key, "?"."""
+    import socket as sockets
+
+    path = tmp_path / "chateau.sock"
+    await server_factory(make_config(
+        tmp_path, server={"listen": f"tcp:0:interface=127.0.0.1 unix:{path}"},
+        limits={"http_request_rate": "0.5", "http_request_burst": "2"}))
+
+    def get_over_unix() -> int:
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return rawhttp.read_response(sock).status
+
+    assert [await blocking(get_over_unix) for _ in range(3)] == [200, 200, 429]
