@@ -6,7 +6,8 @@ WebSocket handshake at ``/ws``) goes through :class:`LimitedHTTPChannel` and
 twisted.web's own. They enforce ``[limits]``:
 
 - a request head over ``max_header_bytes`` or with more than ``max_headers``
-  header lines is answered 431 and the connection closed;
+  header lines is answered 431 (414 when the request line alone is over it)
+  and the connection closed;
 - a body over ``max_request_body`` (announced by Content-Length, or counted
   as chunks arrive) is answered 413 and the connection closed;
 - past ``http_request_rate`` requests a second from one address (bursts of
@@ -37,6 +38,7 @@ from chateau.metrics import Metrics
 
 _REASONS = {
     413: b"Content Too Large",
+    414: b"URI Too Long",
     429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
 }
@@ -127,9 +129,7 @@ class LimitedHTTPChannel(HTTPChannel):
             self._head_lines += 1
             # The first line is the request line, not a header.
             if self._head_bytes > limits.max_header_bytes:
-                self.refuse(
-                    431, f"the request head is over {limits.max_header_bytes} bytes", "head"
-                )
+                self._refuse_head()
                 return
             if self._head_lines - 1 > limits.max_headers:
                 self.refuse(431, f"more than {limits.max_headers} header lines", "head")
@@ -139,8 +139,17 @@ class LimitedHTTPChannel(HTTPChannel):
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        limits = self.site.guard.limits
-        self.refuse(431, f"the request head is over {limits.max_header_bytes} bytes", "head")
+        # Called before lineReceived counted the line: one line so far is the request line.
+        self._head_lines += 1
+        self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        """431 for a head over max_header_bytes; 414 when the request line alone is."""
+        limit = self.site.guard.limits.max_header_bytes
+        if self._head_lines <= 1:
+            self.refuse(414, f"the request line is over {limit} bytes", "head")
+        else:
+            self.refuse(431, f"the request head is over {limit} bytes", "head")
 
     def allHeadersReceived(self) -> None:
         limit = self.site.guard.limits.max_request_body

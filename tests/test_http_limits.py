@@ -139,6 +139,9 @@ async def test_oversized_heads_get_431(server_factory, tmp_path):
                     "".join(f"X-F{n}: " + "b" * 300 + "\r\n" for n in range(15))):
         refused = await blocking(rawhttp.get, HOST, port, headers=headers)
         assert refused.status == 431, refused
+    # A request line alone over the limit is a URI too long.
+    assert (await blocking(rawhttp.get, HOST, port, "/" + "u" * 5000)).status == 414
+    assert (await blocking(rawhttp.get, HOST, port, "/" + "u" * 40000)).status == 414
     fine = "".join(f"X-Filler-{number}: {number}\r\n" for number in range(15))
     assert (await blocking(rawhttp.get, HOST, port, headers=fine)).status == 200
     # The WebSocket handshake is held to the same rules.
