@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -80,7 +81,9 @@ def wait_until_served(port: int, timeout: float = 20.0) -> None:
         time.sleep(0.2)
 
 
+@contextmanager
 def deploy(tmp_path: Path, kind: str) -> Iterator[Deployment]:
+    """A node behind *kind* ("haproxy" or "nginx"), both stopped by pid afterwards."""
     config = tmp_path / "node.ini"
     if kind == "haproxy":
         config.write_text(LIMITS)
@@ -101,7 +104,8 @@ def deploy(tmp_path: Path, kind: str) -> Iterator[Deployment]:
 
 @pytest.fixture(params=["haproxy", "nginx"])
 def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
-    yield from deploy(tmp_path, request.param)
+    with deploy(tmp_path, request.param) as running:
+        yield running
 
 
 def test_clients_behind_the_proxy_are_limited_apart(deployment):
@@ -131,7 +135,7 @@ def test_clients_behind_the_proxy_are_limited_apart(deployment):
 
 def test_a_forged_header_sent_straight_to_the_node_is_ignored(tmp_path):
     """Only the proxy is trusted: from anyone else X-Forwarded-For means nothing."""
-    for deployment in deploy(tmp_path, "nginx"):
+    with deploy(tmp_path, "nginx") as deployment:
         node_port = deployment.node.port
         opened = []
         try:
