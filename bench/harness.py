@@ -38,7 +38,9 @@ CHATEAU_BASE = {
     "server": {"auto_ping_interval": 0},
     "auth": {"bcrypt_cost": 4},
     "limits": {"message_rate": 1000000, "message_burst": 1000000,
-               "max_connections": 50000, "max_connections_per_address": 50000},
+               "max_connections": 50000, "max_connections_per_address": 50000,
+               "handshake_rate": 1000000, "handshake_burst": 1000000,
+               "http_request_rate": 1000000, "http_request_burst": 1000000},
 }
 
 

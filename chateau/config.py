@@ -90,6 +90,23 @@ def _endpoints(text: str) -> tuple[str, ...]:
     return values
 
 
+def _networks(text: str) -> tuple[str, ...]:
+    """Addresses and CIDR networks, separated by commas or spaces, canonical."""
+    import ipaddress
+
+    networks = []
+    for item in re.split(r"[\s,]+", text.strip()):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=True)))
+        except ValueError as exc:
+            raise ValueError(
+                f"{item!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8): {exc}"
+            ) from None
+    return tuple(networks)
+
+
 def _text(text: str) -> str:
     return text.strip()
 
@@ -215,6 +232,8 @@ class ServerConfig:
     auto_ping_interval: float = 30.0
     auto_ping_timeout: float = 10.0
     open_handshake_timeout: float = 10.0
+    # Reverse proxies whose X-Forwarded-For / Forwarded headers are believed.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -273,6 +292,16 @@ class LimitsConfig:
     signin_free_failures: int = 5
     signin_max_delay: float = 60.0
     signin_throttle_entries: int = 30_000
+    # The HTTP side (docs/security.md): request heads and bodies, and the
+    # requests and WebSocket handshakes of one address per second.
+    max_request_body: int = 65536
+    max_header_bytes: int = 32768
+    max_headers: int = 100
+    http_request_rate: float = 50.0
+    http_request_burst: int = 200
+    handshake_rate: float = 10.0
+    handshake_burst: int = 50
+    http_rate_entries: int = 30_000
 
 
 @dataclass(frozen=True)
@@ -311,6 +340,7 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("server", "auto_ping_interval"): _non_negative_float,
     ("server", "auto_ping_timeout"): _non_negative_float,
     ("server", "open_handshake_timeout"): _non_negative_float,
+    ("server", "trusted_proxies"): _networks,
     ("database", "url"): _db_url,
     ("database", "threads"): _positive_int,
     ("auth", "methods"): _methods,
@@ -333,6 +363,14 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("limits", "signin_free_failures"): _positive_int,
     ("limits", "signin_max_delay"): _positive_float,
     ("limits", "signin_throttle_entries"): _positive_int,
+    ("limits", "max_request_body"): _positive_int,
+    ("limits", "max_header_bytes"): _positive_int,
+    ("limits", "max_headers"): _positive_int,
+    ("limits", "http_request_rate"): _positive_float,
+    ("limits", "http_request_burst"): _positive_int,
+    ("limits", "handshake_rate"): _positive_float,
+    ("limits", "handshake_burst"): _positive_int,
+    ("limits", "http_rate_entries"): _positive_int,
     ("chat", "account_check_interval"): _positive_float,
     ("cluster", "redis_url"): _redis_url,
     ("cluster", "node_name"): _node_name,

@@ -15,6 +15,8 @@ class Connection(Protocol):
     username: str | None
     signing_in: bool
     live: bool
+    # The client's real address (chateau.addresses: the PROXY protocol's, or
+    # a trusted proxy's X-Forwarded-For), which per-address limits key on.
     address: str
     # Set when the connection stops taking frames: the last id routed before.
     delivered_until: int | None

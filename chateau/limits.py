@@ -1,6 +1,8 @@
 """Rate limits: plain objects with an injected clock, no I/O.
 
-:class:`TokenBucket` bounds how fast one connection may send requests.
+:class:`TokenBucket` bounds how fast one connection may send requests;
+:class:`AddressRates` how fast one client address may send HTTP requests or
+open WebSockets.
 :class:`SignInThrottle` slows down password guessing with growing delays
 after failures, keyed so that an attacker cannot lock a real user out: the
 per-account delay applies only to the address the failures came from.
@@ -35,6 +37,45 @@ class TokenBucket:
             self._tokens -= 1
             return 0.0
         return (1 - self._tokens) / self._rate
+
+
+class AddressRates:
+    """A token bucket per client address: *rate* a second, bursts of *burst*.
+
+    At most *entries* addresses are kept, the least recently seen going
+    first, so a flood from many addresses cannot grow memory without bound;
+    an evicted address merely starts again with a full bucket. Each entry is
+    a two-item list (tokens, when they were counted), some 250 bytes with
+    its key.
+    """
+
+    def __init__(self, rate: float, burst: int, now: Clock, entries: int = 30_000) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._now = now
+        self._max_entries = entries
+        self._table: OrderedDict[str, list[float]] = OrderedDict()
+
+    def take(self, address: str) -> float:
+        """0 when *address* may go now; else the seconds until it may."""
+        now = self._now()
+        entry = self._table.get(address)
+        if entry is None:
+            entry = self._table[address] = [self._burst, now]
+            while len(self._table) > self._max_entries:
+                self._table.popitem(last=False)
+        else:
+            self._table.move_to_end(address)
+        tokens = min(self._burst, entry[0] + (now - entry[1]) * self._rate)
+        entry[1] = now
+        if tokens >= 1:
+            entry[0] = tokens - 1
+            return 0.0
+        entry[0] = tokens
+        return (1 - tokens) / self._rate
+
+    def __len__(self) -> int:
+        return len(self._table)
 
 
 @dataclass(slots=True)

@@ -47,6 +47,11 @@ class Metrics:
             "chateau_errors", "ErrorResponses sent, by status.", ["status"],
             registry=self.registry,
         )
+        self.http_refusals = Counter(
+            "chateau_http_refusals",
+            "HTTP requests refused by a [limits] key, by reason (body, head, http_rate, "
+            "handshake_rate).", ["reason"], registry=self.registry,
+        )
         self.db_seconds = Histogram(
             "chateau_db_call_seconds", "Database calls, from request to result.",
             registry=self.registry,

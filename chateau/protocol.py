@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chateau import messages
+from chateau.addresses import ClientAddresses
 from chateau.config import Config
 from chateau.errors import (
     BAD_REQUEST,
@@ -90,6 +91,11 @@ class SendBufferGuard:
         return self.queued <= self.limit
 
 
+def _header_values(value: str | None) -> list[str] | None:
+    """A header as Autobahn gives it (repeats joined with commas), as a list."""
+    return None if value is None else [value]
+
+
 class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
     """One client connection. Autobahn owns ``self.log``; ours is ``_log``.
 
@@ -130,7 +136,15 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         if origin is not None and not self.factory.origin_allowed(origin):
             self._log.info("refused a handshake from origin {origin}", origin=origin)
             raise ConnectionDeny(403, "origin not allowed")
-        self.address = getattr(self.transport.getPeer(), "host", "?")
+        # The real client's address: the PROXY protocol's (the transport's
+        # peer), or a trusted proxy's X-Forwarded-For / Forwarded. Invalid
+        # headers were logged already, with the HTTP request that carried them.
+        self.address = self.factory.addresses.resolve(
+            getattr(self.transport.getPeer(), "host", None),
+            _header_values(request.headers.get("x-forwarded-for")),
+            _header_values(request.headers.get("forwarded")),
+            log=False,
+        )
         refusal = self.factory.admit(self)
         if refusal is not None:
             raise refusal
@@ -417,6 +431,8 @@ class ChateauServerFactory(WebSocketServerFactory):
         server = config.server
         self.dispatcher = dispatcher
         self.metrics = metrics
+        # The one rule for a client's real address, which the site shares.
+        self.addresses = ClientAddresses(server.trusted_proxies)
         self.connections: set[ChateauServerProtocol] = set()
         self._per_address: dict[str, int] = {}
         self._origins = tuple(origin.lower().rstrip("/") for origin in server.allowed_origins)

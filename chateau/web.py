@@ -17,6 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from chateau.backplane import Backplane
+from chateau.httplimits import HTTPLimits, LimitedSite
 from chateau.metrics import Metrics
 from chateau.names import check_username
 from chateau.protocol import ChateauServerFactory
@@ -223,7 +224,10 @@ def make_site(
     root.putChild(b"api", api)
     root.putChild(b"ws", WebSocketResource(factory))
     # The HTTP side of the opening handshake gets the same time limit as the
-    # WebSocket side (twisted.web's own idle timeout is a minute).
-    site = Site(root, timeout=factory.config.server.open_handshake_timeout or None)
+    # WebSocket side (twisted.web's own idle timeout is a minute). Every
+    # request keeps the HTTP limits of [limits] (chateau/httplimits.py),
+    # keyed on the client's real address, as the WebSockets' limits are.
+    guard = HTTPLimits(factory.config.limits, factory.addresses, metrics, factory.clock)
+    site = LimitedSite(root, guard, timeout=factory.config.server.open_handshake_timeout or None)
     site.displayTracebacks = False
     return site

@@ -65,6 +65,8 @@ LIMITS = {
     "max_connections": "100000", "max_connections_per_address": "100000",
     "send_buffer": str(64 * 1024 * 1024), "max_groups_per_user": "100000",
     "signin_free_failures": "1000000",
+    "handshake_rate": "100000", "handshake_burst": "100000",
+    "http_request_rate": "100000", "http_request_burst": "100000",
 }
 
 
