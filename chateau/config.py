@@ -3,6 +3,9 @@
 Every key has a default here, and ``conf/chateau.ini`` documents each one. A
 wrong value raises :class:`ConfigError` naming ``[section] key`` so start-up
 stops with one clear line and nothing starts half-configured.
+
+One concern: the schema of the configuration (every section, key, default
+and check); it grows with each key, and reading it stays one place.
 """
 
 from __future__ import annotations
