@@ -4,8 +4,9 @@ These run in the admin command's own process, never in the server, and no
 reactor runs there: each operation is one transaction, run on the calling
 thread with :func:`~chateau.store.engine.in_transaction` and built from the
 store's own account functions (chateau.store.accounts), so the rules and
-the SQL are the server's. A running server notices a disabled account
-within ``[chat] account_check_interval`` seconds and closes its connections.
+the SQL are the server's. Revoking an account's keys stamps it, and every
+running server closes its connections within ``[chat]
+revocation_check_interval`` seconds (see chateau.signout).
 """
 
 from __future__ import annotations

@@ -215,12 +215,15 @@ def _account_command(args: argparse.Namespace) -> int:
                 revoked = accounts.set_password(
                     engine, args.username, password, config.auth.bcrypt_cost
                 )
-                print(f"password changed; {revoked} session key(s) revoked")
+                print(f"password changed; {revoked} session key(s) revoked; running servers "
+                      f"close the account's connections within "
+                      f"{config.chat.revocation_check_interval:g} s (close code 4001)")
             return OK
         revoked = accounts.set_disabled(engine, args.username, action == "disable")
         if action == "disable":
-            print(f"disabled; {revoked} session key(s) revoked; a running server closes "
-                  f"the account's connections within {config.chat.account_check_interval:g} s")
+            print(f"disabled; {revoked} session key(s) revoked; running servers close "
+                  f"the account's connections within "
+                  f"{config.chat.revocation_check_interval:g} s (close code 4001)")
         else:
             print("enabled")
         return OK

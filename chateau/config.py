@@ -71,8 +71,8 @@ def _methods(text: str) -> tuple[str, ...]:
 
 def _registration(text: str) -> str:
     value = text.strip().lower()
-    if value not in ("open", "closed"):
-        raise ValueError(f"expected open or closed, got {text!r}")
+    if value not in ("open", "closed", "invite"):
+        raise ValueError(f"expected open, closed or invite, got {text!r}")
     return value
 
 
@@ -185,6 +185,8 @@ class ServerConfig:
     auto_ping_interval: float = 30.0
     auto_ping_timeout: float = 10.0
     open_handshake_timeout: float = 10.0
+    # GET /api/users/{name} without a session key (Authorization: Bearer).
+    public_user_lookup: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,8 @@ class ChatConfig:
     session_lifetime_days: float = 30.0
     store_messages: bool = True
     account_check_interval: float = 5.0
+    # How often each node looks for revoked session keys to close their connections.
+    revocation_check_interval: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,12 @@ class LimitsConfig:
     signin_free_failures: int = 5
     signin_max_delay: float = 60.0
     signin_throttle_entries: int = 30_000
+    max_sessions_per_user: int = 20
+    max_pending_contact_requests: int = 1000
+    max_random_chats_per_user: int = 10
+    groups_created_per_hour: int = 20
+    signups_per_hour_per_address: int = 5
+    signins_per_minute_per_address: int = 30
 
 
 @dataclass(frozen=True)
@@ -276,6 +286,7 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("server", "auto_ping_interval"): _non_negative_float,
     ("server", "auto_ping_timeout"): _non_negative_float,
     ("server", "open_handshake_timeout"): _non_negative_float,
+    ("server", "public_user_lookup"): _parse_bool,
     ("database", "url"): _db_url,
     ("database", "threads"): _positive_int,
     ("auth", "methods"): _methods,
@@ -299,6 +310,13 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("limits", "signin_max_delay"): _positive_float,
     ("limits", "signin_throttle_entries"): _positive_int,
     ("chat", "account_check_interval"): _positive_float,
+    ("chat", "revocation_check_interval"): _positive_float,
+    ("limits", "max_sessions_per_user"): _positive_int,
+    ("limits", "max_pending_contact_requests"): _positive_int,
+    ("limits", "max_random_chats_per_user"): _positive_int,
+    ("limits", "groups_created_per_hour"): _positive_int,
+    ("limits", "signups_per_hour_per_address"): _positive_int,
+    ("limits", "signins_per_minute_per_address"): _positive_int,
     ("cluster", "redis_url"): _redis_url,
     ("cluster", "node_name"): _node_name,
     ("cluster", "presence_ttl"): _presence_ttl,

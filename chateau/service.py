@@ -32,6 +32,7 @@ from chateau.limits import SignInThrottle
 from chateau.metrics import Metrics
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
+from chateau.signout import SignOut
 from chateau.store import Store
 from chateau.store.engine import in_transaction, make_engine, pool_size_for, redacted_url
 from chateau.web import make_site
@@ -162,6 +163,10 @@ class Chateau(MultiService):
         # Saves online users' delivery cursors and closes disabled accounts.
         self._account_check = LoopingCall(self.catch_up.check_accounts)
         self._account_check.clock = reactor
+        # Closes the connections of revoked session keys (chateau-admin).
+        self.sign_out = SignOut(registry, self.store)
+        self._revocation_check = LoopingCall(self.sign_out.check)
+        self._revocation_check.clock = reactor
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -199,6 +204,8 @@ class Chateau(MultiService):
         if dummy_hash is not None:
             await dummy_hash
         self._account_check.start(self.config.chat.account_check_interval, now=False)
+        await self.sign_out.start()
+        self._revocation_check.start(self.config.chat.revocation_check_interval, now=False)
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
             # before the database goes.
@@ -231,6 +238,8 @@ class Chateau(MultiService):
         """Stop taking connections, say goodbye (1001), commit what is pending, then stop."""
         if self._account_check.running:
             self._account_check.stop()
+        if self._revocation_check.running:
+            self._revocation_check.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()
