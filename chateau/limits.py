@@ -1,6 +1,7 @@
 """Rate limits: plain objects with an injected clock, no I/O.
 
-:class:`TokenBucket` bounds how fast one connection may send requests.
+:class:`TokenBucket` bounds how fast one connection may send requests, and
+:class:`AddressRate` how many sign-ups and sign-ins one address may make.
 :class:`SignInThrottle` slows down password guessing with growing delays
 after failures, keyed so that an attacker cannot lock a real user out: the
 per-account delay applies only to the address the failures came from.
@@ -26,15 +27,62 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = now()
 
-    def take(self) -> float:
-        """0 when a token was taken; else the seconds until one is available."""
+    def _refill(self) -> None:
         now = self._now()
         self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
         self._stamp = now
+
+    def take(self) -> float:
+        """0 when a token was taken; else the seconds until one is available."""
+        self._refill()
         if self._tokens >= 1:
             self._tokens -= 1
             return 0.0
         return (1 - self._tokens) / self._rate
+
+    def wait(self) -> float:
+        """Like :meth:`take`, without taking: 0 when a token is there now."""
+        self._refill()
+        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self._rate
+
+
+class AddressRate:
+    """At most *count* events per *window* seconds from one address.
+
+    A token bucket per address (refilled evenly over the window, so a full
+    one holds *count*), in a table of at most *entries* addresses, the least
+    recently used going first: an evicted address merely starts afresh, as a
+    full bucket would. Used for sign-ups and successful sign-ins.
+    """
+
+    def __init__(self, now: Clock, count: int, window: float, entries: int = 30_000) -> None:
+        self._now = now
+        self._count = count
+        self._rate = count / window
+        self._max_entries = entries
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def wait(self, address: str) -> float:
+        """Seconds before one more event from *address* is allowed; 0 now."""
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            return 0.0
+        self._buckets.move_to_end(address)
+        return bucket.wait()
+
+    def take(self, address: str) -> float:
+        """Count one event from *address*; 0, or the seconds to wait when there was no room."""
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            bucket = self._buckets[address] = TokenBucket(self._rate, self._count, self._now)
+            while len(self._buckets) > self._max_entries:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(address)
+        return bucket.take()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 @dataclass(slots=True)

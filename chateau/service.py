@@ -28,7 +28,7 @@ from chateau.config import Config
 from chateau.delivery import Delivery
 from chateau.handlers.context import Services
 from chateau.handlers.dispatch import Dispatcher
-from chateau.limits import SignInThrottle
+from chateau.limits import AddressRate, SignInThrottle
 from chateau.metrics import Metrics
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
@@ -117,13 +117,23 @@ class Chateau(MultiService):
                 urls=" ".join(directory.urls), mode=directory.mode,
                 timeout=config.ldap.timeout,
             )
+        limits = config.limits
+        signups = AddressRate(
+            reactor.seconds, limits.signups_per_hour_per_address, 3600.0,
+            entries=limits.signin_throttle_entries,
+        )
+        successes = AddressRate(
+            reactor.seconds, limits.signins_per_minute_per_address, 60.0,
+            entries=limits.signin_throttle_entries,
+        )
         self._hasher: Hasher | None = None
         if LOCAL in config.auth.methods:
             self._hasher = Hasher(
                 reactor, hash_pool, config.auth.bcrypt_cost, config.auth.signin_timeout
             )
             checkers[LOCAL] = LocalChecker(
-                self.store, self._hasher, config.auth.registration == "open", reserved=reserved
+                self.store, self._hasher, config.auth.registration, reserved=reserved,
+                signups=signups,
             )
         throttle = SignInThrottle(
             reactor.seconds, free=config.limits.signin_free_failures,
@@ -131,7 +141,7 @@ class Chateau(MultiService):
             entries=config.limits.signin_throttle_entries,
         )
         self.authenticator = Authenticator(
-            checkers, config.auth.max_pending_signins, throttle=throttle
+            checkers, config.auth.max_pending_signins, throttle=throttle, successes=successes
         )
         # The chat itself, each part built with what it uses (docs/architecture.md).
         self.registry = registry = Registry()

@@ -46,6 +46,7 @@ class Cluster:
             "[auth]\nbcrypt_cost = 4\n"
             "[chat]\naccount_check_interval = 1\n"
             "[limits]\nmessage_rate = 1000\nmessage_burst = 1000\n"
+            "signups_per_hour_per_address = 100000\nsignins_per_minute_per_address = 100000\n"
             "[cluster]\n"
             f"redis_url = {self.redis_url}\n"
             f"node_name = {name}\n"

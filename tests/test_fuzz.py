@@ -503,6 +503,7 @@ def generous_limits() -> dict[str, dict[str, str]]:
     wanted = {
         "message_rate": "100000", "message_burst": "100000", "rate_strikes": "100000",
         "signin_free_failures": "1000000", "max_connections_per_address": "10000",
+        "signups_per_hour_per_address": "1000000", "signins_per_minute_per_address": "1000000",
     }
     known = {key for section, key in documented_keys() if section == "limits"}
     present = {key: value for key, value in wanted.items() if key in known}

@@ -65,6 +65,8 @@ LIMITS = {
     "max_connections": "100000", "max_connections_per_address": "100000",
     "send_buffer": str(64 * 1024 * 1024), "max_groups_per_user": "100000",
     "signin_free_failures": "1000000",
+    "signups_per_hour_per_address": "1000000", "signins_per_minute_per_address": "1000000",
+    "max_random_chats_per_user": "100000", "groups_created_per_hour": "100000",
 }
 
 
