@@ -73,7 +73,7 @@ LIMITS = {
 def write_config(path: Path) -> Path:
     """bcrypt at its cheapest, [limits] out of the way (only the keys this checkout knows)."""
     known = set(documented_keys())
-    lines = ["[auth]", "bcrypt_cost = 4", "", "[server]",
+    lines = ["[auth]", "bcrypt_cost = 4", "", "[server]", "public_user_lookup = true",
              # This process drives 200 clients: give pongs time under load.
              "auto_ping_timeout = 60", ""]
     limits = [f"{key} = {value}" for key, value in LIMITS.items() if ("limits", key) in known]
