@@ -38,7 +38,10 @@ CHATEAU_BASE = {
     "server": {"auto_ping_interval": 0},
     "auth": {"bcrypt_cost": 4},
     "limits": {"message_rate": 1000000, "message_burst": 1000000,
-               "max_connections": 50000, "max_connections_per_address": 50000},
+               "max_connections": 50000, "max_connections_per_address": 50000,
+               "signups_per_hour_per_address": 1000000,
+               "signins_per_minute_per_address": 1000000,
+               "max_sessions_per_user": 1000000},
 }
 
 

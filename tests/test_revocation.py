@@ -72,3 +72,20 @@ async def test_password_reset_and_disable_close_live_connections_at_once(tmp_pat
         assert (await bob.request({"type": "HeartbeatRequest"}))["status"] == 200
         await bob.close()
     assert "Traceback" not in node.output()
+
+
+@inline
+async def test_only_revoked_accounts_are_signed_out(server_factory, config_factory):
+    """A key logged out on one connection does not sign out another one that
+    shares it unless the account was revoked: only revocations close."""
+    from tests.deferreds import sleep
+
+    config = config_factory(chat={"revocation_check_interval": "0.05"})
+    running = await server_factory(config)
+    alice = await running.client()
+    key = (await alice.register("alice"))["session_key"]
+    shared = await running.client()
+    assert (await shared.request({"type": "ResumeRequest", "session_key": key}))["status"] == 200
+    assert (await shared.request({"type": "LogoutRequest"}))["status"] == 200
+    await sleep(0.5)
+    assert (await alice.request({"type": "HeartbeatRequest"}))["status"] == 200

@@ -266,8 +266,10 @@ def latest_revocation_txn(connection: Connection) -> int:
 
 
 def revocations_since_txn(connection: Connection, since: int) -> list[tuple[str, int]]:
+    """Accounts stamped after *since* (never those never revoked, stamped 0)."""
     rows = connection.execute(
-        select(users.c.username, users.c.revoked_at).where(users.c.revoked_at > since)
+        select(users.c.username, users.c.revoked_at)
+        .where(users.c.revoked_at > max(since, 0))
     )
     return [(row.username, int(row.revoked_at)) for row in rows]
 
