@@ -40,7 +40,10 @@ CHATEAU_BASE = {
     "limits": {"message_rate": 1000000, "message_burst": 1000000,
                "max_connections": 50000, "max_connections_per_address": 50000,
                "handshake_rate": 1000000, "handshake_burst": 1000000,
-               "http_request_rate": 1000000, "http_request_burst": 1000000},
+               "http_request_rate": 1000000, "http_request_burst": 1000000,
+               "signups_per_hour_per_address": 1000000,
+               "signins_per_minute_per_address": 1000000,
+               "max_sessions_per_user": 1000000},
 }
 
 

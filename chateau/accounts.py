@@ -4,13 +4,16 @@ These run in the admin command's own process, never in the server, and no
 reactor runs there: each operation is one transaction, run on the calling
 thread with :func:`~chateau.store.engine.in_transaction` and built from the
 store's own account functions (chateau.store.accounts), so the rules and
-the SQL are the server's. A running server notices a disabled account
-within ``[chat] account_check_interval`` seconds and closes its connections.
+the SQL are the server's. Revoking an account's keys stamps it, and every
+running server closes its connections within ``[chat]
+revocation_check_interval`` seconds (see chateau.signout).
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+
 import bcrypt
 
 from chateau.auth import LOCAL
@@ -26,6 +29,13 @@ from chateau.store.accounts import (
     set_password_hash_txn,
 )
 from chateau.store.engine import Connection, Engine, in_transaction
+from chateau.store.invites import (
+    create_invite_txn,
+    hash_invite,
+    list_invites_txn,
+    revoke_invite_txn,
+)
+from chateau.store.records import InviteRecord, now_millis
 from chateau.store.migrate import upgrade_to_head
 
 
@@ -106,6 +116,31 @@ def list_users(engine: Engine) -> list[UserSummary]:
         ]
 
     return in_transaction(engine, txn)
+
+
+def create_invite(engine: Engine, uses: int = 1, hours: float | None = None) -> tuple[int, str]:
+    """A new invite code (128 random bits) for *uses* accounts, expiring after *hours*.
+
+    Returns its id and the code; only the code's hash is stored, so this is
+    the one time it can be shown.
+    """
+    if uses < 1:
+        raise AdminError("--uses must be at least 1")
+    if hours is not None and not hours > 0:
+        raise AdminError("--hours must be more than 0")
+    code = secrets.token_urlsafe(16)
+    expires = None if hours is None else now_millis() + int(hours * 3_600_000)
+    return in_transaction(engine, create_invite_txn, hash_invite(code), uses, expires), code
+
+
+def list_invites(engine: Engine) -> list[InviteRecord]:
+    """The codes still usable (uses left, not expired)."""
+    return in_transaction(engine, list_invites_txn)
+
+
+def revoke_invite(engine: Engine, code_or_id: str) -> None:
+    if not in_transaction(engine, revoke_invite_txn, code_or_id):
+        raise AdminError(f"no such invite: {code_or_id!r}")
 
 
 def upgrade_database(engine: Engine) -> tuple[str | None, str]:

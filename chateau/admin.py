@@ -4,8 +4,10 @@ Each command is a subcommand with its own handler; they all read the server's
 own INI file (``--config``, by default ``chateau.ini`` in the working
 directory when there is one), so what they check is what the server will do.
 
-``user add|passwd|disable|enable|list`` manage accounts and ``db upgrade``
-applies the schema migrations (see chateau.accounts and chateau.store.migrate).
+``user add|passwd|disable|enable|list`` manage accounts, ``invite
+create|list|revoke`` the invite codes of ``[auth] registration = invite``, and
+``db upgrade`` applies the schema migrations (see chateau.accounts and
+chateau.store.migrate).
 
 ``ldap-check USERNAME`` walks through a directory sign-in step by step
 (connect, TLS, search, bind, group) and prints one line per step with OK or
@@ -215,14 +217,56 @@ def _account_command(args: argparse.Namespace) -> int:
                 revoked = accounts.set_password(
                     engine, args.username, password, config.auth.bcrypt_cost
                 )
-                print(f"password changed; {revoked} session key(s) revoked")
+                print(f"password changed; {revoked} session key(s) revoked; running servers "
+                      f"close the account's connections within "
+                      f"{config.chat.revocation_check_interval:g} s (close code 4001)")
             return OK
         revoked = accounts.set_disabled(engine, args.username, action == "disable")
         if action == "disable":
-            print(f"disabled; {revoked} session key(s) revoked; a running server closes "
-                  f"the account's connections within {config.chat.account_check_interval:g} s")
+            print(f"disabled; {revoked} session key(s) revoked; running servers close "
+                  f"the account's connections within "
+                  f"{config.chat.revocation_check_interval:g} s (close code 4001)")
         else:
             print("enabled")
+        return OK
+    except (accounts.AdminError, SchemaOutOfDate) as exc:
+        print(f"chateau-admin: {exc}", file=sys.stderr)
+        return WOULD_FAIL
+    finally:
+        engine.dispose()
+
+
+def _invite_command(args: argparse.Namespace) -> int:
+    """invite create | list | revoke: one transaction each."""
+    from chateau import accounts
+    from chateau.store.engine import in_transaction
+    from chateau.store.migrate import SchemaOutOfDate, prepare
+    from chateau.store.records import iso_timestamp
+
+    config = _load(args)
+    if config is None:
+        return USAGE
+    engine = _engine(config)
+    try:
+        in_transaction(engine, prepare)
+        if args.action == "create":
+            invite_id, code = accounts.create_invite(engine, args.uses, args.hours)
+            print(code)
+            until = "no expiry" if args.hours is None else f"expires in {args.hours:g} h"
+            print(f"invite {invite_id}: {args.uses} account(s), {until}; the code is shown "
+                  "only now", file=sys.stderr)
+            if config.auth.registration != "invite":
+                print(f"note: [auth] registration is {config.auth.registration!r}; codes are "
+                      "used only with registration = invite", file=sys.stderr)
+        elif args.action == "list":
+            invites = accounts.list_invites(engine)
+            for invite in invites:
+                until = "never" if invite.expires_at is None else iso_timestamp(invite.expires_at)
+                print(f"{invite.id:<6} {invite.uses} use(s) left, expires {until}")
+            print(f"{len(invites)} usable invite(s)")
+        else:
+            accounts.revoke_invite(engine, args.code)
+            print("revoked")
         return OK
     except (accounts.AdminError, SchemaOutOfDate) as exc:
         print(f"chateau-admin: {exc}", file=sys.stderr)
@@ -295,6 +339,28 @@ def build_parser() -> argparse.ArgumentParser:
         action.set_defaults(handler=_account_command)
     listing = actions.add_parser("list", parents=[common], help="list accounts")
     listing.set_defaults(handler=_account_command)
+
+    invite = commands.add_parser(
+        "invite", parents=[common], help="manage invite codes ([auth] registration = invite)",
+        description="Invite codes let people create their own account when "
+        "[auth] registration = invite: RegisterRequest with an \"invite\" field.",
+    )
+    invite_actions = invite.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = invite_actions.add_parser(
+        "create", parents=[common], help="make a code and print it (shown only once)",
+    )
+    create.add_argument("--uses", type=int, default=1, metavar="N",
+                        help="accounts the code may create (default 1)")
+    create.add_argument("--hours", type=float, default=None, metavar="H",
+                        help="hours until the code expires (default: never)")
+    create.set_defaults(handler=_invite_command)
+    invite_list = invite_actions.add_parser(
+        "list", parents=[common], help="list usable codes by id (the codes are not kept)",
+    )
+    invite_list.set_defaults(handler=_invite_command)
+    revoke = invite_actions.add_parser("revoke", parents=[common], help="delete a code")
+    revoke.add_argument("code", metavar="CODE", help="the code, or its id from invite list")
+    revoke.set_defaults(handler=_invite_command)
 
     db = commands.add_parser("db", parents=[common], help="manage the database schema")
     db_actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)

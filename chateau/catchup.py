@@ -32,6 +32,7 @@ from chateau.connection import Connection
 from chateau.delivery import Delivery
 from chateau.registry import Registry
 from chateau.store import Store
+from chateau.signout import SIGNED_OUT, SIGNED_OUT_REASON
 from chateau.store.records import ANY_ORIGIN, MessageRecord, now_millis
 
 # Missed messages are fetched and pushed in pages of this many.
@@ -436,7 +437,7 @@ class CatchUp:
         for username in await self.store.accounts.disabled_among(online):
             self.log.info("closing the connections of disabled account {username}", username=username)
             for connection in self.registry.connections(username):
-                connection.close_for(1008, "account disabled")
+                connection.close_for(SIGNED_OUT, "account disabled: " + SIGNED_OUT_REASON)
 
 
 def missed_message(record: MessageRecord) -> dict[str, Any]:

@@ -74,8 +74,8 @@ def _methods(text: str) -> tuple[str, ...]:
 
 def _registration(text: str) -> str:
     value = text.strip().lower()
-    if value not in ("open", "closed"):
-        raise ValueError(f"expected open or closed, got {text!r}")
+    if value not in ("open", "closed", "invite"):
+        raise ValueError(f"expected open, closed or invite, got {text!r}")
     return value
 
 
@@ -237,6 +237,8 @@ class ServerConfig:
     open_handshake_timeout: float = 10.0
     # Reverse proxies whose X-Forwarded-For / Forwarded headers are believed.
     trusted_proxies: tuple[str, ...] = ()
+    # GET /api/users/{name} without a session key (Authorization: Bearer).
+    public_user_lookup: bool = False
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,8 @@ class ChatConfig:
     session_lifetime_days: float = 30.0
     store_messages: bool = True
     account_check_interval: float = 5.0
+    # How often each node looks for revoked session keys to close their connections.
+    revocation_check_interval: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -305,6 +309,12 @@ class LimitsConfig:
     handshake_rate: float = 10.0
     handshake_burst: int = 50
     http_rate_entries: int = 30_000
+    max_sessions_per_user: int = 20
+    max_pending_contact_requests: int = 1000
+    max_random_chats_per_user: int = 10
+    groups_created_per_hour: int = 20
+    signups_per_hour_per_address: int = 5
+    signins_per_minute_per_address: int = 30
 
 
 @dataclass(frozen=True)
@@ -344,6 +354,7 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("server", "auto_ping_timeout"): _non_negative_float,
     ("server", "open_handshake_timeout"): _non_negative_float,
     ("server", "trusted_proxies"): _networks,
+    ("server", "public_user_lookup"): _parse_bool,
     ("database", "url"): _db_url,
     ("database", "threads"): _positive_int,
     ("auth", "methods"): _methods,
@@ -375,6 +386,13 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("limits", "handshake_burst"): _positive_int,
     ("limits", "http_rate_entries"): _positive_int,
     ("chat", "account_check_interval"): _positive_float,
+    ("chat", "revocation_check_interval"): _positive_float,
+    ("limits", "max_sessions_per_user"): _positive_int,
+    ("limits", "max_pending_contact_requests"): _positive_int,
+    ("limits", "max_random_chats_per_user"): _positive_int,
+    ("limits", "groups_created_per_hour"): _positive_int,
+    ("limits", "signups_per_hour_per_address"): _positive_int,
+    ("limits", "signins_per_minute_per_address"): _positive_int,
     ("cluster", "redis_url"): _redis_url,
     ("cluster", "node_name"): _node_name,
     ("cluster", "presence_ttl"): _presence_ttl,

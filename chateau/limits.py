@@ -1,8 +1,8 @@
 """Rate limits: plain objects with an injected clock, no I/O.
 
 :class:`TokenBucket` bounds how fast one connection may send requests;
-:class:`AddressRates` how fast one client address may send HTTP requests or
-open WebSockets.
+:class:`AddressRates` how fast one client address may send HTTP requests, open
+WebSockets, sign up or sign in.
 :class:`SignInThrottle` slows down password guessing with growing delays
 after failures, keyed so that an attacker cannot lock a real user out: the
 per-account delay applies only to the address the failures came from.
@@ -28,11 +28,14 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = now()
 
-    def take(self) -> float:
-        """0 when a token was taken; else the seconds until one is available."""
+    def _refill(self) -> None:
         now = self._now()
         self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
         self._stamp = now
+
+    def take(self) -> float:
+        """0 when a token was taken; else the seconds until one is available."""
+        self._refill()
         if self._tokens >= 1:
             self._tokens -= 1
             return 0.0
@@ -73,6 +76,15 @@ class AddressRates:
             return 0.0
         entry[0] = tokens
         return (1 - tokens) / self._rate
+
+    def wait(self, address: str) -> float:
+        """Like :meth:`take`, without taking: 0 when *address* may go now."""
+        entry = self._table.get(address)
+        if entry is None:
+            return 0.0
+        self._table.move_to_end(address)
+        tokens = min(self._burst, entry[0] + (self._now() - entry[1]) * self._rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self._rate
 
     def __len__(self) -> int:
         return len(self._table)

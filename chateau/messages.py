@@ -35,6 +35,8 @@ class RegisterRequest(Request):
     username: str
     password: str
     auth: bool = False
+    # An invite code (``[auth] registration = invite``): may create the account.
+    invite: str | None = None
     needs_user: ClassVar[bool] = False
 
 

@@ -251,6 +251,10 @@ class Registry:
             self._pairs_by_user.setdefault(member, set()).add(chatname)
         return pair
 
+    def pair_count(self, username: str) -> int:
+        """How many random chats *username* is in (made on any node)."""
+        return len(self._pairs_by_user.get(username, ()))
+
     def pair(self, chatname: str) -> RandomPair | None:
         return self._pairs.get(chatname)
 

@@ -28,10 +28,11 @@ from chateau.config import Config
 from chateau.delivery import Delivery
 from chateau.handlers.context import Services
 from chateau.handlers.dispatch import Dispatcher
-from chateau.limits import SignInThrottle
+from chateau.limits import AddressRates, SignInThrottle
 from chateau.metrics import Metrics
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
+from chateau.signout import SignOut
 from chateau.store import Store
 from chateau.store.engine import in_transaction, make_engine, pool_size_for, redacted_url
 from chateau.web import make_site
@@ -116,13 +117,25 @@ class Chateau(MultiService):
                 urls=" ".join(directory.urls), mode=directory.mode,
                 timeout=config.ldap.timeout,
             )
+        limits = config.limits
+        signups = AddressRates(
+            limits.signups_per_hour_per_address / 3600.0, limits.signups_per_hour_per_address,
+            reactor.seconds,
+            entries=limits.signin_throttle_entries,
+        )
+        successes = AddressRates(
+            limits.signins_per_minute_per_address / 60.0, limits.signins_per_minute_per_address,
+            reactor.seconds,
+            entries=limits.signin_throttle_entries,
+        )
         self._hasher: Hasher | None = None
         if LOCAL in config.auth.methods:
             self._hasher = Hasher(
                 reactor, hash_pool, config.auth.bcrypt_cost, config.auth.signin_timeout
             )
             checkers[LOCAL] = LocalChecker(
-                self.store, self._hasher, config.auth.registration == "open", reserved=reserved
+                self.store, self._hasher, config.auth.registration, reserved=reserved,
+                signups=signups,
             )
         throttle = SignInThrottle(
             reactor.seconds, free=config.limits.signin_free_failures,
@@ -130,7 +143,7 @@ class Chateau(MultiService):
             entries=config.limits.signin_throttle_entries,
         )
         self.authenticator = Authenticator(
-            checkers, config.auth.max_pending_signins, throttle=throttle
+            checkers, config.auth.max_pending_signins, throttle=throttle, successes=successes
         )
         # The chat itself, each part built with what it uses (docs/architecture.md).
         self.registry = registry = Registry()
@@ -166,6 +179,10 @@ class Chateau(MultiService):
         # Saves online users' delivery cursors and closes disabled accounts.
         self._account_check = LoopingCall(self.catch_up.check_accounts)
         self._account_check.clock = reactor
+        # Closes the connections of revoked session keys (chateau-admin).
+        self.sign_out = SignOut(registry, self.store)
+        self._revocation_check = LoopingCall(self.sign_out.check)
+        self._revocation_check.clock = reactor
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -203,6 +220,8 @@ class Chateau(MultiService):
         if dummy_hash is not None:
             await dummy_hash
         self._account_check.start(self.config.chat.account_check_interval, now=False)
+        await self.sign_out.start()
+        self._revocation_check.start(self.config.chat.revocation_check_interval, now=False)
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
             # before the database goes.
@@ -242,6 +261,8 @@ class Chateau(MultiService):
         """Stop taking connections, say goodbye (1001), commit what is pending, then stop."""
         if self._account_check.running:
             self._account_check.stop()
+        if self._revocation_check.running:
+            self._revocation_check.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()

@@ -23,6 +23,7 @@ from chateau.names import check_username
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
 from chateau.store import Store
+from chateau.store.records import hash_session_key
 from chateau.webclient import STATIC_DIR
 
 # The web client's Content-Security-Policy, around its connect-src sources.
@@ -111,14 +112,21 @@ def web_client_root(directory: str = STATIC_DIR) -> Resource:
 
 
 class UserResource(Resource):
-    """``GET /api/users/{username}``: public profile and presence, as JSON."""
+    """``GET /api/users/{username}``: profile and presence, as JSON.
+
+    Only for signed-in users: the request carries a live session key
+    (``Authorization: Bearer KEY``, the key of RegisterResponse), checked in
+    the database on the store's pool; 401 otherwise. ``[server]
+    public_user_lookup = true`` lets anyone look users up.
+    """
 
     isLeaf = True
 
-    def __init__(self, store: Store, registry: Registry) -> None:
+    def __init__(self, store: Store, registry: Registry, public: bool = False) -> None:
         super().__init__()
         self._store = store
         self._registry = registry
+        self._public = public
 
     def render_GET(self, request: Request) -> Any:
         request.setHeader(b"content-type", b"application/json")
@@ -130,9 +138,34 @@ class UserResource(Resource):
         ensureDeferred(self._render(request, raw))
         return NOT_DONE_YET
 
+    async def _signed_in(self, request: Request) -> bool:
+        """Whether the request carries a live session key (always, when public)."""
+        if self._public:
+            return True
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, key = header.partition(b" ")
+        key = key.strip()
+        # Session keys are 43 URL-safe characters; anything else is no key.
+        if scheme.lower() != b"bearer" or not 0 < len(key) <= 256:
+            return False
+        try:
+            text = key.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+        return await self._store.sessions.resume_session(hash_session_key(text)) is not None
+
     async def _render(self, request: Request, raw: str) -> None:
         username = check_username(raw)
         try:
+            if not await self._signed_in(request):
+                request.setResponseCode(401)
+                request.setHeader(b"www-authenticate", b'Bearer realm="chateau"')
+                body = {
+                    "status": 401,
+                    "detail": "sign in first: send your session key as Authorization: Bearer KEY",
+                }
+                self._finish(request, body)
+                return
             user = await self._store.accounts.get_user(username) if username else None
         except Exception:
             self._log.failure("user lookup failed")
@@ -148,6 +181,10 @@ class UserResource(Resource):
                     "display_name": user.display_name,
                     "online": self._registry.is_online(user.username),
                 }
+        self._finish(request, body)
+
+    @staticmethod
+    def _finish(request: Request, body: dict[str, Any]) -> None:
         if not request.finished and not request._disconnected:
             request.write(json.dumps(body).encode())
             request.finish()
@@ -220,7 +257,9 @@ def make_site(
     root.putChild(b"health", HealthResource(store, backplane, factory.clock))
     root.putChild(b"metrics", MetricsResource(metrics))
     api = Resource()
-    api.putChild(b"users", UserResource(store, registry))
+    api.putChild(
+        b"users", UserResource(store, registry, factory.config.server.public_user_lookup)
+    )
     root.putChild(b"api", api)
     root.putChild(b"ws", WebSocketResource(factory))
     # The HTTP side of the opening handshake gets the same time limit as the

@@ -61,7 +61,10 @@ class ChateauProcess:
     def start(self, timeout: float = 30.0) -> "ChateauProcess":
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "fast.ini"
-        config.write_text("[auth]\nbcrypt_cost = 4\n")
+        config.write_text(
+            "[auth]\nbcrypt_cost = 4\n[limits]\nsignups_per_hour_per_address = 100000\n"
+            "signins_per_minute_per_address = 100000\n"
+        )
         if self.tls:
             cert, key = self.tls
             listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"

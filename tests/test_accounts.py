@@ -27,7 +27,7 @@ async def test_disable_closes_live_connections_and_revokes_keys(server_factory, 
     try:
         revoked = await blocking(accounts.set_disabled, engine, "alice")
         assert revoked == 1
-        assert await alice.closed(timeout=5) == 1008
+        assert await alice.closed(timeout=5) == 4001
         late = await running.client()
         reply = await late.request({"type": "ResumeRequest", "session_key": key})
         assert reply["status"] == 301

@@ -58,7 +58,7 @@ def test_db_upgrade_brings_an_old_schema_to_head(tmp_path, database_url):
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM alembic_version"))
         connection.execute(text("DROP TABLE alembic_version"))
-        for table in ("direct_chats", "delivery_cursors", "cluster_nodes", "sessions", "messages",
+        for table in ("invites", "direct_chats", "delivery_cursors", "cluster_nodes", "sessions", "messages",
                       "group_members", "groups", "users", "names"):
             connection.execute(text(f"DROP TABLE {table}"))
     engine.dispose()
@@ -67,3 +67,21 @@ def test_db_upgrade_brings_an_old_schema_to_head(tmp_path, database_url):
     assert "to revision" in upgraded.stdout
     again = admin(tmp_path, database_url, "db", "upgrade")
     assert "up to date" in again.stdout
+
+
+def test_invite_commands(tmp_path, database_url):
+    created = admin(tmp_path, database_url, "invite", "create", "--uses", "3", "--hours", "2")
+    assert created.returncode == 0, created.stderr
+    code = created.stdout.strip()
+    assert len(code) >= 22 and "3 account(s)" in created.stderr
+    assert "registration is 'open'" in created.stderr
+    listing = admin(tmp_path, database_url, "invite", "list")
+    assert listing.returncode == 0 and "3 use(s) left" in listing.stdout
+    assert code not in listing.stdout
+    assert "1 usable invite(s)" in listing.stdout
+    assert admin(tmp_path, database_url, "invite", "revoke", code).returncode == 0
+    assert "0 usable invite(s)" in admin(tmp_path, database_url, "invite", "list").stdout
+    missing = admin(tmp_path, database_url, "invite", "revoke", code)
+    assert missing.returncode == 1 and "no such invite" in missing.stderr
+    bad = admin(tmp_path, database_url, "invite", "create", "--uses", "0")
+    assert bad.returncode == 1 and "at least 1" in bad.stderr

@@ -303,3 +303,14 @@ def test_missing_chromium_fails_under_ci_and_skips_elsewhere(monkeypatch):
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         clientsupport.require_chromium()
+
+
+def test_signed_out_by_the_server_stops_and_asks_to_sign_in_again():
+    """Close code 4001: the key was revoked; no reconnecting with an old password."""
+    h = Harness()
+    h.start(session_key="k1")
+    h.session.connection_closed(h.conn, 4001, "signed out: sign in again")
+    assert "signed you out" in h.ui.lines[-1] and "sign in" in h.ui.lines[-1]
+    assert h.session.session_key is None
+    assert h.session.finished.result == EXIT_SIGN_IN
+    assert not any(m["type"] == "ResumeRequest" for m in h.conn.sent)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from twisted.internet.threads import deferToThread
 
 from tests.deferreds import inline, sleep
 from tests.processes import TwistdServer
@@ -49,6 +50,7 @@ class Cluster:
             "[auth]\nbcrypt_cost = 4\n"
             "[chat]\naccount_check_interval = 1\n"
             "[limits]\nmessage_rate = 1000\nmessage_burst = 1000\n"
+            "signups_per_hour_per_address = 100000\nsignins_per_minute_per_address = 100000\n"
             "[cluster]\n"
             f"redis_url = {self.redis_url}\n"
             f"node_name = {name}\n"
@@ -452,3 +454,27 @@ async def test_a_hung_redis_never_blocks_a_node(cluster_with_own_redis):
     # sends were not stored.
     assert sorted(seen) == sorted(wanted), (seen, wanted)
     await group.close()
+
+
+@inline
+async def test_a_password_reset_closes_the_users_connections_on_every_node(cluster, tmp_path):
+    """chateau-admin talks to the database only; every node closes its own
+    connections of that user within a second, with 4001."""
+    from tests.test_revocation import SIGNED_OUT, run_admin
+
+    on_n1 = await cluster.client("n1", "alice", "old")
+    on_n2 = await cluster.client("n2", "alice", "old")
+    bob = await cluster.client("n3", "bob")
+    config = cluster.config("admin")
+    result = await deferToThread(run_admin, config, "user", "passwd", "alice", password="new")
+    assert result.returncode == 0, result.stderr
+    done = time.monotonic()
+    assert await on_n2.closed(timeout=5) == SIGNED_OUT
+    assert await on_n1.closed(timeout=5) == SIGNED_OUT
+    assert time.monotonic() - done < 1.0
+    assert (await bob.request({"type": "HeartbeatRequest"}))["status"] == 200
+    result = await deferToThread(run_admin, config, "user", "disable", "bob")
+    assert result.returncode == 0, result.stderr
+    done = time.monotonic()
+    assert await bob.closed(timeout=5) == SIGNED_OUT
+    assert time.monotonic() - done < 1.0

@@ -3,10 +3,12 @@ edit and delete, heartbeat, group members, the HTTP user API."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 from twisted.internet import reactor
 from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
 
 from tests.deferreds import inline, sleep
 from tests.wsclient import send_message as send
@@ -305,18 +307,57 @@ async def test_group_members_with_presence(server):
 
 # -- HTTP ------------------------------------------------------------------------
 
-async def http_get(url: str) -> tuple[int, dict]:
-    response = await Agent(reactor).request(b"GET", url.encode())
+async def _http_get_as(key: str, url: str) -> tuple[int, dict]:
+    return await http_get(url, key)
+
+
+async def http_get(url: str, key: str | None = None) -> tuple[int, dict]:
+    headers = Headers({b"authorization": [f"Bearer {key}".encode()]} if key else {})
+    response = await Agent(reactor).request(b"GET", url.encode(), headers)
     body = await readBody(response)
     assert response.headers.getRawHeaders(b"content-type") == [b"application/json"]
     return response.code, json.loads(body)
 
 
 @inline
-async def test_http_user_api(server):
+async def test_http_user_api_needs_a_live_session_key(server):
+    alice = await server.client()
+    key = (await alice.register("alice"))["session_key"]
+    url = server.http_url + "api/users/alice"
+    for given in (None, "not-a-key", "", "x" * 5000):
+        code, body = await http_get(url, given)
+        assert code == 401 and body["status"] == 401, (given, code, body)
+    assert (await http_get(url, key))[0] == 200
+    # A revoked key (signed out) no longer looks anyone up.
+    assert (await alice.request({"type": "LogoutRequest"}))["status"] == 200
+    assert (await http_get(url, key))[0] == 401
+
+
+@inline
+async def test_who_is_online_is_told_only_to_signed_in_connections(server):
     await server.client("alice")
+    stranger = await server.client()
+    reply = await stranger.request({"type": "ClientListRequest"})
+    assert reply["status"] == 301 and "clients" not in reply
+    await stranger.register("bob")
+    assert (await stranger.request({"type": "ClientListRequest"}))["clients"] == ["alice"]
+
+
+@inline
+async def test_http_user_api_may_be_public(server_factory, config_factory):
+    running = await server_factory(config_factory(server={"public_user_lookup": "true"}))
+    await running.client("alice")
+    code, body = await http_get(running.http_url + "api/users/alice")
+    assert code == 200 and body["username"] == "alice"
+
+
+@inline
+async def test_http_user_api(server):
+    alice = await server.client()
+    key = (await alice.register("alice"))["session_key"]
     bob = await server.client("bob")
     await bob.close()
+    http_get = functools.partial(_http_get_as, key)
     code, body = await http_get(server.http_url + "api/users/Alice")
     assert code == 200 and body == {"username": "alice", "display_name": None, "online": True}
     code, body = await http_get(server.http_url + "api/users/bob")

@@ -156,3 +156,45 @@ def test_offline_delivery_reads_each_chat_through_its_index_on_sqlite(tmp_path):
     for plan in plans:
         scans = [step for step in plan if "messages" in step and "direct_chats" not in step]
         assert scans == ["SEARCH messages USING INDEX ix_messages_chat_id (chat=? AND id>?)"], plan
+
+
+def test_upgrading_to_0004_keeps_accounts_and_groups_and_adds_invites(database_url):
+    """Existing users get revoked_at 0 (nothing to close); invites work at once."""
+    from alembic import command
+
+    from chateau.store.accounts import latest_revocation_txn, revoke_all_sessions_txn
+    from chateau.store.invites import (
+        consume_invite_txn,
+        create_invite_txn,
+        hash_invite,
+    )
+    from chateau.store.groups import creation_times_txn
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0003")
+            connection.execute(text(
+                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user'), "
+                "('club', 'group')"
+            ))
+            connection.execute(text(
+                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at, "
+                "delivered_until) VALUES ('ann', 'x', 'local', false, 1, 0), "
+                "('ben', 'x', 'local', false, 1, 0)"
+            ))
+            connection.execute(text(
+                "INSERT INTO groups (chatname, creator, created_at) VALUES ('club', 'ann', 5)"
+            ))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            assert latest_revocation_txn(connection) == 0
+            assert creation_times_txn(connection, "ann", 0) == [5]
+            revoke_all_sessions_txn(connection, "ben")
+            assert latest_revocation_txn(connection) > 0
+            create_invite_txn(connection, hash_invite("abc"), 1, None)
+            assert consume_invite_txn(connection, hash_invite("abc"))
+            assert not consume_invite_txn(connection, hash_invite("abc"))
+    finally:
+        engine.dispose()

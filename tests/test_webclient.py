@@ -164,3 +164,26 @@ def test_two_browser_users_chat(chateau, browser, tmp_path: Path):
     bob.get_by_role("button", name="Sign out").click()
     expect(bob.get_by_role("button", name="Sign in")).to_be_visible()
     assert bob.evaluate("sessionStorage.getItem('chateau.session')") is None
+
+
+def test_a_password_reset_takes_the_page_back_to_the_sign_in_form(chateau, browser, tmp_path):
+    """Close code 4001: the page forgets its session and asks to sign in again."""
+    from playwright.sync_api import expect
+
+    from tests.test_revocation import run_admin
+
+    page = open_page(browser, chateau.http_url)
+    sign_in(page, "alice")
+    expect(page.locator("#me")).to_have_text("alice")
+    config = tmp_path / "admin.ini"
+    config.write_text(
+        f"[database]\nurl = sqlite:///{chateau.workdir / 'chateau.sqlite3'}\n"
+        "[auth]\nbcrypt_cost = 4\n"
+    )
+    result = run_admin(config, "user", "passwd", "alice", password="new secret")
+    assert result.returncode == 0, result.stderr
+    expect(page.locator("#signin-notice")).to_contain_text("You were signed out", timeout=5000)
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('chateau.session')") is None
+    sign_in(page, "alice", "new secret")
+    expect(page.locator("#me")).to_have_text("alice")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import UsernamePassword
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.logger import Logger
@@ -23,7 +23,7 @@ from zope.interface import Interface, implementer
 
 from chateau.auth.passwords import password_problem
 from chateau.errors import NOT_AUTHENTICATED, TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
-from chateau.limits import SignInThrottle
+from chateau.limits import AddressRates, SignInThrottle
 from chateau.names import USERNAME_RULE, check_username
 
 LOCAL = "local"
@@ -39,6 +39,23 @@ class Account:
     username: str
     method: str
     display_name: str | None = None
+
+
+@implementer(IUsernamePassword)
+class SignInCredentials(UsernamePassword):
+    """A username and password, with where they came from and an invite code.
+
+    *address* is the client's (for the per-address sign-up rate); *invite*
+    the code of a RegisterRequest, which may create an account when
+    ``[auth] registration = invite``.
+    """
+
+    def __init__(
+        self, username: str, password: str, address: str = "?", invite: str | None = None
+    ) -> None:
+        super().__init__(username, password)
+        self.address = address
+        self.invite = invite
 
 
 class LoginFailed(UnauthorizedLogin):
@@ -80,8 +97,12 @@ class Authenticator:
         max_pending: int,
         realm: IRealm | None = None,
         throttle: SignInThrottle | None = None,
+        successes: AddressRates | None = None,
     ) -> None:
         self._throttle = throttle
+        # Successful sign-ins per address: a stolen list of passwords is
+        # tried mostly with right ones, which the failure throttle never sees.
+        self._successes = successes
         realm = realm or ChateauRealm()
         self._portals = {name: Portal(realm, [checker]) for name, checker in checkers.items()}
         self._max_pending = max_pending
@@ -95,11 +116,13 @@ class Authenticator:
         return sorted(self._portals)
 
     async def sign_in(
-        self, username: str, password: str, directory: bool, address: str = "?"
+        self, username: str, password: str, directory: bool, address: str = "?",
+        invite: str | None = None,
     ) -> Account:
         """Check the credentials with the chosen method; raise ChateauError if refused.
 
-        *address* is the client's, for the throttle on failed sign-ins.
+        *address* is the client's, for the throttles; *invite* a code that
+        may create the account (``[auth] registration = invite``).
         """
         method = DIRECTORY if directory else LOCAL
         portal = self._portals.get(method)
@@ -139,6 +162,15 @@ class Authenticator:
                     f"too many failed sign-ins: wait {math.ceil(wait)} s before trying again",
                     retry_after=round(wait, 3),
                 )
+        if self._successes is not None:
+            wait = self._successes.wait(address)
+            if wait:
+                raise ChateauError(
+                    TOO_MANY_REQUESTS,
+                    f"too many sign-ins from your address: wait {math.ceil(wait)} s "
+                    "before trying again",
+                    retry_after=round(wait, 3),
+                )
         if self._pending >= self._max_pending:
             raise ChateauError(
                 UNAVAILABLE, "server busy: too many sign-ins in progress, retry shortly"
@@ -146,7 +178,7 @@ class Authenticator:
         self._pending += 1
         try:
             _iface, account, _logout = await portal.login(
-                UsernamePassword(username, password), None, IAccount
+                SignInCredentials(username, password, address, invite), None, IAccount
             )
         except LoginFailed as failure:
             # Only a valid name is logged: what fails the name rules may well be
@@ -167,6 +199,8 @@ class Authenticator:
             self._pending -= 1
         if self._throttle is not None:
             self._throttle.succeeded(address, key)
+        if self._successes is not None:
+            self._successes.take(address)
         self._log.info(
             "{username} signed in ({method})", username=account.username, method=method
         )

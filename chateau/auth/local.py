@@ -8,6 +8,7 @@ cost, so that it takes as long as a wrong password for a real one.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any, Callable, TypeVar
 
@@ -22,7 +23,8 @@ from zope.interface import implementer
 
 from chateau.auth import LOCAL, Identity, LoginFailed
 from chateau.auth.passwords import password_problem
-from chateau.errors import UNAVAILABLE, ChateauError
+from chateau.errors import TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
+from chateau.limits import AddressRates
 from chateau.names import USERNAME_RULE, check_username
 from chateau.store import Store
 from chateau.threads import in_thread_with_deadline, run_in_background_priority
@@ -117,27 +119,38 @@ class Hasher:
 
 @implementer(ICredentialsChecker)
 class LocalChecker:
-    """Checks (or, when registration is open, creates) a local account."""
+    """Checks (or, when registration is open or by invite, creates) a local account."""
 
     credentialInterfaces = (IUsernamePassword,)
     _log = Logger()
 
     def __init__(
-        self, store: Store, hasher: Hasher, registration_open: bool,
+        self, store: Store, hasher: Hasher, registration: str | bool,
         reserved: Callable[[str], Deferred[bool]] | None = None,
+        signups: AddressRates | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
-        self._registration_open = registration_open
+        # "open", "closed" or "invite" ([auth] registration); a bool for open/closed.
+        if isinstance(registration, bool):
+            registration = "open" if registration else "closed"
+        self._registration = registration
+        # Accounts one address may create (open or by invite), per hour.
+        self._signups = signups
         # With directory sign-in on too, asked before a NEW local account is
         # created: True when the directory has that name (then it stays the
         # directory user's). Failing to ask refuses the registration.
         self._reserved = reserved
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Identity]:
-        return ensureDeferred(self._check(credentials.username, credentials.password))
+        return ensureDeferred(self._check(
+            credentials.username, credentials.password,
+            getattr(credentials, "address", "?"), getattr(credentials, "invite", None),
+        ))
 
-    async def _check(self, raw_username: str, password: str) -> Identity:
+    async def _check(
+        self, raw_username: str, password: str, address: str = "?", invite: str | None = None
+    ) -> Identity:
         username = check_username(raw_username)
         if username is None:
             raise LoginFailed(f"authentication failed: {USERNAME_RULE}")
@@ -145,10 +158,32 @@ class LocalChecker:
         if problem is not None:
             raise LoginFailed(f"authentication failed: {problem.reason}")
         account = await self._store.accounts.get_user(username)
-        if account is None and self._registration_open:
+        creating = self._registration == "open" or (
+            self._registration == "invite" and invite is not None
+        )
+        if account is None and creating:
             await self._refuse_if_reserved(username)
+            self._check_signup_rate(address)
             hashed = await self._hasher.hash(password)
-            if await self._store.accounts.create_user(username, hashed, LOCAL):
+            if invite is not None and self._registration == "invite":
+                outcome = await self._store.invites.create_invited_user(
+                    invite, username, hashed, LOCAL
+                )
+                if outcome == "invalid":
+                    raise LoginFailed(
+                        "authentication failed: the invite code is unknown, used up or expired"
+                    )
+                created = outcome == "created"
+            else:
+                created = await self._store.accounts.create_user(username, hashed, LOCAL)
+            if created:
+                self._log.info(
+                    "new local account {username} from {address}{how}",
+                    username=username, address=address,
+                    how=" (invite)" if invite is not None else "",
+                )
+                if self._signups is not None:
+                    self._signups.take(address)
                 return Identity(username, LOCAL)
             # Someone took the name meanwhile (or it is a group): check as usual.
             account = await self._store.accounts.get_user(username)
@@ -165,6 +200,18 @@ class LocalChecker:
         if account.disabled:
             raise LoginFailed("authentication failed: this account is disabled")
         return Identity(username, LOCAL, account.display_name)
+
+    def _check_signup_rate(self, address: str) -> None:
+        if self._signups is None:
+            return
+        wait = self._signups.wait(address)
+        if wait:
+            raise ChateauError(
+                TOO_MANY_REQUESTS,
+                f"too many new accounts from your address: wait {math.ceil(wait)} s "
+                "before creating another",
+                retry_after=round(wait, 3),
+            )
 
     async def _refuse_if_reserved(self, username: str) -> None:
         """Fail closed: no new local name the directory has, or might have."""

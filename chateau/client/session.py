@@ -32,6 +32,8 @@ EXIT_CONNECTION = 1
 EXIT_USAGE = 2
 EXIT_SIGN_IN = 3
 EXIT_SERVER_ERROR = 4
+# The close code of a connection whose session key was revoked (docs/protocol.md).
+SIGNED_OUT = 4001
 
 HISTORY_PAGE = 20
 # /contacts ACTION NAME -> request type, and how a failure is introduced.
@@ -348,6 +350,19 @@ class ChatSession:
             if self.current == chatname:
                 self.current = None
         self.randoms.clear()
+        if code == SIGNED_OUT:
+            # The key was revoked (password changed, account disabled, or too
+            # many sessions): reconnecting would only sign in again with what
+            # may be an old password. The user runs the client again.
+            self.session_key = None
+            self.ui.show(
+                "! the server signed you out"
+                + (f" ({clean(reason)})" if reason else "")
+                + ": your password was changed, your account disabled, or you signed in "
+                "elsewhere too often; start the client again to sign in"
+            )
+            self._finish(EXIT_SIGN_IN)
+            return
         why = ""
         if code not in (None, 1000):
             why = f" ({code} {clean(reason)})" if reason else f" ({code})"

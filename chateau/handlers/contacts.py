@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from chateau import messages
 from chateau.connection import Connection
-from chateau.errors import NOT_FOUND, ChateauError
+from chateau.errors import NOT_FOUND, TOO_LARGE, ChateauError
 from chateau.handlers.context import Reply, Services, existing_other_user, lookup
 from chateau.messages import (
     ContactAccept,
@@ -21,7 +21,17 @@ async def contact_request(ctx: Services, conn: Connection, request: ContactReque
     assert me is not None
     other = await existing_other_user(ctx, me, request.username)
     ctx.delivery.check_reachable([other])
-    outcome = await ctx.store.contacts.request_contact(me, other)
+    most = ctx.config.limits.max_pending_contact_requests
+    outcome = await ctx.store.contacts.request_contact(me, other, most)
+    if outcome == "too_many_sent":
+        raise ChateauError(
+            TOO_LARGE,
+            f"you have {most} contact requests waiting for an answer, the most allowed",
+        )
+    if outcome == "too_many_received":
+        raise ChateauError(
+            TOO_LARGE, f"{other!r} has {most} contact requests waiting, the most allowed"
+        )
     if outcome == "requested":
         ctx.delivery.deliver([other], messages.contact_request_recv(me))
     elif outcome == "accepted":

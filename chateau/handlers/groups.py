@@ -3,6 +3,8 @@ GroupMembersRequest."""
 
 from __future__ import annotations
 
+import math
+
 from chateau import messages
 from chateau.connection import Connection
 from twisted.logger import Logger
@@ -13,6 +15,7 @@ from chateau.errors import (
     NOT_AUTHENTICATED,
     NOT_FOUND,
     TOO_LARGE,
+    TOO_MANY_REQUESTS,
     UNAVAILABLE,
     BadRequest,
     ChateauError,
@@ -20,6 +23,9 @@ from chateau.errors import (
 from chateau.handlers.context import Reply, Services, require_membership
 from chateau.messages import GroupLeaveRequest, GroupMembersRequest, GroupMessageInitRequest
 from chateau.names import CHATNAME_RULE, canonical, check_chatname, check_username
+from chateau.store.records import now_millis
+
+HOUR_MS = 3_600_000
 
 log = Logger()
 
@@ -54,6 +60,7 @@ async def group_init(ctx: Services, conn: Connection, request: GroupMessageInitR
         if registry.group_count(member) >= most:
             who = "you are" if member == creator else f"{member!r} is"
             raise ChateauError(TOO_LARGE, f"{who} already in {most} groups, the most allowed")
+    await _refuse_churn(ctx, creator)
     await _refuse_directory_names(ctx, chatname)
     ctx.delivery.check_reachable(members)
     online = [m for m in members if registry.is_online(m)]
@@ -71,6 +78,26 @@ async def group_init(ctx: Services, conn: Connection, request: GroupMessageInitR
         skip=conn,
     )
     return messages.group_init_response(chatname)
+
+
+async def _refuse_churn(ctx: Services, creator: str) -> None:
+    """429 past ``[limits] groups_created_per_hour``, counted from the database.
+
+    Groups are never deleted, so leaving groups and creating new ones counts
+    too, on every node and across restarts. (Two creations racing on two
+    connections may both pass: the count is of committed groups.)
+    """
+    most = ctx.config.limits.groups_created_per_hour
+    now = now_millis()
+    times = await ctx.store.groups.creation_times(creator, now - HOUR_MS)
+    if len(times) >= most:
+        wait = max(0.001, (times[len(times) - most] + HOUR_MS - now) / 1000)
+        raise ChateauError(
+            TOO_MANY_REQUESTS,
+            f"you created {len(times)} groups in the last hour, the most allowed: wait "
+            f"{math.ceil(wait)} s",
+            retry_after=round(wait, 3),
+        )
 
 
 async def _refuse_directory_names(ctx: Services, chatname: str) -> None:

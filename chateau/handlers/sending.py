@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 
 from chateau import messages
 from chateau.connection import Connection
-from chateau.errors import FORBIDDEN, NOT_FOUND, ChateauError
+from chateau.errors import FORBIDDEN, NOT_FOUND, TOO_LARGE, ChateauError
 from chateau.handlers.context import Reply, Services, check_content, lookup, record_message
 from chateau.messages import GroupMessageRequest, RandomMessageRequest
 from chateau.registry import Group
@@ -139,6 +139,11 @@ async def random_message(ctx: Services, conn: Connection, request: RandomMessage
     sender = conn.username
     assert sender is not None
     check_content(ctx, request.content)
+    most = ctx.config.limits.max_random_chats_per_user
+    if ctx.registry.pair_count(sender) >= most:
+        raise ChateauError(
+            TOO_LARGE, f"you are already in {most} random chats, the most allowed: leave one first"
+        )
     pair = ctx.registry.pair_randomly(sender, local_only=ctx.delivery.link_down)
     if pair is None:
         raise ChateauError(NOT_FOUND, "not enough people online: nobody else is signed in")

@@ -25,7 +25,11 @@ async def new_session_key(ctx: Services, conn: Connection, username: str) -> str
     key = secrets.token_urlsafe(32)
     key_hash = hash_session_key(key)
     lifetime = ctx.config.chat.session_lifetime_days * 86400
-    await ctx.store.sessions.create_session(username, key_hash, lifetime)
+    # Past [limits] max_sessions_per_user the oldest keys are revoked, and
+    # their connections closed by chateau.signout (4001).
+    await ctx.store.sessions.create_session(
+        username, key_hash, lifetime, ctx.config.limits.max_sessions_per_user
+    )
     conn.session_key_hash = key_hash
     return key
 
@@ -41,7 +45,8 @@ async def register(ctx: Services, conn: Connection, request: RegisterRequest) ->
     method = "ldap" if request.auth else "local"
     try:
         account = await ctx.auth.sign_in(
-            request.username, request.password, request.auth, conn.address
+            request.username, request.password, request.auth, conn.address,
+            invite=request.invite,
         )
     except ChateauError as refusal:
         result = {429: "throttled", 503: "busy"}.get(refusal.status, "refused")

@@ -57,8 +57,11 @@ class Sessions:
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
 
-    def create_session(self, username: str, key_hash: str, lifetime: float) -> Deferred[None]:
-        return self._runner.run(create_session_txn, username, key_hash, lifetime)
+    def create_session(
+        self, username: str, key_hash: str, lifetime: float, most: int | None = None
+    ) -> Deferred[int]:
+        """Store a new key; past *most* live keys, the oldest are revoked. How many were."""
+        return self._runner.run(create_session_txn, username, key_hash, lifetime, most)
 
     def resume_session(self, key_hash: str) -> Deferred[UserRecord | None]:
         """The account of a live, unexpired key, unless the account is disabled."""
@@ -66,6 +69,18 @@ class Sessions:
 
     def revoke_session(self, key_hash: str) -> Deferred[None]:
         return self._runner.run(revoke_session_txn, key_hash)
+
+    def latest_revocation(self) -> Deferred[int]:
+        """The newest ``revoked_at`` stamp of any account (0 for none)."""
+        return self._runner.run(latest_revocation_txn)
+
+    def revocations_since(self, since: int) -> Deferred[list[tuple[str, int]]]:
+        """(username, revoked_at) of the accounts revoked after *since*."""
+        return self._runner.run(revocations_since_txn, since)
+
+    def live_keys(self, key_hashes: Iterable[str]) -> Deferred[set[str]]:
+        """Those of *key_hashes* that are stored and unexpired, of enabled accounts."""
+        return self._runner.run(live_keys_txn, list(key_hashes))
 
 
 # -- users --------------------------------------------------------------------
@@ -177,7 +192,10 @@ def session_counts_txn(connection: Connection) -> dict[str, int]:
 
 # -- sessions -----------------------------------------------------------------
 
-def create_session_txn(connection: Connection, username: str, key_hash: str, lifetime: float) -> None:
+def create_session_txn(
+    connection: Connection, username: str, key_hash: str, lifetime: float,
+    most: int | None = None,
+) -> int:
     now = now_millis()
     connection.execute(
         delete(sessions).where((sessions.c.username == username) & (sessions.c.expires_at <= now))
@@ -188,6 +206,25 @@ def create_session_txn(connection: Connection, username: str, key_hash: str, lif
             expires_at=now + int(lifetime * 1000),
         )
     )
+    if most is None:
+        return 0
+    # The newest *most* keys stay; older ones are revoked, and the stamp
+    # tells every node to close the connections that used them.
+    extra = list(
+        connection.execute(
+            select(sessions.c.key_hash)
+            .where(sessions.c.username == username)
+            .order_by(sessions.c.created_at.desc(), sessions.c.key_hash.desc())
+            .offset(most)
+        ).scalars()
+    )
+    if key_hash in extra:  # created in the same millisecond as older ones: keep the new one
+        extra.remove(key_hash)
+    if not extra:
+        return 0
+    connection.execute(delete(sessions).where(sessions.c.key_hash.in_(extra)))
+    mark_revoked_txn(connection, username)
+    return len(extra)
 
 
 def resume_session_txn(connection: Connection, key_hash: str) -> UserRecord | None:
@@ -208,4 +245,46 @@ def revoke_session_txn(connection: Connection, key_hash: str) -> None:
 
 
 def revoke_all_sessions_txn(connection: Connection, username: str) -> int:
+    """Revoke every key of *username*; running servers close its connections."""
+    mark_revoked_txn(connection, username)
     return connection.execute(delete(sessions).where(sessions.c.username == username)).rowcount
+
+
+def mark_revoked_txn(connection: Connection, username: str) -> None:
+    """Stamp the account's revocation, always later than its previous stamp."""
+    previous = connection.execute(
+        select(users.c.revoked_at).where(users.c.username == username)
+    ).scalar() or 0
+    connection.execute(
+        update(users).where(users.c.username == username)
+        .values(revoked_at=max(now_millis(), previous + 1))
+    )
+
+
+def latest_revocation_txn(connection: Connection) -> int:
+    return int(connection.execute(select(func.max(users.c.revoked_at))).scalar() or 0)
+
+
+def revocations_since_txn(connection: Connection, since: int) -> list[tuple[str, int]]:
+    """Accounts stamped after *since* (never those never revoked, stamped 0)."""
+    rows = connection.execute(
+        select(users.c.username, users.c.revoked_at)
+        .where(users.c.revoked_at > max(since, 0))
+    )
+    return [(row.username, int(row.revoked_at)) for row in rows]
+
+
+def live_keys_txn(connection: Connection, key_hashes: list[str]) -> set[str]:
+    if not key_hashes:
+        return set()
+    return set(
+        connection.execute(
+            select(sessions.c.key_hash)
+            .join(users, users.c.username == sessions.c.username)
+            .where(
+                sessions.c.key_hash.in_(key_hashes)
+                & (sessions.c.expires_at > now_millis())
+                & ~users.c.disabled
+            )
+        ).scalars()
+    )

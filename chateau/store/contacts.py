@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
@@ -23,9 +23,13 @@ class Contacts:
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
 
-    def request_contact(self, requester: str, addressee: str) -> Deferred[str]:
-        """"requested", "accepted" (they had asked us), "pending" or "already"."""
-        return self._runner.run(request_contact_txn, requester, addressee)
+    def request_contact(
+        self, requester: str, addressee: str, most: int | None = None
+    ) -> Deferred[str]:
+        """"requested", "accepted" (they had asked us), "pending" or "already";
+        "too_many_sent" / "too_many_received" when a new request would put
+        either side past *most* pending requests."""
+        return self._runner.run(request_contact_txn, requester, addressee, most)
 
     def accept_contact(self, addressee: str, requester: str) -> Deferred[bool]:
         return self._runner.run(accept_contact_txn, addressee, requester)
@@ -49,8 +53,21 @@ def _pair_row(connection: Connection, first: str, second: str) -> Any:
     ).first()
 
 
-def request_contact_txn(connection: Connection, requester: str, addressee: str) -> str:
+def _pending_count(connection: Connection, column: Any, username: str) -> int:
+    return int(connection.execute(
+        select(func.count()).select_from(contacts).where((column == username) & ~contacts.c.accepted)
+    ).scalar() or 0)
+
+
+def request_contact_txn(
+    connection: Connection, requester: str, addressee: str, most: int | None = None
+) -> str:
     row = _pair_row(connection, requester, addressee)
+    if row is None and most is not None:
+        if _pending_count(connection, contacts.c.requester, requester) >= most:
+            return "too_many_sent"
+        if _pending_count(connection, contacts.c.addressee, addressee) >= most:
+            return "too_many_received"
     if row is None:
         connection.execute(
             insert(contacts).values(

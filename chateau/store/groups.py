@@ -48,6 +48,10 @@ class Groups:
     def remove_group_member(self, chatname: str, username: str) -> Deferred[None]:
         return self._runner.run(remove_group_member_txn, chatname, username)
 
+    def creation_times(self, creator: str, since: int) -> Deferred[list[int]]:
+        """When *creator* made each group after *since* (ms), oldest first."""
+        return self._runner.run(creation_times_txn, creator, since)
+
 
 def create_group_txn(
     connection: Connection, chatname: str, creator: str, members: list[str], online: set[str]
@@ -106,3 +110,14 @@ def remove_group_member_txn(connection: Connection, chatname: str, username: str
             (group_members.c.chatname == chatname) & (group_members.c.username == username)
         )
     )
+
+
+def creation_times_txn(connection: Connection, creator: str, since: int) -> list[int]:
+    """Groups are never deleted, so this counts churn (leave and re-create) too."""
+    return [
+        int(value) for value in connection.execute(
+            select(groups.c.created_at)
+            .where((groups.c.creator == creator) & (groups.c.created_at > since))
+            .order_by(groups.c.created_at)
+        ).scalars()
+    ]

@@ -99,3 +99,13 @@ class ContactBook:
 
     contacts: list[str]
     pending: list[tuple[str, str, int]]
+
+
+@dataclass(frozen=True)
+class InviteRecord:
+    """An invite code as ``chateau-admin invite list`` shows it (never the code)."""
+
+    id: int
+    uses: int
+    created_at: int
+    expires_at: int | None

@@ -49,6 +49,12 @@ users = Table(
     # Every message up to this id was delivered to the user (live or when
     # they signed in); offline delivery starts after it.
     Column("delivered_until", BigInteger, nullable=False, server_default="0"),
+    # When the account's session keys were last revoked (password reset,
+    # disabled, or its oldest key pushed out by a new one), in ms; 0 never.
+    # Every node polls it each second (indexed) and closes the connections
+    # whose key is gone, so chateau-admin needs no way into the server.
+    Column("revoked_at", BigInteger, nullable=False, server_default="0"),
+    Index("ix_users_revoked_at", "revoked_at"),
 )
 
 groups = Table(
@@ -57,6 +63,9 @@ groups = Table(
     Column("chatname", String(64), ForeignKey("names.name"), primary_key=True),
     Column("creator", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # Groups are never deleted, so the groups a user created in the last
+    # hour are counted here ([limits] groups_created_per_hour).
+    Index("ix_groups_creator_created_at", "creator", "created_at"),
 )
 
 group_members = Table(
@@ -145,6 +154,19 @@ contacts = Table(
     Column("accepted", Boolean, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Index("ix_contacts_addressee", "addressee"),
+)
+
+
+# Invite codes for [auth] registration = invite, made by chateau-admin. Only
+# the code's SHA-256 is stored; "uses" counts down to 0 as accounts are made.
+invites = Table(
+    "invites",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("uses", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
 )
 
 

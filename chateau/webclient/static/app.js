@@ -13,6 +13,7 @@
   const VIEW_KEY = "chateau.view";         // {current, chats: [...]}
   const ONLINE_REFRESH_MS = 5000;
   const RETRY_FIRST_MS = 1000;
+  const SIGNED_OUT = 4001;  // close code: the session key was revoked (docs/protocol.md)
   const RETRY_MAX_MS = 30000;
   const HISTORY_PAGE = 50;
 
@@ -90,9 +91,11 @@
       let opened = false;
       ws.onopen = () => { opened = true; state.retryMs = RETRY_FIRST_MS; resolve(ws); };
       ws.onmessage = (event) => { if (ws === state.ws) receive(event.data); };
-      ws.onclose = () => {
+      ws.onclose = (event) => {
         if (!opened) reject(new Error("cannot reach the server"));
-        if (ws === state.ws) connectionLost();
+        if (ws !== state.ws) return;
+        if (event.code === SIGNED_OUT) signedOutByServer();
+        else connectionLost();
       };
     });
   }
@@ -133,6 +136,14 @@
     } else if (wasSignedIn) {
       showSignIn("The connection was lost. Sign in again to carry on.");
     }
+  }
+
+  function signedOutByServer() {
+    /* Close code 4001: the session key was revoked; no reconnecting, sign in again. */
+    forgetSession();
+    connectionLost();
+    showSignIn("You were signed out: your password was changed, your account was disabled, " +
+      "or you signed in on too many devices. Please sign in again.");
   }
 
   function scheduleReconnect() {
