@@ -4,8 +4,11 @@ Each command is a subcommand with its own handler; they all read the server's
 own INI file (``--config``, by default ``chateau.ini`` in the working
 directory when there is one), so what they check is what the server will do.
 
-``user add|passwd|disable|enable|list`` manage accounts and ``db upgrade``
-applies the schema migrations (see chateau.accounts and chateau.store.migrate).
+``user add|passwd|disable|enable|list`` manage accounts, ``db upgrade``
+applies the schema migrations (see chateau.accounts and chateau.store.migrate)
+and ``names collisions`` lists the existing names that look like older ones
+(confusable: equal UTS #39 skeletons), which keep working and are never
+renamed.
 
 ``ldap-check USERNAME`` walks through a directory sign-in step by step
 (connect, TLS, search, bind, group) and prints one line per step with OK or
@@ -231,6 +234,31 @@ def _account_command(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def _names_command(args: argparse.Namespace) -> int:
+    """names collisions: the existing names flagged as confusable, one a line."""
+    from chateau.accounts import name_collisions
+    from chateau.store.engine import in_transaction
+    from chateau.store.migrate import SchemaOutOfDate, prepare
+
+    config = _load(args)
+    if config is None:
+        return USAGE
+    engine = _engine(config)
+    try:
+        in_transaction(engine, prepare)
+        collisions = name_collisions(engine)
+    except SchemaOutOfDate as exc:
+        print(f"chateau-admin: {exc}", file=sys.stderr)
+        return WOULD_FAIL
+    finally:
+        engine.dispose()
+    for found in collisions:
+        print(f"{found.name:<32} {found.kind:<5} looks like {found.confusable_with!r} "
+              f"({found.other_kind})")
+    print(f"{len(collisions)} confusable name(s)")
+    return OK
+
+
 def _db_command(args: argparse.Namespace) -> int:
     from chateau.accounts import upgrade_database
 
@@ -295,6 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
         action.set_defaults(handler=_account_command)
     listing = actions.add_parser("list", parents=[common], help="list accounts")
     listing.set_defaults(handler=_account_command)
+
+    names = commands.add_parser(
+        "names", parents=[common], help="inspect the shared namespace of users and groups",
+    )
+    names_actions = names.add_subparsers(dest="action", metavar="ACTION", required=True)
+    collisions = names_actions.add_parser(
+        "collisions", parents=[common],
+        help="list existing names that look like older ones (kept, never renamed)",
+    )
+    collisions.set_defaults(handler=_names_command)
 
     db = commands.add_parser("db", parents=[common], help="manage the database schema")
     db_actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)

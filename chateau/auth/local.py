@@ -22,8 +22,8 @@ from zope.interface import implementer
 
 from chateau.auth import LOCAL, Identity, LoginFailed
 from chateau.auth.passwords import password_problem
-from chateau.errors import UNAVAILABLE, ChateauError
-from chateau.names import USERNAME_RULE, check_username
+from chateau.errors import CONFLICT, UNAVAILABLE, ChateauError
+from chateau.names import USERNAME_RULE, check_new_username, check_username
 from chateau.store import Store
 from chateau.threads import in_thread_with_deadline, run_in_background_priority
 
@@ -146,10 +146,20 @@ class LocalChecker:
             raise LoginFailed(f"authentication failed: {problem.reason}")
         account = await self._store.accounts.get_user(username)
         if account is None and self._registration_open:
+            if check_new_username(raw_username) != username:
+                # Only found, never taken: a name of the older NFKC rule.
+                raise LoginFailed(f"authentication failed: {USERNAME_RULE}")
             await self._refuse_if_reserved(username)
             hashed = await self._hasher.hash(password)
-            if await self._store.accounts.create_user(username, hashed, LOCAL):
+            claim = await self._store.accounts.create_user(username, hashed, LOCAL)
+            if claim:
                 return Identity(username, LOCAL)
+            if claim.confusable:
+                raise LoginFailed(
+                    f"cannot register {username!r}: it looks like the existing name "
+                    f"{claim.blocked_by!r}; choose another name",
+                    CONFLICT,
+                )
             # Someone took the name meanwhile (or it is a group): check as usual.
             account = await self._store.accounts.get_user(username)
             if account is None:
