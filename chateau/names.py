@@ -15,9 +15,10 @@ space-separated part enforced by the profile as RFC 8265 section 3.5 says)
 and its length limits, counted on the canonical form.
 
 Names made before the PRECIS rule were canonicalised with NFKC and case
-folding. :func:`check_username` and :func:`check_chatname` (for finding a
-name) fall back to that older rule when the profile refuses the input, so
-every existing name is still found; :func:`check_new_username` and
+folding. Where both rules accept a name they give the same form, so no
+stored name changes; :func:`check_username` and :func:`check_chatname` (for
+finding a name) fall back to the older rule when the profile refuses the
+input, so every existing name is still found; :func:`check_new_username` and
 :func:`check_new_chatname` (for taking a name) apply the profile alone.
 
 Users and groups share the namespace, so a group can never capture someone's

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import unicodedata
 from pathlib import Path
 
 import bcrypt
@@ -52,6 +53,25 @@ def test_names_of_the_older_nfkc_rule_are_still_found_but_never_taken():
     assert names.check_new_username("\u01c5emal") is None
     assert names.check_username("\u01c5emal") == "d\u017eemal"
     assert names.check_username("d\u017eemal") == "d\u017eemal"
+
+
+def test_every_name_the_older_rule_accepted_keeps_its_canonical_form():
+    """Where both rules accept a name they agree, so no stored name changes form
+    (where they differ, e.g. "ǰ", the older rule left a combining mark the
+    character rule refused)."""
+    changed = []
+    for char in map(chr, range(sys.maxunicode + 1)):
+        if not (char.isalnum() or unicodedata.decomposition(char)
+                or unicodedata.category(char).startswith("M")):
+            continue  # can be part of no name under either rule
+        raw = "a" + char
+        new = names.check_new_username(raw)
+        old = names.legacy_canonical(raw)
+        if new is not None and new != old and names._fits(
+            old, names.MAX_USERNAME_LENGTH, names._USERNAME
+        ):
+            changed.append(raw)
+    assert changed == []
 
 
 def test_skeletons_equal_for_look_alikes_only():
