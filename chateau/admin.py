@@ -61,7 +61,7 @@ def _account_step(config: Config, username: str) -> bool:
         print(f"{'account':<13} skipped: no database at {path} yet")
         return True
 
-    def owner(connection: Connection) -> tuple[str | None, str | None] | None:
+    def owner(connection: Connection) -> tuple[str | None, str | None, str | None] | None:
         if not {"names", "users"} <= table_names(connection):
             return None
         return name_owner_txn(connection, username)
@@ -79,7 +79,14 @@ def _account_step(config: Config, username: str) -> bool:
     if found is None:
         print(f"{'account':<13} skipped: the database has no schema yet")
         return True
-    kind, method = found
+    kind, method, alike = found
+    if alike is not None:
+        _line(
+            "account", False,
+            f"{username!r} looks like the existing name {alike!r} on this server, and is "
+            "refused (409); rename one of them",
+        )
+        return False
     if kind is None:
         _line("account", True, f"{username!r} is free; created on first sign-in")
         return True

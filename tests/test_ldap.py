@@ -701,6 +701,13 @@ async def test_ldap_check_reports_a_name_clash(start, admin_config, tmp_path):
     fine = run_admin([sys.executable, "-m", "chateau.admin", "--config", str(path),
                       "ldap-check", "alice"], "alice-pw", tmp_path)
     assert fine.returncode == 0 and "'alice' is free" in fine.stdout, fine.stdout
+    await add_local_user(running, "fr\u0430nk", "local-pw")  # Cyrillic а
+    alike = run_admin([sys.executable, "-m", "chateau.admin", "--config", str(path),
+                       "ldap-check", "frank"], "frank-pw", tmp_path)
+    assert alike.returncode == 1, alike.stdout + alike.stderr
+    assert any(line.startswith("account") and "FAILED" in line
+               and "looks like the existing name 'fr\u0430nk'" in line
+               for line in alike.stdout.splitlines()), alike.stdout
 
 
 def test_ldap_check_config_error_exits_2(tmp_path):

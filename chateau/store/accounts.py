@@ -113,6 +113,13 @@ def name_in_the_way_txn(connection: Connection, name: str, shape: str) -> str:
     return holder or name
 
 
+def confusable_holder_txn(connection: Connection, name: str) -> str | None:
+    """Another existing name *name* looks like (one indexed query), or None."""
+    return connection.execute(
+        select(names.c.name).where((names.c.skeleton == skeleton(name)) & (names.c.name != name))
+    ).scalar()
+
+
 def name_collisions_txn(connection: Connection) -> list[NameCollision]:
     """Every flagged name, with the older name it looks like, by name."""
     kinds = {row.name: row.kind for row in connection.execute(select(names.c.name, names.c.kind))}
@@ -171,13 +178,17 @@ def disabled_among_txn(connection: Connection, usernames: list[str]) -> list[str
     )
 
 
-def name_owner_txn(connection: Connection, name: str) -> tuple[str | None, str | None]:
-    """What holds *name*: its kind ("user", "group" or None) and, for a user, the sign-in method."""
+def name_owner_txn(
+    connection: Connection, name: str
+) -> tuple[str | None, str | None, str | None]:
+    """What holds *name*: its kind ("user", "group" or None), for a user the
+    sign-in method, and for a free name the existing name it looks like, if any."""
     kind = connection.execute(select(names.c.kind).where(names.c.name == name)).scalar()
     method = connection.execute(
         select(users.c.auth_method).where(users.c.username == name)
     ).scalar()
-    return kind, method
+    alike = confusable_holder_txn(connection, name) if kind is None else None
+    return kind, method, alike
 
 
 # -- administration (chateau-admin) -------------------------------------------

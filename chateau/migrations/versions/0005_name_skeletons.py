@@ -60,20 +60,25 @@ def upgrade() -> None:
         .order_by(created, names.c.name)
     ).all()
     holders: dict[str, str] = {}
+    held: list[dict[str, str]] = []
+    flagged: list[dict[str, object]] = []
     flagged_at = int(time.time() * 1000)
     for name, _created in rows:
         shape = skeleton(name)
         holder = holders.setdefault(shape, name)
         if holder == name:
-            connection.execute(
-                sa.update(names).where(names.c.name == name).values(skeleton=shape)
-            )
+            held.append({"key": name, "shape": shape})
         else:
-            connection.execute(
-                sa.insert(collisions).values(
-                    name=name, confusable_with=holder, skeleton=shape, flagged_at=flagged_at,
-                )
-            )
+            flagged.append({"name": name, "confusable_with": holder, "skeleton": shape,
+                            "flagged_at": flagged_at})
+    if held:
+        connection.execute(
+            sa.update(names).where(names.c.name == sa.bindparam("key"))
+            .values(skeleton=sa.bindparam("shape")),
+            held,
+        )
+    if flagged:
+        connection.execute(sa.insert(collisions), flagged)
     op.create_index("ux_names_skeleton", "names", ["skeleton"], unique=True)
 
 
