@@ -70,6 +70,11 @@ def legacy_canonical(name: str) -> str:
 
 
 def _precis(part: str) -> str | None:
+    """*part* through the profile, or None when the profile refuses it."""
+    if part.isascii() and part.isprintable() and part and " " not in part:
+        # What the profile does to printable ASCII (all of it allowed), a
+        # hundred times faster: every lookup of a name passes here.
+        return part.lower()
     try:
         return str(_profile().enforce(part))
     except (UnicodeEncodeError, ValueError):

@@ -47,6 +47,17 @@ def test_precis_maps_width_and_case_and_refuses_what_the_profile_disallows():
     assert names.check_new_chatname("\uff33tudy Group") == "study group"
 
 
+def test_the_ascii_fast_path_is_what_the_profile_does():
+    profile = names._profile()
+    for code in range(0x80):
+        for raw in (chr(code), f"Ab{chr(code)}9", chr(code) * 3):
+            try:
+                expected = profile.enforce(raw)
+            except (UnicodeEncodeError, ValueError):
+                expected = None
+            assert names._precis(raw) == expected, raw
+
+
 def test_names_of_the_older_nfkc_rule_are_still_found_but_never_taken():
     # "ǅ" (U+01C5) has a compatibility decomposition: PRECIS refuses it, the
     # older NFKC rule made it "dž", which a stored account may have.
