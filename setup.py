@@ -28,6 +28,10 @@ setup(
         "prometheus_client>=0.17",
         # [cluster]: the Redis backplane (Twisted-native client, no threads).
         "txredisapi>=1.4",
+        # Names: the PRECIS username profile (RFC 8265) and Unicode's
+        # confusables data for UTS #39 skeletons (chateau/names.py).
+        "precis-i18n>=1.1,<2",
+        "confusable-homoglyphs>=3.3,<4",
     ],
     entry_points={
         "console_scripts": [

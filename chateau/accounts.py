@@ -18,11 +18,12 @@ import bcrypt
 
 from chateau.auth import LOCAL
 from chateau.auth.passwords import PasswordProblem, password_problem
-from chateau.names import USERNAME_RULE, check_username
+from chateau.names import USERNAME_RULE, check_new_username, check_username
 from chateau.store.accounts import (
     create_user_txn,
     get_user_txn,
     list_users_txn,
+    name_collisions_txn,
     revoke_all_sessions_txn,
     session_counts_txn,
     set_disabled_txn,
@@ -35,7 +36,7 @@ from chateau.store.invites import (
     list_invites_txn,
     revoke_invite_txn,
 )
-from chateau.store.records import InviteRecord, now_millis
+from chateau.store.records import InviteRecord, NameCollision, now_millis
 from chateau.store.migrate import upgrade_to_head
 
 
@@ -69,9 +70,14 @@ def hash_password(password: str, cost: int) -> str:
 
 
 def add_user(engine: Engine, raw: str, password: str, cost: int) -> str:
-    username = _username(raw)
+    username = check_new_username(raw)
+    if username is None:
+        raise AdminError(f"invalid username {raw!r}: {USERNAME_RULE}")
     hashed = hash_password(password, cost)
-    if not in_transaction(engine, create_user_txn, username, hashed, LOCAL, None):
+    claim = in_transaction(engine, create_user_txn, username, hashed, LOCAL, None)
+    if claim.confusable:
+        raise AdminError(f"{username!r} looks like the existing name {claim.blocked_by!r}")
+    if not claim:
         raise AdminError(f"{username!r} is already taken by a user or a group")
     return username
 
@@ -141,6 +147,11 @@ def list_invites(engine: Engine) -> list[InviteRecord]:
 def revoke_invite(engine: Engine, code_or_id: str) -> None:
     if not in_transaction(engine, revoke_invite_txn, code_or_id):
         raise AdminError(f"no such invite: {code_or_id!r}")
+
+
+def name_collisions(engine: Engine) -> list[NameCollision]:
+    """Existing names flagged as confusable with older ones (``names collisions``)."""
+    return in_transaction(engine, name_collisions_txn)
 
 
 def upgrade_database(engine: Engine) -> tuple[str | None, str]:

@@ -7,7 +7,9 @@ directory when there is one), so what they check is what the server will do.
 ``user add|passwd|disable|enable|list`` manage accounts, ``invite
 create|list|revoke`` the invite codes of ``[auth] registration = invite``, and
 ``db upgrade`` applies the schema migrations (see chateau.accounts and
-chateau.store.migrate).
+chateau.store.migrate), and ``names collisions`` lists the existing names that
+look like older ones (confusable: equal UTS #39 skeletons), which keep working
+and are never renamed.
 
 ``ldap-check USERNAME`` walks through a directory sign-in step by step
 (connect, TLS, search, bind, group) and prints one line per step with OK or
@@ -60,7 +62,7 @@ def _account_step(config: Config, username: str) -> bool:
         print(f"{'account':<13} skipped: no database at {path} yet")
         return True
 
-    def owner(connection: Connection) -> tuple[str | None, str | None] | None:
+    def owner(connection: Connection) -> tuple[str | None, str | None, str | None] | None:
         if not {"names", "users"} <= table_names(connection):
             return None
         return name_owner_txn(connection, username)
@@ -78,7 +80,14 @@ def _account_step(config: Config, username: str) -> bool:
     if found is None:
         print(f"{'account':<13} skipped: the database has no schema yet")
         return True
-    kind, method = found
+    kind, method, alike = found
+    if alike is not None:
+        _line(
+            "account", False,
+            f"{username!r} looks like the existing name {alike!r} on this server, and is "
+            "refused (409); rename one of them",
+        )
+        return False
     if kind is None:
         _line("account", True, f"{username!r} is free; created on first sign-in")
         return True
@@ -275,6 +284,31 @@ def _invite_command(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def _names_command(args: argparse.Namespace) -> int:
+    """names collisions: the existing names flagged as confusable, one a line."""
+    from chateau.accounts import name_collisions
+    from chateau.store.engine import in_transaction
+    from chateau.store.migrate import SchemaOutOfDate, prepare
+
+    config = _load(args)
+    if config is None:
+        return USAGE
+    engine = _engine(config)
+    try:
+        in_transaction(engine, prepare)
+        collisions = name_collisions(engine)
+    except SchemaOutOfDate as exc:
+        print(f"chateau-admin: {exc}", file=sys.stderr)
+        return WOULD_FAIL
+    finally:
+        engine.dispose()
+    for found in collisions:
+        print(f"{found.name:<32} {found.kind:<5} looks like {found.confusable_with!r} "
+              f"({found.other_kind})")
+    print(f"{len(collisions)} confusable name(s)")
+    return OK
+
+
 def _db_command(args: argparse.Namespace) -> int:
     from chateau.accounts import upgrade_database
 
@@ -361,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = invite_actions.add_parser("revoke", parents=[common], help="delete a code")
     revoke.add_argument("code", metavar="CODE", help="the code, or its id from invite list")
     revoke.set_defaults(handler=_invite_command)
+
+    names = commands.add_parser(
+        "names", parents=[common], help="inspect the shared namespace of users and groups",
+    )
+    names_actions = names.add_subparsers(dest="action", metavar="ACTION", required=True)
+    collisions = names_actions.add_parser(
+        "collisions", parents=[common],
+        help="list existing names that look like older ones (kept, never renamed)",
+    )
+    collisions.set_defaults(handler=_names_command)
 
     db = commands.add_parser("db", parents=[common], help="manage the database schema")
     db_actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -206,11 +206,23 @@ class Chateau(MultiService):
         if self._exit_on_failure:
             self.ready.addErrback(self._start_failed)
 
+    async def _warn_of_name_collisions(self) -> None:
+        """Tell the operator of existing names that look like older ones (never renamed)."""
+        collisions = await self.store.accounts.name_collisions()
+        if collisions:
+            self._log.warn(
+                "{count} existing name(s) look like older ones and keep working, but may "
+                "mislead: {pairs}; list them with `chateau-admin names collisions`",
+                count=len(collisions),
+                pairs=", ".join(f"{c.name!r} ~ {c.confusable_with!r}" for c in collisions[:10]),
+            )
+
     async def _start(self) -> None:
         # The hash missing accounts are checked against is made on the hashing
         # pool while the database is prepared, and is ready when the node is.
         dummy_hash = self._hasher.prepare() if self._hasher is not None else None
         await self.store.prepare_schema()
+        await self._warn_of_name_collisions()
         await load_groups(self.store, self.registry)
         if self.node is not None:
             await self.store.cursors.register_node(self.node)

@@ -287,6 +287,22 @@ async def test_contacts_and_their_presence_across_nodes(cluster):
 
 
 @inline
+async def test_names_that_look_alike_are_refused_on_every_node(cluster):
+    alice = await cluster.client("n1", "\uff21lice")  # full-width Ａ: signs in as alice
+    bob = await cluster.client("n2", "bob")
+    await wait_presence(cluster, alice, "bob")
+    for node, name in (("n2", "\u0430lice"), ("n3", "\u0430l\u0456ce")):  # Cyrillic а, і
+        client = await connect(cluster.url(node))
+        cluster.clients.append(client)
+        reply = await client.request({"type": "RegisterRequest", "username": name, "password": "pw"})
+        assert reply["status"] == 409 and "'alice'" in reply["detail"], reply
+    reply = await bob.request(
+        {"type": "GroupMessageInitRequest", "recipients": ["alice"], "chatname": "b\u03bfb"})
+    assert reply["status"] == 409 and "'bob'" in reply["detail"], reply
+    await cluster.close()
+
+
+@inline
 async def test_offline_delivery_spans_origins_once(cluster):
     bob = await cluster.client("n2", "bob")
     await bob.close()

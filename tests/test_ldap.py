@@ -438,6 +438,28 @@ async def test_a_local_account_keeps_its_name_from_the_directory(start, log_even
 
 @both_databases
 @inline
+async def test_a_directory_name_confusable_with_a_local_one_is_refused_409(start, log_events):
+    running = await start()
+    await add_local_user(running, "\u0435rin", "local-pw")  # Cyrillic е, then "rin"
+    client = await running.client()
+    reply = await client.request(directory_request("erin", "erin-pw"))
+    assert reply["status"] == 409, reply
+    assert "looks like the existing name '\u0435rin'" in reply["detail"]
+    warnings = [formatEvent(e) for e in log_events if e.get("log_level") == LogLevel.warn]
+    assert any("looks like the existing name" in line for line in warnings), warnings
+    assert await running.service.store.accounts.get_user("erin") is None
+
+
+@inline
+async def test_directory_names_get_the_precis_canonical_form(start):
+    running = await start()
+    client = await running.client()
+    reply = await client.request(directory_request("\uff21LICE", "alice-pw"))  # full-width Ａ
+    assert reply["status"] == 200 and reply["username"] == "alice", reply
+
+
+@both_databases
+@inline
 async def test_a_directory_account_is_never_a_local_one(start):
     running = await start()
     first = await running.client()
@@ -679,6 +701,13 @@ async def test_ldap_check_reports_a_name_clash(start, admin_config, tmp_path):
     fine = run_admin([sys.executable, "-m", "chateau.admin", "--config", str(path),
                       "ldap-check", "alice"], "alice-pw", tmp_path)
     assert fine.returncode == 0 and "'alice' is free" in fine.stdout, fine.stdout
+    await add_local_user(running, "fr\u0430nk", "local-pw")  # Cyrillic а
+    alike = run_admin([sys.executable, "-m", "chateau.admin", "--config", str(path),
+                       "ldap-check", "frank"], "frank-pw", tmp_path)
+    assert alike.returncode == 1, alike.stdout + alike.stderr
+    assert any(line.startswith("account") and "FAILED" in line
+               and "looks like the existing name 'fr\u0430nk'" in line
+               for line in alike.stdout.splitlines()), alike.stdout
 
 
 def test_ldap_check_config_error_exits_2(tmp_path):

@@ -77,6 +77,9 @@ async def test_a_single_use_code_makes_one_account_however_many_race(
     taken = [r for r in replies if r["type"] == "RegisterResponse"][0]["username"]
     late = await running.client()
     assert (await late.request(register(taken, "wrong", invite=code)))["status"] == 301
+    # Nor does a name refused as a look-alike (Cyrillic а): its use is given back.
+    lookalike = taken.replace("a", "\u0430")
+    assert (await late.request(register(lookalike, invite=code)))["status"] == 409
     assert (await late.request(register("newbie", invite=code)))["type"] == "RegisterResponse"
 
 

@@ -22,7 +22,13 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from chateau.auth.passwords import password_problem
-from chateau.errors import NOT_AUTHENTICATED, TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
+from chateau.errors import (
+    CONFLICT,
+    NOT_AUTHENTICATED,
+    TOO_MANY_REQUESTS,
+    UNAVAILABLE,
+    ChateauError,
+)
 from chateau.limits import AddressRates, SignInThrottle
 from chateau.names import USERNAME_RULE, check_username
 
@@ -59,11 +65,16 @@ class SignInCredentials(UsernamePassword):
 
 
 class LoginFailed(UnauthorizedLogin):
-    """Sign-in refused, with a detail that is safe to show the client."""
+    """Sign-in refused, with a detail that is safe to show the client.
 
-    def __init__(self, detail: str) -> None:
+    *status* is the reply's: 301 for a refused sign-in, 409 when a new
+    account's name is confusable with an existing one.
+    """
+
+    def __init__(self, detail: str, status: int = NOT_AUTHENTICATED) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -188,9 +199,10 @@ class Authenticator:
                 username=key,
                 method=method, address=address, detail=failure.detail,
             )
-            if self._throttle is not None:
+            # A name refused as confusable is no password guess: not counted.
+            if self._throttle is not None and failure.status != CONFLICT:
                 self._throttle.failed(address, key)
-            raise ChateauError(NOT_AUTHENTICATED, failure.detail) from None
+            raise ChateauError(failure.status, failure.detail) from None
         except UnauthorizedLogin:
             if self._throttle is not None:
                 self._throttle.failed(address, key)

@@ -35,7 +35,8 @@ from chateau.auth.directory import (
     DirectoryUser,
 )
 from chateau.auth.passwords import password_problem
-from chateau.names import USERNAME_RULE, check_username
+from chateau.errors import CONFLICT
+from chateau.names import USERNAME_RULE, check_new_username, check_username
 from chateau.store import Store
 from chateau.threads import in_thread_with_deadline, run_in_background_priority
 
@@ -116,11 +117,36 @@ class LdapChecker:
         name = user.username
         record = await self._store.accounts.get_user(name)
         if record is None:
-            if await self._store.accounts.create_user(name, None, DIRECTORY, user.display_name):
+            if check_new_username(name) != name:
+                self._log.warn(
+                    "directory user {dn} refused: {username!r} follows only the older "
+                    "NFKC name rule, and new names must pass PRECIS",
+                    dn=user.dn, username=name,
+                )
+                raise LoginFailed(
+                    f"authentication failed: the directory name {name!r} cannot be used "
+                    f"here: {USERNAME_RULE}"
+                )
+            claim = await self._store.accounts.create_user(
+                name, None, DIRECTORY, user.display_name
+            )
+            if claim:
                 self._log.info(
                     "directory account {username} created for {dn}", username=name, dn=user.dn
                 )
                 return Identity(name, DIRECTORY, user.display_name)
+            if claim.confusable:
+                self._log.warn(
+                    "directory user {dn} refused: {username!r} looks like the existing name "
+                    "{other!r} here; rename one of them to let them in",
+                    dn=user.dn, username=name, other=claim.blocked_by,
+                )
+                raise LoginFailed(
+                    f"authentication failed: the name {name!r} looks like the existing name "
+                    f"{claim.blocked_by!r} on this server; please tell the server "
+                    "administrator",
+                    CONFLICT,
+                )
             record = await self._store.accounts.get_user(name)
             if record is None:
                 self._log.warn(

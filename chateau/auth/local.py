@@ -23,9 +23,9 @@ from zope.interface import implementer
 
 from chateau.auth import LOCAL, Identity, LoginFailed
 from chateau.auth.passwords import password_problem
-from chateau.errors import TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
+from chateau.errors import CONFLICT, TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
 from chateau.limits import AddressRates
-from chateau.names import USERNAME_RULE, check_username
+from chateau.names import USERNAME_RULE, check_new_username, check_username
 from chateau.store import Store
 from chateau.threads import in_thread_with_deadline, run_in_background_priority
 
@@ -162,6 +162,9 @@ class LocalChecker:
             self._registration == "invite" and invite is not None
         )
         if account is None and creating:
+            if check_new_username(raw_username) != username:
+                # Only found, never taken: a name of the older NFKC rule.
+                raise LoginFailed(f"authentication failed: {USERNAME_RULE}")
             await self._refuse_if_reserved(username)
             self._check_signup_rate(address)
             hashed = await self._hasher.hash(password)
@@ -169,14 +172,14 @@ class LocalChecker:
                 outcome = await self._store.invites.create_invited_user(
                     invite, username, hashed, LOCAL
                 )
-                if outcome == "invalid":
+                if outcome is None:
                     raise LoginFailed(
                         "authentication failed: the invite code is unknown, used up or expired"
                     )
-                created = outcome == "created"
+                claim = outcome
             else:
-                created = await self._store.accounts.create_user(username, hashed, LOCAL)
-            if created:
+                claim = await self._store.accounts.create_user(username, hashed, LOCAL)
+            if claim:
                 self._log.info(
                     "new local account {username} from {address}{how}",
                     username=username, address=address,
@@ -185,6 +188,12 @@ class LocalChecker:
                 if self._signups is not None:
                     self._signups.take(address)
                 return Identity(username, LOCAL)
+            if claim.confusable:
+                raise LoginFailed(
+                    f"cannot register {username!r}: it looks like the existing name "
+                    f"{claim.blocked_by!r}; choose another name",
+                    CONFLICT,
+                )
             # Someone took the name meanwhile (or it is a group): check as usual.
             account = await self._store.accounts.get_user(username)
             if account is None:

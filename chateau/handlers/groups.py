@@ -22,7 +22,7 @@ from chateau.errors import (
 )
 from chateau.handlers.context import Reply, Services, require_membership
 from chateau.messages import GroupLeaveRequest, GroupMembersRequest, GroupMessageInitRequest
-from chateau.names import CHATNAME_RULE, canonical, check_chatname, check_username
+from chateau.names import CHATNAME_RULE, canonical, check_new_chatname, check_username
 from chateau.store.records import now_millis
 
 HOUR_MS = 3_600_000
@@ -33,7 +33,7 @@ log = Logger()
 async def group_init(ctx: Services, conn: Connection, request: GroupMessageInitRequest) -> Reply:
     creator = conn.username
     assert creator is not None
-    chatname = check_chatname(request.chatname)
+    chatname = check_new_chatname(request.chatname)
     if chatname is None:
         raise BadRequest(f"invalid chatname {request.chatname!r}: {CHATNAME_RULE}")
     limit = ctx.config.chat.max_group_members
@@ -64,7 +64,14 @@ async def group_init(ctx: Services, conn: Connection, request: GroupMessageInitR
     await _refuse_directory_names(ctx, chatname)
     ctx.delivery.check_reachable(members)
     online = [m for m in members if registry.is_online(m)]
-    if not await ctx.store.groups.create_group(chatname, creator, members, online):
+    claim = await ctx.store.groups.create_group(chatname, creator, members, online)
+    if claim.confusable:
+        raise ChateauError(
+            CONFLICT,
+            f"chatname {chatname!r} looks like the existing name {claim.blocked_by!r}; "
+            "choose another name",
+        )
+    if not claim:
         raise ChateauError(
             NOT_AUTHENTICATED, f"chatname {chatname!r} is taken (by a user or a group)"
         )

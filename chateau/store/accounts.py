@@ -17,9 +17,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 
+from chateau.names import skeleton
 from chateau.store.engine import Runner
-from chateau.store.records import UserRecord, now_millis
-from chateau.store.tables import messages, names, sessions, users
+from chateau.store.records import NameClaim, NameCollision, UserRecord, now_millis
+from chateau.store.tables import messages, name_collisions, names, sessions, users
 
 
 class Accounts:
@@ -34,8 +35,8 @@ class Accounts:
     def create_user(
         self, username: str, password_hash: str | None, auth_method: str,
         display_name: str | None = None,
-    ) -> Deferred[bool]:
-        """Create an account; False when the name is already a user or a group."""
+    ) -> Deferred[NameClaim]:
+        """Create an account; false when the name, or one it looks like, is taken."""
         return self._runner.run(
             create_user_txn, username, password_hash, auth_method, display_name
         )
@@ -49,6 +50,10 @@ class Accounts:
 
     def disabled_among(self, usernames: Iterable[str]) -> Deferred[list[str]]:
         return self._runner.run(disabled_among_txn, list(usernames))
+
+    def name_collisions(self) -> Deferred[list[NameCollision]]:
+        """Existing names flagged as confusable with older ones."""
+        return self._runner.run(name_collisions_txn)
 
 
 class Sessions:
@@ -97,22 +102,57 @@ def get_user_txn(connection: Connection, username: str) -> UserRecord | None:
     return None if row is None else _user_record(row)
 
 
-def claim_name_txn(connection: Connection, name: str, kind: str) -> bool:
-    """Reserve *name* in the shared namespace inside a savepoint."""
+def claim_name_txn(connection: Connection, name: str, kind: str) -> NameClaim:
+    """Reserve *name* in the shared namespace inside a savepoint.
+
+    The primary key refuses the same name and the unique index on skeletons
+    a confusable one, so two requests racing on different threads or nodes
+    cannot both win, on SQLite and PostgreSQL alike.
+    """
+    shape = skeleton(name)
     try:
         with connection.begin_nested():
-            connection.execute(insert(names).values(name=name, kind=kind))
+            connection.execute(insert(names).values(name=name, kind=kind, skeleton=shape))
     except IntegrityError:
-        return False
-    return True
+        return NameClaim(name, name_in_the_way_txn(connection, name, shape))
+    return NameClaim(name)
+
+
+def name_in_the_way_txn(connection: Connection, name: str, shape: str) -> str:
+    """The existing name that kept *name* (of skeleton *shape*) from being taken."""
+    if connection.execute(select(names.c.name).where(names.c.name == name)).first():
+        return name
+    holder = connection.execute(
+        select(names.c.name).where(names.c.skeleton == shape)
+    ).scalar()
+    return holder or name
+
+
+def confusable_holder_txn(connection: Connection, name: str) -> str | None:
+    """Another existing name *name* looks like (one indexed query), or None."""
+    return connection.execute(
+        select(names.c.name).where((names.c.skeleton == skeleton(name)) & (names.c.name != name))
+    ).scalar()
+
+
+def name_collisions_txn(connection: Connection) -> list[NameCollision]:
+    """Every flagged name, with the older name it looks like, by name."""
+    kinds = {row.name: row.kind for row in connection.execute(select(names.c.name, names.c.kind))}
+    rows = connection.execute(select(name_collisions).order_by(name_collisions.c.name))
+    return [
+        NameCollision(row.name, kinds.get(row.name, "?"), row.confusable_with,
+                      kinds.get(row.confusable_with, "?"), int(row.flagged_at))
+        for row in rows
+    ]
 
 
 def create_user_txn(
     connection: Connection, username: str, password_hash: str | None,
     auth_method: str, display_name: str | None,
-) -> bool:
-    if not claim_name_txn(connection, username, "user"):
-        return False
+) -> NameClaim:
+    claim = claim_name_txn(connection, username, "user")
+    if not claim:
+        return claim
     last = connection.execute(select(func.max(messages.c.id))).scalar() or 0
     connection.execute(
         insert(users).values(
@@ -125,7 +165,7 @@ def create_user_txn(
             delivered_until=last,
         )
     )
-    return True
+    return claim
 
 
 def missing_users_txn(connection: Connection, usernames: list[str]) -> list[str]:
@@ -153,13 +193,17 @@ def disabled_among_txn(connection: Connection, usernames: list[str]) -> list[str
     )
 
 
-def name_owner_txn(connection: Connection, name: str) -> tuple[str | None, str | None]:
-    """What holds *name*: its kind ("user", "group" or None) and, for a user, the sign-in method."""
+def name_owner_txn(
+    connection: Connection, name: str
+) -> tuple[str | None, str | None, str | None]:
+    """What holds *name*: its kind ("user", "group" or None), for a user the
+    sign-in method, and for a free name the existing name it looks like, if any."""
     kind = connection.execute(select(names.c.kind).where(names.c.name == name)).scalar()
     method = connection.execute(
         select(users.c.auth_method).where(users.c.username == name)
     ).scalar()
-    return kind, method
+    alike = confusable_holder_txn(connection, name) if kind is None else None
+    return kind, method, alike
 
 
 # -- administration (chateau-admin) -------------------------------------------

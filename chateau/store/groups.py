@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 
 from chateau.store.accounts import claim_name_txn
 from chateau.store.engine import Runner
-from chateau.store.records import GroupRecord, now_millis
+from chateau.store.records import GroupRecord, NameClaim, now_millis
 from chateau.store.tables import group_members, groups, messages
 
 
@@ -29,8 +29,8 @@ class Groups:
     def create_group(
         self, chatname: str, creator: str, members: Iterable[str],
         online: Iterable[str] = (),
-    ) -> Deferred[bool]:
-        """Create a group; False when the name is already a user or a group.
+    ) -> Deferred[NameClaim]:
+        """Create a group; false when the name, or one it looks like, is taken.
 
         Members not *online* are marked to be told of it when they sign in.
         """
@@ -55,9 +55,10 @@ class Groups:
 
 def create_group_txn(
     connection: Connection, chatname: str, creator: str, members: list[str], online: set[str]
-) -> bool:
-    if not claim_name_txn(connection, chatname, "group"):
-        return False
+) -> NameClaim:
+    claim = claim_name_txn(connection, chatname, "group")
+    if not claim:
+        return claim
     connection.execute(
         insert(groups).values(chatname=chatname, creator=creator, created_at=now_millis())
     )
@@ -66,7 +67,7 @@ def create_group_txn(
         [{"chatname": chatname, "username": m, "notified": m in online or m == creator}
          for m in members],
     )
-    return True
+    return claim
 
 
 def load_groups_txn(connection: Connection) -> list[GroupRecord]:

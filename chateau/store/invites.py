@@ -21,12 +21,16 @@ from twisted.python.failure import Failure
 
 from chateau.store.accounts import create_user_txn
 from chateau.store.engine import Runner
-from chateau.store.records import InviteRecord, now_millis
+from chateau.store.records import InviteRecord, NameClaim, now_millis
 from chateau.store.tables import invites
 
 
 class NameTaken(Exception):
-    """The account's name was taken meanwhile: the transaction is rolled back."""
+    """The account's name was not free: the transaction, and the code's use, roll back."""
+
+    def __init__(self, claim: NameClaim) -> None:
+        super().__init__(claim.name)
+        self.claim = claim
 
 
 def hash_invite(code: str) -> str:
@@ -41,12 +45,16 @@ class Invites:
 
     def create_invited_user(
         self, code: str, username: str, password_hash: str, auth_method: str,
-    ) -> Deferred[str]:
-        """"created", "invalid" (no such code, used up, expired) or "taken" (the name)."""
+    ) -> Deferred[NameClaim | None]:
+        """None when the code is unknown, used up or expired; else the name's claim.
 
-        def taken(failure: Failure) -> str:
+        A claim that failed (the name, or one that looks like it, is taken)
+        gives the code's use back.
+        """
+
+        def taken(failure: Failure) -> NameClaim:
             failure.trap(NameTaken)
-            return "taken"
+            return failure.value.claim
 
         return self._runner.run(
             create_invited_user_txn, hash_invite(code), username, password_hash, auth_method
@@ -69,12 +77,13 @@ def consume_invite_txn(connection: Connection, code_hash: str) -> bool:
 
 def create_invited_user_txn(
     connection: Connection, code_hash: str, username: str, password_hash: str, auth_method: str,
-) -> str:
+) -> NameClaim | None:
     if not consume_invite_txn(connection, code_hash):
-        return "invalid"
-    if not create_user_txn(connection, username, password_hash, auth_method, None):
-        raise NameTaken(username)
-    return "created"
+        return None
+    claim = create_user_txn(connection, username, password_hash, auth_method, None)
+    if not claim:
+        raise NameTaken(claim)
+    return claim
 
 
 def create_invite_txn(

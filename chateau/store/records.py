@@ -55,6 +55,37 @@ class UserRecord:
 
 
 @dataclass(frozen=True)
+class NameClaim:
+    """What taking *name* in the shared namespace came to.
+
+    True when the name was taken; otherwise ``blocked_by`` is the existing
+    name in the way: the same name, or one that looks like it (equal UTS #39
+    skeletons, :attr:`confusable`).
+    """
+
+    name: str
+    blocked_by: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.blocked_by is None
+
+    @property
+    def confusable(self) -> bool:
+        return self.blocked_by is not None and self.blocked_by != self.name
+
+
+@dataclass(frozen=True)
+class NameCollision:
+    """An existing name flagged for the operator: it looks like an older one."""
+
+    name: str
+    kind: str
+    confusable_with: str
+    other_kind: str
+    flagged_at: int
+
+
+@dataclass(frozen=True)
 class GroupRecord:
     chatname: str
     creator: str

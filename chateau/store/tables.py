@@ -27,14 +27,40 @@ from sqlalchemy.engine import Connection
 
 metadata = MetaData()
 
+# Room for the skeleton of the longest name: a character's prototype is at
+# most 7 characters (tests/test_names.py checks it against the data).
+SKELETON_LENGTH = 512
+
 # Users and groups share one namespace; the primary key here is what keeps a
 # group from ever taking a user's name (and the other way round), even when
 # two requests race on different threads.
+#
+# skeleton is the name's UTS #39 skeleton (chateau.names.skeleton): names
+# that look alike have equal skeletons. Its unique index is what refuses a
+# new name confusable with an existing one, race-safe like the primary key.
+# It is NULL only for names that were already confusable with an older name
+# when skeletons were introduced: those keep working and are listed in
+# name_collisions for the operator, while the older name holds the skeleton.
 names = Table(
     "names",
     metadata,
     Column("name", String(64), primary_key=True),
     Column("kind", String(8), nullable=False),  # "user" or "group"
+    Column("skeleton", String(SKELETON_LENGTH), nullable=True),
+    Index("ux_names_skeleton", "skeleton", unique=True),
+)
+
+# Existing names found confusable with an older name (confusable_with, which
+# holds the skeleton) by migration 0005 or `chateau-admin names rescan`.
+# Nobody is renamed; `chateau-admin names collisions` lists them and the
+# server warns of them at start-up.
+name_collisions = Table(
+    "name_collisions",
+    metadata,
+    Column("name", String(64), ForeignKey("names.name"), primary_key=True),
+    Column("confusable_with", String(64), ForeignKey("names.name"), nullable=False),
+    Column("skeleton", String(SKELETON_LENGTH), nullable=False),
+    Column("flagged_at", BigInteger, nullable=False),
 )
 
 users = Table(
