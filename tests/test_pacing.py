@@ -414,3 +414,30 @@ def test_an_answer_over_max_message_size_still_goes_out(sqlite_server):
     assert reply["type"] == "HeartbeatResponse" and reply["payload"] == payload
     assert metric(sqlite_server, "chateau_frames_dropped_total", reason="send_failed") == 0
     ws.close()
+
+
+def test_the_wire_size_rule_is_exact_and_documented():
+    """Content fits exactly when its largest frame does; the docs give the envelope's size."""
+    from types import SimpleNamespace
+
+    from chateau import messages
+    from chateau.errors import ChateauError
+    from chateau.handlers.context import check_wire_size
+
+    assert messages.MESSAGE_ENVELOPE == 596  # docs/protocol.md, docs/security.md, chateau.ini
+    ctx = SimpleNamespace(config=SimpleNamespace(server=SimpleNamespace(max_message_size=65536)))
+    room = 65536 - messages.MESSAGE_ENVELOPE
+    check_wire_size(ctx, "a" * room)
+    check_wire_size(ctx, EMOJI * 16000)
+    check_wire_size(ctx, "\x01" * (room // 6))
+    for too_big in ("a" * (room + 1), "\x01" * (room // 6 + 1), '"' * (room // 2 + 1)):
+        with pytest.raises(ChateauError) as refused:
+            check_wire_size(ctx, too_big)
+        assert refused.value.status == 413
+    # The largest frames really are that size.
+    content = "a" * room
+    push = messages.group_message_recv(first=True, sender="u" * 32, chatname="c" * 64,
+                                       content=content, message_id=2**63 - 1,
+                                       timestamp="2026-12-04T13:22:05.123Z")
+    push.update(offline=True, edited=True)
+    assert len(messages.encode(push)) <= 65536
