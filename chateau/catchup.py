@@ -14,6 +14,15 @@ user has a cursor per node whose messages they get, and the other nodes'
 *fences* take the place of ``last_routed_id`` for their messages. Messages
 other nodes forward while a user here is being caught up, or while this node
 is out of touch, are held and released after the push, minus what it sent.
+
+The push is paced by the connection's flow control: pages are read from the
+database by bytes (:data:`CATCH_UP_PAGE_BYTES`), and each frame is written
+only while the client is taking what was sent (``wait_writable``), so a
+backlog of any size costs the server about one page. The progress kept for
+the cursor moves only past what has drained to the network (or, at the end,
+was written, as for live frames), so a catch-up cut short resumes there.
+What is held meanwhile is bounded by ``[limits] send_buffer``: past it the
+connection is closed with 1013 and the messages wait, stored, for next time.
 """
 
 from __future__ import annotations
@@ -35,8 +44,12 @@ from chateau.store import Store
 from chateau.signout import SIGNED_OUT, SIGNED_OUT_REASON
 from chateau.store.records import ANY_ORIGIN, MessageRecord, now_millis
 
-# Missed messages are fetched and pushed in pages of this many.
+# Missed messages are fetched and pushed in pages of at most this many, and
+# of about this many bytes of content (a page ends with the message that
+# passes it): the most a catch-up holds in memory, besides the frames on
+# their way out.
 CATCH_UP_PAGE = 500
+CATCH_UP_PAGE_BYTES = 256 * 1024
 
 
 @dataclass
@@ -44,8 +57,11 @@ class Progress:
     """How far a connection's push of missed messages has got."""
 
     username: str
-    # Per origin, the id up to which everything has been written; None until known.
+    # Per origin, the id up to which everything has left the server (drained
+    # to the network); None until known.
     pushed: dict[Any, int] | None = None
+    # Per origin, the id up to which everything has been written.
+    written: dict[Any, int] | None = None
 
 
 # One stretch of missed messages: (origin key, after, upto or None for "all").
@@ -76,9 +92,11 @@ class CatchUp:
         self._catch_ups: dict[Connection, Progress] = {}
         self._cut_short: set[str] = set()
         # Per user online here: per other origin, the newest id pushed or
-        # forwarded to them; and forwarded messages held during a catch-up.
+        # forwarded to them; and forwarded messages held during a catch-up,
+        # with their bytes (bounded by send_buffer).
         self._remote_seen: dict[str, dict[Any, int]] = {}
         self._remote_held: dict[str, list[tuple[Any, int, bytes]]] = {}
+        self._remote_held_bytes: dict[str, int] = {}
         # Pushes of other nodes' messages to every user here in progress (while
         # any is, forwarded messages are held), and whether the link is down.
         self._holds = 0
@@ -101,11 +119,13 @@ class CatchUp:
         """Put *connection* online, send *reply*, then what it missed.
 
         The user is online from the moment the reply is sent. Frames routed to
-        the connection while the missed messages are being fetched are held
-        back and follow them, so everything arrives in order. A user's second
-        connection on this node gets no replay: the first one had it. On
-        another node, it does (pushing from that node's delivery cursors):
-        whether the user is still connected elsewhere may not be known yet.
+        the connection while the missed messages are being pushed are held
+        back and follow them, as fast as the client takes them, so everything
+        arrives in order; the catch-up ends when nothing is held any more. A
+        user's second connection on this node gets no replay: the first one
+        had it. On another node, it does (pushing from that node's delivery
+        cursors): whether the user is still connected elsewhere may not be
+        known yet.
         """
         username = account.username
         connection.username = username
@@ -123,8 +143,14 @@ class CatchUp:
         progress = Progress(username)
         self._catch_ups[connection] = progress
         self._remote_held[username] = []
+        released = False
         try:
             await self._catch_up(connection, progress, fences, was_online=elsewhere)
+            released = True
+            self._release_to(connection, username)
+            # Until what was held has gone out, a cut leaves the cursor at
+            # what the push wrote (the held messages come again next time).
+            await connection.release()
         except Exception:
             # Keep the progress: sign-off saves no more than what was pushed.
             self.log.failure("catching {username} up failed", username=username)
@@ -132,9 +158,14 @@ class CatchUp:
             if connection.live:
                 self._catch_ups.pop(connection, None)
         finally:
-            if connection.username == username and not self._holds:
-                self._release_remote(username)
-            connection.release()
+            if not released:
+                self._release_to(connection, username)
+                connection.release()
+
+    def _release_to(self, connection: Connection, username: str) -> None:
+        """Hand *connection* the other nodes' messages held for its user during the push."""
+        if connection.username == username and not self._holds:
+            self._release_remote(username)
 
     def busy(self) -> set[str]:
         """Users being caught up, or whose cursor must stay put for now."""
@@ -179,6 +210,7 @@ class CatchUp:
         for origin, after, bound in ranges:
             if bound is not None:
                 progress.pushed[origin] = max(progress.pushed[origin], bound)
+        progress.written = progress.pushed
         seen = self._remote_seen.setdefault(username, {})
         for origin, value in progress.pushed.items():
             if origin != self.own_origin:
@@ -213,13 +245,25 @@ class CatchUp:
     async def _push_missed(
         self, connection: Connection, progress: Progress, ranges: list[Range]
     ) -> None:
-        pushed = progress.pushed
-        assert pushed is not None
+        """Write the missed messages as the client takes them.
+
+        ``progress.pushed`` (what sign-off saves if the connection goes)
+        moves only past frames that have drained to the network: to what
+        was written before each wait for the client, and at the end.
+        """
+        assert progress.pushed is not None
+        written = progress.written = dict(progress.pushed)
         single = self.node is None
         async for page in self._missed_pages(progress.username, ranges):
-            if not connection.live:
-                return
             for record in page:
+                waiting = connection.wait_writable()
+                if waiting is not None:
+                    await waiting
+                    if connection.live:
+                        # What was written before the wait has left.
+                        progress.pushed = dict(written)
+                if not connection.live:
+                    return
                 connection.send_message(missed_message(record))
                 if not connection.live:
                     return  # it could not go out: the connection is closing
@@ -227,9 +271,14 @@ class CatchUp:
                 # with a bound; of an unbounded origin, up to its own ids.
                 for origin, after, bound in ranges:
                     if bound is not None:
-                        pushed[origin] = max(pushed[origin], min(record.id, bound))
+                        written[origin] = max(written[origin], min(record.id, bound))
                     elif single or record.origin == origin:
-                        pushed[origin] = max(pushed[origin], record.id)
+                        written[origin] = max(written[origin], record.id)
+        waiting = connection.wait_writable()
+        if waiting is not None:
+            await waiting
+        if connection.live:
+            progress.pushed = dict(written)
 
     async def _missed_pages(
         self, username: str, ranges: list[Range]
@@ -240,10 +289,12 @@ class CatchUp:
         been seen in every range: each range starts again from there.
         """
         while ranges:
-            page = await self.store.messages.missed_in_ranges(username, ranges, CATCH_UP_PAGE)
+            page, full = await self.store.messages.missed_in_ranges(
+                username, ranges, CATCH_UP_PAGE, CATCH_UP_PAGE_BYTES
+            )
             if page:
                 yield page
-            if len(page) < CATCH_UP_PAGE:
+            if not full:
                 return
             last = page[-1].id
             ranges = [(o, max(a, last), u) for o, a, u in ranges if u is None or u > last]
@@ -268,11 +319,15 @@ class CatchUp:
         self.backplane.user_left(username)
         remote_seen = self._remote_seen.pop(username, {})
         self._remote_held.pop(username, None)
+        self._remote_held_bytes.pop(username, None)
         # Everything routed so far was written to the connection, except, in
         # a catch-up, what it had not pushed yet.
         cursors: dict[Any, int] | None
         if progress is not None:
-            cursors = dict(progress.pushed) if progress.pushed is not None else None
+            # What was written counts as delivered, as for live frames, unless
+            # the client had stopped taking frames: then only what drained.
+            done = progress.pushed if connection.stalled else progress.written or progress.pushed
+            cursors = dict(done) if done is not None else None
         else:
             own = connection.delivered_until
             last = own if own is not None else self.delivery.last_routed_id
@@ -308,7 +363,7 @@ class CatchUp:
             if message_id is not None:
                 held = self._remote_held.get(username)
                 if held is not None:
-                    held.append((origin, message_id, payload))
+                    self._hold_remote(username, held, (origin, message_id, payload))
                     continue
                 seen = self._remote_seen.setdefault(username, {})
                 if message_id <= seen.get(origin, 0):
@@ -317,6 +372,25 @@ class CatchUp:
             live.append(username)
         if live:
             self.delivery.deliver_payload_here(live, payload)
+
+    def _hold_remote(
+        self, username: str, held: list[tuple[Any, int, bytes]], item: tuple[Any, int, bytes]
+    ) -> None:
+        """Hold a forwarded message for *username*; past send_buffer bytes, close with 1013.
+
+        Held messages are not seen: the cursors stay before them, and the
+        next catch-up brings them from the database.
+        """
+        size = self._remote_held_bytes.get(username, 0) + len(item[2])
+        if size <= self.config.limits.send_buffer:
+            held.append(item)
+            self._remote_held_bytes[username] = size
+            return
+        frames = len(held) + 1
+        held.clear()
+        self._remote_held_bytes[username] = 0
+        for connection in self.registry.connections(username):
+            connection.close_overloaded(frames, size)
 
     def link_lost(self) -> None:
         """Out of touch: hold other nodes' messages for users here until the rejoin push.
@@ -397,6 +471,11 @@ class CatchUp:
             if not self.registry.is_local(username):
                 break
             for record in page:
+                # As fast as the user's connections take it.
+                for connection in self.registry.connections(username):
+                    waiting = connection.wait_writable()
+                    if waiting is not None:
+                        await waiting
                 self.delivery.deliver_here([username], missed_message(record))
         for origin, fence in fences.items():
             seen[origin] = max(seen.get(origin, 0), fence)
@@ -404,6 +483,7 @@ class CatchUp:
     def _release_remote(self, username: str) -> None:
         """Send forwarded messages held during a push, minus those it already sent."""
         held = self._remote_held.pop(username, [])
+        self._remote_held_bytes.pop(username, None)
         seen = self._remote_seen.setdefault(username, {})
         for origin, message_id, payload in held:
             if message_id > seen.get(origin, 0):

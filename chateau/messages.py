@@ -1,5 +1,7 @@
 """The wire format: JSON text frames to typed requests, and replies back to JSON.
 
+One concern: what goes over the wire and what it costs there.
+
 Each request type is a frozen dataclass whose annotated fields are the JSON
 fields it takes. :func:`decode_request` checks every field's presence and
 type, so handlers receive well-formed objects and never look at raw JSON.
@@ -302,6 +304,55 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+# -- what a stored message costs on the wire ----------------------------------
+#
+# Every frame that carries a stored message (its live push, its push at
+# catch-up, the push of an edit, a history page holding only it) is the
+# message's content, JSON-escaped as :func:`encode` does it, inside an
+# envelope of other fields. Content is accepted only when the largest of
+# those frames fits in ``[server] max_message_size``, so a client may apply
+# the same limit to what it reads.
+
+# The most bytes one character of content takes in :func:`encode`'s output:
+# a control character is escaped as ``\u001f``.
+MAX_CHARACTER_BYTES = 6
+
+
+def _largest_envelope() -> int:
+    """The bytes of the largest frame around a stored message, content aside.
+
+    Built with the longest names (every character four bytes of UTF-8), a
+    19-digit id, a full timestamp, every flag, and, for a history page,
+    ``msg_id`` null and ``more`` set; the empty content's quotes are not counted.
+    """
+    user = "\U00010400" * 32  # MAX_USERNAME_LENGTH characters of four bytes
+    chat = "\U00010400" * 64  # MAX_CHATNAME_LENGTH
+    big_id = 2**63 - 1
+    stamp = "2000-01-01T00:00:00.000Z"
+    direct = message_recv(sender=user, chatname=chat, content="", message_id=big_id,
+                          timestamp=stamp, random=True)
+    group = group_message_recv(first=True, sender=user, chatname=chat, content="",
+                               message_id=big_id, timestamp=stamp)
+    for push in (direct, group):
+        push.update(offline=True, edited=True)
+    entry = {"id": big_id, "sender": user, "content": "", "timestamp": stamp,
+             "edited": False, "deleted": False}
+    page = history_response("chatname", chat, [entry], True)
+    page["msg_id"] = None
+    edited = message_edited(big_id, chat, user, "")
+    return max(len(encode(frame)) for frame in (direct, group, page, edited)) - 2
+
+
+def content_wire_size(content: str) -> int:
+    """The bytes *content* takes inside a frame (escaped UTF-8, without its quotes)."""
+    return len(json.dumps(content, ensure_ascii=False).encode()) - 2
+
+
+def largest_message_frame(content: str) -> int:
+    """The bytes of the largest frame that will ever carry a message of *content*."""
+    return MESSAGE_ENVELOPE + content_wire_size(content)
+
+
 # ---------------------------------------------------------------------------
 # Outgoing messages. Each function is one wire type; docs/protocol.md lists
 # the same fields.
@@ -481,3 +532,7 @@ def heartbeat_response(payload: Any) -> dict[str, Any]:
 
 def group_members_response(chatname: str, members: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "GroupMembersResponse", "status": 200, "chatname": chatname, "members": members}
+
+
+# Computed once, from the builders above (an int, never changed).
+MESSAGE_ENVELOPE = _largest_envelope()

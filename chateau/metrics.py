@@ -52,6 +52,18 @@ class Metrics:
             "HTTP requests refused by a [limits] key, by reason (body, head, http_rate, "
             "handshake_rate).", ["reason"], registry=self.registry,
         )
+        self.frames_dropped = Counter(
+            "chateau_frames_dropped",
+            "Frames that could not go out, by reason: closed (the connection was closing; "
+            "offline delivery has the messages), hold_overflow (held during a catch-up past "
+            "send_buffer; the connection was closed with 1013), slow_reader (the client "
+            "stopped reading), unencodable, send_failed.",
+            ["reason"], registry=self.registry,
+        )
+        self.frames_dropped_for = {
+            reason: self.frames_dropped.labels(reason)
+            for reason in ("closed", "hold_overflow", "slow_reader", "unencodable", "send_failed")
+        }
         self.db_seconds = Histogram(
             "chateau_db_call_seconds", "Database calls, from request to result.",
             registry=self.registry,

@@ -1,5 +1,7 @@
 """The WebSocket protocol: frames in, typed requests to the chat, replies out.
 
+One concern: one client connection's wire, with its limits and its pace.
+
 It holds no chat logic. Each text frame is decoded into a typed request and
 handed to :class:`~chateau.handlers.dispatch.Dispatcher`; the result, or the
 error, goes back with the request's ``msg_id``. Requests of one connection
@@ -11,10 +13,19 @@ every data frame counts against (token bucket, 429, then 1008), the number
 of connections (in total and per address), and the bytes a connection may
 have waiting when its client stops reading. Once the closing handshake has
 begun (a close frame received or sent), no request is started any more.
+
+What the server sends follows the transport's flow control: while the
+client is not taking frames (the transport paused the send-buffer guard),
+no new request is started, large answers wait (:meth:`wait_writable`), and
+frames held during a catch-up are released only as fast as they drain. Only
+what the client's own slowness piles up counts against ``send_buffer``.
+Frames the server builds are never refused for their size; a frame that
+cannot go out is logged and counted (``chateau_frames_dropped_total``).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -24,6 +35,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,7 +51,7 @@ from chateau.errors import (
     UNAVAILABLE,
     ChateauError,
 )
-from chateau.frames import DirectTextFrames, text_frame
+from chateau.frames import DirectTextFrames, prepare_frame, text_frame
 from chateau.handlers.dispatch import Dispatcher
 from chateau.limits import TokenBucket
 from chateau.metrics import Metrics
@@ -65,13 +77,15 @@ class SendBufferGuard:
     Registered as the transport's producer: the transport pauses it when its
     buffer is full (the client is not reading) and resumes it once drained.
     What is sent while paused piles up in memory, so past *limit* bytes the
-    connection is dropped.
+    connection is dropped. What waits for the client to take more
+    (:meth:`when_resumed`) is told when it has, or when it never will.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.paused = False
         self.queued = 0
+        self._waiters: list[Deferred[None]] = []
 
     def pauseProducing(self) -> None:
         self.paused = True
@@ -79,9 +93,26 @@ class SendBufferGuard:
     def resumeProducing(self) -> None:
         self.paused = False
         self.queued = 0
+        self._wake()
 
     def stopProducing(self) -> None:
-        self.paused = False
+        # The connection is lost; whether it was paused stays as it was.
+        self._wake()
+
+    def when_resumed(self) -> Deferred[None]:
+        """Fires once the transport has drained (or the connection is gone)."""
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def abandon(self) -> None:
+        """The connection is going: nobody waits for it any more."""
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def sent(self, size: int) -> bool:
         """Note *size* more bytes; False once the limit is passed."""
@@ -112,8 +143,10 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         self.signing_in = False
         self.live = False
         self.session_key_hash: str | None = None
-        # The newest message id routed while frames could still go out.
+        # The newest message id routed while frames could still go out, and
+        # whether the client had stopped taking frames by then.
         self.delivered_until: int | None = None
+        self.stalled = False
         self.address = "?"
         # Lists, not deques: they stay short, and an empty deque is several
         # times the size of an empty list, which every idle connection would
@@ -123,7 +156,15 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         self._pipelining = False
         # Started requests, oldest first: [finished, reply]; see _answer.
         self._slots: list[list[Any]] = []
-        self._held: list[Any] | None = None
+        # Frames routed here during a catch-up, each with the newest message
+        # id routed before it; and their bytes (bounded by send_buffer).
+        self._held: deque[tuple[Any, int]] | None = None
+        self._held_bytes = 0
+        self._releasing: Deferred[None] | None = None
+        # Once held frames were dropped: the newest id routed before the first.
+        self._unsent_after: int | None = None
+        self._waiting_to_drain = False
+        self._told_closed = False
         self._counted = False
         self._bucket: TokenBucket | None = None
         self._strikes = 0
@@ -210,7 +251,9 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._stop_sending()
         self._backlog.clear()
-        self._held = None
+        self._end_release()
+        if self._guard is not None:
+            self._guard.abandon()
         if self._counted:
             self._counted = False
             self.factory.release(self)
@@ -256,18 +299,49 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
                 "are waiting", address=self.address, username=self.username,
                 queued=self._guard.queued,
             )
-            self._guard = None
+            self.factory.metrics.frames_dropped_for["slow_reader"].inc()
+            self.stalled = True
+            guard, self._guard = self._guard, None
             self.close_for(TRY_AGAIN_LATER, "not reading fast enough")
+            guard.abandon()
             self.transport.abortConnection()
+
+    def wait_writable(self) -> Deferred[None] | None:
+        """None while the client takes what is sent; else fires once it has (or is gone)."""
+        guard = self._guard
+        if guard is None or not guard.paused or not self.live:
+            return None
+        return guard.when_resumed()
+
+    def _dropped(self, reason: str, kind: Any) -> None:
+        """Count (and log) a frame that could not go out."""
+        self.factory.metrics.frames_dropped_for[reason].inc()
+        if reason == "closed":
+            # Routine as a connection closes (offline delivery has the
+            # messages): said once per connection.
+            if not self._told_closed:
+                self._told_closed = True
+                self._log.info(
+                    "frames for {address} ({username}) are no longer sent: the connection "
+                    "is closing (first: {kind})", address=self.address,
+                    username=self.username, kind=kind,
+                )
+            return
+        self._log.warn(
+            "a {kind} for {address} ({username}) was not sent: {reason}",
+            kind=kind, address=self.address, username=self.username, reason=reason,
+        )
 
     # -- sending ------------------------------------------------------------
 
     def send_frame(self, frame: Any) -> None:
         """Send a frame prepared once by the factory for a whole fan-out."""
         if self._held is not None:
-            self._held.append(frame)
+            self._hold_frame(frame)
         elif self._sendable():
             self._check_buffer(self.send_prepared(frame))
+        else:
+            self._dropped("closed", "pushed frame")
 
     def _sendable(self) -> bool:
         """Open for data: Autobahn refuses sends once the closing handshake has begun."""
@@ -276,19 +350,101 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         return self.live
 
     def _stop_sending(self) -> None:
-        """No frame goes out from now on: note how far the user got (for offline delivery)."""
+        """No frame goes out from now on: note how far the user got (for offline delivery).
+
+        Frames still held, or dropped from the hold, did not go out: the
+        cursor stops before the first of them.
+        """
         if self.live:
             self.live = False
-            self.delivered_until = self.factory.dispatcher.last_routed_id
+            if self._guard is not None and self._guard.paused:
+                self.stalled = True
+            until = self.factory.dispatcher.last_routed_id
+            if self._held:
+                until = min(until, self._held[0][1])
+            if self._unsent_after is not None:
+                until = min(until, self._unsent_after)
+            self.delivered_until = until
 
     def hold(self) -> None:
         if self._held is None:
-            self._held = []
+            self._held = deque()
+            self._held_bytes = 0
 
-    def release(self) -> None:
-        held, self._held = self._held, None
-        for frame in held or ():
-            self.send_frame(frame)
+    def _hold_frame(self, frame: Any) -> None:
+        held = self._held
+        assert held is not None
+        routed_before = self.factory.dispatcher.last_routed_id
+        if self._unsent_after is not None:
+            # Overflowed and closing: the stored messages wait for next time.
+            self.factory.metrics.frames_dropped_for["hold_overflow"].inc()
+            return
+        self._held_bytes += len(frame.payloadHybi)
+        limit = self.factory.config.limits.send_buffer
+        if self._held_bytes <= limit:
+            held.append((frame, routed_before))
+            return
+        self._unsent_after = held[0][1] if held else routed_before
+        self.close_overloaded(len(held) + 1, self._held_bytes)
+        held.clear()
+        self._held_bytes = 0
+
+    def close_overloaded(self, frames: int, size: int) -> None:
+        """Close with 1013: more than ``send_buffer`` bytes were held for this connection.
+
+        The held frames are dropped (logged, counted); the messages among
+        them stay stored, and the next catch-up brings them. A slow client
+        is given time to read up to the close frame before the TCP
+        connection is closed.
+        """
+        limit = self.factory.config.limits.send_buffer
+        self._log.warn(
+            "closing {address} ({username}): {frames} frames ({size} bytes) held for it "
+            "during its catch-up passed [limits] send_buffer ({limit} bytes); the messages "
+            "stay stored for its next catch-up",
+            address=self.address, username=self.username, frames=frames, size=size,
+            limit=limit,
+        )
+        self.factory.metrics.frames_dropped_for["hold_overflow"].inc(frames)
+        self.closeHandshakeTimeout = max(
+            self.closeHandshakeTimeout, self.factory.config.server.auto_ping_timeout or 10.0
+        )
+        self.close_for(TRY_AGAIN_LATER, "too many messages waiting: try again later")
+
+    def release(self) -> Deferred[None]:
+        """Send what was held as the client takes it; fires when nothing is held any more."""
+        if self._held is None:
+            return succeed(None)
+        if self._releasing is None:
+            self._releasing = Deferred()
+        releasing = self._releasing
+        self._flush_held()
+        return releasing
+
+    def _flush_held(self, _: Any = None) -> None:
+        held = self._held
+        while held:
+            if not self._sendable():
+                break
+            waiting = self.wait_writable()
+            if waiting is not None:
+                waiting.addCallback(self._flush_held)
+                return
+            frame, _routed_before = held.popleft()
+            self._held_bytes -= len(frame.payloadHybi)
+            self._check_buffer(self.send_prepared(frame))
+        self._end_release()
+
+    def _end_release(self) -> None:
+        """Stop holding; whoever waits for the release is told."""
+        if self._held and not self.live:
+            for _frame in self._held:
+                self._dropped("closed", "held frame")
+        self._held = None
+        self._held_bytes = 0
+        releasing, self._releasing = self._releasing, None
+        if releasing is not None:
+            releasing.callback(None)
 
     def close_for(self, code: int, reason: str) -> None:
         """Close with a protocol-level code (1008, 1013...), which sendClose refuses."""
@@ -300,22 +456,33 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
     def send_message(self, message: dict[str, Any]) -> None:
         if message["type"] == "ErrorResponse":
             self.factory.metrics.errors.labels(str(message["status"])).inc()
-        if self._sendable():
+        if not self._sendable():
+            self._dropped("closed", message.get("type"))
+            return
+        try:
+            payload = messages.encode(message)
+        except (ValueError, TypeError, RecursionError) as exc:
+            # Input is checked so that this cannot happen; if it does, the
+            # client still gets an answer and the connection goes on.
+            self._log.error("could not encode a {kind}: {error}",
+                            kind=message.get("type"), error=repr(exc))
+            self._dropped("unencodable", message.get("type"))
+            payload = messages.encode(messages.error_response(
+                INTERNAL_ERROR, "internal server error: the reply could not be encoded",
+            ))
+        if not self.write_frame_directly(text_frame(payload)):
+            # Autobahn's own path, but not sendMessage: it applies the limit
+            # on what clients send (max_message_size) to what the server
+            # sends too, and would drop the frame. Nothing the server builds
+            # is refused for its size (acceptance keeps messages within it).
             try:
-                payload = messages.encode(message)
-            except (ValueError, TypeError, RecursionError) as exc:
-                # Input is checked so that this cannot happen; if it does, the
-                # client still gets an answer and the connection goes on.
-                self._log.error("could not encode a {kind}: {error}",
+                self.sendPreparedMessage(prepare_frame(payload))
+            except Exception as exc:
+                self._log.error("sending a {kind} failed: {error}",
                                 kind=message.get("type"), error=repr(exc))
-                payload = messages.encode(messages.error_response(
-                    INTERNAL_ERROR, "internal server error: the reply could not be encoded",
-                ))
-            limit = self.maxMessagePayloadSize
-            if (limit and len(payload) > limit) or not self.write_frame_directly(text_frame(payload)):
-                # Autobahn's own path, which also refuses what is over the limit.
-                self.sendMessage(payload)
-            self._check_buffer(len(payload))
+                self._dropped("send_failed", message.get("type"))
+                return
+        self._check_buffer(len(payload))
 
     # -- request handling ---------------------------------------------------
 
@@ -333,6 +500,14 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
                 # Closing: what is queued is dropped unstarted; what was
                 # started finishes (its reply cannot go out any more).
                 self._backlog.clear()
+                return
+            guard = self._guard
+            if guard is not None and guard.paused:
+                # The client is not taking what was sent: the next answer
+                # waits until it has (requests stay queued, MAX_BACKLOG bounds them).
+                if not self._waiting_to_drain:
+                    self._waiting_to_drain = True
+                    guard.when_resumed().addCallback(self._drained)
                 return
             item = self._backlog[0]
             if isinstance(item, dict):
@@ -362,6 +537,11 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
     def _resume(self, _: Any) -> None:
         self._in_flight -= 1
         self._drain()
+
+    def _drained(self, _: Any) -> None:
+        self._waiting_to_drain = False
+        if self._backlog and self.state == self.STATE_OPEN:
+            self._drain()
 
     def _open_slot(self) -> list[Any]:
         slot: list[Any] = [False, None]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -150,6 +150,7 @@ class FakeConnection:
         self.live = True
         self.address = address
         self.delivered_until: int | None = None
+        self.stalled = False
         self.session_key_hash: str | None = None
         self.wire: list[dict[str, Any]] = []
         self.closed_with: tuple[int, str] | None = None
@@ -173,15 +174,22 @@ class FakeConnection:
         if self._held is None:
             self._held = []
 
-    def release(self) -> None:
+    def release(self) -> Deferred[None]:
         held, self._held = self._held, None
         for frame in held or ():
             self.send_frame(frame)
+        return succeed(None)
+
+    def wait_writable(self) -> Deferred[None] | None:
+        return None
 
     def close_for(self, code: int, reason: str) -> None:
         if self.live:
             self.closed_with = (code, reason)
             self.stop_sending()
+
+    def close_overloaded(self, frames: int, size: int) -> None:
+        self.close_for(1013, "too many messages waiting: try again later")
 
     def stop_sending(self) -> None:
         """No more frames go out: note how far this user got, as the protocol does."""

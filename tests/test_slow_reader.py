@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+import urllib.request
 
 import websocket
 
@@ -75,6 +76,8 @@ def test_a_member_that_never_reads_is_dropped_and_memory_stays_flat(tmp_path):
         alice.send(json.dumps({"type": "ClientListRequest"}))
         assert json.loads(alice.recv())["clients"] == ["bob"]  # carol was dropped
         assert "stopped reading" in server.output()
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics").read()
+        assert b'chateau_frames_dropped_total{reason="slow_reader"} 1.0' in metrics
         # 30 MB went to carol's connection; at most about send_buffer stayed.
         assert after - before < 15 * 1024, (before, after)
         for ws in (alice, bob, carol):

@@ -7,6 +7,7 @@ from typing import Any, Awaitable, Callable
 
 from twisted.internet.defer import Deferred, succeed
 
+from chateau import messages
 from chateau.auth import Authenticator
 from chateau.catchup import CatchUp
 from chateau.config import Config
@@ -72,6 +73,30 @@ def check_content(ctx: Services, content: str) -> None:
     limit = ctx.config.chat.max_content_length
     if len(content) > limit:
         raise ChateauError(TOO_LARGE, f"content is longer than {limit} characters")
+    check_wire_size(ctx, content)
+
+
+def check_wire_size(ctx: Services, content: str) -> None:
+    """Refuse (413) content some frame carrying it could not fit in ``max_message_size``.
+
+    A stored message is pushed live, pushed again at catch-up (with more
+    fields), edited, and paged in history; every one of those frames must
+    fit the limit that clients may apply to what they read. Short content
+    cannot come near it, so only long content is measured (once, exactly,
+    as it will be encoded).
+    """
+    frame_limit = ctx.config.server.max_message_size
+    if len(content) * messages.MAX_CHARACTER_BYTES + messages.MESSAGE_ENVELOPE <= frame_limit:
+        return
+    size = messages.largest_message_frame(content)
+    if size > frame_limit:
+        room = frame_limit - messages.MESSAGE_ENVELOPE
+        raise ChateauError(
+            TOO_LARGE,
+            f"content takes {messages.content_wire_size(content)} bytes on the wire (as JSON, "
+            f"UTF-8); at most {room} fit in a frame of [server] max_message_size "
+            f"({frame_limit} bytes): send it in parts",
+        )
 
 
 def lookup(raw: str) -> str:

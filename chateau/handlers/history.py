@@ -39,8 +39,39 @@ async def history(ctx: Services, conn: Connection, request: HistoryRequest) -> R
         name = canonical(request.chatname or "")
         require_membership(ctx, user, name)
         key, chat_key = "chatname", name
-    records, more = await ctx.store.messages.history(chat_key, request.before, request.limit)
-    return messages.history_response(key, name, [r.history_entry() for r in records], more)
+    frame_limit = ctx.config.server.max_message_size
+    records, more = await ctx.store.messages.history(
+        chat_key, request.before, request.limit, max_bytes=frame_limit
+    )
+    return history_page(key, name, records, more, request.msg_id, frame_limit)
+
+
+def history_page(
+    key: str, name: str, records: list[MessageRecord], more: bool, msg_id: Any, frame_limit: int
+) -> dict[str, Any]:
+    """A HistoryResponse of the newest *records* whose frame fits in *frame_limit* bytes.
+
+    A page that stops early says ``more: true``, so the client asks again
+    with ``before``. It always holds at least one message: acceptance made
+    sure one fits (see ``check_wire_size``), so only a huge ``msg_id`` could
+    make it bigger, and then it is sent anyway (frames the server builds are
+    never dropped for their size).
+    """
+    page = messages.history_response(key, name, [], more)
+    page["msg_id"] = msg_id
+    size = len(messages.encode(page))
+    entries: list[dict[str, Any]] = page["messages"]
+    for record in records:
+        entry = record.history_entry()
+        # Its bytes, and the comma before it.
+        cost = len(messages.encode(entry)) + (1 if entries else 0)
+        if entries and size + cost > frame_limit:
+            page["more"] = True
+            break
+        entries.append(entry)
+        size += cost
+    del page["msg_id"]  # the protocol adds it to every reply
+    return page
 
 
 async def _own_message(ctx: Services, user: str, message_id: int) -> MessageRecord:

@@ -47,19 +47,28 @@ class Messages:
         """The newest message id (of one origin node, in cluster mode)."""
         return self._runner.run(last_message_id_txn, origin)
 
-    def history(self, chat: str, before: int | None, limit: int) -> Deferred[tuple[list[MessageRecord], bool]]:
-        """Up to *limit* messages of *chat* older than *before*, newest first; and whether more exist."""
-        return self._runner.run(history_txn, chat, before, limit)
+    def history(
+        self, chat: str, before: int | None, limit: int, max_bytes: int | None = None
+    ) -> Deferred[tuple[list[MessageRecord], bool]]:
+        """Up to *limit* messages of *chat* older than *before*, newest first; and whether more exist.
+
+        With *max_bytes*, reading stops after the message whose content
+        brings the total past it (see :func:`read_until_full`).
+        """
+        return self._runner.run(history_txn, chat, before, limit, max_bytes)
 
     def missed_in_ranges(
-        self, username: str, ranges: list[tuple[Any, int, int | None]], limit: int
-    ) -> Deferred[list[MessageRecord]]:
-        """Messages for *username* in any of *ranges*, oldest first.
+        self, username: str, ranges: list[tuple[Any, int, int | None]], limit: int,
+        max_bytes: int | None = None,
+    ) -> Deferred[tuple[list[MessageRecord], bool]]:
+        """Messages for *username* in any of *ranges*, oldest first; and whether the page is full.
 
         Each range is ``(origin, after, upto)``: that origin's messages with
         ids in (after, upto], every one committed so far when upto is None.
+        The page is full at *limit* messages, or, with *max_bytes*, once
+        their content passes that many bytes: then more may follow.
         """
-        return self._runner.run(missed_in_ranges_txn, username, list(ranges), limit)
+        return self._runner.run(missed_in_ranges_txn, username, list(ranges), limit, max_bytes)
 
     def get_message(self, message_id: int) -> Deferred[MessageRecord | None]:
         return self._runner.run(get_message_txn, message_id)
@@ -166,21 +175,57 @@ def last_message_id_txn(connection: Connection, origin: Any = ANY_ORIGIN) -> int
     return int(connection.execute(query).scalar() or 0)
 
 
+# Rows fetched from the database at a time when reading until a page is
+# full: few enough that a page of large messages is not read whole first
+# (PostgreSQL streams them through a server-side cursor).
+_ROWS_AT_A_TIME = 16
+
+
+def read_until_full(
+    connection: Connection, query: Any, limit: int, max_bytes: int | None
+) -> tuple[list[MessageRecord], bool]:
+    """Up to *limit* records of *query*, stopping once their content passes *max_bytes*.
+
+    Returns the records and whether the page is full (a record more was
+    there, or the bytes ran out): memory holds about one page of
+    messages, however large each is.
+    """
+    if max_bytes is None:
+        rows = connection.execute(query.limit(limit + 1)).all()
+        return [_message_record(row) for row in rows[:limit]], len(rows) > limit
+    records: list[MessageRecord] = []
+    total = 0
+    result = connection.execution_options(yield_per=_ROWS_AT_A_TIME).execute(
+        query.limit(limit + 1)
+    )
+    try:
+        for row in result:
+            if len(records) == limit or total >= max_bytes:
+                return records, True
+            record = _message_record(row)
+            records.append(record)
+            total += len(record.content.encode()) if record.content else 0
+        return records, False
+    finally:
+        result.close()
+
+
 def history_txn(
-    connection: Connection, chat: str, before: int | None, limit: int
+    connection: Connection, chat: str, before: int | None, limit: int,
+    max_bytes: int | None = None,
 ) -> tuple[list[MessageRecord], bool]:
     query = select(messages).where(messages.c.chat == chat)
     if before is not None:
         query = query.where(messages.c.id < before)
-    rows = connection.execute(query.order_by(messages.c.id.desc()).limit(limit + 1)).all()
-    return [_message_record(row) for row in rows[:limit]], len(rows) > limit
+    return read_until_full(connection, query.order_by(messages.c.id.desc()), limit, max_bytes)
 
 
 def missed_in_ranges_txn(
-    connection: Connection, username: str, ranges: list[tuple[Any, int, int | None]], limit: int
-) -> list[MessageRecord]:
+    connection: Connection, username: str, ranges: list[tuple[Any, int, int | None]], limit: int,
+    max_bytes: int | None = None,
+) -> tuple[list[MessageRecord], bool]:
     if not ranges:
-        return []
+        return [], False
     # The user's groups and direct chats; each is read through ix_messages_chat_id.
     my_chats = union_all(
         select(group_members.c.chatname).where(group_members.c.username == username),
@@ -191,8 +236,11 @@ def missed_in_ranges_txn(
         & (true() if upto is None else messages.c.id <= upto)
         for origin, after, upto in ranges
     ])
-    query = (
-        select(messages)
+    # The ids first, then the rows: merging several chats in id order takes
+    # a sort, and sorting only ids keeps a page of large messages out of the
+    # database's sorter (SQLite's is in this process).
+    ids = (
+        select(messages.c.id)
         .where(
             # The lowest bound on its own lets each chat's part of the index
             # be read from there, whatever the ranges' origins.
@@ -204,9 +252,10 @@ def missed_in_ranges_txn(
             & (messages.c.recipient.is_(None) | (messages.c.recipient == username))
         )
         .order_by(messages.c.id)
-        .limit(limit)
+        .limit(limit + 1)
     )
-    return [_message_record(row) for row in connection.execute(query)]
+    query = select(messages).where(messages.c.id.in_(ids)).order_by(messages.c.id)
+    return read_until_full(connection, query, limit, max_bytes)
 
 
 def get_message_txn(connection: Connection, message_id: int) -> MessageRecord | None:
