@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 from typing import Any
 
 from autobahn.websocket import USES_NVX
@@ -267,6 +270,10 @@ class Chateau(MultiService):
                                error=failure.getErrorMessage())
         else:
             self._log.failure("Chateau could not start; stopping", failure)
+        if self._own_process:
+            # twistd exits 0 whatever happened; a service manager must see a
+            # failed start. This runs once twistd is done (its pid file gone).
+            atexit.register(_exit_failed)
         self.reactor.stop()
 
     async def _stop(self) -> None:
@@ -316,3 +323,10 @@ def prepare_database(url: str) -> None:
         raise SystemExit(f"chateau: cannot use the database {shown}: {reason}") from None
     finally:
         engine.dispose()
+
+
+def _exit_failed() -> None:
+    """End the process with status 1 after a failed start (see _start_failed)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)

@@ -80,7 +80,10 @@ class TwistdServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"twistd exited early:\n{self.output()}")
+                raise RuntimeError(
+                    f"twistd exited early with status {self.process.returncode}:\n"
+                    f"{self.output()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return self

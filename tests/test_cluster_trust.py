@@ -42,9 +42,10 @@ def rejected(node: TwistdServer) -> dict[str, float]:
 
 
 def start_failing(cluster: Cluster, name: str) -> str:
-    """Start a node that must stop by itself; its output."""
+    """Start a node that must stop by itself, with a failing status; its output."""
     node = TwistdServer(cluster.root / name, "--config", str(cluster.config(name)))
-    with pytest.raises(RuntimeError, match="twistd exited early"):
+    # Status 1, so that a service manager sees that start-up failed.
+    with pytest.raises(RuntimeError, match="twistd exited early with status 1:"):
         node.start(timeout=30)
     return node.output()
 

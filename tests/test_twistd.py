@@ -79,3 +79,19 @@ def test_twistd_serves_wss_on_an_ssl_endpoint(tmp_path):
                               "password": "pw", "auth": False}))
         assert json.loads(peer.recv())["type"] == "RegisterResponse"
         peer.close()
+
+
+def test_a_failed_start_exits_with_status_1(tmp_path):
+    """A port already taken stops start-up; a service manager must see it failed."""
+    with TwistdServer(tmp_path / "first") as first:
+        second = TwistdServer(tmp_path / "second", port=first.port)
+        # The port answers (the first server), so start() returns; then the
+        # second one must stop by itself.
+        second.start(timeout=20)
+        try:
+            assert second.process.wait(20) == 1
+        finally:
+            second.stop()
+        output = second.output()
+        assert "Chateau could not start" in output and "Address already in use" in output
+        assert "Server Shut Down." in output
