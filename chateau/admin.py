@@ -25,7 +25,7 @@ import getpass
 import os
 import sys
 import unicodedata
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from chateau.config import Config, check_ldap, load_config
 from chateau.errors import ConfigError
@@ -176,6 +176,32 @@ def _engine(config: Config):  # -> Engine; imported lazily to keep --help quick
     return make_engine(config.database.url)
 
 
+def _on_prepared_database(
+    args: argparse.Namespace, work: Callable[[Config, Any], int]
+) -> int:
+    """Run *work(config, engine)* on the configured database, its schema checked.
+
+    A schema older than the code, or a refusal by the command
+    (``AdminError``), is one line on stderr and status WOULD_FAIL.
+    """
+    from chateau.accounts import AdminError
+    from chateau.store.engine import in_transaction
+    from chateau.store.migrate import SchemaOutOfDate, prepare
+
+    config = _load(args)
+    if config is None:
+        return USAGE
+    engine = _engine(config)
+    try:
+        in_transaction(engine, prepare)
+        return work(config, engine)
+    except (AdminError, SchemaOutOfDate) as exc:
+        print(f"chateau-admin: {exc}", file=sys.stderr)
+        return WOULD_FAIL
+    finally:
+        engine.dispose()
+
+
 def _new_password(username: str) -> str | None:
     """The new password from $CHATEAU_PASSWORD, or asked twice on the terminal."""
     password = os.environ.get(PASSWORD_VARIABLE)
@@ -196,15 +222,8 @@ def _new_password(username: str) -> str | None:
 def _account_command(args: argparse.Namespace) -> int:
     """user add | passwd | disable | enable | list: one transaction each."""
     from chateau import accounts
-    from chateau.store.engine import in_transaction
-    from chateau.store.migrate import SchemaOutOfDate, prepare
 
-    config = _load(args)
-    if config is None:
-        return USAGE
-    engine = _engine(config)
-    try:
-        in_transaction(engine, prepare)
+    def work(config: Config, engine: Any) -> int:
         action = args.action
         if action == "list":
             users = accounts.list_users(engine)
@@ -238,26 +257,16 @@ def _account_command(args: argparse.Namespace) -> int:
         else:
             print("enabled")
         return OK
-    except (accounts.AdminError, SchemaOutOfDate) as exc:
-        print(f"chateau-admin: {exc}", file=sys.stderr)
-        return WOULD_FAIL
-    finally:
-        engine.dispose()
+
+    return _on_prepared_database(args, work)
 
 
 def _invite_command(args: argparse.Namespace) -> int:
     """invite create | list | revoke: one transaction each."""
     from chateau import accounts
-    from chateau.store.engine import in_transaction
-    from chateau.store.migrate import SchemaOutOfDate, prepare
     from chateau.store.records import iso_timestamp
 
-    config = _load(args)
-    if config is None:
-        return USAGE
-    engine = _engine(config)
-    try:
-        in_transaction(engine, prepare)
+    def work(config: Config, engine: Any) -> int:
         if args.action == "create":
             invite_id, code = accounts.create_invite(engine, args.uses, args.hours)
             print(code)
@@ -277,36 +286,23 @@ def _invite_command(args: argparse.Namespace) -> int:
             accounts.revoke_invite(engine, args.code)
             print("revoked")
         return OK
-    except (accounts.AdminError, SchemaOutOfDate) as exc:
-        print(f"chateau-admin: {exc}", file=sys.stderr)
-        return WOULD_FAIL
-    finally:
-        engine.dispose()
+
+    return _on_prepared_database(args, work)
 
 
 def _names_command(args: argparse.Namespace) -> int:
     """names collisions: the existing names flagged as confusable, one a line."""
     from chateau.accounts import name_collisions
-    from chateau.store.engine import in_transaction
-    from chateau.store.migrate import SchemaOutOfDate, prepare
 
-    config = _load(args)
-    if config is None:
-        return USAGE
-    engine = _engine(config)
-    try:
-        in_transaction(engine, prepare)
+    def work(config: Config, engine: Any) -> int:
         collisions = name_collisions(engine)
-    except SchemaOutOfDate as exc:
-        print(f"chateau-admin: {exc}", file=sys.stderr)
-        return WOULD_FAIL
-    finally:
-        engine.dispose()
-    for found in collisions:
-        print(f"{found.name:<32} {found.kind:<5} looks like {found.confusable_with!r} "
-              f"({found.other_kind})")
-    print(f"{len(collisions)} confusable name(s)")
-    return OK
+        for found in collisions:
+            print(f"{found.name:<32} {found.kind:<5} looks like {found.confusable_with!r} "
+                  f"({found.other_kind})")
+        print(f"{len(collisions)} confusable name(s)")
+        return OK
+
+    return _on_prepared_database(args, work)
 
 
 def _db_command(args: argparse.Namespace) -> int:
