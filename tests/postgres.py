@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.processes import free_port
+from tests.processes import end_process, free_port
 
 
 def _bin(name: str) -> str | None:
@@ -92,14 +92,9 @@ class PostgresServer:
 
     def halt(self) -> None:
         """Stop the server process but keep its data, to :meth:`launch` it again."""
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None:
             # SIGINT is PostgreSQL's "fast shutdown".
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            end_process(self.process, signal.SIGINT, 30)
         self.process = None
 
     def stop(self) -> None:

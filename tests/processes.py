@@ -38,6 +38,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def end_process(
+    process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int:
+    """Signal *process* unless it has ended, wait *timeout* s, then kill; its status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def resident_kib(pid: int) -> int:
     """A process's resident memory (``VmRSS``), in KiB."""
     with open(f"/proc/{pid}/status") as status:
@@ -103,14 +117,7 @@ class TwistdServer:
         """
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        code = self.process.returncode
+        code = end_process(self.process, sig, timeout)
         self.process = None
         return code
 

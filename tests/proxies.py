@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port
+from tests.processes import end_process, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,13 +98,7 @@ class _Proxy:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+            end_process(self.process, timeout=timeout)
             self.process = None
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -30,7 +29,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.processes import free_port
+from tests.processes import end_process, free_port
 
 
 def _in_ci() -> bool:
@@ -265,13 +264,7 @@ class RedisServer:
         """Stop the server process but keep its port and directory, to :meth:`start` it again."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, timeout=timeout)
         self.process = None
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -24,7 +23,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.processes import free_port
+from tests.processes import end_process, free_port
 
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
@@ -174,13 +173,7 @@ class Slapd:
         return values
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        end_process(self.process)
 
 
 def _wait_listening(process: subprocess.Popen, ports: list[tuple[str, int]], log: Path) -> None:
