@@ -135,6 +135,11 @@ class GroupMembersRequest(Request):
     chatname: str
 
 
+@dataclass(frozen=True)
+class GroupInfoRequest(Request):
+    chatname: str
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -157,6 +162,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "MessageDeleteRequest": MessageDeleteRequest,
     "HeartbeatRequest": HeartbeatRequest,
     "GroupMembersRequest": GroupMembersRequest,
+    "GroupInfoRequest": GroupInfoRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -532,6 +538,16 @@ def heartbeat_response(payload: Any) -> dict[str, Any]:
 
 def group_members_response(chatname: str, members: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "GroupMembersResponse", "status": 200, "chatname": chatname, "members": members}
+
+
+def group_info_response(
+    chatname: str, creator: str, created: str, topic: str, settings: dict[str, str],
+    members: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "type": "GroupInfoResponse", "status": 200, "chatname": chatname, "creator": creator,
+        "created": created, "topic": topic, "settings": settings, "members": members,
+    }
 
 
 # Computed once, from the builders above (an int, never changed).

@@ -305,6 +305,29 @@ async def test_group_members_with_presence(server):
     assert (await eve.request({"type": "GroupMembersRequest", "chatname": "team"}))["status"] == 403
 
 
+@inline
+async def test_group_info_gives_roles_and_settings_and_an_owner_always_remains(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    carol = await server.client("carol")
+    await make_group(alice, "team", "bob", "carol")
+    await bob.expect("GroupMessageInitResponse", chatname="team")
+    await carol.close()
+    reply = await bob.request({"type": "GroupInfoRequest", "chatname": "team", "msg_id": 2})
+    assert reply["type"] == "GroupInfoResponse" and reply["msg_id"] == 2, reply
+    assert reply["creator"] == "alice" and reply["topic"] == ""
+    assert reply["settings"]["who_can_send"] == "everyone"
+    assert [(m["username"], m["role"], m["online"]) for m in reply["members"]] == [
+        ("alice", "owner", True), ("bob", "member", True), ("carol", "member", False)]
+    assert (await alice.request({"type": "GroupLeaveRequest", "chatname": "team"}))["status"] == 200
+    await bob.expect("GroupMemberLeftRecv", chatname="team", user="alice")
+    reply = await bob.request({"type": "GroupInfoRequest", "chatname": "team"})
+    assert [(m["username"], m["role"]) for m in reply["members"]] == [
+        ("bob", "owner"), ("carol", "member")]
+    eve = await server.client("eve")
+    assert (await eve.request({"type": "GroupInfoRequest", "chatname": "team"}))["status"] == 403
+
+
 # -- HTTP ------------------------------------------------------------------------
 
 async def _http_get_as(key: str, url: str) -> tuple[int, dict]:

@@ -467,6 +467,7 @@ SUCCESS = {
     "MessageDeleteRequest": "MessageDeleteResponse",
     "HeartbeatRequest": "HeartbeatResponse",
     "GroupMembersRequest": "GroupMembersResponse",
+    "GroupInfoRequest": "GroupInfoResponse",
 }
 PUSHED = {
     "GroupMessageInitResponse", "GroupMessageRecv", "MessageRecv", "GroupMemberLeftRecv",

@@ -153,6 +153,38 @@ def test_group_init_tells_the_online_members_and_is_stored(chat: InProcessChat) 
     assert "is taken" in taken["detail"]
 
 
+def test_group_info_shows_roles_settings_and_who_is_online(chat: InProcessChat) -> None:
+    alice, bob = chat.sign_in("alice"), chat.sign_in("bob")
+    chat.disconnect(chat.sign_in("carol"))
+    make_group(chat, alice, "club", "bob", "carol")
+    info = chat.request(bob, {"type": "GroupInfoRequest", "chatname": "Club", "msg_id": 4})
+    assert info["type"] == "GroupInfoResponse" and info["status"] == 200, info
+    assert (info["chatname"], info["creator"], info["topic"], info["msg_id"]) == (
+        "club", "alice", "", 4)
+    assert info["settings"] == {"join": "invite", "visibility": "private",
+                                "who_can_add": "admins", "who_can_send": "everyone"}
+    assert {m["username"]: (m["role"], m["online"], m["muted"]) for m in info["members"]} == {
+        "alice": ("owner", True, False), "bob": ("member", True, False),
+        "carol": ("member", False, False)}
+    outsider = chat.sign_in("eve")
+    assert chat.request(outsider, {"type": "GroupInfoRequest", "chatname": "club"})["status"] == 403
+    assert chat.request(outsider, {"type": "GroupInfoRequest", "chatname": "nope"})["status"] == 404
+
+
+def test_the_last_owner_leaving_hands_the_group_to_the_longest_serving_member(
+    chat: InProcessChat,
+) -> None:
+    alice, bob = chat.sign_in("alice"), chat.sign_in("bob")
+    chat.disconnect(chat.sign_in("carol"))
+    make_group(chat, alice, "club", "bob", "carol")
+    left = chat.request(alice, {"type": "GroupLeaveRequest", "chatname": "club"})
+    assert left["status"] == 200, left
+    info = chat.request(bob, {"type": "GroupInfoRequest", "chatname": "club"})
+    # bob and carol joined together: the first by name takes over.
+    assert [(m["username"], m["role"]) for m in info["members"]] == [
+        ("bob", "owner"), ("carol", "member")]
+
+
 def test_group_messages_reach_the_other_members_and_are_stored(chat: InProcessChat) -> None:
     alice, bob, carol = chat.sign_in("alice"), chat.sign_in("bob"), chat.sign_in("carol")
     eve = chat.sign_in("eve")

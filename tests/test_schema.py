@@ -203,3 +203,45 @@ def test_upgrading_to_0004_keeps_accounts_and_groups_and_adds_invites(database_u
             assert not consume_invite_txn(connection, hash_invite("abc"))
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0006_makes_creators_owners_and_keeps_an_owner_everywhere(database_url):
+    """The creator owns the group; where the creator left, the first member by name does."""
+    from alembic import command
+
+    from chateau.store.groups import group_info_txn
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0005")
+            connection.execute(text(
+                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user'), "
+                "('cat', 'user'), ('club', 'group'), ('left', 'group')"
+            ))
+            connection.execute(text(
+                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at, "
+                "delivered_until) VALUES ('ann', 'x', 'local', false, 1, 0), "
+                "('ben', 'x', 'local', false, 1, 0), ('cat', 'x', 'local', false, 1, 0)"
+            ))
+            connection.execute(text(
+                "INSERT INTO groups (chatname, creator, created_at) VALUES ('club', 'ann', 5), "
+                "('left', 'ann', 7)"
+            ))
+            connection.execute(text(
+                "INSERT INTO group_members (chatname, username, notified) VALUES "
+                "('club', 'ann', true), ('club', 'ben', true), ('left', 'cat', true), "
+                "('left', 'ben', false)"
+            ))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            club = group_info_txn(connection, "club")
+            left = group_info_txn(connection, "left")
+        assert [(m.username, m.role, m.joined_at) for m in club.members] == [
+            ("ann", "owner", 5), ("ben", "member", 5)]
+        assert [(m.username, m.role) for m in left.members] == [("ben", "owner"), ("cat", "member")]
+        assert (club.topic, club.join_rule, club.visibility, club.who_can_add,
+                club.who_can_send) == ("", "invite", "private", "admins", "everyone")
+    finally:
+        engine.dispose()

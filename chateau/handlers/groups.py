@@ -1,9 +1,10 @@
 """Groups and random chats: GroupMessageInitRequest, GroupLeaveRequest,
-GroupMembersRequest."""
+GroupMembersRequest, GroupInfoRequest."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from chateau import messages
 from chateau.connection import Connection
@@ -21,9 +22,14 @@ from chateau.errors import (
     ChateauError,
 )
 from chateau.handlers.context import Reply, Services, require_membership
-from chateau.messages import GroupLeaveRequest, GroupMembersRequest, GroupMessageInitRequest
+from chateau.messages import (
+    GroupInfoRequest,
+    GroupLeaveRequest,
+    GroupMembersRequest,
+    GroupMessageInitRequest,
+)
 from chateau.names import CHATNAME_RULE, canonical, check_new_chatname, check_username
-from chateau.store.records import now_millis
+from chateau.store.records import iso_timestamp, now_millis
 
 HOUR_MS = 3_600_000
 
@@ -172,4 +178,38 @@ async def group_members(ctx: Services, conn: Connection, request: GroupMembersRe
     online = ctx.registry.is_online
     return messages.group_members_response(
         chatname, [{"username": name, "online": online(name)} for name in sorted(members)]
+    )
+
+
+async def group_info(ctx: Services, conn: Connection, request: GroupInfoRequest) -> Reply:
+    """A group's topic, settings and members with roles, for its members."""
+    user = conn.username
+    assert user is not None
+    chatname = canonical(request.chatname)
+    group = ctx.registry.group(chatname)
+    if group is None:
+        raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")
+    if user not in group.members:
+        raise ChateauError(FORBIDDEN, f"you are not a member of {chatname!r}")
+    info = await ctx.store.groups.group_info(chatname)
+    if info is None:
+        raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")
+    now = now_millis()
+    online = ctx.registry.is_online
+    members = []
+    for member in info.members:
+        muted = member.muted_until is not None and member.muted_until > now
+        entry: dict[str, Any] = {
+            "username": member.username, "role": member.role,
+            "online": online(member.username), "muted": muted,
+        }
+        if muted:
+            entry["muted_until"] = iso_timestamp(member.muted_until)
+        members.append(entry)
+    settings = {
+        "join": info.join_rule, "visibility": info.visibility,
+        "who_can_add": info.who_can_add, "who_can_send": info.who_can_send,
+    }
+    return messages.group_info_response(
+        info.chatname, info.creator, iso_timestamp(info.created_at), info.topic, settings, members
     )

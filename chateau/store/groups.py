@@ -16,7 +16,16 @@ from twisted.internet.defer import Deferred
 
 from chateau.store.accounts import claim_name_txn
 from chateau.store.engine import Runner
-from chateau.store.records import GroupRecord, NameClaim, now_millis
+from chateau.store.records import (
+    ADMIN,
+    MEMBER,
+    OWNER,
+    GroupInfoRecord,
+    GroupRecord,
+    MemberRecord,
+    NameClaim,
+    now_millis,
+)
 from chateau.store.tables import group_members, groups, messages
 
 
@@ -48,6 +57,9 @@ class Groups:
     def remove_group_member(self, chatname: str, username: str) -> Deferred[None]:
         return self._runner.run(remove_group_member_txn, chatname, username)
 
+    def group_info(self, chatname: str) -> Deferred[GroupInfoRecord | None]:
+        return self._runner.run(group_info_txn, chatname)
+
     def creation_times(self, creator: str, since: int) -> Deferred[list[int]]:
         """When *creator* made each group after *since* (ms), oldest first."""
         return self._runner.run(creation_times_txn, creator, since)
@@ -59,12 +71,14 @@ def create_group_txn(
     claim = claim_name_txn(connection, chatname, "group")
     if not claim:
         return claim
+    now = now_millis()
     connection.execute(
-        insert(groups).values(chatname=chatname, creator=creator, created_at=now_millis())
+        insert(groups).values(chatname=chatname, creator=creator, created_at=now)
     )
     connection.execute(
         insert(group_members),
-        [{"chatname": chatname, "username": m, "notified": m in online or m == creator}
+        [{"chatname": chatname, "username": m, "notified": m in online or m == creator,
+          "role": OWNER if m == creator else MEMBER, "joined_at": now}
          for m in members],
     )
     return claim
@@ -106,10 +120,45 @@ def take_group_notices_txn(connection: Connection, username: str) -> list[GroupR
 
 
 def remove_group_member_txn(connection: Connection, chatname: str, username: str) -> None:
-    connection.execute(
-        delete(group_members).where(
-            (group_members.c.chatname == chatname) & (group_members.c.username == username)
+    """Remove a member; when the last owner goes, the longest-serving admin, else
+    member, becomes owner (ties by name), so a group always keeps an owner."""
+    in_group = group_members.c.chatname == chatname
+    connection.execute(delete(group_members).where(in_group & (group_members.c.username == username)))
+    if connection.execute(
+        select(group_members.c.username).where(in_group & (group_members.c.role == OWNER))
+    ).first():
+        return
+    heir = connection.execute(
+        select(group_members.c.username).where(in_group).order_by(
+            (group_members.c.role != ADMIN), group_members.c.joined_at, group_members.c.username
         )
+    ).scalar()
+    if heir is not None:
+        connection.execute(
+            update(group_members)
+            .where(in_group & (group_members.c.username == heir))
+            .values(role=OWNER)
+        )
+
+
+def group_info_txn(connection: Connection, chatname: str) -> GroupInfoRecord | None:
+    """The group's topic, settings and members with their roles, or None."""
+    row = connection.execute(select(groups).where(groups.c.chatname == chatname)).first()
+    if row is None:
+        return None
+    members = tuple(
+        MemberRecord(member.username, member.role, int(member.joined_at),
+                     None if member.muted_until is None else int(member.muted_until))
+        for member in connection.execute(
+            select(group_members.c.username, group_members.c.role, group_members.c.joined_at,
+                   group_members.c.muted_until)
+            .where(group_members.c.chatname == chatname)
+            .order_by(group_members.c.joined_at, group_members.c.username)
+        )
+    )
+    return GroupInfoRecord(
+        row.chatname, row.creator, int(row.created_at), row.topic, row.join_rule,
+        row.visibility, row.who_can_add, row.who_can_send, members,
     )
 
 

@@ -93,6 +93,35 @@ class GroupRecord:
     started: bool
 
 
+# A member's role in a group: owners set roles, admins govern members.
+OWNER = "owner"
+ADMIN = "admin"
+MEMBER = "member"
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    username: str
+    role: str
+    joined_at: int
+    # Until when (ms) the member may not send; None when not muted.
+    muted_until: int | None
+
+
+@dataclass(frozen=True)
+class GroupInfoRecord:
+    chatname: str
+    creator: str
+    created_at: int
+    topic: str
+    join_rule: str
+    visibility: str
+    who_can_add: str
+    who_can_send: str
+    # Oldest member first.
+    members: tuple[MemberRecord, ...]
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     id: int

@@ -89,6 +89,12 @@ groups = Table(
     Column("chatname", String(64), ForeignKey("names.name"), primary_key=True),
     Column("creator", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # What members see of the group, and its rules (docs/protocol.md, GroupInfoRequest).
+    Column("topic", Text, nullable=False, server_default=""),
+    Column("join_rule", String(8), nullable=False, server_default="invite"),
+    Column("visibility", String(8), nullable=False, server_default="private"),
+    Column("who_can_add", String(8), nullable=False, server_default="admins"),
+    Column("who_can_send", String(8), nullable=False, server_default="everyone"),
     # Groups are never deleted, so the groups a user created in the last
     # hour are counted here ([limits] groups_created_per_hour).
     Index("ix_groups_creator_created_at", "creator", "created_at"),
@@ -102,6 +108,11 @@ group_members = Table(
     # False until the member has been told of the group (they were offline
     # when it was made): they are told when they next sign in.
     Column("notified", Boolean, nullable=False, server_default=true()),
+    # owner, admin or member; a group always keeps an owner.
+    Column("role", String(8), nullable=False, server_default="member"),
+    Column("joined_at", BigInteger, nullable=False, server_default="0"),
+    # Until when (ms) the member may read but not send; NULL when not muted.
+    Column("muted_until", BigInteger, nullable=True),
     Index("ix_group_members_username", "username"),
 )
 
