@@ -140,6 +140,13 @@ class GroupInfoRequest(Request):
     chatname: str
 
 
+@dataclass(frozen=True)
+class GroupRoleRequest(Request):
+    chatname: str
+    user: str
+    role: str
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -163,6 +170,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "HeartbeatRequest": HeartbeatRequest,
     "GroupMembersRequest": GroupMembersRequest,
     "GroupInfoRequest": GroupInfoRequest,
+    "GroupRoleRequest": GroupRoleRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -548,6 +556,17 @@ def group_info_response(
         "type": "GroupInfoResponse", "status": 200, "chatname": chatname, "creator": creator,
         "created": created, "topic": topic, "settings": settings, "members": members,
     }
+
+
+def group_role_response(chatname: str, user: str, role: str) -> dict[str, Any]:
+    return {"type": "GroupRoleResponse", "status": 200, "chatname": chatname, "user": user,
+            "role": role}
+
+
+def group_event(chatname: str, event: str, user: str, by: str, **detail: Any) -> dict[str, Any]:
+    """What the other members are told of a change to the group (GroupEventRecv)."""
+    return {"type": "GroupEventRecv", "status": 200, "chatname": chatname, "event": event,
+            "user": user, "by": by, **detail}
 
 
 # Computed once, from the builders above (an int, never changed).

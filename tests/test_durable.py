@@ -328,6 +328,27 @@ async def test_group_info_gives_roles_and_settings_and_an_owner_always_remains(s
     assert (await eve.request({"type": "GroupInfoRequest", "chatname": "team"}))["status"] == 403
 
 
+@inline
+async def test_group_roles_are_set_by_owners_and_told_to_members(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    await make_group(alice, "team", "bob")
+    await bob.expect("GroupMessageInitResponse", chatname="team")
+    reply = await alice.request({"type": "GroupRoleRequest", "chatname": "team", "user": "bob",
+                                 "role": "owner", "msg_id": 3})
+    assert reply == {"type": "GroupRoleResponse", "status": 200, "chatname": "team",
+                     "user": "bob", "role": "owner", "msg_id": 3}
+    await bob.expect("GroupEventRecv", chatname="team", event="role", user="bob", by="alice",
+                     role="owner")
+    reply = await alice.request({"type": "GroupRoleRequest", "chatname": "team",
+                                 "user": "alice", "role": "member"})
+    assert reply["status"] == 200
+    await bob.expect("GroupEventRecv", event="role", user="alice", role="member")
+    reply = await bob.request({"type": "GroupRoleRequest", "chatname": "team",
+                               "user": "bob", "role": "admin"})
+    assert reply["status"] == 409 and "must keep an owner" in reply["detail"], reply
+
+
 # -- HTTP ------------------------------------------------------------------------
 
 async def _http_get_as(key: str, url: str) -> tuple[int, dict]:

@@ -399,6 +399,8 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "session_key": session_keys, "id": message_ids, "before": message_ids | st.none(),
     "limit": limits, "payload": payloads, "auth": st.booleans(),
     "invite": st.none() | st.text(ANY_TEXT, max_size=40),
+    "role": st.sampled_from(["owner", "admin", "member", "Owner", "", "king"])
+    | st.text(ANY_TEXT, max_size=10),
 }
 
 
@@ -409,6 +411,8 @@ def handler_field_value(spec: FieldSpec) -> st.SearchStrategy[Any]:
         raise AssertionError(f"no handler strategy for {spec.name!r}: add one")
     if spec.name == "chatname" and spec.annotation == str | None:
         return strategy | st.none()
+    if spec.name == "user" and spec.annotation == str:
+        return names
     return strategy
 
 
@@ -468,11 +472,12 @@ SUCCESS = {
     "HeartbeatRequest": "HeartbeatResponse",
     "GroupMembersRequest": "GroupMembersResponse",
     "GroupInfoRequest": "GroupInfoResponse",
+    "GroupRoleRequest": "GroupRoleResponse",
 }
 PUSHED = {
     "GroupMessageInitResponse", "GroupMessageRecv", "MessageRecv", "GroupMemberLeftRecv",
     "RandomChatEndedRecv", "MessageEdited", "MessageDeleted", "ContactRequestRecv",
-    "ContactAcceptRecv", "ContactRemoveRecv", "PresenceRecv",
+    "ContactAcceptRecv", "ContactRemoveRecv", "PresenceRecv", "GroupEventRecv",
 }
 # docs/protocol.md's statuses, less those that cannot be right here: 500 never,
 # 501 only with store_messages off, 503 only when the server or its database is

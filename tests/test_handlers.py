@@ -185,6 +185,39 @@ def test_the_last_owner_leaving_hands_the_group_to_the_longest_serving_member(
         ("bob", "owner"), ("carol", "member")]
 
 
+def test_owners_set_roles_and_a_group_keeps_an_owner(chat: InProcessChat) -> None:
+    alice, bob, carol = chat.sign_in("alice"), chat.sign_in("bob"), chat.sign_in("carol")
+    make_group(chat, alice, "club", "bob", "carol")
+    bob.take(), carol.take()
+
+    def role(who: FakeConnection, user: str, new: str) -> dict[str, Any]:
+        return chat.request(who, {"type": "GroupRoleRequest", "chatname": "club",
+                                  "user": user, "role": new})
+
+    assert role(alice, "bob", "admin") == {
+        "type": "GroupRoleResponse", "status": 200, "chatname": "club", "user": "bob",
+        "role": "admin", "msg_id": None}
+    event = {"type": "GroupEventRecv", "status": 200, "chatname": "club", "event": "role",
+             "user": "bob", "by": "alice", "role": "admin"}
+    assert bob.take() == [event] and carol.take() == [event] and alice.take() == []
+    # The same role again changes nothing and tells nobody.
+    assert role(alice, "bob", "admin")["status"] == 200 and carol.take() == []
+    # Only owners set roles, admins included.
+    assert role(bob, "carol", "admin")["status"] == 403
+    assert role(carol, "carol", "owner")["status"] == 403
+    assert role(alice, "carol", "king")["status"] == 400
+    assert role(alice, "eve", "admin")["status"] == 404
+    # The last owner cannot step down; with a second owner, they can.
+    assert role(alice, "alice", "member")["status"] == 409
+    assert role(alice, "bob", "owner")["status"] == 200
+    assert role(alice, "alice", "member")["status"] == 200
+    info = chat.request(carol, {"type": "GroupInfoRequest", "chatname": "club"})
+    assert [(m["username"], m["role"]) for m in info["members"]] == [
+        ("alice", "member"), ("bob", "owner"), ("carol", "member")]
+    outsider = chat.sign_in("eve")
+    assert role(outsider, "bob", "member")["status"] == 403
+
+
 def test_group_messages_reach_the_other_members_and_are_stored(chat: InProcessChat) -> None:
     alice, bob, carol = chat.sign_in("alice"), chat.sign_in("bob"), chat.sign_in("carol")
     eve = chat.sign_in("eve")

@@ -1,5 +1,6 @@
 """Groups and random chats: GroupMessageInitRequest, GroupLeaveRequest,
-GroupMembersRequest, GroupInfoRequest."""
+GroupMembersRequest, GroupInfoRequest,
+GroupRoleRequest."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from chateau.connection import Connection
 from twisted.logger import Logger
 
 from chateau.errors import (
+    BAD_REQUEST,
     CONFLICT,
     FORBIDDEN,
     NOT_AUTHENTICATED,
@@ -27,9 +29,10 @@ from chateau.messages import (
     GroupLeaveRequest,
     GroupMembersRequest,
     GroupMessageInitRequest,
+    GroupRoleRequest,
 )
 from chateau.names import CHATNAME_RULE, canonical, check_new_chatname, check_username
-from chateau.store.records import iso_timestamp, now_millis
+from chateau.store.records import OWNER, ROLES, iso_timestamp, now_millis
 
 HOUR_MS = 3_600_000
 
@@ -213,3 +216,33 @@ async def group_info(ctx: Services, conn: Connection, request: GroupInfoRequest)
     return messages.group_info_response(
         info.chatname, info.creator, iso_timestamp(info.created_at), info.topic, settings, members
     )
+
+
+async def group_role(ctx: Services, conn: Connection, request: GroupRoleRequest) -> Reply:
+    """Owners set members' roles; a group always keeps at least one owner."""
+    user = conn.username
+    assert user is not None
+    chatname = canonical(request.chatname)
+    if request.role not in ROLES:
+        raise ChateauError(BAD_REQUEST, f"role must be one of {', '.join(ROLES)}")
+    target = canonical(request.user)
+    group = ctx.registry.group(chatname)
+    if group is None:
+        raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")
+    if user not in group.members:
+        raise ChateauError(FORBIDDEN, f"you are not a member of {chatname!r}")
+    if await ctx.store.groups.role_of(chatname, user) != OWNER:
+        raise ChateauError(FORBIDDEN, f"only an owner of {chatname!r} sets roles")
+    outcome = await ctx.store.groups.set_role(chatname, target, request.role)
+    if outcome == "not_member":
+        raise ChateauError(NOT_FOUND, f"{target!r} is not a member of {chatname!r}")
+    if outcome == "last_owner":
+        raise ChateauError(
+            CONFLICT, f"{chatname!r} must keep an owner: make another member owner first"
+        )
+    if outcome == "set":
+        ctx.delivery.deliver(
+            [name for name in group.members if name != user],
+            messages.group_event(chatname, "role", target, user, role=request.role),
+        )
+    return messages.group_role_response(chatname, target, request.role)

@@ -60,6 +60,13 @@ class Groups:
     def group_info(self, chatname: str) -> Deferred[GroupInfoRecord | None]:
         return self._runner.run(group_info_txn, chatname)
 
+    def set_role(self, chatname: str, username: str, role: str) -> Deferred[str]:
+        """Give *username* *role*: "set", "same", "not_member" or "last_owner" (refused)."""
+        return self._runner.run(set_role_txn, chatname, username, role)
+
+    def role_of(self, chatname: str, username: str) -> Deferred[str | None]:
+        return self._runner.run(role_of_txn, chatname, username)
+
     def creation_times(self, creator: str, since: int) -> Deferred[list[int]]:
         """When *creator* made each group after *since* (ms), oldest first."""
         return self._runner.run(creation_times_txn, creator, since)
@@ -139,6 +146,41 @@ def remove_group_member_txn(connection: Connection, chatname: str, username: str
             .where(in_group & (group_members.c.username == heir))
             .values(role=OWNER)
         )
+
+
+def role_of_txn(connection: Connection, chatname: str, username: str) -> str | None:
+    return connection.execute(
+        select(group_members.c.role).where(
+            (group_members.c.chatname == chatname) & (group_members.c.username == username)
+        )
+    ).scalar()
+
+
+def set_role_txn(connection: Connection, chatname: str, username: str, role: str) -> str:
+    """Change a member's role in one transaction; the last owner cannot step down.
+
+    The owners' rows are locked (PostgreSQL; SQLite serialises writers), so
+    two owners stepping down at once cannot leave the group without one.
+    """
+    in_group = group_members.c.chatname == chatname
+    owners = connection.execute(
+        select(group_members.c.username)
+        .where(in_group & (group_members.c.role == OWNER))
+        .with_for_update()
+    ).scalars().all()
+    current = role_of_txn(connection, chatname, username)
+    if current is None:
+        return "not_member"
+    if current == role:
+        return "same"
+    if current == OWNER and owners == [username]:
+        return "last_owner"
+    connection.execute(
+        update(group_members)
+        .where(in_group & (group_members.c.username == username))
+        .values(role=role)
+    )
+    return "set"
 
 
 def group_info_txn(connection: Connection, chatname: str) -> GroupInfoRecord | None:

@@ -97,6 +97,7 @@ class GroupRecord:
 OWNER = "owner"
 ADMIN = "admin"
 MEMBER = "member"
+ROLES = (OWNER, ADMIN, MEMBER)
 
 
 @dataclass(frozen=True)
