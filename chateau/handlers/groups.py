@@ -32,7 +32,7 @@ from chateau.messages import (
     GroupRoleRequest,
 )
 from chateau.names import CHATNAME_RULE, canonical, check_new_chatname, check_username
-from chateau.store.records import OWNER, ROLES, iso_timestamp, now_millis
+from chateau.store.records import ROLES, iso_timestamp, now_millis
 
 HOUR_MS = 3_600_000
 
@@ -231,9 +231,9 @@ async def group_role(ctx: Services, conn: Connection, request: GroupRoleRequest)
         raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")
     if user not in group.members:
         raise ChateauError(FORBIDDEN, f"you are not a member of {chatname!r}")
-    if await ctx.store.groups.role_of(chatname, user) != OWNER:
+    outcome = await ctx.store.groups.set_role(chatname, user, target, request.role)
+    if outcome == "not_owner":
         raise ChateauError(FORBIDDEN, f"only an owner of {chatname!r} sets roles")
-    outcome = await ctx.store.groups.set_role(chatname, target, request.role)
     if outcome == "not_member":
         raise ChateauError(NOT_FOUND, f"{target!r} is not a member of {chatname!r}")
     if outcome == "last_owner":

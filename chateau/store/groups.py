@@ -60,12 +60,10 @@ class Groups:
     def group_info(self, chatname: str) -> Deferred[GroupInfoRecord | None]:
         return self._runner.run(group_info_txn, chatname)
 
-    def set_role(self, chatname: str, username: str, role: str) -> Deferred[str]:
-        """Give *username* *role*: "set", "same", "not_member" or "last_owner" (refused)."""
-        return self._runner.run(set_role_txn, chatname, username, role)
-
-    def role_of(self, chatname: str, username: str) -> Deferred[str | None]:
-        return self._runner.run(role_of_txn, chatname, username)
+    def set_role(self, chatname: str, by: str, username: str, role: str) -> Deferred[str]:
+        """*by* gives *username* *role*: "set", "same", or a refusal: "not_owner",
+        "not_member" or "last_owner"."""
+        return self._runner.run(set_role_txn, chatname, by, username, role)
 
     def creation_times(self, creator: str, since: int) -> Deferred[list[int]]:
         """When *creator* made each group after *since* (ms), oldest first."""
@@ -156,8 +154,11 @@ def role_of_txn(connection: Connection, chatname: str, username: str) -> str | N
     ).scalar()
 
 
-def set_role_txn(connection: Connection, chatname: str, username: str, role: str) -> str:
-    """Change a member's role in one transaction; the last owner cannot step down.
+def set_role_txn(
+    connection: Connection, chatname: str, by: str, username: str, role: str
+) -> str:
+    """Change a member's role in one transaction: only owners may, and the last
+    owner cannot step down.
 
     The owners' rows are locked (PostgreSQL; SQLite serialises writers), so
     two owners stepping down at once cannot leave the group without one.
@@ -168,6 +169,8 @@ def set_role_txn(connection: Connection, chatname: str, username: str, role: str
         .where(in_group & (group_members.c.role == OWNER))
         .with_for_update()
     ).scalars().all()
+    if by not in owners:
+        return "not_owner"
     current = role_of_txn(connection, chatname, username)
     if current is None:
         return "not_member"
