@@ -20,13 +20,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from tests.processes import checkout_env
+from tests.processes import checkout_env, end_process, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
@@ -77,17 +76,16 @@ class ChateauProcess:
                  "--db", f"sqlite:///{self.workdir / 'chateau.sqlite3'}"],
                 cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=checkout_env(),
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = _LISTENING.search(self.output())
-            if match:
-                self.port = int(match.group(1))
-                return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited early:\n{self.output()}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the server did not listen within {timeout}s:\n{self.output()}")
+        problem = wait_ready(
+            self.process, lambda: _LISTENING.search(self.output()) is not None, timeout, "listen"
+        )
+        if problem is not None:
+            output = self.output()
+            if problem.startswith("did not"):
+                self.stop()
+            raise RuntimeError(f"the server {problem}:\n{output}")
+        self.port = int(_LISTENING.search(self.output()).group(1))
+        return self
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -95,13 +93,7 @@ class ChateauProcess:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, timeout=15)
         self.process = None
 
 

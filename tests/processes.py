@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import websocket  # websocket-client: deliberately not Autobahn
 
@@ -36,6 +37,34 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def wait_ready(
+    process: subprocess.Popen, ready: Callable[[], bool], timeout: float, waiting_for: str
+) -> str | None:
+    """Poll *ready* until it holds (None), or say why not: the process ended, or time ran out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            return f"exited early with status {process.returncode}"
+        if ready():
+            return None
+        if time.monotonic() > deadline:
+            return f"did not {waiting_for} within {timeout}s"
+        time.sleep(0.05)
+
+
+def listening(port: int) -> Callable[[], bool]:
+    """Whether something accepts connections on 127.0.0.1:*port*."""
+
+    def check() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+    return check
 
 
 def end_process(
@@ -91,20 +120,13 @@ class TwistdServer:
             env=checkout_env(),
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"twistd exited early with status {self.process.returncode}:\n"
-                    f"{self.output()}"
-                )
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"twistd did not listen within {timeout}s:\n{self.output()}")
+        problem = wait_ready(self.process, listening(self.port), timeout, "listen")
+        if problem is None:
+            return self
+        output = self.output()
+        if problem.startswith("did not"):
+            self.stop()
+        raise RuntimeError(f"twistd {problem}:\n{output}")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -15,15 +15,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.processes import end_process, free_port
+from tests.processes import end_process, free_port, listening, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,21 +72,12 @@ class _Proxy:
             cwd=self.root,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                output = self.output()
-                self.stop()
-                raise ProxyError(f"{self.name} exited early:\n{output}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    output = self.output()
-                    self.stop()
-                    raise ProxyError(f"{self.name} did not listen within {timeout}s:\n{output}")
-                time.sleep(0.05)
+        problem = wait_ready(self.process, listening(self.port), timeout, "listen")
+        if problem is not None:
+            output = self.output()
+            self.stop()
+            raise ProxyError(f"{self.name} {problem}:\n{output}")
+        return self
 
     def output(self) -> str:
         texts = []

@@ -23,13 +23,12 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from tests.processes import end_process, free_port
+from tests.processes import end_process, free_port, wait_ready
 
 
 def _in_ci() -> bool:
@@ -229,20 +228,12 @@ class RedisServer:
             cwd=self.root,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                output = self.output()
-                self.halt()
-                raise RedisError(f"redis-server exited early:\n{output}")
-            if self.ping():
-                return self
-            if time.monotonic() > deadline:
-                self.halt()
-                raise RedisError(
-                    f"redis-server did not answer PING within {timeout}s:\n{self.output()}"
-                )
-            time.sleep(0.05)
+        problem = wait_ready(self.process, self.ping, timeout, "answer PING")
+        if problem is not None:
+            output = self.output()
+            self.halt()
+            raise RedisError(f"redis-server {problem}:\n{output}")
+        return self
 
     def ping(self) -> bool:
         """Whether the server answers PING with +PONG."""
