@@ -522,6 +522,14 @@ class CatchUp:
 
 def missed_message(record: MessageRecord) -> dict[str, Any]:
     """The push of a stored message its recipient missed."""
+    if record.event is not None:
+        event = dict(record.event)
+        message = messages.group_event(
+            record.chat, str(event.pop("event", "")), str(event.pop("user", "")),
+            str(event.pop("by", record.sender)), **event,
+        )
+        message.update(id=record.id, timestamp=record.timestamp, offline=True)
+        return message
     if record.recipient is not None:
         message = messages.message_recv(
             sender=record.sender, chatname=record.sender, content=record.content or "",

@@ -564,9 +564,44 @@ def group_role_response(chatname: str, user: str, role: str) -> dict[str, Any]:
 
 
 def group_event(chatname: str, event: str, user: str, by: str, **detail: Any) -> dict[str, Any]:
-    """What the other members are told of a change to the group (GroupEventRecv)."""
+    """What the other members are told of a change to the group (GroupEventRecv).
+
+    A stored event also carries its message ``id`` and ``timestamp`` (in
+    *detail*): it has its place in the group's history.
+    """
     return {"type": "GroupEventRecv", "status": 200, "chatname": chatname, "event": event,
             "user": user, "by": by, **detail}
+
+
+# A group's system events in words: the content of the stored event, which is
+# what history shows to a client that knows nothing of events.
+EVENT_WORDS = {
+    "added": "{by} added {user}",
+    "removed": "{by} removed {user}",
+    "banned": "{by} banned {user}",
+    "unbanned": "{by} unbanned {user}",
+    "left": "{user} left",
+    "joined": "{user} joined",
+    "role": "{by} made {user} {role}",
+    "muted": "{by} muted {user} until {until}",
+    "unmuted": "{by} unmuted {user}",
+    "renamed": "{by} renamed the group from {old_name} to {new_name}",
+    "topic": "{by} set the topic: {topic}",
+    "settings": "{by} changed the group's settings",
+}
+
+
+def event_words(event: str, user: str, by: str, detail: dict[str, Any]) -> str:
+    """The event in words ("bob added carol"), with its reason when it has one."""
+    fields = {key: str(value) for key, value in detail.items()}
+    fields.update(user=user, by=by)
+    template = EVENT_WORDS.get(event, "{by}: " + event + " {user}")
+    try:
+        words = template.format_map(fields)
+    except KeyError:
+        words = f"{by}: {event} {user}"
+    reason = detail.get("reason")
+    return f"{words} ({reason})" if reason else words
 
 
 # Computed once, from the builders above (an int, never changed).

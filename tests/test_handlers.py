@@ -199,7 +199,15 @@ def test_owners_set_roles_and_a_group_keeps_an_owner(chat: InProcessChat) -> Non
         "role": "admin", "msg_id": None}
     event = {"type": "GroupEventRecv", "status": 200, "chatname": "club", "event": "role",
              "user": "bob", "by": "alice", "role": "admin"}
-    assert bob.take() == [event] and carol.take() == [event] and alice.take() == []
+    pushed = bob.take()
+    assert len(pushed) == 1 and pushed[0].pop("id") > 0 and pushed[0].pop("timestamp")
+    assert pushed == [event] and alice.take() == []
+    assert [{k: v for k, v in m.items() if k not in ("id", "timestamp")}
+            for m in carol.take()] == [event]
+    # The event has its place in the group's history, in words and in fields.
+    page = chat.request(carol, {"type": "HistoryRequest", "chatname": "club"})
+    assert [(m["content"], m["event"]) for m in page["messages"]] == [
+        ("alice made bob admin", {"event": "role", "user": "bob", "by": "alice", "role": "admin"})]
     # The same role again changes nothing and tells nobody.
     assert role(alice, "bob", "admin")["status"] == 200 and carol.take() == []
     # Only owners set roles, admins included.

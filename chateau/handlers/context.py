@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+import json
+from typing import Any, Awaitable, Callable, Iterable
 
 from twisted.internet.defer import Deferred, succeed
 
-from chateau import messages
+from chateau import messages, permissions
 from chateau.auth import Authenticator
 from chateau.catchup import CatchUp
 from chateau.config import Config
@@ -18,7 +19,7 @@ from chateau.metrics import Metrics
 from chateau.names import canonical
 from chateau.registry import Registry
 from chateau.store import Store
-from chateau.store.records import StoredMessage, iso_timestamp, now_millis
+from chateau.store.records import OWNER, StoredMessage, iso_timestamp, now_millis
 
 Reply = dict[str, Any] | None
 
@@ -49,12 +50,41 @@ class Services:
 
 
 def record_message(
-    ctx: Services, chat: str, sender: str, content: str, recipient: str | None = None
+    ctx: Services, chat: str, sender: str, content: str, recipient: str | None = None,
+    event: str | None = None,
 ) -> Deferred[StoredMessage]:
     """Commit a message (or, with storage off, just number it)."""
     if ctx.stores_messages:
-        return ctx.store.messages.add_message(chat, sender, content, recipient)
+        return ctx.store.messages.add_message(chat, sender, content, recipient, event)
     return succeed(StoredMessage(ctx.delivery.next_unstored_id(), iso_timestamp(now_millis())))
+
+
+def group_event(
+    ctx: Services, chatname: str, members: Iterable[str], event: str, user: str, by: str,
+    skip: Connection | None = None, **detail: Any,
+) -> Deferred[dict[str, Any]]:
+    """Store a group's system event in its history and push it to *members*.
+
+    The event is a message of the group (sender *by*, its words as content,
+    its fields in ``messages.event``), committed through the message writer
+    like any other, so members who were offline get it at catch-up, history
+    shows it in its place, and ids stay in routing order. *members* is
+    taken as it is now: pass a list, not the registry's live set. Fires
+    with the ``GroupEventRecv`` pushed.
+    """
+    recipients = list(members)
+    words = messages.event_words(event, user, by, detail)
+    body = json.dumps({"event": event, "user": user, "by": by, **detail})
+
+    def route(stored: StoredMessage) -> dict[str, Any]:
+        push = messages.group_event(
+            chatname, event, user, by, **detail, id=stored.id, timestamp=stored.timestamp
+        )
+        ctx.delivery.deliver(recipients, push, skip=skip, message_id=stored.id)
+        ctx.delivery.routed(stored.id)
+        return push
+
+    return record_message(ctx, chatname, by, words, event=body).addCallback(route)
 
 
 def require_stored_messages(ctx: Services, feature: str) -> None:
@@ -97,6 +127,25 @@ def check_wire_size(ctx: Services, content: str) -> None:
             f"UTF-8); at most {room} fit in a frame of [server] max_message_size "
             f"({frame_limit} bytes): send it in parts",
         )
+
+
+async def require_permission(
+    ctx: Services, user: str, action: str, role: str | None, refusal: str, *,
+    target: str | None = None, who_can_add: str = "admins", who_can_send: str = "everyone",
+) -> str:
+    """The role *user* acts with for *action* in a group; 403 with *refusal* if none may.
+
+    *role* is their role in the group (None when not a member). The group's
+    table (chateau.permissions) decides; a server admin, asked of the
+    database only when the table refuses, acts as an owner.
+    """
+    settings = {"target": target, "who_can_add": who_can_add, "who_can_send": who_can_send}
+    if permissions.may(action, role, **settings):
+        assert role is not None
+        return role
+    if permissions.may(action, OWNER, **settings) and await ctx.store.accounts.is_admin(user):
+        return OWNER
+    raise ChateauError(FORBIDDEN, refusal)
 
 
 def lookup(raw: str) -> str:

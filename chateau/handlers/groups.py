@@ -23,7 +23,7 @@ from chateau.errors import (
     BadRequest,
     ChateauError,
 )
-from chateau.handlers.context import Reply, Services, require_membership
+from chateau.handlers.context import Reply, Services, group_event, require_membership
 from chateau.messages import (
     GroupInfoRequest,
     GroupLeaveRequest,
@@ -241,8 +241,6 @@ async def group_role(ctx: Services, conn: Connection, request: GroupRoleRequest)
             CONFLICT, f"{chatname!r} must keep an owner: make another member owner first"
         )
     if outcome == "set":
-        ctx.delivery.deliver(
-            [name for name in group.members if name != user],
-            messages.group_event(chatname, "role", target, user, role=request.role),
-        )
+        await group_event(ctx, chatname, group.members, "role", target, user, skip=conn,
+                          role=request.role)
     return messages.group_role_response(chatname, target, request.role)

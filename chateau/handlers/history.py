@@ -79,6 +79,8 @@ async def _own_message(ctx: Services, user: str, message_id: int) -> MessageReco
     record = await ctx.store.messages.get_message(message_id)
     if record is None or record.deleted:
         raise ChateauError(NOT_FOUND, f"no message with id {message_id}")
+    if record.event is not None:
+        raise ChateauError(FORBIDDEN, "a group's system events cannot be edited or deleted")
     if record.sender != user:
         raise ChateauError(FORBIDDEN, "only the author may edit or delete a message")
     return record

@@ -51,6 +51,18 @@ class Accounts:
     def disabled_among(self, usernames: Iterable[str]) -> Deferred[list[str]]:
         return self._runner.run(disabled_among_txn, list(usernames))
 
+    def is_admin(self, username: str) -> Deferred[bool]:
+        """Whether *username* is a server admin, as the database says now.
+
+        Asked only when a rule would otherwise refuse, so granting or
+        taking admin rights holds at once on every node, without a cache.
+        """
+        return self._runner.run(is_admin_txn, username)
+
+    def set_admin(self, username: str, admin: bool) -> Deferred[bool]:
+        """Grant or take server admin rights; False when there is no such user."""
+        return self._runner.run(set_admin_txn, username, admin)
+
     def name_collisions(self) -> Deferred[list[NameCollision]]:
         """Existing names flagged as confusable with older ones."""
         return self._runner.run(name_collisions_txn)
@@ -181,6 +193,18 @@ def missing_users_txn(connection: Connection, usernames: list[str]) -> list[str]
 
 def user_exists_txn(connection: Connection, username: str) -> bool:
     return not missing_users_txn(connection, [username])
+
+
+def is_admin_txn(connection: Connection, username: str) -> bool:
+    query = select(users.c.is_admin).where(users.c.username == username)
+    return bool(connection.execute(query).scalar())
+
+
+def set_admin_txn(connection: Connection, username: str, admin: bool) -> bool:
+    result = connection.execute(
+        update(users).where(users.c.username == username).values(is_admin=admin)
+    )
+    return bool(result.rowcount)
 
 
 def disabled_among_txn(connection: Connection, usernames: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ with :func:`add_messages_txn`.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, or_, select, true, union_all, update
@@ -38,10 +39,15 @@ class Messages:
         self._writer = writer
 
     def add_message(
-        self, chat: str, sender: str, content: str, recipient: str | None = None
+        self, chat: str, sender: str, content: str, recipient: str | None = None,
+        event: str | None = None,
     ) -> Deferred[StoredMessage]:
-        """Commit a message; the Deferred fires only once it is durable."""
-        return self._writer.add(chat, sender, content, recipient)
+        """Commit a message; the Deferred fires only once it is durable.
+
+        *event* (JSON) makes it a group's system event; it goes through the
+        same writer so that ids stay in routing order (see MessageWriter).
+        """
+        return self._writer.add(chat, sender, content, recipient, event)
 
     def last_message_id(self, origin: str | None | object = ANY_ORIGIN) -> Deferred[int]:
         """The newest message id (of one origin node, in cluster mode)."""
@@ -81,7 +87,7 @@ class Messages:
 
 
 def add_messages_txn(
-    connection: Connection, batch: list[tuple[str, str, str, str | None]],
+    connection: Connection, batch: list[tuple[Any, ...]],
     origin: str | None = None, new_chats: set[str] | None = None,
 ) -> list[StoredMessage]:
     """Insert a batch in one transaction; ids come back in the batch's order.
@@ -95,10 +101,12 @@ def add_messages_txn(
     """
     created = now_millis()
     timestamp = iso_timestamp(created)
+    # Each item is (chat, sender, content, recipient[, event]).
     rows = [
-        {"chat": chat, "recipient": recipient, "sender": sender, "content": content,
-         "created_at": created, "edited": False, "deleted": False, "origin": origin}
-        for chat, sender, content, recipient in batch
+        {"chat": item[0], "recipient": item[3], "sender": item[1], "content": item[2],
+         "created_at": created, "edited": False, "deleted": False, "origin": origin,
+         "event": item[4] if len(item) > 4 else None}
+        for item in batch
     ]
     if connection.dialect.name == "sqlite":
         ids = _insert_messages_sqlite(connection, rows)
@@ -107,7 +115,7 @@ def add_messages_txn(
         ids = connection.execute(statement, rows).scalars().all()
     members = {
         (name, chat)
-        for chat, sender, _, recipient in batch
+        for chat, sender, _, recipient, *_ in batch
         if recipient is not None and (new_chats is None or chat in new_chats)
         for name in (sender, recipient)
     }
@@ -129,7 +137,7 @@ _SQLITE_INSERT_MESSAGE = str(
     insert(messages).compile(
         dialect=sqlite_dialect.dialect(paramstyle="named"),
         column_keys=["chat", "recipient", "sender", "content", "created_at", "edited",
-                     "deleted", "origin"],
+                     "deleted", "origin", "event"],
     )
 )
 
@@ -159,6 +167,7 @@ def _message_record(row: Any) -> MessageRecord:
     return MessageRecord(
         int(row.id), row.chat, row.recipient, row.sender, row.content,
         iso_timestamp(row.created_at), bool(row.edited), bool(row.deleted), row.origin,
+        None if row.event is None else json.loads(row.event),
     )
 
 

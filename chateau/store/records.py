@@ -142,9 +142,12 @@ class MessageRecord:
     edited: bool
     deleted: bool
     origin: str | None = None
+    # A group's system event ({"event", "user", "by", ...}); None for what
+    # people wrote.
+    event: dict[str, Any] | None = None
 
     def history_entry(self) -> dict[str, Any]:
-        return {
+        entry = {
             "id": self.id,
             "sender": self.sender,
             "content": None if self.deleted else self.content,
@@ -152,6 +155,9 @@ class MessageRecord:
             "edited": self.edited,
             "deleted": self.deleted,
         }
+        if self.event is not None:
+            entry["event"] = self.event
+        return entry
 
 
 @dataclass(frozen=True)

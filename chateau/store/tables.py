@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     true,
 )
 from sqlalchemy.engine import Connection
@@ -80,6 +81,9 @@ users = Table(
     # Every node polls it each second (indexed) and closes the connections
     # whose key is gone, so chateau-admin needs no way into the server.
     Column("revoked_at", BigInteger, nullable=False, server_default="0"),
+    # A server admin (chateau-admin user admin NAME): deletes any message,
+    # acts as an owner in every group, announces, reads reports, bans.
+    Column("is_admin", Boolean, nullable=False, server_default=false()),
     Index("ix_users_revoked_at", "revoked_at"),
 )
 
@@ -135,6 +139,10 @@ messages = Table(
     # The cluster node that committed it (and routed it live); NULL on a
     # server running alone. Offline delivery keeps one cursor per origin.
     Column("origin", String(64), nullable=True),
+    # A group's system event ("bob added carol") as JSON {"event", "user",
+    # "by", ...}; NULL for what people wrote. Its content is the event in
+    # words, for clients that know nothing of events.
+    Column("event", Text, nullable=True),
     # History and offline delivery both read a chat's messages in id order.
     # There is deliberately no index on recipient: every message would then
     # rewrite a second index page at each commit (see direct_chats).
@@ -191,6 +199,60 @@ contacts = Table(
     Column("accepted", Boolean, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Index("ix_contacts_addressee", "addressee"),
+)
+
+
+# Who may not come back to a group, by any path (an add, an invite code, a
+# public join), until an admin unbans them.
+group_bans = Table(
+    "group_bans",
+    metadata,
+    Column("chatname", String(64), ForeignKey("groups.chatname"), primary_key=True),
+    Column("username", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("banned_by", String(64), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("banned_at", BigInteger, nullable=False),
+)
+
+# What users report. snapshot (JSON) keeps what was reported as it was then
+# (the message, or a random chat's last messages), so a deletion afterwards
+# hides nothing from moderators. status is "open" until resolved.
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("reporter", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("username", String(64), nullable=True),
+    Column("chatname", String(160), nullable=True),
+    Column("message_id", BigInteger, nullable=True),
+    Column("snapshot", Text, nullable=False, server_default="{}"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False, server_default="open"),
+    Column("resolved_by", String(64), nullable=True),
+    Column("resolved_at", BigInteger, nullable=True),
+    Column("action", String(32), nullable=True),
+    Column("note", Text, nullable=True),
+    # Moderators page through open reports; random pairing asks whether
+    # one user reported another.
+    Index("ix_reports_status_id", "status", "id"),
+    Index("ix_reports_reporter_username", "reporter", "username"),
+)
+
+# Every moderation action (group removals and bans, server bans, deletions
+# by admins, announcements, resolved reports): who, what, whom, when, why.
+# detail is JSON with what else the action needs to be understood later.
+moderation_log = Table(
+    "moderation_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(160), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("detail", Text, nullable=False, server_default="{}"),
+    Index("ix_moderation_log_at", "at"),
 )
 
 

@@ -61,7 +61,7 @@ class MessageWriter:
         self._engine = engine
         self._pool = pool
         self._max_batch = max_batch
-        self._queue: list[tuple[tuple[str, str, str, str | None], Deferred[StoredMessage]]] = []
+        self._queue: list[tuple[tuple[str, str, str, str | None, str | None], Deferred[StoredMessage]]] = []
         self._writing = False
         self._idle_waiters: list[Deferred[None]] = []
         # Started every *checkpoint_every* committed messages, on the store's
@@ -84,9 +84,12 @@ class MessageWriter:
             done.callback(None)
         return done
 
-    def add(self, chat: str, sender: str, content: str, recipient: str | None) -> Deferred[StoredMessage]:
+    def add(
+        self, chat: str, sender: str, content: str, recipient: str | None,
+        event: str | None = None,
+    ) -> Deferred[StoredMessage]:
         done: Deferred[StoredMessage] = Deferred()
-        self._queue.append(((chat, sender, content, recipient), done))
+        self._queue.append(((chat, sender, content, recipient, event), done))
         if not self._writing:
             self._start_soon()
         return done
