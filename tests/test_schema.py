@@ -245,3 +245,23 @@ def test_upgrading_to_0006_makes_creators_owners_and_keeps_an_owner_everywhere(d
                 club.who_can_send) == ("", "invite", "private", "admins", "everyone")
     finally:
         engine.dispose()
+
+
+def test_the_moderation_log_keeps_every_action_newest_first(database_url):
+    from chateau.store.engine import in_transaction
+    from chateau.store.moderation import entries_txn, record_txn
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            migrate.prepare(connection)
+        first = in_transaction(engine, record_txn, "alice", "group_ban", "club", "spam",
+                               {"user": "eve"})
+        second = in_transaction(engine, record_txn, "root", "user_ban", "eve")
+        assert second > first
+        entries = in_transaction(engine, entries_txn, 10)
+        assert [(e.actor, e.action, e.target, e.reason, e.detail) for e in entries] == [
+            ("root", "user_ban", "eve", "", {}), ("alice", "group_ban", "club", "spam", {"user": "eve"})]
+        assert [e.action for e in in_transaction(engine, entries_txn, 10, "club")] == ["group_ban"]
+    finally:
+        engine.dispose()

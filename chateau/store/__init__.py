@@ -9,7 +9,7 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   on the store's thread pool and returns a Deferred;
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
-  ``contacts``, ``cursors``, ``invites``), each with its transaction functions and a
+  ``contacts``, ``cursors``, ``invites``, ``moderation``), each with its transaction functions and a
   small class that runs them through the runner.
 
 :class:`Store` composes them: ``store.messages.history(...)``,
@@ -33,6 +33,7 @@ from chateau.store.errors import StoreUnavailable
 from chateau.store.groups import Groups
 from chateau.store.invites import Invites
 from chateau.store.messages import Messages, add_messages_txn
+from chateau.store.moderation import Moderation
 from chateau.store.writer import MessageWriter
 
 __all__ = ["Store", "StoreUnavailable"]
@@ -68,6 +69,7 @@ class Store:
         self.contacts = Contacts(self.runner)
         self.cursors = Cursors(self.runner)
         self.invites = Invites(self.runner)
+        self.moderation = Moderation(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""
