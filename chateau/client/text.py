@@ -76,3 +76,7 @@ def split_words(rest: str) -> list[str]:
         return rest.split()
 
 
+def quoted(name: Any) -> str:
+    """A name as it is typed: in quotes when it has a space."""
+    text = clean(str(name))
+    return f'"{text}"' if " " in text else text
