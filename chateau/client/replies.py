@@ -16,13 +16,19 @@ Request = dict[str, Any]
 Label = Callable[[str], str]
 
 
+def moment(timestamp: Any) -> str:
+    """``at 14:02`` today, ``on 2024-01-02 14:02`` another day."""
+    when = format_time(timestamp)
+    return f"at {when}" if len(when) <= 5 else f"on {when}"
+
+
 def show_info(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
     chatname = str(reply.get("chatname", request["chatname"]))
     topic = reply.get("topic")
     lines = [f"--- {label(chatname)} ---",
              f"  topic: {clean(str(topic))}" if topic else "  no topic",
              f"  created by {clean(str(reply.get('creator', '?')))}"
-             f" on {format_time(reply.get('created'))}",
+             f" {moment(reply.get('created'))}",
              f"  settings: {settings_words(reply.get('settings'))}"]
     members = [m for m in reply.get("members", []) if isinstance(m, dict)]
     shown = []
@@ -37,7 +43,7 @@ def show_info(request: Request, reply: dict[str, Any], label: Label) -> list[str
     for ban in bans:
         reason = f": {clean(str(ban['reason']))}" if ban.get("reason") else ""
         lines.append(f"  banned: {clean(str(ban.get('username')))} by"
-                     f" {clean(str(ban.get('by', '?')))} on {format_time(ban.get('at'))}{reason}")
+                     f" {clean(str(ban.get('by', '?')))} {moment(ban.get('at'))}{reason}")
     return lines
 
 
@@ -172,8 +178,8 @@ def show_reports(request: Request, reply: dict[str, Any], label: Label) -> list[
         lines.extend(_snapshot_words(report.get("snapshot")))
         if report.get("resolved_by"):
             note = f": {clean(str(report['note']))}" if report.get("note") else ""
-            lines.append(f"      resolved by {clean(str(report['resolved_by']))} on"
-                         f" {format_time(report.get('resolved'))}:"
+            lines.append(f"      resolved by {clean(str(report['resolved_by']))}"
+                         f" {moment(report.get('resolved'))}:"
                          f" {clean(str(report.get('action', '?')))}{note}")
     if reply.get("more"):
         lines.append("  (older reports not shown)")

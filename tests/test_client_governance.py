@@ -1,0 +1,91 @@
+"""chateau-client's governance commands against a real server.
+
+The commands' parsing and words are tested without a network in
+tests/test_client_commands.py; here they go over a real socket to a real
+``twistd`` server: piped input for what one person does, a pseudo-terminal
+for what the other members see pushed to them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tests.clientsupport import (  # noqa: F401  (chateau is a fixture)
+    chateau,
+    finish,
+    frames,
+    register,
+    run_cli,
+    spawn,
+)
+
+
+def sign_up(url: str, *names: str) -> None:
+    for name in names:
+        result = run_cli(url, "--send", "-", "--wait", "0.3", "--strict",
+                         input=json.dumps(register(name)))
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def typed(url: str, user: str, *lines: str) -> list[str]:
+    """*user* types *lines* into the client through a pipe; what it printed."""
+    result = run_cli(url, "--user", user, password="pw", input="".join(f"{l}\n" for l in lines))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "\x1b" not in result.stdout
+    return result.stdout.splitlines()
+
+
+def new_group(url: str, creator: str, chatname: str, *members: str) -> None:
+    request = {"type": "GroupMessageInitRequest", "chatname": chatname,
+               "recipients": list(members)}
+    result = run_cli(url, "--user", creator, "--send", "-", "--wait", "0.5", "--strict",
+                     password="pw", input=json.dumps(request))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert frames(result.stdout)[1]["type"] == "GroupMessageInitResponse"
+
+
+def test_info_and_role_over_a_real_server(chateau, tmp_path: Path):
+    sign_up(chateau.url, "alice", "bob", "carol")
+    new_group(chateau.url, "alice", "book club", "bob", "carol")
+
+    shown = typed(chateau.url, "alice", '/info "book club"')
+    assert "--- #book club ---" in shown
+    assert "  no topic" in shown
+    assert any(re.fullmatch(r"  created by alice (at|on) [-\d: ]+", line) for line in shown)
+    assert ("  settings: join invite, visibility private, who_can_add admins,"
+            " who_can_send everyone") in shown
+    assert ("  members (3): alice (owner, online), bob (member, offline),"
+            " carol (member, offline)") in shown
+
+    # bob, online in a terminal, sees alice make him admin as a system line.
+    bob = spawn(chateau.url, "bob", tmp_path)
+    bob.expect("signed in as bob")
+    shown = typed(chateau.url, "alice", '/role "book club" bob admin')
+    assert "* bob is now admin in book club" in shown
+    bob.expect(r"\d\d:\d\d \[#book club\] \* alice made you admin")
+
+    # Refusals carry the server's detail and status.
+    bob.send('/role "book club" carol owner\r')
+    bob.expect(re.escape("! role not changed: only an owner of 'book club' sets roles (403)"))
+    shown = typed(chateau.url, "alice", '/role "book club" alice member', "/info nowhere",
+                  '/role "book club" dave admin')
+    assert ("! role not changed: 'book club' must keep an owner: make another member owner"
+            " first (409)") in shown
+    assert "! no information on nowhere: no such group: 'nowhere' (404)" in shown
+    assert "! role not changed: 'dave' is not a member of 'book club' (404)" in shown
+
+    # The change is in the group's information and, as an event, in its history.
+    bob.send('/info "book club"\r')
+    bob.expect(r"members \(3\): alice \(owner, offline\), bob \(admin, online\),"
+               r" carol \(member, offline\)")
+    bob.send('/history "book club"\r')
+    bob.expect(r"--- #book club: 1 message ---")
+    bob.expect(r"\[#book club\] \* alice made you admin")
+    assert finish(bob) == 0
+
+    # Bad usage never reaches the server.
+    shown = typed(chateau.url, "carol", '/role "book club" bob king')
+    assert ("! /role: ROLE must be owner or admin or member, not 'king'"
+            " (usage: /role GROUP USER ROLE)") in shown
