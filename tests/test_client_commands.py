@@ -533,3 +533,19 @@ def test_help_and_docs_name_every_command():
         assert f"`{command.usage}`" in docs, command.usage
         assert re.search(rf"`/{command.name}\b[^`]*`", docs.split("## The web client")[0])
     assert all(len(line) <= 80 for line in commands.help_text().splitlines())
+
+
+def test_piped_input_is_read_from_the_descriptor_line_by_line():
+    """PlainUI reads fd 0 itself (os.read), so an exit while the pipe is open is clean."""
+    import os
+
+    from chateau.client.terminal import PlainUI
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, "/who\ncafé\r\n\nlast without newline".encode())
+    os.close(write_end)
+    ui = PlainUI(None, in_fd=read_end)
+    try:
+        assert list(ui.lines()) == ["/who", "café\r", "", "last without newline"]
+    finally:
+        os.close(read_end)

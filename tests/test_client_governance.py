@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pexpect
+
 from tests.clientsupport import (  # noqa: F401  (chateau is a fixture)
+    REPO,
     chateau,
+    cli_command,
     finish,
     frames,
     register,
     run_cli,
     spawn,
 )
+from tests.processes import checkout_env
 
 
 def sign_up(url: str, *names: str) -> None:
@@ -89,3 +96,59 @@ def test_info_and_role_over_a_real_server(chateau, tmp_path: Path):
     shown = typed(chateau.url, "carol", '/role "book club" bob king')
     assert ("! /role: ROLE must be owner or admin or member, not 'king'"
             " (usage: /role GROUP USER ROLE)") in shown
+
+
+# -- signed out or banned while connected ------------------------------------------
+
+
+def run_admin(server, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
+    """``chateau-admin`` on the running server's database."""
+    config = server.workdir / "admin.ini"
+    config.write_text(
+        f"[database]\nurl = sqlite:///{server.workdir / 'chateau.sqlite3'}\n"
+        "[auth]\nbcrypt_cost = 4\n"
+    )
+    env = checkout_env(**({"CHATEAU_PASSWORD": password} if password is not None else {}))
+    result = subprocess.run(
+        [sys.executable, "-m", "chateau.admin", "--config", str(config), *args],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def piped(url: str, user: str) -> subprocess.Popen:
+    """The client reading commands from a pipe left open, as a script would run it."""
+    return subprocess.Popen(
+        cli_command(url, "--user", user), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, cwd=REPO, env=checkout_env(CHATEAU_PASSWORD="pw"),
+    )
+
+
+def wait_for_line(process: subprocess.Popen, text: str) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        if text in line:
+            return
+    raise AssertionError(f"the client ended without printing {text!r}")
+
+
+def test_signed_out_by_the_server_exits_3_in_both_modes(chateau, tmp_path: Path):
+    sign_up(chateau.url, "gina")
+    on_terminal = spawn(chateau.url, "gina", tmp_path)
+    on_terminal.expect("signed in as gina")
+    on_pipe = piped(chateau.url, "gina")
+    try:
+        wait_for_line(on_pipe, "signed in as gina")
+        run_admin(chateau, "user", "passwd", "gina", password="new")
+        on_terminal.expect("the server signed you out")
+        on_terminal.expect(pexpect.EOF)
+        on_terminal.close()
+        assert on_terminal.exitstatus == 3
+        wait_for_line(on_pipe, "the server signed you out")
+        status = on_pipe.wait(timeout=15)
+        assert status == 3, on_pipe.stdout.read()
+    finally:
+        if on_pipe.poll() is None:
+            on_pipe.kill()
+            on_pipe.wait()
