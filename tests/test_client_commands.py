@@ -446,6 +446,15 @@ def test_events_offline_duplicates_and_departures_told_once():
     assert h.ui.lines[shown:] == ["* dave left #club", f"{AT} [#club] * erin left"]
 
 
+def test_a_random_chat_ended_by_blocking_the_partner():
+    h = started()
+    h.push(type="MessageRecv", status=200, sender="bob", chatname="~1", random=True,
+           content="hi", id=5, timestamp=WHEN)
+    h.push(type="RandomChatEndedRecv", status=200, chatname="~1", user="bob", reason="blocked")
+    assert h.ui.lines[-1] == "* the random chat ~bob ended: you blocked bob"
+    assert h.session.current is None and not h.session.randoms
+
+
 def test_removed_from_a_group():
     h = started()
     h.push(type="GroupMessageInitResponse", status=201, chatname="club", creator="bob",

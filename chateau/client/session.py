@@ -888,8 +888,12 @@ class ChatSession:
         partner = clean(str(frame.get("user")))
         label = self.label(chatname)
         self.randoms.pop(chatname, None)
-        how = "disconnected from" if frame.get("reason") == "disconnected" else "left"
-        self.ui.show(f"* {partner} {how} the random chat {label}")
+        reason = frame.get("reason")
+        if reason == "blocked":  # this person blocked the partner, on another connection
+            self.ui.show(f"* the random chat {label} ended: you blocked {partner}")
+        else:
+            how = "disconnected from" if reason == "disconnected" else "left"
+            self.ui.show(f"* {partner} {how} the random chat {label}")
         if self.current == chatname:
             self.current = None
             self._update_prompt()
