@@ -143,7 +143,23 @@ def report_target(request: Request) -> str:
 
 
 def _snapshot_words(snapshot: Any) -> list[str]:
-    """A report's kept copy of the message(s), a line each."""
+    """A report's kept copy of what was reported, a line per message.
+
+    The snapshot is ``{message: {...}, chat: {chatname, messages: [...]}}``
+    (either part may be missing); a bare message or list is shown too.
+    """
+    if isinstance(snapshot, dict) and (isinstance(snapshot.get("message"), dict)
+                                       or isinstance(snapshot.get("chat"), dict)):
+        lines = []
+        if isinstance(snapshot.get("message"), dict):
+            lines.extend(_snapshot_words(snapshot["message"]))
+        chat = snapshot.get("chat")
+        if isinstance(chat, dict):
+            history = [m for m in chat.get("messages", []) if isinstance(m, dict)]
+            lines.append(f"      the last {len(history)} messages of"
+                         f" {quoted(chat.get('chatname', '?'))}:")
+            lines.extend("  " + line for line in _snapshot_words(history))
+        return lines
     items = snapshot if isinstance(snapshot, list) else [snapshot] if snapshot else []
     lines = []
     for item in items:
