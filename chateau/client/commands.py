@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from chateau.client.replies import (
-    group_label,
-    notice,
     report_target,
     show_add,
+    show_announce,
+    show_block,
     show_blocked,
     show_groups,
     show_info,
@@ -29,11 +29,15 @@ from chateau.client.replies import (
     show_join,
     show_mute,
     show_removal,
+    show_report,
     show_reports,
+    show_resolve,
+    show_role,
     show_settings,
+    show_unban,
     show_update,
     show_userban,
-    user_name,
+    show_userunban,
 )
 from chateau.client.text import clean, quoted, split_name
 
@@ -155,16 +159,20 @@ def build_add(rest: str) -> list[Request]:
     return [{"type": "GroupAddRequest", "chatname": words[0], "users": words[1:]}]
 
 
-def _removal(ban: bool) -> Callable[[str], list[Request]]:
-    def build(rest: str) -> list[Request]:
-        (group, user), reason = take(rest, 2)
-        request: Request = {"type": "GroupRemoveRequest", "chatname": group, "user": user,
-                            "ban": ban}
-        if reason:
-            request["reason"] = reason
-        return [request]
+def removal(rest: str, ban: bool) -> list[Request]:
+    (group, user), reason = take(rest, 2)
+    request: Request = {"type": "GroupRemoveRequest", "chatname": group, "user": user, "ban": ban}
+    if reason:
+        request["reason"] = reason
+    return [request]
 
-    return build
+
+def build_kick(rest: str) -> list[Request]:
+    return removal(rest, ban=False)
+
+
+def build_ban(rest: str) -> list[Request]:
+    return removal(rest, ban=True)
 
 
 def build_unban(rest: str) -> list[Request]:
@@ -256,23 +264,25 @@ def build_groups(rest: str) -> list[Request]:
 # -- personal safety --------------------------------------------------------------
 
 
-def _one_user(kind: str) -> Callable[[str], list[Request]]:
-    def build(rest: str) -> list[Request]:
-        (user,), extra = take(rest, 1)
-        if extra:
-            raise Usage()
-        return [{"type": kind, "username": user}]
-
-    return build
+def one_user(rest: str, kind: str) -> list[Request]:
+    (user,), extra = take(rest, 1)
+    if extra:
+        raise Usage()
+    return [{"type": kind, "username": user}]
 
 
-def build_nothing(kind: str) -> Callable[[str], list[Request]]:
-    def build(rest: str) -> list[Request]:
-        if rest.strip():
-            raise Usage()
-        return [{"type": kind}]
+def build_block(rest: str) -> list[Request]:
+    return one_user(rest, "BlockRequest")
 
-    return build
+
+def build_unblock(rest: str) -> list[Request]:
+    return one_user(rest, "UnblockRequest")
+
+
+def build_blocked(rest: str) -> list[Request]:
+    if rest.strip():
+        raise Usage()
+    return [{"type": "BlockListRequest"}]
 
 
 def build_settings(rest: str) -> list[Request]:
@@ -330,6 +340,10 @@ def build_resolve(rest: str) -> list[Request]:
              "action": choice(action, "ACTION", RESOLVE_ACTIONS), "note": note}]
 
 
+def build_userunban(rest: str) -> list[Request]:
+    return one_user(rest, "UserUnbanRequest")
+
+
 def build_userban(rest: str) -> list[Request]:
     (user,), reason = take(rest, 1)
     request: Request = {"type": "UserBanRequest", "username": user}
@@ -347,19 +361,15 @@ COMMANDS: tuple[Command, ...] = (
     Command("info", "/info GROUP", "the group's topic, settings and members with their roles",
             build_info, lambda r: f"no information on {quoted(r['chatname'])}", show_info),
     Command("role", "/role GROUP USER ROLE", "make USER owner, admin or member (owners only)",
-            build_role, lambda r: "role not changed",
-            notice(lambda r, reply, label: f"{user_name(r, reply, 'user')} is now"
-                  f" {clean(str(reply.get('role', r['role'])))} in {group_label(r, reply, label)}")),
+            build_role, lambda r: "role not changed", show_role),
     Command("add", "/add GROUP USER...", "add people to the group",
             build_add, lambda r: f"nobody added to {quoted(r['chatname'])}", show_add),
     Command("kick", "/kick GROUP USER [reason]", "remove USER from the group",
-            _removal(False), lambda r: f"could not remove {clean(r['user'])}", show_removal),
+            build_kick, lambda r: f"could not remove {clean(r['user'])}", show_removal),
     Command("ban", "/ban GROUP USER [reason]", "remove USER and keep them out until unbanned",
-            _removal(True), lambda r: f"could not ban {clean(r['user'])}", show_removal),
+            build_ban, lambda r: f"could not ban {clean(r['user'])}", show_removal),
     Command("unban", "/unban GROUP USER", "let USER back into the group",
-            build_unban, lambda r: f"could not unban {clean(r['user'])}",
-            notice(lambda r, reply, label: f"{user_name(r, reply, 'user')} is no longer banned from"
-                  f" {group_label(r, reply, label)}")),
+            build_unban, lambda r: f"could not unban {clean(r['user'])}", show_unban),
     Command("mute", "/mute GROUP USER MINUTES", "USER reads but cannot send for MINUTES (0 lifts)",
             build_mute, lambda r: f"could not mute {clean(r['user'])}", show_mute),
     Command("unmute", "/unmute GROUP USER", "lift USER's mute (the same as /mute ... 0)",
@@ -381,41 +391,36 @@ COMMANDS: tuple[Command, ...] = (
     Command("groups", "/groups [QUERY]", "the public groups, or those whose name or topic matches",
             build_groups, lambda r: "no group directory", show_groups),
     Command("block", "/block USER", "never see anything from USER again",
-            _one_user("BlockRequest"), lambda r: f"could not block {clean(r['username'])}",
-            notice(lambda r, reply, label: f"blocked {user_name(r, reply)}"), section="safety"),
-    Command("unblock", "/unblock USER", "see USER again",
-            _one_user("UnblockRequest"), lambda r: f"could not unblock {clean(r['username'])}",
-            notice(lambda r, reply, label: f"unblocked {user_name(r, reply)}"), section="safety"),
-    Command("blocked", "/blocked", "the people you have blocked",
-            build_nothing("BlockListRequest"), lambda r: "no block list", show_blocked,
+            build_block, lambda r: f"could not block {clean(r['username'])}", show_block,
             section="safety"),
+    Command("unblock", "/unblock USER", "see USER again",
+            build_unblock, lambda r: f"could not unblock {clean(r['username'])}", show_block,
+            section="safety"),
+    Command("blocked", "/blocked", "the people you have blocked",
+            build_blocked, lambda r: "no block list", show_blocked, section="safety"),
     Command("settings", "/settings [KEY VALUE...]",
             "show or change: direct_messages everyone|contacts, presence everyone|contacts|"
             "nobody, random_chat on|off, read_receipts on|off",
             build_settings, lambda r: "settings not changed", show_settings, section="safety"),
     Command("report", "/report user|message|group TARGET REASON",
             "report a person, a message (by ID) or a group to the server's moderators",
-            build_report, lambda r: f"report on {report_target(r)} not sent",
-            notice(lambda r, reply, label: f"report {reply.get('report_id')} on {report_target(r)}"
-                  " sent to the server's moderators"), section="safety"),
+            build_report, lambda r: f"report on {report_target(r)} not sent", show_report,
+            section="safety"),
     Command("announce", "/announce TEXT", "tell everyone on the server, now or at their sign-in",
-            build_announce, lambda r: "announcement not sent",
-            notice(lambda r, reply, label: f"announcement {reply.get('id')} sent to everyone"),
-            section="admin"),
+            build_announce, lambda r: "announcement not sent", show_announce, section="admin"),
     Command("reports", "/reports [open|closed|all]", "reports to moderate (open ones by default)",
             build_reports, lambda r: "no reports", show_reports, section="admin"),
     Command("resolve", "/resolve ID ACTION NOTE",
             "close a report: ACTION is dismiss, warn, delete_message or ban_user",
-            build_resolve, lambda r: f"report {r['report_id']} not resolved",
-            notice(lambda r, reply, label: f"report {reply.get('report_id', r['report_id'])} resolved:"
-                  f" {clean(str(reply.get('action', r['action'])))}"), section="admin"),
+            build_resolve, lambda r: f"report {r['report_id']} not resolved", show_resolve,
+            section="admin"),
     Command("userban", "/userban USER [HOURS] REASON",
             "ban USER from the server (until unbanned unless HOURS)",
             build_userban, lambda r: f"could not ban {clean(r['username'])}", show_userban,
             section="admin"),
     Command("userunban", "/userunban USER", "let USER sign in again",
-            _one_user("UserUnbanRequest"), lambda r: f"could not unban {clean(r['username'])}",
-            notice(lambda r, reply, label: f"{user_name(r, reply)} may sign in again"), section="admin"),
+            build_userunban, lambda r: f"could not unban {clean(r['username'])}", show_userunban,
+            section="admin"),
 )
 
 SECTIONS = {

@@ -209,14 +209,43 @@ def show_userban(request: Request, reply: dict[str, Any], label: Label) -> list[
             + (f"until {format_time(until)}" if until else "until unbanned")]
 
 
-def notice(words: Callable[[Request, dict[str, Any], Label], str]) -> Callable[..., list[str]]:
-    """A reply shown as one notice line."""
-    return lambda request, reply, label: ["* " + words(request, reply, label)]
-
-
 def group_label(request: Request, reply: dict[str, Any], label: Label) -> str:
     return label(str(reply.get("chatname", request.get("chatname"))))
 
 
 def user_name(request: Request, reply: dict[str, Any], field: str = "username") -> str:
     return clean(str(reply.get(field, request.get(field))))
+
+
+def show_role(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    role = clean(str(reply.get("role", request["role"])))
+    return [f"* {user_name(request, reply, 'user')} is now {role} in"
+            f" {group_label(request, reply, label)}"]
+
+
+def show_unban(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    return [f"* {user_name(request, reply, 'user')} is no longer banned from"
+            f" {group_label(request, reply, label)}"]
+
+
+def show_block(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    done = "blocked" if request["type"] == "BlockRequest" else "unblocked"
+    return [f"* {done} {user_name(request, reply)}"]
+
+
+def show_report(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    return [f"* report {reply.get('report_id')} on {report_target(request)}"
+            " sent to the server's moderators"]
+
+
+def show_announce(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    return [f"* announcement {reply.get('id')} sent to everyone"]
+
+
+def show_resolve(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    action = clean(str(reply.get("action", request["action"])))
+    return [f"* report {reply.get('report_id', request['report_id'])} resolved: {action}"]
+
+
+def show_userunban(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    return [f"* {user_name(request, reply)} may sign in again"]
