@@ -6,6 +6,7 @@ sockets on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,9 +22,16 @@ from chateau.errors import (
 )
 from chateau.handlers.reports import report_page
 from chateau.names import RANDOM_PREFIX
-from chateau.store.records import ReportRecord
+from chateau.store import migrate
+from chateau.store.accounts import create_user_txn
+from chateau.store.engine import in_transaction, make_engine
+from chateau.store.messages import add_messages_txn, get_message_txn
+from chateau.store.moderation import entries_txn
+from chateau.store.records import ReportRecord, direct_chat
+from chateau.store.reports import add_report_txn, get_report_txn
 from tests.deferreds import inline
 from tests.inprocess import FakeConnection, InProcessChat, make_test_config
+from tests.test_admin_cli import admin as run_admin
 from tests.wsclient import send_message as socket_send
 
 
@@ -427,3 +435,93 @@ async def test_socket_random_chat_report_keeps_the_last_20_messages(server: Any)
     contents = [m["content"] for m in entry["snapshot"]["chat"]["messages"]]
     assert contents == [f"message {n}" for n in range(10, 30)]
     assert server.service.registry.kept_apart("bob", "alice")
+
+
+# -- chateau-admin reports ---------------------------------------------------------
+
+
+def seed_reports(database_url: str) -> tuple[int, int, int]:
+    """Alice's direct message to bob, reported by bob; a report of carol by bob.
+
+    Returns (message id, the message's report, the user's report).
+    """
+    engine = make_engine(database_url)
+    try:
+        def txn(connection: Any) -> tuple[int, int, int]:
+            migrate.prepare(connection)
+            for name in ("alice", "bob", "carol"):
+                assert create_user_txn(connection, name, None, "local", None)
+            (stored,) = add_messages_txn(
+                connection, [(direct_chat("alice", "bob"), "alice", "pay up", "bob")]
+            )
+            snapshot = {"message": {"id": stored.id, "content": "pay up"}}
+            by_message, _ = add_report_txn(connection, "bob", "extortion", "alice", None,
+                                           stored.id, snapshot, 0, 20)
+            by_user, _ = add_report_txn(connection, "bob", "rude\nand loud", "carol", None,
+                                        None, {}, 0, 20)
+            assert by_message is not None and by_user is not None
+            return stored.id, by_message, by_user
+
+        return in_transaction(engine, txn)
+    finally:
+        engine.dispose()
+
+
+def test_cli_lists_shows_and_resolves_reports(tmp_path: Path, database_url: str) -> None:
+    message_id, by_message, by_user = seed_reports(database_url)
+    listing = run_admin(tmp_path, database_url, "reports", "list")
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].startswith(f"{by_user:<6} open ")
+    assert "bob on user carol: rude and loud" in lines[0]
+    assert f"bob on user alice, message {message_id}: extortion" in lines[1]
+    assert lines[-1] == "2 report(s)"
+
+    shown = run_admin(tmp_path, database_url, "reports", "show", str(by_message))
+    assert shown.returncode == 0, shown.stderr
+    assert "reporter:     bob" in shown.stdout and '"content": "pay up"' in shown.stdout
+    missing = run_admin(tmp_path, database_url, "reports", "show", "999")
+    assert missing.returncode == 1 and "no report with id 999" in missing.stderr
+
+    resolved = run_admin(tmp_path, database_url, "reports", "resolve", str(by_message),
+                         "--action", "delete_message", "--note", "extortion")
+    assert resolved.returncode == 0, resolved.stderr
+    assert "next history read" in resolved.stdout
+    again = run_admin(tmp_path, database_url, "reports", "resolve", str(by_message),
+                      "--action", "dismiss", "--note", "")
+    assert again.returncode == 1 and "already resolved (delete_message by cli:" in again.stderr
+    no_message = run_admin(tmp_path, database_url, "reports", "resolve", str(by_user),
+                           "--action", "delete_message", "--note", "")
+    assert no_message.returncode == 1 and "names no message" in no_message.stderr
+    ban = run_admin(tmp_path, database_url, "reports", "resolve", str(by_user),
+                    "--action", "ban_user", "--note", "")
+    assert ban.returncode == 1 and "not available" in ban.stderr
+    warned = run_admin(tmp_path, database_url, "reports", "resolve", str(by_user),
+                       "--action", "warn", "--note", "calm down")
+    assert warned.returncode == 0 and "is not told" in warned.stdout
+
+    assert run_admin(tmp_path, database_url, "reports", "list").stdout.strip() == "0 report(s)"
+    closed = run_admin(tmp_path, database_url, "reports", "list", "--status", "closed")
+    assert "2 report(s)" in closed.stdout and " closed " in closed.stdout
+
+    engine = make_engine(database_url)
+    try:
+        record = in_transaction(engine, get_message_txn, message_id)
+        assert record.deleted and record.content is None
+        report = in_transaction(engine, get_report_txn, by_message)
+        assert report.resolved_by == f"cli:{getpass.getuser()}"[:64]
+        assert report.snapshot["message"]["content"] == "pay up"
+        entries = in_transaction(engine, entries_txn)
+    finally:
+        engine.dispose()
+    assert [(e.action, e.target, e.reason) for e in entries] == [
+        ("report_warn", "carol", "calm down"), ("report_delete_message", "alice", "extortion")]
+    assert all(e.actor.startswith("cli:") for e in entries)
+
+
+def test_cli_and_protocol_know_the_same_statuses_and_actions() -> None:
+    from chateau import admin_reports
+    from chateau.handlers import reports
+
+    assert admin_reports.STATUSES == reports.STATUSES
+    assert admin_reports.ACTIONS == reports.ACTIONS

@@ -53,13 +53,41 @@ DISMISS, WARN, DELETE_MESSAGE, BAN_USER = "dismiss", "warn", "delete_message", "
 ACTIONS = (DISMISS, WARN, DELETE_MESSAGE, BAN_USER)
 
 
-def _check_text(kind: str, field: str, value: str, most: int, empty_ok: bool) -> None:
+def text_problem(field: str, value: str, most: int, empty_ok: bool) -> str | None:
+    """What is wrong with a reason or note (None: nothing)."""
     if not empty_ok and not value.strip():
-        raise BadRequest(f"{kind}: {field!r} must not be empty")
+        return f"{field!r} must not be empty"
     if "\x00" in value:
-        raise BadRequest(f"{kind}: {field!r} must not contain NUL characters")
+        return f"{field!r} must not contain NUL characters"
     if len(value) > most:
-        raise BadRequest(f"{kind}: {field!r} is longer than {most} characters")
+        return f"{field!r} is longer than {most} characters"
+    return None
+
+
+def _check_text(kind: str, field: str, value: str, most: int, empty_ok: bool) -> None:
+    problem = text_problem(field, value, most, empty_ok)
+    if problem is not None:
+        raise BadRequest(f"{kind}: {problem}")
+
+
+def action_problem(found: ReportRecord, action: str) -> str | None:
+    """Why the open report *found* cannot be resolved with a known *action* (None: it can)."""
+    if action in (WARN, BAN_USER) and found.username is None:
+        return f"report {found.id} names no user to {action.replace('_', ' ')}"
+    if action == DELETE_MESSAGE and found.message_id is None:
+        return f"report {found.id} names no message to delete"
+    return None
+
+
+# Server-wide bans come with UserBanRequest; until this server has them,
+# ban_user is refused (501) before anything changes.
+BAN_UNAVAILABLE = (
+    "ban_user is not available on this server yet: resolve the report with another action"
+)
+
+
+def already_resolved(record: ReportRecord) -> str:
+    return f"report {record.id} is already resolved ({record.action} by {record.resolved_by})"
 
 
 def _is_random(chat: str) -> bool:
@@ -270,13 +298,13 @@ async def report_resolve(ctx: Services, conn: Connection, request: ReportResolve
     if found is None:
         raise ChateauError(NOT_FOUND, f"no report with id {request.report_id}")
     if found.status != REPORT_OPEN:
-        raise _already_resolved(found)
+        raise ChateauError(CONFLICT, already_resolved(found))
+    problem = action_problem(found, request.action)
+    if problem is not None:
+        raise BadRequest(problem)
     message: MessageRecord | None = None
-    if request.action in (WARN, BAN_USER) and found.username is None:
-        raise BadRequest(f"report {found.id} names no user to {request.action.replace('_', ' ')}")
     if request.action == DELETE_MESSAGE:
-        if found.message_id is None:
-            raise BadRequest(f"report {found.id} names no message to delete")
+        assert found.message_id is not None
         require_stored_messages(ctx, "deleting messages")
         message = await ctx.store.messages.get_message(found.message_id)
         if message is not None and message.deleted:
@@ -284,21 +312,16 @@ async def report_resolve(ctx: Services, conn: Connection, request: ReportResolve
         if message is not None:
             ctx.delivery.check_reachable(message_audience(ctx, message))
     if request.action == BAN_USER:
-        # Server-wide bans come with UserBanRequest; until this server has
-        # them, ban_user is refused before anything changes. To wire it: ban
-        # found.username here (no end, the note as reason), then let the
-        # resolution below record the action.
-        raise ChateauError(
-            NOT_IMPLEMENTED,
-            "ban_user is not available on this server yet: resolve the report with another "
-            "action",
-        )
+        # To wire server-wide bans in: ban found.username here (until
+        # unbanned, the note as reason), then let the resolution below
+        # record the action.
+        raise ChateauError(NOT_IMPLEMENTED, BAN_UNAVAILABLE)
     resolved = await ctx.store.reports.resolve(
         found.id, user, request.action, request.note, delete_message=message is not None
     )
     if resolved is None or resolved.status != REPORT_OPEN:
         # Another admin closed it meanwhile; nothing was changed here.
-        raise _already_resolved(resolved or found)
+        raise ChateauError(CONFLICT, already_resolved(resolved or found))
     if request.action == WARN:
         assert found.username is not None
         ctx.delivery.deliver([found.username], messages.moderation_warning(found.id, request.note))
@@ -307,10 +330,3 @@ async def report_resolve(ctx: Services, conn: Connection, request: ReportResolve
     log.info("report {report_id} resolved by {admin}: {action}",
              report_id=found.id, admin=user, action=request.action)
     return messages.report_resolve_response(found.id, request.action)
-
-
-def _already_resolved(record: ReportRecord) -> ChateauError:
-    return ChateauError(
-        CONFLICT,
-        f"report {record.id} is already resolved ({record.action} by {record.resolved_by})",
-    )
