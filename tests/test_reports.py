@@ -23,7 +23,7 @@ from chateau.errors import (
 from chateau.handlers.reports import report_page
 from chateau.names import RANDOM_PREFIX
 from chateau.store import migrate
-from chateau.store.accounts import create_user_txn
+from chateau.store.accounts import create_user_txn, set_admin_txn
 from chateau.store.engine import in_transaction, make_engine
 from chateau.store.messages import add_messages_txn, get_message_txn
 from chateau.store.moderation import entries_txn
@@ -32,6 +32,7 @@ from chateau.store.reports import add_report_txn, get_report_txn
 from tests.deferreds import inline
 from tests.inprocess import FakeConnection, InProcessChat, make_test_config
 from tests.test_admin_cli import admin as run_admin
+from tests.test_cluster import cluster  # noqa: F401 (the fixture)
 from tests.wsclient import send_message as socket_send
 
 
@@ -525,3 +526,38 @@ def test_cli_and_protocol_know_the_same_statuses_and_actions() -> None:
 
     assert admin_reports.STATUSES == reports.STATUSES
     assert admin_reports.ACTIONS == reports.ACTIONS
+
+
+# -- across the nodes of a cluster ---------------------------------------------------
+
+
+@inline
+async def test_reports_resolve_across_nodes(cluster: Any) -> None:
+    """A report made on one node is resolved from another; the warning and the
+    deletion reach users on a third."""
+    alice = await cluster.client("n1", "alice")
+    bob = await cluster.client("n2", "bob")
+    root = await cluster.client("n3", "root")
+    engine = make_engine(cluster.database_url)
+    try:
+        assert in_transaction(engine, set_admin_txn, "root", True)
+    finally:
+        engine.dispose()
+    ack = await socket_send(alice, "bob", "nasty words")
+    await bob.expect("MessageRecv", content="nasty words")
+    reply = await bob.request({"type": "ReportRequest", "message_id": ack["id"], "reason": "nasty"})
+    assert reply["status"] == 201, reply
+    page = await root.request({"type": "ReportListRequest"})
+    (entry,) = page["reports"]
+    assert entry["report_id"] == reply["report_id"] and entry["username"] == "alice"
+    resolved = await root.request({"type": "ReportResolveRequest", "report_id": entry["report_id"],
+                                   "action": "delete_message", "note": "no"})
+    assert resolved["status"] == 200, resolved
+    await alice.expect("MessageDeleted", id=ack["id"], chatname="bob", sender="alice")
+    await bob.expect("MessageDeleted", id=ack["id"], chatname="alice", sender="alice")
+    reply = await bob.request({"type": "ReportRequest", "username": "alice", "reason": "again"})
+    warned = await root.request({"type": "ReportResolveRequest", "report_id": reply["report_id"],
+                                 "action": "warn", "note": "last warning"})
+    assert warned["status"] == 200, warned
+    await alice.expect("ModerationWarningRecv", report_id=reply["report_id"], note="last warning")
+    await cluster.close()
