@@ -152,3 +152,60 @@ def test_signed_out_by_the_server_exits_3_in_both_modes(chateau, tmp_path: Path)
         if on_pipe.poll() is None:
             on_pipe.kill()
             on_pipe.wait()
+
+
+def make_admin(server, name: str) -> None:
+    """Make *name* a server admin in the running server's database."""
+    from chateau.store.accounts import set_admin_txn
+    from chateau.store.engine import make_engine
+
+    engine = make_engine(f"sqlite:///{server.workdir / 'chateau.sqlite3'}")
+    try:
+        with engine.begin() as connection:
+            assert set_admin_txn(connection, name, True)
+    finally:
+        engine.dispose()
+
+
+def test_reports_over_a_real_server(chateau, tmp_path: Path):
+    sign_up(chateau.url, "root", "bob", "carol")
+    make_admin(chateau, "root")
+    new_group(chateau.url, "carol", "club", "bob")
+
+    # carol sees message IDs after /ids on, and reports one of bob's messages.
+    carol = spawn(chateau.url, "carol", tmp_path)
+    carol.expect("signed in as carol")
+    carol.send("/ids on\r")
+    carol.expect("message IDs are shown")
+    result = run_cli(chateau.url, "--user", "bob", "--send", "-", "--wait", "0.5", "--strict",
+                     password="pw", input=json.dumps(
+                         {"type": "GroupMessageRequest", "recipient": "club",
+                          "content": "buy now"}))
+    (message_id,) = [f["id"] for f in frames(result.stdout) if f["type"] == "MessageSendResponse"]
+    carol.expect(re.escape(f"[#club] bob: buy now  (id {message_id})"))
+    carol.send(f"/report message {message_id} spam\r")
+    carol.expect(r"\* report (\d+) on message \d+ sent to the server's moderators")
+    first = int(carol.match.group(1))
+    carol.send("/report user bob keeps at it\r")
+    carol.expect(r"\* report (\d+) on bob sent to the server's moderators")
+    carol.send("/report message 999999 spam\r")
+    carol.expect(re.escape("! report on message 999999 not sent:"
+                           " no message with id 999999 that you can see (404)"))
+    carol.send("/reports\r")
+    carol.expect(re.escape("! no reports: only server admins may read reports (403)"))
+    assert finish(carol) == 0
+
+    shown = typed(chateau.url, "root", "/reports")
+    assert "--- open reports: 2 ---" in shown
+    assert any(re.fullmatch(rf"  #{first} [-\d: ]+ carol reported user bob message {message_id}"
+                            r" in club: spam \[open\]", line) for line in shown), shown
+    assert any(re.fullmatch(r"      [-\d: ]+ bob: buy now", line) for line in shown), shown
+    shown = typed(chateau.url, "root", f"/resolve {first} warn first time")
+    assert f"* report {first} resolved: warn" in shown
+    shown = typed(chateau.url, "root", f"/resolve {first} dismiss changed my mind")
+    assert any(line.startswith(f"! report {first} not resolved: ") and line.endswith("(409)")
+               for line in shown), shown
+    shown = typed(chateau.url, "root", "/reports closed")
+    assert "--- closed reports: 1 ---" in shown
+    assert any(re.fullmatch(r"      resolved by root (at|on) [-\d: ]+: warn: first time", line)
+               for line in shown), shown
