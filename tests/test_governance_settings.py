@@ -380,3 +380,134 @@ def test_the_directory_lists_public_groups_biggest_first(chat: InProcessChat) ->
     # Case-insensitive beyond ASCII too.
     assert update(chat, alice, "go", topic="ÉCHECS")["status"] == 200
     assert [g["chatname"] for g in directory(query="échecs")["groups"]] == ["go"]
+
+
+# -- the store on both databases ---------------------------------------------------
+
+def _populate(connection: Any) -> None:
+    """Users, a group with a member, a ban, history, a report and a look-alike flag."""
+    from sqlalchemy import insert
+
+    from chateau.names import skeleton
+    from chateau.store.accounts import create_user_txn
+    from chateau.store.groups import create_group_txn
+    from chateau.store.messages import add_messages_txn
+    from chateau.store.tables import group_bans, name_collisions, names, reports
+
+    for user in ("ann", "ben", "eve"):
+        assert create_user_txn(connection, user, "x", "local", None)
+    assert create_group_txn(connection, "club", "ann", ["ann", "ben"], {"ann"})
+    connection.execute(insert(group_bans).values(
+        chatname="club", username="eve", banned_by="ann", reason="spam", banned_at=1))
+    add_messages_txn(connection, [("club", "ben", "hello", None, None)], None, set())
+    connection.execute(insert(reports).values(
+        reporter="ben", reason="rude", chatname="club", created_at=1))
+    connection.execute(insert(names).values(name="c1ub", kind="group", skeleton=None))
+    connection.execute(insert(name_collisions).values(
+        name="c1ub", confusable_with="club", skeleton=skeleton("club"), flagged_at=1))
+
+
+def test_a_rename_moves_every_row_under_foreign_keys_on_both_databases(database_url) -> None:
+    from sqlalchemy import select
+
+    from chateau.store import migrate
+    from chateau.store.engine import make_engine
+    from chateau.store.group_settings import update_group_txn
+    from chateau.store.groups import group_info_txn
+    from chateau.store.tables import group_bans, messages, name_collisions, names, reports
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            migrate.prepare(connection)
+            _populate(connection)
+        taken = in_transaction(engine, update_group_txn, "club", "ann", "ben", "x", {})
+        assert taken.outcome == "name_taken" and taken.claim.blocked_by == "ben"
+        done = in_transaction(engine, update_group_txn, "club", "ann", "society", "t",
+                              {"join": "open", "who_can_send": "admins"})
+        assert (done.outcome, done.chatname, done.old_name, done.renamed) == (
+            "updated", "society", "club", True)
+        assert done.changed == {"join": "open", "who_can_send": "admins"} and done.topic_changed
+        with engine.begin() as connection:
+            assert group_info_txn(connection, "club") is None
+            info = group_info_txn(connection, "society")
+            assert [(m.username, m.role) for m in info.members] == [
+                ("ann", "owner"), ("ben", "member")]
+            assert (info.topic, info.join_rule, info.who_can_send, info.creator) == (
+                "t", "open", "admins", "ann")
+            assert connection.execute(select(group_bans.c.chatname)).scalars().all() == [
+                "society"]
+            assert connection.execute(select(messages.c.chat)).scalars().all() == ["society"]
+            assert connection.execute(select(reports.c.chatname)).scalars().all() == ["society"]
+            assert connection.execute(
+                select(names.c.name).where(names.c.kind == "group").order_by(names.c.name)
+            ).scalars().all() == ["c1ub", "society"]
+            assert connection.execute(select(name_collisions)).all() == []
+        gone = in_transaction(engine, update_group_txn, "club", "ann", None, "x", {})
+        assert gone.outcome == "gone"
+    finally:
+        engine.dispose()
+
+
+def test_the_directory_query_on_both_databases(database_url) -> None:
+    from sqlalchemy import update as sql_update
+
+    from chateau.store import migrate
+    from chateau.store.engine import make_engine
+    from chateau.store.group_settings import directory_txn
+    from chateau.store.groups import create_group_txn
+    from chateau.store.tables import groups
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            migrate.prepare(connection)
+            _populate(connection)
+            assert create_group_txn(connection, "den", "ann", ["ann"], set())
+            connection.execute(sql_update(groups).values(visibility="public", topic="ÉCHECS 50%"))
+        names = [e.chatname for e in in_transaction(engine, directory_txn, "", 10)]
+        assert names == ["club", "den"]
+        assert [e.members for e in in_transaction(engine, directory_txn, "", 10)] == [2, 1]
+        assert len(in_transaction(engine, directory_txn, "échecs", 10)) == 2
+        assert len(in_transaction(engine, directory_txn, "%", 10)) == 2
+        assert len(in_transaction(engine, directory_txn, "_", 10)) == 0
+        assert [e.chatname for e in in_transaction(engine, directory_txn, "DE", 10)] == ["den"]
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_to_0009_keeps_groups_and_indexes_visibility(database_url) -> None:
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from chateau.store import migrate
+    from chateau.store.engine import make_engine
+    from chateau.store.group_settings import directory_txn
+    from chateau.store.groups import group_info_txn
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0007")
+            connection.execute(text(
+                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('club', 'group')"))
+            connection.execute(text(
+                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at, "
+                "delivered_until) VALUES ('ann', 'x', 'local', false, 1, 0)"))
+            connection.execute(text(
+                "INSERT INTO groups (chatname, creator, created_at, visibility) "
+                "VALUES ('club', 'ann', 5, 'public')"))
+            connection.execute(text(
+                "INSERT INTO group_members (chatname, username, notified, role, joined_at) "
+                "VALUES ('club', 'ann', true, 'owner', 5)"))
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0009")
+            indexes = {i["name"] for i in inspect(connection).get_indexes("groups")}
+            assert "ix_groups_visibility" in indexes
+            assert group_info_txn(connection, "club").visibility == "public"
+            assert [e.chatname for e in directory_txn(connection, "", 5)] == ["club"]
+            command.downgrade(migrate._alembic_config(connection), "0007")
+            assert "ix_groups_visibility" not in {
+                i["name"] for i in inspect(connection).get_indexes("groups")}
+    finally:
+        engine.dispose()
