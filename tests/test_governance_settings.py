@@ -511,3 +511,22 @@ def test_upgrading_to_0009_keeps_groups_and_indexes_visibility(database_url) -> 
                 i["name"] for i in inspect(connection).get_indexes("groups")}
     finally:
         engine.dispose()
+
+
+def test_the_registry_moves_the_same_group_object() -> None:
+    from chateau.registry import Registry
+
+    registry = Registry()
+    group = registry.add_group("club", "ann", ["ann", "ben"], started=True)
+    group.who_can_send = "admins"
+    registry.add_group("den", "ann", ["ann"])
+    assert registry.rename_group("club", "den") is None  # a held name
+    assert registry.rename_group("nope", "x") is None
+    assert registry.rename_group("club", "lounge") is group
+    assert registry.group("club") is None and registry.group("lounge") is group
+    assert (group.chatname, group.started, group.who_can_send) == ("lounge", True, "admins")
+    assert registry.group_count("ben") == 1 and registry.group_count("ann") == 2
+    assert registry.remove_member("lounge", "ben") is group
+    assert registry.group_count("ben") == 0
+    assert registry.remove_group("lounge") is group
+    assert registry.group_names() == ["den"] and registry.group_count("ann") == 1
