@@ -410,6 +410,7 @@ def _populate(connection: Any) -> None:
 def test_a_rename_moves_every_row_under_foreign_keys_on_both_databases(database_url) -> None:
     from sqlalchemy import select
 
+    from chateau.names import skeleton
     from chateau.store import migrate
     from chateau.store.engine import make_engine
     from chateau.store.group_settings import update_group_txn
@@ -445,6 +446,14 @@ def test_a_rename_moves_every_row_under_foreign_keys_on_both_databases(database_
             assert connection.execute(select(name_collisions)).all() == []
         gone = in_transaction(engine, update_group_txn, "club", "ann", None, "x", {})
         assert gone.outcome == "gone"
+        # A look-alike of its own name only (Cyrillic о): the skeleton moves with it.
+        alike = in_transaction(engine, update_group_txn, "society", "ann", "s\u043eciety",
+                               None, {})
+        assert alike.outcome == "updated" and alike.renamed, alike
+        with engine.begin() as connection:
+            assert connection.execute(
+                select(names.c.name).where(names.c.skeleton == skeleton("society"))
+            ).scalars().all() == ["s\u043eciety"]
     finally:
         engine.dispose()
 
