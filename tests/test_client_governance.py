@@ -209,3 +209,50 @@ def test_reports_over_a_real_server(chateau, tmp_path: Path):
     assert "--- closed reports: 1 ---" in shown
     assert any(re.fullmatch(r"      resolved by root (at|on) [-\d: ]+: warn: first time", line)
                for line in shown), shown
+
+
+def test_group_settings_and_directory_over_a_real_server(chateau, tmp_path: Path):
+    sign_up(chateau.url, "alice", "bob", "carol")
+    new_group(chateau.url, "alice", "club", "bob")
+    bob = spawn(chateau.url, "bob", tmp_path)
+    bob.expect("signed in as bob")
+    bob.send("/to club\r")
+    bob.expect("now talking in #club")
+
+    # /topic, /set and /rename: the answer in words, a system line for the others.
+    shown = typed(chateau.url, "alice", "/topic club Dune, chapters 1-5")
+    assert shown[-3:] == ["* updated club", "  topic: Dune, chapters 1-5",
+                          "  settings: join invite, visibility private, who_can_add admins,"
+                          " who_can_send everyone"]
+    bob.expect(re.escape("[#club] * alice set the topic: Dune, chapters 1-5"))
+    shown = typed(chateau.url, "alice", "/set club join open visibility public")
+    assert ("  settings: join open, visibility public, who_can_add admins,"
+            " who_can_send everyone") in shown
+    bob.expect(re.escape("[#club] * alice changed the settings: join open, visibility public"))
+    assert "* renamed club to #readers" in typed(chateau.url, "alice", "/rename club Readers")
+    bob.expect(re.escape("[#readers] * alice renamed the group from club to readers"))
+    bob.expect(re.escape("#readers> "))  # bob's current chat follows the rename
+    bob.send("still here\r")
+    bob.expect(re.escape("[#readers] bob: still here"))
+
+    # Refusals carry the server's words; bad values never reach it.
+    bob.send("/topic readers mine now\r")
+    bob.expect(r"! topic not set: .+ \(403\)")
+    bob.send("/set readers join sometimes\r")
+    bob.expect(re.escape("! /set: join must be invite or open, not 'sometimes'"))
+    shown = typed(chateau.url, "alice", "/rename readers bob", '/topic club ""')
+    assert any(line.startswith("! readers not renamed: ") and line.endswith("(409)")
+               for line in shown), shown
+    assert "! topic not set: no such group: 'club' (404)" in shown
+
+    # /groups: the public directory; /join by name for an open group.
+    new_group(chateau.url, "alice", "chess", "bob")
+    typed(chateau.url, "alice", "/set chess visibility public", "/topic chess Sundays")
+    shown = typed(chateau.url, "carol", "/groups", "/groups dune")
+    assert "--- public groups: 2 ---" in shown
+    assert '  readers (2 members, open: /join): Dune, chapters 1-5' in shown
+    assert "  chess (2 members, by invitation): Sundays" in shown
+    assert "--- public groups matching 'dune': 1 ---" in shown
+    assert "* no public groups matching 'nothing'" in typed(chateau.url, "carol",
+                                                          "/groups nothing")
+    assert finish(bob) == 0
