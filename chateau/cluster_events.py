@@ -94,6 +94,10 @@ def flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else f"not true/false but {type(value).__name__}"
 
 
+def role(value: Any) -> str | None:
+    return None if value in ("owner", "admin", "member") else "not a role"
+
+
 def names_of(check: Check, least: int = 0, most: int = MAX_NAMES) -> Check:
     def names(value: Any) -> str | None:
         if not isinstance(value, list):
@@ -121,6 +125,10 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
               "members": names_of(username, least=1)},
     "group_started": {"chatname": chatname},
     "member_left": {"chatname": chatname, "user": username},
+    "members_added": {"chatname": chatname, "users": names_of(username, least=1)},
+    "member_role": {"chatname": chatname, "user": username, "role": role},
+    # until: ms since the epoch; 0 lifts the mute.
+    "member_muted": {"chatname": chatname, "user": username, "until": message_id},
     "pair": {"chatname": chatname, "members": names_of(username, least=2, most=2)},
     "pair_end": {"chatname": chatname},
     "contacts": {"first": username, "second": username, "linked": flag},

@@ -22,7 +22,11 @@ from chateau.store import Store
 async def load_groups(store: Store, registry: Registry) -> None:
     """Load the stored groups into the registry (at start-up, and after a rejoin)."""
     for record in await store.groups.load_groups():
-        registry.add_group(record.chatname, record.creator, record.members, record.started)
+        registry.add_group(
+            record.chatname, record.creator, record.members, record.started,
+            roles=dict(record.roles), muted_until=dict(record.muted),
+            who_can_send=record.who_can_send,
+        )
 
 
 class ClusterSync:
@@ -76,6 +80,12 @@ class ClusterSync:
                 group.started = True
         elif kind == "member_left":
             registry.remove_member(event["chatname"], event["user"])
+        elif kind == "members_added":
+            registry.add_members(event["chatname"], event["users"])
+        elif kind == "member_role":
+            registry.set_role(event["chatname"], event["user"], event["role"])
+        elif kind == "member_muted":
+            registry.set_muted(event["chatname"], event["user"], event["until"] or None)
         elif kind == "pair":
             first, second = event["members"]
             registry.add_pair(event["chatname"], (first, second))

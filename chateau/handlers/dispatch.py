@@ -15,9 +15,15 @@ from twisted.internet.defer import Deferred, fail
 
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
-from chateau.handlers import contacts, groups, history, sending, sessions
+from chateau.handlers import contacts, groups, history, membership, sending, sessions
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
+    GroupAddRequest,
+    GroupInviteRequest,
+    GroupJoinRequest,
+    GroupMuteRequest,
+    GroupRemoveRequest,
+    GroupUnbanRequest,
     ClientListRequest,
     ContactAccept,
     ContactDeny,
@@ -54,6 +60,12 @@ HANDLERS: dict[type[Request], Handler] = {
     GroupMembersRequest: groups.group_members,
     GroupInfoRequest: groups.group_info,
     GroupRoleRequest: groups.group_role,
+    GroupAddRequest: membership.group_add,
+    GroupRemoveRequest: membership.group_remove,
+    GroupUnbanRequest: membership.group_unban,
+    GroupMuteRequest: membership.group_mute,
+    GroupInviteRequest: membership.group_invite,
+    GroupJoinRequest: membership.group_join,
     HistoryRequest: history.history,
     MessageEditRequest: history.message_edit,
     MessageDeleteRequest: history.message_delete,

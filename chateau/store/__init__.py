@@ -32,6 +32,7 @@ from chateau.store.engine import Engine, Runner
 from chateau.store.errors import StoreUnavailable
 from chateau.store.groups import Groups
 from chateau.store.invites import Invites
+from chateau.store.membership import Membership
 from chateau.store.messages import Messages, add_messages_txn
 from chateau.store.moderation import Moderation
 from chateau.store.writer import MessageWriter
@@ -70,6 +71,7 @@ class Store:
         self.cursors = Cursors(self.runner)
         self.invites = Invites(self.runner)
         self.moderation = Moderation(self.runner)
+        self.membership = Membership(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""
