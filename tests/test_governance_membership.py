@@ -453,3 +453,26 @@ def test_permission_cell_through_the_handlers(
 
 def test_every_action_of_this_part_is_driven() -> None:
     assert {cell[0] for cell in CELLS} == set(p.ACTIONS) - {p.UPDATE}
+
+
+def test_a_ban_that_lands_while_an_add_is_on_its_way_keeps_the_user_out(
+    chat: InProcessChat,
+) -> None:
+    """The ban is checked in the transaction that adds, not before it."""
+    from chateau.store.membership import remove_txn
+
+    alice, bob = chat.sign_in("alice"), chat.sign_in("bob")
+    chat.sign_in("carol")
+    make_group(chat, alice, "club", "bob")
+    chat.db_pool.pause()
+    adding = chat.begin(alice, {"type": "GroupAddRequest", "chatname": "club",
+                                "users": ["carol"]})
+    chat.db_pool.run_next()  # the group's settings; the add's transaction now waits
+    assert chat.db_pool.waiting == 1
+    with chat.engine.begin() as connection:
+        assert remove_txn(connection, "club", "alice", "carol", True, "",
+                          frozenset({"member"}))[0] == "banned"
+    chat.db_pool.resume()
+    reply = chat.finish(adding)
+    assert (reply["status"], reply["detail"]) == (409, "'carol' is banned from 'club'")
+    assert "carol" not in chat.registry.group("club").members
