@@ -115,7 +115,7 @@ class Dispatcher:
             self.services.stores_messages
             and connection.username is not None
             and isinstance(request, GroupMessageRequest)
-            and sending.pipelines(self.services, request)
+            and sending.pipelines(self.services, request, connection.username)
         )
 
     def closed(self, connection: Connection) -> None:

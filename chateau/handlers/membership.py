@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import secrets
 
+from twisted.internet.defer import FirstError, gatherResults
+
 from chateau import messages, permissions
 from chateau.connection import Connection
 from chateau.errors import BAD_REQUEST, CONFLICT, FORBIDDEN, NOT_FOUND, TOO_LARGE, ChateauError
@@ -97,8 +99,13 @@ async def _welcome(
         added, messages.group_init_notice(chatname, outcome.creator, list(outcome.members)),
         skip=skip_notice,
     )
-    for name in added:
-        await group_event(ctx, chatname, old_members, event, name, by, skip=conn)
+    # All handed to the message writer at once: it commits them in this order.
+    try:
+        await gatherResults([
+            group_event(ctx, chatname, old_members, event, name, by, skip=conn) for name in added
+        ], consumeErrors=True)
+    except FirstError as error:
+        error.subFailure.raiseException()
 
 
 async def group_add(ctx: Services, conn: Connection, request: GroupAddRequest) -> Reply:

@@ -99,19 +99,22 @@ def _refuse_send(
     return Deferred.fromCoroutine(as_server_admin())
 
 
-def pipelines(ctx: Services, request: GroupMessageRequest) -> bool:
+def pipelines(ctx: Services, request: GroupMessageRequest, sender: str | None = None) -> bool:
     """Whether a send's recipient is known without asking the database.
 
     Then its one wait is the message writer, which commits in arrival order,
-    so several such sends of one connection may be in flight together.
+    so several such sends of one connection may be in flight together. (A
+    plain member's send where only admins send is not: it asks whether the
+    sender is a server admin first.)
     """
     target = lookup(request.recipient)
     registry = ctx.registry
-    return (
-        registry.pair(target) is not None
-        or registry.group(target) is not None
-        or registry.is_online(target)
-    )
+    group = registry.group(target)
+    if group is not None:
+        return group.who_can_send == "everyone" or permissions.may(
+            permissions.SEND, group.role_of(sender or ""), who_can_send=group.who_can_send
+        )
+    return registry.pair(target) is not None or registry.is_online(target)
 
 
 async def _send_to_offline(
