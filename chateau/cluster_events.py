@@ -94,6 +94,18 @@ def flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else f"not true/false but {type(value).__name__}"
 
 
+# The last millisecond of the year 9999: the latest moment a timestamp can show.
+MAX_MILLIS = 253_402_300_799_999
+
+
+def millis(value: Any) -> str | None:
+    """A moment in ms since the epoch (0 for none)."""
+    problem = message_id(value)
+    if problem is None and value > MAX_MILLIS:
+        return "past the year 9999"
+    return problem
+
+
 def role(value: Any) -> str | None:
     return None if value in ("owner", "admin", "member") else "not a role"
 
@@ -128,7 +140,7 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
     "members_added": {"chatname": chatname, "users": names_of(username, least=1)},
     "member_role": {"chatname": chatname, "user": username, "role": role},
     # until: ms since the epoch; 0 lifts the mute.
-    "member_muted": {"chatname": chatname, "user": username, "until": message_id},
+    "member_muted": {"chatname": chatname, "user": username, "until": millis},
     "pair": {"chatname": chatname, "members": names_of(username, least=2, most=2)},
     "pair_end": {"chatname": chatname},
     "contacts": {"first": username, "second": username, "linked": flag},

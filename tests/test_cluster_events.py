@@ -114,6 +114,8 @@ BAD_EVENTS: list[tuple[bytes, str, str, str]] = [
      "field", "member_muted", "until"),
     (encode({"t": "member_muted", "node": "n1", "chatname": "g", "user": "a", "until": True}),
      "field", "member_muted", "until"),
+    (encode({"t": "member_muted", "node": "n1", "chatname": "g", "user": "a",
+             "until": 2 ** 53}), "field", "member_muted", "until"),
     (b'{"t": "reset", "node": "n1", "pad": "' + b"x" * MAX_EVENT_BYTES + b'"}', "size", "-", "-"),
 ]
 

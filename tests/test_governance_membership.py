@@ -476,3 +476,34 @@ def test_a_ban_that_lands_while_an_add_is_on_its_way_keeps_the_user_out(
     reply = chat.finish(adding)
     assert (reply["status"], reply["detail"]) == (409, "'carol' is banned from 'club'")
     assert "carol" not in chat.registry.group("club").members
+
+
+def test_other_nodes_membership_events_keep_the_registry_current(chat: InProcessChat) -> None:
+    """What ClusterSync does with members_added, member_role, member_muted, member_left."""
+    from chateau.cluster_sync import ClusterSync
+
+    alice, bob = chat.sign_in("alice"), chat.sign_in("bob")
+    carol = chat.sign_in("carol")
+    make_group(chat, alice, "club", "bob")
+    sync = ClusterSync(chat.registry, chat.store, chat.delivery, chat.catch_up, chat.backplane)
+    group = chat.registry.group("club")
+    sync.event({"t": "members_added", "node": "n2", "chatname": "club", "users": ["carol"]})
+    assert "carol" in group.members and chat.registry.group_count("carol") == 1
+    sync.event({"t": "member_role", "node": "n2", "chatname": "club", "user": "carol",
+                "role": "admin"})
+    assert group.role_of("carol") == "admin"
+    sync.event({"t": "member_muted", "node": "n2", "chatname": "club", "user": "bob",
+                "until": 253_402_300_799_999})
+    assert send(chat, bob, "club")["status"] == 403
+    sync.event({"t": "member_muted", "node": "n2", "chatname": "club", "user": "bob",
+                "until": 0})
+    assert send(chat, bob, "club")["status"] == 200
+    sync.event({"t": "member_left", "node": "n2", "chatname": "club", "user": "carol"})
+    assert send(chat, carol, "club")["status"] == 403 and group.role_of("carol") is None
+    # Events about groups or members this node does not know change nothing.
+    sync.event({"t": "member_role", "node": "n2", "chatname": "nope", "user": "x",
+                "role": "owner"})
+    sync.event({"t": "members_added", "node": "n2", "chatname": "nope", "users": ["x"]})
+    sync.event({"t": "member_muted", "node": "n2", "chatname": "club", "user": "x",
+                "until": 5})
+    assert chat.registry.group("nope") is None and "x" not in group.muted_until
