@@ -108,6 +108,17 @@ async def test_add_remove_ban_unban_mute_invite_join_and_leave_over_the_wire(ser
         ("muted", "carol"), ("unmuted", "carol"), ("banned", "carol"), ("unbanned", "carol"),
         ("joined", "carol")]
 
+    # Added while offline: told at the next sign-in, marked offline.
+    dave = await server.client("dave")
+    await dave.close()
+    assert (await ask(alice, {"type": "GroupAddRequest", "chatname": "club",
+                              "users": ["dave"]}))["added"] == ["dave"]
+    dave = await server.client("dave")
+    notices = [f for f in await drain(dave) if f["type"] == "GroupMessageInitResponse"]
+    assert [(n["status"], n["chatname"], n.get("offline")) for n in notices] == [
+        (201, "club", True)]
+    await bob.expect("GroupEventRecv", event="added", user="dave")
+
     left = await ask(carol, {"type": "GroupLeaveRequest", "chatname": "club"})
     assert left["status"] == 200
     await bob.expect("GroupMemberLeftRecv", user="carol")
