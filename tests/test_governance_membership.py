@@ -507,3 +507,39 @@ def test_other_nodes_membership_events_keep_the_registry_current(chat: InProcess
     sync.event({"t": "member_muted", "node": "n2", "chatname": "club", "user": "x",
                 "until": 5})
     assert chat.registry.group("nope") is None and "x" not in group.muted_until
+
+
+def test_on_postgresql_an_add_waits_for_a_ban_in_flight_and_then_refuses(postgres: Any) -> None:
+    """Two nodes, one database: the group's row lock orders a ban and an add racing."""
+    import threading
+
+    from chateau.store import migrate
+    from chateau.store.engine import make_engine
+    from chateau.store.accounts import create_user_txn
+    from chateau.store.groups import create_group_txn
+    from chateau.store.membership import add_members_txn, remove_txn
+
+    engine = make_engine(postgres.new_database())
+    try:
+        with engine.begin() as connection:
+            migrate.prepare(connection)
+            for name in ("ann", "cat"):
+                create_user_txn(connection, name, "x", "local", None)
+            create_group_txn(connection, "club", "ann", ["ann"], {"ann"})
+        outcome: list[Any] = []
+        with engine.begin() as banning:
+            assert remove_txn(banning, "club", "ann", "cat", True, "",
+                              frozenset({"member"}))[0] == "banned"
+
+            def add() -> None:
+                with engine.begin() as adding:
+                    outcome.append(add_members_txn(adding, "club", ["cat"], set(), 10, 10))
+
+            racer = threading.Thread(target=add)
+            racer.start()
+            racer.join(0.5)
+            assert racer.is_alive() and not outcome  # waiting for the group's row
+        racer.join(10)
+        assert (outcome[0].refusal, outcome[0].who) == ("banned", "cat")
+    finally:
+        engine.dispose()

@@ -1,7 +1,7 @@
 """Who is in a group: adding, removing, banning, muting, invite codes and joins.
 
-Every change of membership locks the group's row first (``FOR UPDATE`` on
-PostgreSQL; SQLite has one writer and the store one thread for it), so
+Every change of membership locks the group's row first (``FOR NO KEY
+UPDATE`` on PostgreSQL, which leaves foreign-key checks alone; SQLite has one writer and the store one thread for it), so
 what it checks (bans, the limits on members and on groups per user, the
 target's role) still holds when it writes: a ban and an add racing on two
 nodes cannot let the banned user in, and two adds cannot pass
@@ -106,7 +106,7 @@ def _lock_group(connection: Connection, chatname: str) -> Any:
     return connection.execute(
         select(groups.c.chatname, groups.c.creator, groups.c.join_rule, groups.c.visibility)
         .where(groups.c.chatname == chatname)
-        .with_for_update()
+        .with_for_update(key_share=True)
     ).first()
 
 
@@ -123,7 +123,7 @@ def _add_locked(
     if new:
         found = set(connection.execute(
             select(users.c.username).where(users.c.username.in_(new))
-            .order_by(users.c.username).with_for_update()
+            .order_by(users.c.username).with_for_update(key_share=True)
         ).scalars())
         for name in new:
             if name not in found:
