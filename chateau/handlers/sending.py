@@ -91,6 +91,8 @@ def _refuse_send(
             ctx, sender, permissions.SEND, group.role_of(sender),
             f"only admins send in {target!r}", who_can_send=group.who_can_send,
         )
+        if sender not in group.members:  # removed while the database was asked
+            raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
         ctx.delivery.check_reachable(group.members)
         return await record_message(ctx, target, sender, request.content).addCallback(
             _route_to_chat, ctx, conn, sender, request, target, group.members, group
