@@ -271,6 +271,8 @@ async def group_invite(ctx: Services, conn: Connection, request: GroupInviteRequ
     if not 1 <= hours <= MAX_INVITE_HOURS:
         raise ChateauError(BAD_REQUEST, f"hours must be 1 to {MAX_INVITE_HOURS}")
     code = secrets.token_urlsafe(12)
+    while code.startswith("-"):  # a command line would read it as an option
+        code = secrets.token_urlsafe(12)
     expires = now_millis() + hours * 3_600_000
     await ctx.store.membership.create_invite(code, chatname, user, request.max_uses, expires)
     return messages.group_invite_response(chatname, code, request.max_uses, iso_timestamp(expires))
