@@ -255,4 +255,90 @@ def test_group_settings_and_directory_over_a_real_server(chateau, tmp_path: Path
     assert "--- public groups matching 'dune': 1 ---" in shown
     assert "* no public groups matching 'nothing'" in typed(chateau.url, "carol",
                                                           "/groups nothing")
+    assert "* joined #readers; /to readers to talk there" in typed(chateau.url, "carol",
+                                                                   "/join readers")
+    bob.expect(re.escape("[#readers] * carol joined"))
+    shown = typed(chateau.url, "carol", "/join chess")  # public, but by invitation only
+    assert any(line.startswith("! could not join chess: ") and line.endswith("(403)")
+               for line in shown), shown
     assert finish(bob) == 0
+
+
+def test_membership_commands_over_a_real_server(chateau, tmp_path: Path):
+    sign_up(chateau.url, "alice", "bob", "carol", "dave", "erin")
+    new_group(chateau.url, "alice", "club", "bob")
+    bob = spawn(chateau.url, "bob", tmp_path)
+    bob.expect("signed in as bob")
+    carol = spawn(chateau.url, "carol", tmp_path)
+    carol.expect("signed in as carol")
+
+    # /add: the added user is told, the others see a system line.
+    assert "* added carol to club (already members: bob)" in typed(
+        chateau.url, "alice", "/add club carol bob")
+    carol.expect(r"you are in #club, started by alice \(members: alice, bob, carol\)")
+    bob.expect(r"\[#club\] \* alice added carol")
+    assert "! nobody added to club: no such user: 'nobody-here' (404)" in typed(
+        chateau.url, "alice", "/add club nobody-here")
+
+    # /mute and /unmute: a muted member reads but cannot send.
+    shown = typed(chateau.url, "alice", "/mute club carol 30")
+    assert any(re.fullmatch(r"\* muted carol in club until [-\d: ]+", line) for line in shown)
+    carol.expect(r"\[#club\] \* alice muted you until")
+    carol.send("/msg club hello?\r")
+    carol.expect(r"! message to #club not sent: you are muted in 'club' until \S+ \(403\)")
+    assert "* carol is not muted in club" in typed(chateau.url, "alice", "/unmute club carol")
+    carol.expect(r"\[#club\] \* alice unmuted you")
+
+    # /kick with a reason: the removed member is told who and why.
+    assert "* removed carol from club" in typed(chateau.url, "alice",
+                                                "/kick club carol off topic")
+    carol.expect(re.escape("* you were removed from #club by alice: off topic"))
+    bob.expect(re.escape("[#club] * alice removed carol: off topic"))
+    # Not an admin: refused with the server's words.
+    bob.send("/kick club alice\r")
+    bob.expect(r"! could not remove alice: .+ \(403\)")
+
+    # /ban keeps carol out until /unban.
+    assert "* banned carol from club" in typed(chateau.url, "alice", "/ban club carol spam")
+    assert "! nobody added to club: 'carol' is banned from 'club' (409)" in typed(
+        chateau.url, "alice", "/add club carol")
+    shown = typed(chateau.url, "alice", "/info club")
+    assert any(re.fullmatch(r"  banned: carol by alice (at|on) [-\d: ]+: spam", line)
+               for line in shown)
+    assert "* carol is no longer banned from club" in typed(chateau.url, "alice",
+                                                           "/unban club carol")
+    assert "! could not unban carol: 'carol' is not banned from 'club' (404)" in typed(
+        chateau.url, "alice", "/unban club carol")
+
+    # /invite and /join with the code; a used-up code is refused in words.
+    shown = typed(chateau.url, "alice", "/invite club --uses 1 --hours 2")
+    code = next(re.fullmatch(r"\* invite code for #?club: (\S+) \(up to 1 use, until .+\)", line)
+                for line in shown if line.startswith("* invite code")).group(1)
+    assert f"  others join with: /join {code}" in shown
+    assert "* joined #club; /to club to talk there" in typed(chateau.url, "dave", f"/join {code}")
+    bob.expect(r"\[#club\] \* dave joined")
+    shown = typed(chateau.url, "erin", f"/join {code}")
+    assert any(line.startswith(f"! could not join {code}:") and
+               "no such invite code (or it has expired or been used up) (404)" in line
+               for line in shown), shown
+    # A member joining again is told so; a private group is not joined by its name.
+    shown = typed(chateau.url, "alice", "/invite club")
+    again = next(re.fullmatch(r"\* invite code for #?club: (\S+) \(any number of uses, until .+\)",
+                              line) for line in shown if line.startswith("* invite code")).group(1)
+    assert "* you are already in #club" in typed(chateau.url, "dave", f"/join {again}")
+    shown = typed(chateau.url, "erin", "/join #club")
+    assert any(line.startswith("! could not join club: ") and line.endswith("(403)")
+               for line in shown), shown
+
+    # A departure is told once, though it comes both as GroupMemberLeftRecv and as an event.
+    shown = typed(chateau.url, "dave", "/leave club")
+    assert any(re.fullmatch(r"\* you left #?club", line) for line in shown), shown
+    bob.expect("dave left")
+    result = run_cli(chateau.url, "--user", "alice", "--send", "-", "--wait", "0.5", "--strict",
+                     password="pw", input=json.dumps(
+                         {"type": "GroupMessageRequest", "recipient": "club", "content": "marker"}))
+    assert result.returncode == 0, result.stdout
+    bob.expect(re.escape("[#club] alice: marker"))
+    assert "dave left" not in bob.before
+    assert finish(bob) == 0
+    assert finish(carol) == 0
