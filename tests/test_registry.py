@@ -106,7 +106,10 @@ class RecordingBackplane:
     def __init__(self) -> None:
         self.forwards: list[tuple[str, list[str], bytes, int | None]] = []
 
-    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
+    def forward(
+        self, node: str, usernames: list[str], payload: bytes, message_id: int | None,
+        sender: str | None = None,
+    ) -> None:
         self.forwards.append((node, usernames, payload, message_id))
 
 

@@ -15,9 +15,11 @@ from twisted.internet.defer import Deferred, fail
 
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
-from chateau.handlers import contacts, groups, history, sending, sessions
+from chateau.handlers import contacts, groups, history, safety, sending, sessions
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
+    BlockListRequest,
+    BlockRequest,
     ClientListRequest,
     ContactAccept,
     ContactDeny,
@@ -39,6 +41,8 @@ from chateau.messages import (
     RegisterRequest,
     Request,
     ResumeRequest,
+    SettingsRequest,
+    UnblockRequest,
 )
 
 HANDLERS: dict[type[Request], Handler] = {
@@ -62,6 +66,10 @@ HANDLERS: dict[type[Request], Handler] = {
     ContactDeny: contacts.contact_deny,
     ContactRemove: contacts.contact_remove,
     ContactListRequest: contacts.contact_list,
+    BlockRequest: safety.block,
+    UnblockRequest: safety.unblock,
+    BlockListRequest: safety.block_list,
+    SettingsRequest: safety.settings,
 }
 
 
