@@ -113,7 +113,7 @@ class ClusterSync:
             registry.set_settings(user, Settings(**{
                 name: event["settings"][name] for name in Settings.__dataclass_fields__
             }))
-            if registry.settings(user).presence != old.presence:
+            if (registry.settings(user).presence == "nobody") != (old.presence == "nobody"):
                 self.delivery.presence_changed(user)
 
     def node_gone(self, node: str) -> None:

@@ -128,7 +128,10 @@ class Delivery:
             self.deliver_here(watchers, messages.presence_recv(username, online))
 
     def presence_changed(self, username: str) -> None:
-        """*username* changed their presence setting: tell their contacts here what they now see."""
+        """*username* appears to contacts now, or no more: tell their contacts here.
+
+        (Contacts see a user whose presence is "everyone" or "contacts" alike.)
+        """
         watchers = self.registry.watchers(username)
         if watchers:
             online = self.registry.is_online(username) and (

@@ -103,7 +103,7 @@ async def settings(ctx: Services, conn: Connection, request: SettingsRequest) ->
     old = registry.settings(me)
     registry.set_settings(me, new)
     ctx.delivery.announce({"t": "settings", "user": me, "settings": new.as_wire()})
-    if new.presence != old.presence:
+    if (new.presence == "nobody") != (old.presence == "nobody"):
         ctx.delivery.presence_changed(me)
     return messages.settings_response(new.as_wire())
 
