@@ -174,6 +174,8 @@ def decoder_value(annotation: Any) -> st.SearchStrategy[Any]:
         return st.none() | decoder_value(int)
     if annotation == str | None:
         return st.none() | decoder_value(str)
+    if annotation == bool | None:
+        return st.none() | decoder_value(bool)
     if annotation == list[str]:
         return st.lists(st.text(WELL_TEXT, max_size=20), max_size=5)
     if annotation is str:
@@ -401,6 +403,12 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "invite": st.none() | st.text(ANY_TEXT, max_size=40),
     "role": st.sampled_from(["owner", "admin", "member", "Owner", "", "king"])
     | st.text(ANY_TEXT, max_size=10),
+    "direct_messages": st.none() | st.sampled_from(["everyone", "contacts", "Contacts", ""])
+    | st.text(ANY_TEXT, max_size=10),
+    "presence": st.none() | st.sampled_from(["everyone", "contacts", "nobody", "all"])
+    | st.text(ANY_TEXT, max_size=10),
+    "random_chat": st.none() | st.booleans(),
+    "read_receipts": st.none() | st.booleans(),
 }
 
 
@@ -473,6 +481,10 @@ SUCCESS = {
     "GroupMembersRequest": "GroupMembersResponse",
     "GroupInfoRequest": "GroupInfoResponse",
     "GroupRoleRequest": "GroupRoleResponse",
+    "BlockRequest": "BlockResponse",
+    "UnblockRequest": "UnblockResponse",
+    "BlockListRequest": "BlockListResponse",
+    "SettingsRequest": "SettingsResponse",
 }
 PUSHED = {
     "GroupMessageInitResponse", "GroupMessageRecv", "MessageRecv", "GroupMemberLeftRecv",
