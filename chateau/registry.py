@@ -226,12 +226,15 @@ class Registry:
                     del self._blocked_by[name]
 
     def block(self, blocker: str, blocked: str) -> None:
-        """*blocker* receives nothing from *blocked* here any more (if online here)."""
+        """*blocker* receives nothing from *blocked* here any more (if online here).
+
+        Random chat keeps the two apart either way: *blocked* may be the one here.
+        """
+        self.keep_apart(blocker, blocked)
         if blocker not in self._online:
             return
         self._blocks.setdefault(blocker, set()).add(blocked)
         self._blocked_by.setdefault(blocked, set()).add(blocker)
-        self.keep_apart(blocker, blocked)
 
     def unblock(self, blocker: str, blocked: str) -> None:
         """Future messages reach *blocker* again (they stay apart in random chat)."""

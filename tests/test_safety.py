@@ -329,3 +329,13 @@ def test_other_nodes_events_apply_blocks_and_settings_here(chat: InProcessChat) 
     carol = chat.sign_in("carol")
     sync.event({"t": "apart", "node": "n2", "first": "carol", "second": "bob"})
     assert random_pair(chat, carol)["client"] == "alice"
+    # Someone on another node blocks a user here: the user here is never paired with them.
+    dave = chat.sign_in("dave")
+    chat.registry.remote_connect("erin", "n2")
+    sync.event({"t": "block", "node": "n2", "blocker": "erin", "blocked": "dave", "on": True})
+    partners = []
+    while (pair := random_pair(chat, dave))["status"] == 200:
+        partners.append(pair["client"])
+        # Leaving keeps them apart too, so each is chosen once.
+        chat.request(dave, {"type": "GroupLeaveRequest", "chatname": pair["chatname"]})
+    assert sorted(partners) == ["alice", "bob", "carol"]
