@@ -9,8 +9,9 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   on the store's thread pool and returns a Deferred;
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
-  ``contacts``, ``cursors``, ``invites``, ``moderation``, ``safety``), each with its transaction functions and a
-  small class that runs them through the runner.
+  ``contacts``, ``cursors``, ``invites``, ``moderation``, ``safety``), each
+  with its transaction functions and a small class that runs them through
+  the runner.
 
 :class:`Store` composes them: ``store.messages.history(...)``,
 ``store.accounts.get_user(...)``. No SQLAlchemy call ever runs on the
