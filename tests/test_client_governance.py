@@ -342,3 +342,45 @@ def test_membership_commands_over_a_real_server(chateau, tmp_path: Path):
     assert "dave left" not in bob.before
     assert finish(bob) == 0
     assert finish(carol) == 0
+
+
+def test_blocks_and_settings_over_a_real_server(chateau, tmp_path: Path):
+    sign_up(chateau.url, "alice", "bob", "carol")
+    new_group(chateau.url, "carol", "club", "alice", "bob")
+
+    shown = typed(chateau.url, "alice", "/block Bob", "/block alice", "/block nobody-here")
+    assert "* blocked bob" in shown
+    assert any(line.startswith("! could not block alice: ") and line.endswith("(400)")
+               for line in shown), shown
+    assert any(line.startswith("! could not block nobody-here: ") and line.endswith("(404)")
+               for line in shown), shown
+    shown = typed(chateau.url, "alice", "/blocked")
+    assert any(re.fullmatch(r"\* blocked: bob \(since [-\d: ]+\)", line) for line in shown)
+
+    # bob's messages in the shared group are hidden from alice, not from carol.
+    result = run_cli(chateau.url, "--user", "bob", "--send", "-", "--wait", "0.5", "--strict",
+                     password="pw", input=json.dumps(
+                         {"type": "GroupMessageRequest", "recipient": "club", "content": "psst"}))
+    assert result.returncode == 0, result.stdout
+    shown = typed(chateau.url, "alice", "/history club")
+    assert any(re.fullmatch(r"[-\d: ]+ \[#club\] \(a message from someone you blocked, hidden\)",
+                            line) for line in shown), shown
+    assert not any("psst" in line for line in shown)
+    assert any(line.endswith("[#club] bob: psst") for line in typed(chateau.url, "carol",
+                                                                   "/history club"))
+
+    shown = typed(chateau.url, "alice", "/unblock bob")
+    assert "* unblocked bob" in shown
+    assert "* you have blocked nobody" in typed(chateau.url, "alice", "/blocked")
+
+    # /settings reads and changes; the server holds them to it.
+    assert ("* settings: direct_messages everyone, presence everyone, random_chat on,"
+            " read_receipts on") in typed(chateau.url, "alice", "/settings")
+    shown = typed(chateau.url, "alice", "/settings direct_messages contacts random_chat off")
+    assert ("* settings: direct_messages contacts, presence everyone, random_chat off,"
+            " read_receipts on") in shown
+    shown = typed(chateau.url, "carol", "/msg alice hello")
+    assert ("! message to alice not sent: 'alice' accepts direct messages from contacts only"
+            " (403)") in shown
+    shown = typed(chateau.url, "alice", "/settings presence friends")
+    assert shown[-1].startswith("! /settings: presence must be everyone or contacts or nobody")
