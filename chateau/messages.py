@@ -147,6 +147,24 @@ class GroupRoleRequest(Request):
     role: str
 
 
+@dataclass(frozen=True)
+class AnnounceRequest(Request):
+    content: str
+
+
+@dataclass(frozen=True)
+class UserBanRequest(Request):
+    username: str
+    reason: str
+    # None: until unbanned.
+    hours: int | None = None
+
+
+@dataclass(frozen=True)
+class UserUnbanRequest(Request):
+    username: str
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -171,6 +189,9 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "GroupMembersRequest": GroupMembersRequest,
     "GroupInfoRequest": GroupInfoRequest,
     "GroupRoleRequest": GroupRoleRequest,
+    "AnnounceRequest": AnnounceRequest,
+    "UserBanRequest": UserBanRequest,
+    "UserUnbanRequest": UserUnbanRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -571,6 +592,34 @@ def group_event(chatname: str, event: str, user: str, by: str, **detail: Any) ->
     """
     return {"type": "GroupEventRecv", "status": 200, "chatname": chatname, "event": event,
             "user": user, "by": by, **detail}
+
+
+def group_removed(chatname: str, by: str, reason: str, banned: bool) -> dict[str, Any]:
+    """What a user removed from a group (or whose group was deleted) is told."""
+    return {"type": "GroupRemovedRecv", "status": 200, "chatname": chatname, "by": by,
+            "reason": reason, "banned": banned}
+
+
+def announce_response(announcement_id: int) -> dict[str, Any]:
+    return {"type": "AnnounceResponse", "status": 201, "id": announcement_id}
+
+
+def announcement_recv(
+    announcement_id: int, content: str, by: str, timestamp: str, offline: bool = False
+) -> dict[str, Any]:
+    message = {"type": "AnnouncementRecv", "status": 200, "id": announcement_id,
+               "content": content, "by": by, "timestamp": timestamp}
+    if offline:
+        message["offline"] = True
+    return message
+
+
+def user_ban_response(username: str, until: str | None) -> dict[str, Any]:
+    return {"type": "UserBanResponse", "status": 200, "username": username, "until": until}
+
+
+def user_unban_response(username: str) -> dict[str, Any]:
+    return {"type": "UserUnbanResponse", "status": 200, "username": username}
 
 
 # A group's system events in words: the content of the stored event, which is

@@ -15,9 +15,10 @@ from twisted.internet.defer import Deferred, fail
 
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
-from chateau.handlers import contacts, groups, history, sending, sessions
+from chateau.handlers import contacts, groups, history, operators, sending, sessions
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
+    AnnounceRequest,
     ClientListRequest,
     ContactAccept,
     ContactDeny,
@@ -39,6 +40,8 @@ from chateau.messages import (
     RegisterRequest,
     Request,
     ResumeRequest,
+    UserBanRequest,
+    UserUnbanRequest,
 )
 
 HANDLERS: dict[type[Request], Handler] = {
@@ -62,6 +65,9 @@ HANDLERS: dict[type[Request], Handler] = {
     ContactDeny: contacts.contact_deny,
     ContactRemove: contacts.contact_remove,
     ContactListRequest: contacts.contact_list,
+    AnnounceRequest: operators.announce,
+    UserBanRequest: operators.user_ban,
+    UserUnbanRequest: operators.user_unban,
 }
 
 

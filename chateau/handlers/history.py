@@ -74,13 +74,18 @@ def history_page(
     return page
 
 
-async def _own_message(ctx: Services, user: str, message_id: int) -> MessageRecord:
+async def _stored_message(ctx: Services, message_id: int) -> MessageRecord:
     require_stored_messages(ctx, "editing and deleting messages")
     record = await ctx.store.messages.get_message(message_id)
     if record is None or record.deleted:
         raise ChateauError(NOT_FOUND, f"no message with id {message_id}")
     if record.event is not None:
         raise ChateauError(FORBIDDEN, "a group's system events cannot be edited or deleted")
+    return record
+
+
+async def _own_message(ctx: Services, user: str, message_id: int) -> MessageRecord:
+    record = await _stored_message(ctx, message_id)
     if record.sender != user:
         raise ChateauError(FORBIDDEN, "only the author may edit or delete a message")
     return record
@@ -99,15 +104,32 @@ def _audience(ctx: Services, record: MessageRecord) -> Iterable[str]:
     return _chat_members(ctx, record.chat)
 
 
+def change_pushes(
+    ctx: Services, record: MessageRecord, build: Callable[[str], dict[str, Any]]
+) -> list[tuple[list[str], dict[str, Any]]]:
+    """Who is told of a change to *record*, and what: (usernames, push) pairs.
+
+    *build* makes the push from the chat's name as each side knows it: a
+    direct message's recipient knows the chat by the sender's name, the
+    sender by the recipient's.
+    """
+    if record.recipient is not None:
+        return [([record.recipient], build(record.sender)),
+                ([record.sender], build(record.recipient))]
+    return [(list(_chat_members(ctx, record.chat)), build(record.chat))]
+
+
 def _announce_change(
     ctx: Services, conn: Connection, record: MessageRecord, build: Callable[[str], dict[str, Any]]
 ) -> None:
     """Tell everyone in the message's chat (and the author's other devices)."""
-    if record.recipient is not None:
-        ctx.delivery.deliver([record.recipient], build(record.sender))
-        ctx.delivery.deliver([record.sender], build(record.recipient), skip=conn)
-        return
-    ctx.delivery.deliver(_chat_members(ctx, record.chat), build(record.chat), skip=conn)
+    for usernames, push in change_pushes(ctx, record, build):
+        ctx.delivery.deliver(usernames, push, skip=conn)
+
+
+def deleted_push(record: MessageRecord) -> Callable[[str], dict[str, Any]]:
+    """The MessageDeleted push of *record*, by chat name (see change_pushes)."""
+    return lambda chatname: messages.message_deleted(record.id, chatname, record.sender)
 
 
 async def message_edit(ctx: Services, conn: Connection, request: MessageEditRequest) -> Reply:
@@ -125,12 +147,19 @@ async def message_edit(ctx: Services, conn: Connection, request: MessageEditRequ
 
 
 async def message_delete(ctx: Services, conn: Connection, request: MessageDeleteRequest) -> Reply:
+    """The author deletes their message; a server admin any message (recorded
+    in the moderation log), asked of the database only when they are not the author."""
     user = conn.username
     assert user is not None
-    record = await _own_message(ctx, user, request.id)
+    record = await _stored_message(ctx, request.id)
+    by_admin = record.sender != user
+    if by_admin and not await ctx.store.accounts.is_admin(user):
+        raise ChateauError(FORBIDDEN, "only the author may edit or delete a message")
     ctx.delivery.check_reachable(_audience(ctx, record))
     await ctx.store.messages.delete_message(record.id)
-    _announce_change(
-        ctx, conn, record, lambda chatname: messages.message_deleted(record.id, chatname, user)
-    )
+    if by_admin:
+        await ctx.store.moderation.record(
+            user, "message_delete", record.chat, message_id=record.id, sender=record.sender
+        )
+    _announce_change(ctx, conn, record, deleted_push(record))
     return messages.message_delete_response(record.id)

@@ -9,8 +9,10 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   on the store's thread pool and returns a Deferred;
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
-  ``contacts``, ``cursors``, ``invites``, ``moderation``), each with its transaction functions and a
-  small class that runs them through the runner.
+  ``contacts``, ``cursors``, ``invites``, ``moderation``, ``announcements``,
+  ``notices``), each with its transaction functions and a small class that
+  runs them through the runner; ``operators`` composes several domains'
+  functions for ``chateau-admin``'s moderation commands.
 
 :class:`Store` composes them: ``store.messages.history(...)``,
 ``store.accounts.get_user(...)``. No SQLAlchemy call ever runs on the
@@ -26,6 +28,7 @@ from twisted.python.threadpool import ThreadPool
 
 from chateau.store import migrate
 from chateau.store.accounts import Accounts, Sessions
+from chateau.store.announcements import Announcements
 from chateau.store.contacts import Contacts
 from chateau.store.cursors import Cursors
 from chateau.store.engine import Engine, Runner
@@ -34,6 +37,7 @@ from chateau.store.groups import Groups
 from chateau.store.invites import Invites
 from chateau.store.messages import Messages, add_messages_txn
 from chateau.store.moderation import Moderation
+from chateau.store.notices import Notices
 from chateau.store.writer import MessageWriter
 
 __all__ = ["Store", "StoreUnavailable"]
@@ -70,6 +74,8 @@ class Store:
         self.cursors = Cursors(self.runner)
         self.invites = Invites(self.runner)
         self.moderation = Moderation(self.runner)
+        self.announcements = Announcements(self.runner)
+        self.notices = Notices(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

@@ -1,0 +1,75 @@
+"""Acting on changes made in the database by another process: the notices.
+
+``chateau-admin`` reaches only the database; a node's protocol handlers
+reach the others through it too when the change must hold everywhere
+(an announcement). Such a change is appended to ``admin_notices`` in the
+transaction that makes it (chateau.store.notices), and every node polls for
+notices above the newest id it has seen, every ``[chat]
+revocation_check_interval`` seconds, as chateau.signout polls revocations:
+one indexed query, the same for a server alone and for every node of a
+cluster, with or without Redis.
+
+Each kind of notice has one applier, passed in at construction (see
+chateau.service): a function of the notice's body that acts on this node
+only. A kind without an applier is logged and skipped, so an older node
+ignores what a newer ``chateau-admin`` writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Mapping
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from chateau.store import Store
+
+# What acts on one kind of notice here; may return an awaitable.
+Applier = Callable[[dict[str, Any]], "Awaitable[None] | None"]
+
+
+class NoticeWatch:
+    """Polls ``admin_notices`` and applies each new notice on this node."""
+
+    log = Logger()
+
+    def __init__(self, store: Store, appliers: Mapping[str, Applier]) -> None:
+        self.store = store
+        self.appliers = dict(appliers)
+        # The newest notice id seen; None before start.
+        self._newest: int | None = None
+        self._polling = False
+
+    async def start(self) -> None:
+        """Read the newest id, so only later notices are acted on."""
+        self._newest = await self.store.notices.latest()
+
+    def check(self) -> Deferred[None] | None:
+        """One poll (the LoopingCall's); skipped while the previous one runs."""
+        if self._polling or self._newest is None:
+            return None
+        self._polling = True
+
+        def done(result: object) -> None:
+            self._polling = False
+
+        return ensureDeferred(self._check()).addErrback(
+            lambda failure: self.log.failure("notice check failed", failure)
+        ).addBoth(done)
+
+    async def _check(self) -> None:
+        assert self._newest is not None
+        for notice in await self.store.notices.since(self._newest):
+            self._newest = max(self._newest, notice.id)
+            applier = self.appliers.get(notice.kind)
+            if applier is None:
+                self.log.warn("notice {id} of unknown kind {kind} skipped",
+                              id=notice.id, kind=notice.kind)
+                continue
+            try:
+                result = applier(notice.body)
+                if result is not None:
+                    await result
+            except Exception:
+                self.log.failure("applying notice {id} ({kind}) failed",
+                                 id=notice.id, kind=notice.kind)
