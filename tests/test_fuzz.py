@@ -401,6 +401,8 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "invite": st.none() | st.text(ANY_TEXT, max_size=40),
     "role": st.sampled_from(["owner", "admin", "member", "Owner", "", "king"])
     | st.text(ANY_TEXT, max_size=10),
+    "reason": st.text(ANY_TEXT, max_size=30) | st.just("") | st.just("x" * 501),
+    "hours": st.none() | st.integers(-5, 100_000),
 }
 
 
@@ -473,11 +475,15 @@ SUCCESS = {
     "GroupMembersRequest": "GroupMembersResponse",
     "GroupInfoRequest": "GroupInfoResponse",
     "GroupRoleRequest": "GroupRoleResponse",
+    "AnnounceRequest": "AnnounceResponse",
+    "UserBanRequest": "UserBanResponse",
+    "UserUnbanRequest": "UserUnbanResponse",
 }
 PUSHED = {
     "GroupMessageInitResponse", "GroupMessageRecv", "MessageRecv", "GroupMemberLeftRecv",
     "RandomChatEndedRecv", "MessageEdited", "MessageDeleted", "ContactRequestRecv",
     "ContactAcceptRecv", "ContactRemoveRecv", "PresenceRecv", "GroupEventRecv",
+    "AnnouncementRecv", "GroupRemovedRecv",
 }
 # docs/protocol.md's statuses, less those that cannot be right here: 500 never,
 # 501 only with store_messages off, 503 only when the server or its database is

@@ -24,6 +24,8 @@ from chateau.store.tables import announcements, users
 
 # The most announcements pushed at one sign-in (the newest ones).
 MAX_PENDING = 50
+# Users per statement when an announcement goes live.
+SLICE = 1000
 
 
 @dataclass(frozen=True)
@@ -91,12 +93,14 @@ def take_pending_txn(connection: Connection, username: str) -> list[Announcement
 def given_live_txn(
     connection: Connection, announcement_id: int, at: int, usernames: list[str]
 ) -> list[str]:
-    if not usernames:
-        return []
-    older = users.c.username.in_(usernames) & (users.c.created_at < at)
-    eligible = list(connection.execute(select(users.c.username).where(older)).scalars())
-    connection.execute(
-        update(users).where(older & (users.c.announced_until < announcement_id))
-        .values(announced_until=announcement_id)
-    )
+    eligible: list[str] = []
+    # In slices: a node may have many thousands of users online, more than
+    # one statement may bind.
+    for start in range(0, len(usernames), SLICE):
+        older = users.c.username.in_(usernames[start:start + SLICE]) & (users.c.created_at < at)
+        eligible.extend(connection.execute(select(users.c.username).where(older)).scalars())
+        connection.execute(
+            update(users).where(older & (users.c.announced_until < announcement_id))
+            .values(announced_until=announcement_id)
+        )
     return eligible
