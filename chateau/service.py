@@ -235,6 +235,8 @@ class Chateau(MultiService):
         dummy_hash = self._hasher.prepare() if self._hasher is not None else None
         await self.store.prepare_schema()
         await self._warn_of_name_collisions()
+        # Before the groups are read: a group deleted meanwhile is deleted again.
+        await self.notices.start()
         await load_groups(self.store, self.registry)
         if self.node is not None:
             await self.store.cursors.register_node(self.node)
@@ -246,7 +248,6 @@ class Chateau(MultiService):
         self._account_check.start(self.config.chat.account_check_interval, now=False)
         await self.sign_out.start()
         self._revocation_check.start(self.config.chat.revocation_check_interval, now=False)
-        await self.notices.start()
         self._notice_check.start(self.config.chat.revocation_check_interval, now=False)
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop

@@ -283,6 +283,39 @@ def test_a_group_deleted_by_an_operator_is_gone_but_its_name_stays_taken(
     assert ("cli:ops", "group_delete", "club", "abuse") in log_actions(chat)
 
 
+def test_notices_committed_out_of_id_order_are_applied_once_each(chat: InProcessChat) -> None:
+    """On PostgreSQL a notice may commit after one with a higher id: the poll
+    looks a few seconds back and applies each notice once."""
+    from sqlalchemy import insert
+
+    from chateau.notices import NoticeWatch
+    from chateau.store.notices import append_notice_txn
+    from chateau.store.records import now_millis
+    from chateau.store.tables import admin_notices
+
+    applied: list[int] = []
+    in_transaction(chat.engine, append_notice_txn, "probe", {"n": 1})
+    watch = NoticeWatch(chat.store, {"probe": lambda body: applied.append(body["n"])})
+    chat.wait(watch.start())
+    chat.wait(watch.check())
+    assert applied == []  # what was there before start is not applied
+
+    def add(notice_id: int, n: int) -> None:
+        def txn(connection: Any) -> None:
+            connection.execute(insert(admin_notices).values(
+                id=notice_id, at=now_millis(), kind="probe", body=f'{{"n": {n}}}'))
+        in_transaction(chat.engine, txn)
+
+    add(100, 2)
+    chat.wait(watch.check())
+    add(50, 3)  # an earlier id, committed later
+    chat.wait(watch.check())
+    chat.wait(watch.check())
+    in_transaction(chat.engine, append_notice_txn, "probe", {"n": 4})
+    chat.wait(watch.check())
+    assert applied == [2, 3, 4]
+
+
 def test_a_notice_of_an_unknown_kind_is_skipped(chat: InProcessChat) -> None:
     from chateau.store.announcements import announce_txn
     from chateau.store.notices import append_notice_txn

@@ -300,7 +300,7 @@ def test_upgrading_to_0011_leaves_nobody_banned_and_gives_old_announcements_to_n
             ann = get_user_txn(connection, "ann")
             assert (ann.banned_until, ann.ban_reason, ann.ban_refusal()) == (None, None, None)
             assert live_keys_txn(connection, ["k"]) == {"k"}
-            assert latest_notice_txn(connection) == 0
+            assert latest_notice_txn(connection) == (0, 0)
             made = announce_txn(connection, "cli:ops", "hello")
             assert [n.kind for n in notices_since_txn(connection, 0)] == ["announcement"]
             assert [a.id for a in take_pending_txn(connection, "ann")] == [made.id]

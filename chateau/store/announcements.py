@@ -71,23 +71,33 @@ def announce_txn(connection: Connection, by: str, content: str) -> Announcement:
 
 
 def take_pending_txn(connection: Connection, username: str) -> list[Announcement]:
+    """Read what the user has not been given; if anything, move their number
+    past it only if nobody else moved it meanwhile (compare and set), so two
+    sign-ins on different nodes never both take the same announcements. A
+    sign-in with nothing pending (nearly all of them) writes nothing."""
     mine = users.c.username == username
-    # Written first, so the row is locked (the write lock, on SQLite) while
-    # read: a sign-in on another node cannot take the same announcements.
-    connection.execute(update(users).where(mine).values(announced_until=users.c.announced_until))
-    row = connection.execute(select(users.c.announced_until, users.c.created_at).where(mine)).first()
-    if row is None:
-        return []
-    found = connection.execute(
-        select(announcements)
-        .where((announcements.c.id > row.announced_until) & (announcements.c.at > row.created_at))
-        .order_by(announcements.c.id.desc()).limit(MAX_PENDING)
-    ).all()
-    if not found:
-        return []
-    newest = max(int(a.id) for a in found)
-    connection.execute(update(users).where(mine).values(announced_until=newest))
-    return [Announcement(int(a.id), int(a.at), a.by, a.content) for a in reversed(found)]
+    for _ in range(3):
+        row = connection.execute(
+            select(users.c.announced_until, users.c.created_at).where(mine)
+        ).first()
+        if row is None:
+            return []
+        found = connection.execute(
+            select(announcements)
+            .where((announcements.c.id > row.announced_until)
+                   & (announcements.c.at > row.created_at))
+            .order_by(announcements.c.id.desc()).limit(MAX_PENDING)
+        ).all()
+        if not found:
+            return []
+        newest = max(int(a.id) for a in found)
+        taken = connection.execute(
+            update(users).where(mine & (users.c.announced_until == row.announced_until))
+            .values(announced_until=newest)
+        ).rowcount
+        if taken:
+            return [Announcement(int(a.id), int(a.at), a.by, a.content) for a in reversed(found)]
+    return []
 
 
 def given_live_txn(

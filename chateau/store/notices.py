@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Connection
@@ -46,13 +46,16 @@ class Notices:
     def append(self, kind: str, body: dict[str, Any]) -> Deferred[int]:
         return self._runner.run(append_notice_txn, kind, body)
 
-    def latest(self) -> Deferred[int]:
-        """The newest notice's id (0 for none)."""
+    def latest(self) -> Deferred[tuple[int, int]]:
+        """The newest notice's id and the newest stamp (0, 0 for none)."""
         return self._runner.run(latest_notice_txn)
 
-    def since(self, after: int) -> Deferred[list[Notice]]:
-        """Notices with ids above *after*, oldest first (at most POLL_BATCH)."""
-        return self._runner.run(notices_since_txn, after)
+    def since(
+        self, after: int, stamped_from: int | None = None, skip: Iterable[int] = ()
+    ) -> Deferred[list[Notice]]:
+        """Notices with ids above *after*, or stamped at or after *stamped_from*
+        (ms), but not those in *skip*; oldest first, at most POLL_BATCH."""
+        return self._runner.run(notices_since_txn, after, stamped_from, sorted(skip))
 
 
 def append_notice_txn(connection: Connection, kind: str, body: dict[str, Any]) -> int:
@@ -64,13 +67,23 @@ def append_notice_txn(connection: Connection, kind: str, body: dict[str, Any]) -
     return int(result.inserted_primary_key[0])
 
 
-def latest_notice_txn(connection: Connection) -> int:
-    return int(connection.execute(select(func.max(admin_notices.c.id))).scalar() or 0)
+def latest_notice_txn(connection: Connection) -> tuple[int, int]:
+    row = connection.execute(
+        select(func.max(admin_notices.c.id), func.max(admin_notices.c.at))
+    ).first()
+    return (int(row[0] or 0), int(row[1] or 0)) if row is not None else (0, 0)
 
 
-def notices_since_txn(connection: Connection, after: int) -> list[Notice]:
+def notices_since_txn(
+    connection: Connection, after: int, stamped_from: int | None = None,
+    skip: list[int] | None = None,
+) -> list[Notice]:
+    wanted = admin_notices.c.id > after
+    if stamped_from is not None:
+        wanted = wanted | (admin_notices.c.at >= stamped_from)
+    if skip:
+        wanted = wanted & admin_notices.c.id.not_in(skip)
     rows = connection.execute(
-        select(admin_notices).where(admin_notices.c.id > after)
-        .order_by(admin_notices.c.id).limit(POLL_BATCH)
+        select(admin_notices).where(wanted).order_by(admin_notices.c.id).limit(POLL_BATCH)
     )
     return [Notice(int(row.id), int(row.at), row.kind, json.loads(row.body)) for row in rows]
