@@ -34,11 +34,19 @@ class Announcer:
         self._given: dict[str, int] = {}
 
     async def sign_on(self, connection: Connection) -> None:
-        """Push *connection*'s user what was announced while they were away."""
+        """Push *connection*'s user what was announced while they were away.
+
+        Never raises: the sign-in was answered before this runs.
+        """
         username = connection.username
         if username is None:
             return
-        pending = await self.store.announcements.take_pending(username)
+        try:
+            pending = await self.store.announcements.take_pending(username)
+        except Exception:
+            # The sign-in has been answered: the announcements wait for the next one.
+            self.log.failure("reading {username}'s announcements failed", username=username)
+            return
         given = self._given.get(username, 0)
         for announcement in pending:
             if announcement.id <= given or not connection.live:
