@@ -94,6 +94,27 @@ def flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else f"not true/false but {type(value).__name__}"
 
 
+def one_of(*values: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in values else "not one of " + ", ".join(values)
+
+    return check
+# The last millisecond of the year 9999: the latest moment a timestamp can show.
+MAX_MILLIS = 253_402_300_799_999
+
+
+def millis(value: Any) -> str | None:
+    """A moment in ms since the epoch (0 for none)."""
+    problem = message_id(value)
+    if problem is None and value > MAX_MILLIS:
+        return "past the year 9999"
+    return problem
+
+
+def role(value: Any) -> str | None:
+    return None if value in ("owner", "admin", "member") else "not a role"
+
+
 def names_of(check: Check, least: int = 0, most: int = MAX_NAMES) -> Check:
     def names(value: Any) -> str | None:
         if not isinstance(value, list):
@@ -121,6 +142,12 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
               "members": names_of(username, least=1)},
     "group_started": {"chatname": chatname},
     "member_left": {"chatname": chatname, "user": username},
+    "group_renamed": {"chatname": chatname, "new_name": chatname},
+    "group_settings": {"chatname": chatname, "who_can_send": one_of("everyone", "admins")},
+    "members_added": {"chatname": chatname, "users": names_of(username, least=1)},
+    "member_role": {"chatname": chatname, "user": username, "role": role},
+    # until: ms since the epoch; 0 lifts the mute.
+    "member_muted": {"chatname": chatname, "user": username, "until": millis},
     "pair": {"chatname": chatname, "members": names_of(username, least=2, most=2)},
     "pair_end": {"chatname": chatname},
     "contacts": {"first": username, "second": username, "linked": flag},

@@ -148,6 +148,89 @@ class GroupRoleRequest(Request):
 
 
 @dataclass(frozen=True)
+class ReportRequest(Request):
+    reason: str
+    message_id: int | None = None
+    username: str | None = None
+    chatname: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportListRequest(Request):
+    status: str = "open"
+    limit: int = 50
+    before: int | None = None
+
+
+@dataclass(frozen=True)
+class ReportResolveRequest(Request):
+    report_id: int
+    action: str
+    note: str
+
+
+@dataclass(frozen=True)
+class GroupUpdateRequest(Request):
+    """Change a group's topic, name or settings (at least one); admins and owners."""
+
+    chatname: str
+    topic: str | None = None
+    name: str | None = None
+    join: str | None = None
+    visibility: str | None = None
+    who_can_add: str | None = None
+    who_can_send: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupDirectoryRequest(Request):
+    """The public groups, with their topics and member counts."""
+
+    query: str | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class GroupAddRequest(Request):
+    chatname: str
+    users: list[str]
+
+
+@dataclass(frozen=True)
+class GroupRemoveRequest(Request):
+    chatname: str
+    user: str
+    ban: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupUnbanRequest(Request):
+    chatname: str
+    user: str
+
+
+@dataclass(frozen=True)
+class GroupMuteRequest(Request):
+    chatname: str
+    user: str
+    minutes: int
+
+
+@dataclass(frozen=True)
+class GroupInviteRequest(Request):
+    chatname: str
+    max_uses: int | None = None
+    hours: int | None = None
+
+
+@dataclass(frozen=True)
+class GroupJoinRequest(Request):
+    code: str | None = None
+    chatname: str | None = None
+
+
+@dataclass(frozen=True)
 class AnnounceRequest(Request):
     content: str
 
@@ -189,6 +272,17 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "GroupMembersRequest": GroupMembersRequest,
     "GroupInfoRequest": GroupInfoRequest,
     "GroupRoleRequest": GroupRoleRequest,
+    "ReportRequest": ReportRequest,
+    "ReportListRequest": ReportListRequest,
+    "ReportResolveRequest": ReportResolveRequest,
+    "GroupUpdateRequest": GroupUpdateRequest,
+    "GroupDirectoryRequest": GroupDirectoryRequest,
+    "GroupAddRequest": GroupAddRequest,
+    "GroupRemoveRequest": GroupRemoveRequest,
+    "GroupUnbanRequest": GroupUnbanRequest,
+    "GroupMuteRequest": GroupMuteRequest,
+    "GroupInviteRequest": GroupInviteRequest,
+    "GroupJoinRequest": GroupJoinRequest,
     "AnnounceRequest": AnnounceRequest,
     "UserBanRequest": UserBanRequest,
     "UserUnbanRequest": UserUnbanRequest,
@@ -584,6 +678,53 @@ def group_role_response(chatname: str, user: str, role: str) -> dict[str, Any]:
             "role": role}
 
 
+def group_update_response(chatname: str, topic: str, settings: dict[str, str]) -> dict[str, Any]:
+    return {"type": "GroupUpdateResponse", "status": 200, "chatname": chatname, "topic": topic,
+            "settings": settings}
+
+
+def group_directory_response(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "GroupDirectoryResponse", "status": 200, "groups": groups}
+def group_add_response(chatname: str, added: list[str], already: list[str]) -> dict[str, Any]:
+    return {"type": "GroupAddResponse", "status": 200, "chatname": chatname, "added": added,
+            "already": already}
+
+
+def group_remove_response(chatname: str, user: str, banned: bool) -> dict[str, Any]:
+    return {"type": "GroupRemoveResponse", "status": 200, "chatname": chatname, "user": user,
+            "banned": banned}
+
+
+def group_removed(chatname: str, by: str, reason: str, banned: bool) -> dict[str, Any]:
+    """What a member removed from a group (or whose group an operator deleted) is told
+    (GroupRemovedRecv)."""
+    return {"type": "GroupRemovedRecv", "status": 200, "chatname": chatname, "by": by,
+            "reason": reason, "banned": banned}
+
+
+def group_unban_response(chatname: str, user: str) -> dict[str, Any]:
+    return {"type": "GroupUnbanResponse", "status": 200, "chatname": chatname, "user": user}
+
+
+def group_mute_response(chatname: str, user: str, muted_until: str | None) -> dict[str, Any]:
+    return {"type": "GroupMuteResponse", "status": 200, "chatname": chatname, "user": user,
+            "muted_until": muted_until}
+
+
+def group_invite_response(
+    chatname: str, code: str, max_uses: int | None, expires: str
+) -> dict[str, Any]:
+    return {"type": "GroupInviteResponse", "status": 201, "chatname": chatname, "code": code,
+            "max_uses": max_uses, "expires": expires}
+
+
+def group_join_response(chatname: str, already: bool = False) -> dict[str, Any]:
+    reply: dict[str, Any] = {"type": "GroupJoinResponse", "status": 200, "chatname": chatname}
+    if already:
+        reply["already"] = True
+    return reply
+
+
 def group_event(chatname: str, event: str, user: str, by: str, **detail: Any) -> dict[str, Any]:
     """What the other members are told of a change to the group (GroupEventRecv).
 
@@ -594,12 +735,22 @@ def group_event(chatname: str, event: str, user: str, by: str, **detail: Any) ->
             "user": user, "by": by, **detail}
 
 
-def group_removed(chatname: str, by: str, reason: str, banned: bool) -> dict[str, Any]:
-    """What a user removed from a group (or whose group was deleted) is told."""
-    return {"type": "GroupRemovedRecv", "status": 200, "chatname": chatname, "by": by,
-            "reason": reason, "banned": banned}
+def report_response(report_id: int) -> dict[str, Any]:
+    return {"type": "ReportResponse", "status": 201, "report_id": report_id}
 
 
+def report_list_response(reports: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    return {"type": "ReportListResponse", "status": 200, "reports": reports, "more": more}
+
+
+def report_resolve_response(report_id: int, action: str) -> dict[str, Any]:
+    return {"type": "ReportResolveResponse", "status": 200, "report_id": report_id,
+            "action": action}
+
+
+def moderation_warning(report_id: int, note: str) -> dict[str, Any]:
+    """What a reported user is told when a server admin resolves the report with a warning."""
+    return {"type": "ModerationWarningRecv", "status": 200, "report_id": report_id, "note": note}
 def announce_response(announcement_id: int) -> dict[str, Any]:
     return {"type": "AnnounceResponse", "status": 201, "id": announcement_id}
 

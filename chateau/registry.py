@@ -36,6 +36,19 @@ class Group:
     members: set[str]
     # Whether the group has carried a message: its first gets status 201.
     started: bool = False
+    # What a send is checked against without the database, kept current by
+    # every change here and by the other nodes' events: the members above
+    # member (username -> "owner"/"admin"), members muted until when (ms),
+    # and who may send ("everyone" or "admins").
+    roles: dict[str, str] = field(default_factory=dict)
+    muted_until: dict[str, int] = field(default_factory=dict)
+    who_can_send: str = "everyone"
+
+    def role_of(self, username: str) -> str | None:
+        """*username*'s role here, None when not a member."""
+        if username not in self.members:
+            return None
+        return self.roles.get(username, "member")
 
 
 @dataclass
@@ -77,6 +90,9 @@ class Registry:
         # here has a user as a contact (to tell of that user's presence).
         self._contacts: dict[str, set[str]] = {}
         self._watchers: dict[str, set[str]] = {}
+        # Users never to be paired at random with each other again (one
+        # reported the other), both ways.
+        self._kept_apart: dict[str, set[str]] = {}
 
     # -- presence ---------------------------------------------------------
 
@@ -195,28 +211,98 @@ class Registry:
         return len(self._groups_by_user.get(username, ()))
 
     def add_group(
-        self, chatname: str, creator: str, members: Iterable[str], started: bool = False
+        self, chatname: str, creator: str, members: Iterable[str], started: bool = False,
+        roles: dict[str, str] | None = None, muted_until: dict[str, int] | None = None,
+        who_can_send: str = "everyone",
     ) -> Group:
-        """Add (or, reloaded from the database, replace) a group."""
+        """Add (or, reloaded from the database, replace) a group.
+
+        *roles* default to the creator as owner (a new group's only role).
+        """
         old = self._groups.get(chatname)
         if old is not None:
             for member in list(old.members):
                 self.remove_member(chatname, member)
             started = started or old.started
         group = Group(chatname, creator, set(members), started)
+        group.roles = dict(roles) if roles is not None else {creator: "owner"}
+        group.muted_until = dict(muted_until or {})
+        group.who_can_send = who_can_send
         self._groups[chatname] = group
         for member in group.members:
             self._groups_by_user.setdefault(member, set()).add(chatname)
         return group
 
+    def add_members(self, chatname: str, usernames: Iterable[str]) -> Group | None:
+        """Add members (as plain members) to a known group."""
+        group = self._groups.get(chatname)
+        if group is None:
+            return None
+        for username in usernames:
+            group.members.add(username)
+            self._groups_by_user.setdefault(username, set()).add(chatname)
+        return group
+
+    def set_role(self, chatname: str, username: str, role: str) -> None:
+        group = self._groups.get(chatname)
+        if group is None or username not in group.members:
+            return
+        if role == "member":
+            group.roles.pop(username, None)
+        else:
+            group.roles[username] = role
+
+    def set_muted(self, chatname: str, username: str, until: int | None) -> None:
+        """Mute a member until *until* (ms); None lifts it."""
+        group = self._groups.get(chatname)
+        if group is None:
+            return
+        if until is None:
+            group.muted_until.pop(username, None)
+        elif username in group.members:
+            group.muted_until[username] = until
+
     def group(self, chatname: str) -> Group | None:
         return self._groups.get(chatname)
+
+    def group_names(self) -> list[str]:
+        return sorted(self._groups)
+
+    def rename_group(self, old_name: str, new_name: str) -> Group | None:
+        """Move a group, the same object with all it holds, to *new_name*.
+
+        The old name no longer finds it. None when there is no group
+        *old_name* (already renamed, or unknown here), or *new_name* is held.
+        """
+        group = self._groups.get(old_name)
+        if group is None or new_name in self._groups:
+            return None
+        del self._groups[old_name]
+        group.chatname = new_name
+        self._groups[new_name] = group
+        for member in group.members:
+            chats = self._groups_by_user.setdefault(member, set())
+            chats.discard(old_name)
+            chats.add(new_name)
+        return group
+
+    def remove_group(self, chatname: str) -> Group | None:
+        """Forget a group (one the database no longer has under this name)."""
+        group = self._groups.get(chatname)
+        if group is None:
+            return None
+        for member in list(group.members):
+            self.remove_member(chatname, member)
+        del self._groups[chatname]
+        return group
 
     def remove_member(self, chatname: str, username: str) -> Group | None:
         group = self._groups.get(chatname)
         if group is None or username not in group.members:
             return None
         group.members.discard(username)
+        group.roles.pop(username, None)
+        group.muted_until.pop(username, None)
         chats = self._groups_by_user.get(username)
         if chats is not None:
             chats.discard(chatname)
@@ -260,6 +346,14 @@ class Registry:
         for member in pair.members:
             self._pairs_by_user.setdefault(member, set()).add(chatname)
         return pair
+
+    def keep_apart(self, first: str, second: str) -> None:
+        """Note that *first* and *second* are never to be paired at random again."""
+        self._kept_apart.setdefault(first, set()).add(second)
+        self._kept_apart.setdefault(second, set()).add(first)
+
+    def kept_apart(self, first: str, second: str) -> bool:
+        return second in self._kept_apart.get(first, ())
 
     def pair_count(self, username: str) -> int:
         """How many random chats *username* is in (made on any node)."""

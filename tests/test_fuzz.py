@@ -401,8 +401,27 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "invite": st.none() | st.text(ANY_TEXT, max_size=40),
     "role": st.sampled_from(["owner", "admin", "member", "Owner", "", "king"])
     | st.text(ANY_TEXT, max_size=10),
-    "reason": st.text(ANY_TEXT, max_size=30) | st.just("") | st.just("x" * 501),
-    "hours": st.none() | st.integers(-5, 100_000),
+    "reason": contents | st.just("x" * 501), "note": contents, "message_id": st.none() | message_ids,
+    "report_id": message_ids,
+    "status": st.sampled_from(["open", "closed", "all", "Open", ""])
+    | st.text(ANY_TEXT, max_size=10),
+    "action": st.sampled_from(["dismiss", "warn", "delete_message", "ban_user", "smite", ""])
+    | st.text(ANY_TEXT, max_size=10),
+    "topic": st.none() | st.text(ANY_TEXT, max_size=40)
+    | st.sampled_from(["", "x" * 500, "y" * 501, "a\x00b"]),
+    "name": st.none() | names,
+    "join": st.none() | st.sampled_from(["invite", "open", "Open", ""]),
+    "visibility": st.none() | st.sampled_from(["private", "public", "hidden"]),
+    "who_can_add": st.none() | st.sampled_from(["admins", "members", "everyone"]),
+    "who_can_send": st.none() | st.sampled_from(["everyone", "admins", "members"])
+    | st.text(ANY_TEXT, max_size=8),
+    "query": st.none() | st.text(ANY_TEXT, max_size=20)
+    | st.sampled_from(["%", "_", "club", "x" * 101, "\x00"]),
+    "users": recipient_lists, "ban": st.booleans(),
+    "minutes": st.integers(-2, 5) | st.sampled_from([525_600, 525_601]) | INT64_EDGES,
+    "max_uses": st.none() | st.integers(-1, 3) | INT64_EDGES,
+    "hours": st.none() | st.integers(-1, 3) | st.sampled_from([8760, 8761]) | INT64_EDGES,
+    "code": st.none() | st.text(ANY_TEXT, max_size=40) | st.just("x" * 200),
 }
 
 
@@ -475,20 +494,36 @@ SUCCESS = {
     "GroupMembersRequest": "GroupMembersResponse",
     "GroupInfoRequest": "GroupInfoResponse",
     "GroupRoleRequest": "GroupRoleResponse",
+    "ReportRequest": "ReportResponse",
+    "ReportListRequest": "ReportListResponse",
+    "ReportResolveRequest": "ReportResolveResponse",
+    "GroupUpdateRequest": "GroupUpdateResponse",
+    "GroupDirectoryRequest": "GroupDirectoryResponse",
+    "GroupAddRequest": "GroupAddResponse",
+    "GroupRemoveRequest": "GroupRemoveResponse",
+    "GroupUnbanRequest": "GroupUnbanResponse",
+    "GroupMuteRequest": "GroupMuteResponse",
+    "GroupInviteRequest": "GroupInviteResponse",
+    "GroupJoinRequest": "GroupJoinResponse",
     "AnnounceRequest": "AnnounceResponse",
     "UserBanRequest": "UserBanResponse",
     "UserUnbanRequest": "UserUnbanResponse",
 }
+# Successes that are not 200: a new report or invite code is 201 (created).
+SUCCESS_STATUS = {"ReportRequest": 201, "GroupInviteRequest": 201, "AnnounceRequest": 201}
 PUSHED = {
     "GroupMessageInitResponse", "GroupMessageRecv", "MessageRecv", "GroupMemberLeftRecv",
     "RandomChatEndedRecv", "MessageEdited", "MessageDeleted", "ContactRequestRecv",
     "ContactAcceptRecv", "ContactRemoveRecv", "PresenceRecv", "GroupEventRecv",
-    "AnnouncementRecv", "GroupRemovedRecv",
+    "ModerationWarningRecv",
+    "GroupRemovedRecv",
+    "AnnouncementRecv",
 }
 # docs/protocol.md's statuses, less those that cannot be right here: 500 never,
 # 501 only with store_messages off, 503 only when the server or its database is
 # overloaded or down, which one fuzzing client cannot cause.
-ALLOWED_ERRORS = {301, 302, 400, 403, 404, 413, 429}
+# 409: a rename to a taken name, or one that looks like one.
+ALLOWED_ERRORS = {301, 302, 400, 403, 404, 409, 413, 429}
 
 
 def test_every_request_type_has_a_success_type() -> None:
@@ -520,7 +555,7 @@ def generous_limits() -> dict[str, dict[str, str]]:
         "signups_per_hour_per_address": "1000000", "signins_per_minute_per_address": "1000000",
         # The fuzzer signs the same users in over and over: no key may be pushed out.
         "max_sessions_per_user": "1000000", "groups_created_per_hour": "1000000",
-        "max_random_chats_per_user": "1000000",
+        "max_random_chats_per_user": "1000000", "reports_per_hour": "1000000",
     }
     known = {key for section, key in documented_keys() if section == "limits"}
     present = {key: value for key, value in wanted.items() if key in known}
@@ -704,7 +739,7 @@ def check_replies(
             check_error(reply, ALLOWED_ERRORS)
         else:
             assert reply["type"] == SUCCESS[type(request).__name__], (request, reply)
-            assert reply["status"] == 200, reply
+            assert reply["status"] == SUCCESS_STATUS.get(type(request).__name__, 200), reply
         event(f"{type(request).__name__}: {reply['type']} {reply['status']}")
         if reply["type"] in ("RegisterResponse", "ResumeResponse"):
             who.signed_in = True

@@ -15,19 +15,29 @@ from twisted.internet.defer import Deferred, fail
 
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
-from chateau.handlers import contacts, groups, history, operators, sending, sessions
+from chateau.handlers import (
+    contacts, group_settings, groups, history, membership, operators, reports, sending, sessions,
+)
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
     AnnounceRequest,
+    GroupAddRequest,
+    GroupInviteRequest,
+    GroupJoinRequest,
+    GroupMuteRequest,
+    GroupRemoveRequest,
+    GroupUnbanRequest,
     ClientListRequest,
     ContactAccept,
     ContactDeny,
     ContactListRequest,
     ContactRemove,
     ContactRequest,
+    GroupDirectoryRequest,
     GroupLeaveRequest,
     GroupInfoRequest,
     GroupRoleRequest,
+    GroupUpdateRequest,
     GroupMembersRequest,
     GroupMessageInitRequest,
     GroupMessageRequest,
@@ -38,6 +48,9 @@ from chateau.messages import (
     MessageEditRequest,
     RandomMessageRequest,
     RegisterRequest,
+    ReportListRequest,
+    ReportRequest,
+    ReportResolveRequest,
     Request,
     ResumeRequest,
     UserBanRequest,
@@ -57,6 +70,14 @@ HANDLERS: dict[type[Request], Handler] = {
     GroupMembersRequest: groups.group_members,
     GroupInfoRequest: groups.group_info,
     GroupRoleRequest: groups.group_role,
+    GroupUpdateRequest: group_settings.group_update,
+    GroupDirectoryRequest: group_settings.group_directory,
+    GroupAddRequest: membership.group_add,
+    GroupRemoveRequest: membership.group_remove,
+    GroupUnbanRequest: membership.group_unban,
+    GroupMuteRequest: membership.group_mute,
+    GroupInviteRequest: membership.group_invite,
+    GroupJoinRequest: membership.group_join,
     HistoryRequest: history.history,
     MessageEditRequest: history.message_edit,
     MessageDeleteRequest: history.message_delete,
@@ -65,6 +86,9 @@ HANDLERS: dict[type[Request], Handler] = {
     ContactDeny: contacts.contact_deny,
     ContactRemove: contacts.contact_remove,
     ContactListRequest: contacts.contact_list,
+    ReportRequest: reports.report,
+    ReportListRequest: reports.report_list,
+    ReportResolveRequest: reports.report_resolve,
     AnnounceRequest: operators.announce,
     UserBanRequest: operators.user_ban,
     UserUnbanRequest: operators.user_unban,
@@ -109,7 +133,7 @@ class Dispatcher:
             self.services.stores_messages
             and connection.username is not None
             and isinstance(request, GroupMessageRequest)
-            and sending.pipelines(self.services, request)
+            and sending.pipelines(self.services, request, connection.username)
         )
 
     def closed(self, connection: Connection) -> None:

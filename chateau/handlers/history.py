@@ -97,7 +97,7 @@ def _chat_members(ctx: Services, chat: str) -> Iterable[str]:
     return group.members if group is not None else pair.members if pair is not None else ()
 
 
-def _audience(ctx: Services, record: MessageRecord) -> Iterable[str]:
+def message_audience(ctx: Services, record: MessageRecord) -> Iterable[str]:
     """Who hears of an edit or deletion of *record*."""
     if record.recipient is not None:
         return [record.recipient, record.sender]
@@ -106,25 +106,31 @@ def _audience(ctx: Services, record: MessageRecord) -> Iterable[str]:
 
 def change_pushes(
     ctx: Services, record: MessageRecord, build: Callable[[str], dict[str, Any]]
-) -> list[tuple[list[str], dict[str, Any]]]:
-    """Who is told of a change to *record*, and what: (usernames, push) pairs.
+) -> list[tuple[list[str], dict[str, Any], bool]]:
+    """Who is told of a change to *record*, and what: (usernames, push, skippable).
 
     *build* makes the push from the chat's name as each side knows it: a
     direct message's recipient knows the chat by the sender's name, the
-    sender by the recipient's.
+    sender by the recipient's. The connection that made the change is not
+    told again where *skippable*.
     """
     if record.recipient is not None:
-        return [([record.recipient], build(record.sender)),
-                ([record.sender], build(record.recipient))]
-    return [(list(_chat_members(ctx, record.chat)), build(record.chat))]
+        return [([record.recipient], build(record.sender), False),
+                ([record.sender], build(record.recipient), True)]
+    return [(list(_chat_members(ctx, record.chat)), build(record.chat), True)]
 
 
 def _announce_change(
-    ctx: Services, conn: Connection, record: MessageRecord, build: Callable[[str], dict[str, Any]]
+    ctx: Services, conn: Connection | None, record: MessageRecord,
+    build: Callable[[str], dict[str, Any]],
 ) -> None:
-    """Tell everyone in the message's chat (and the author's other devices)."""
-    for usernames, push in change_pushes(ctx, record, build):
-        ctx.delivery.deliver(usernames, push, skip=conn)
+    """Tell everyone in the message's chat (and the author's other devices).
+
+    *conn* is the connection that made the change, which is not told again
+    (None when it is not in the chat: a server admin's).
+    """
+    for usernames, push, skippable in change_pushes(ctx, record, build):
+        ctx.delivery.deliver(usernames, push, skip=conn if skippable else None)
 
 
 def deleted_push(record: MessageRecord) -> Callable[[str], dict[str, Any]]:
@@ -132,12 +138,23 @@ def deleted_push(record: MessageRecord) -> Callable[[str], dict[str, Any]]:
     return lambda chatname: messages.message_deleted(record.id, chatname, record.sender)
 
 
+def announce_deletion(ctx: Services, record: MessageRecord, skip: Connection | None) -> None:
+    """Push ``MessageDeleted`` for a deleted *record* to its chat (not to *skip*).
+
+    Every deletion says so the same way: the author's own
+    (MessageDeleteRequest), a server admin's, and one resolving a report;
+    an operator's (chateau-admin) through the notice each node applies
+    (chateau.handlers.operators).
+    """
+    _announce_change(ctx, skip, record, deleted_push(record))
+
+
 async def message_edit(ctx: Services, conn: Connection, request: MessageEditRequest) -> Reply:
     user = conn.username
     assert user is not None
     check_content(ctx, request.content)
     record = await _own_message(ctx, user, request.id)
-    ctx.delivery.check_reachable(_audience(ctx, record))
+    ctx.delivery.check_reachable(message_audience(ctx, record))
     await ctx.store.messages.edit_message(record.id, request.content)
     _announce_change(
         ctx, conn, record,
@@ -155,11 +172,11 @@ async def message_delete(ctx: Services, conn: Connection, request: MessageDelete
     by_admin = record.sender != user
     if by_admin and not await ctx.store.accounts.is_admin(user):
         raise ChateauError(FORBIDDEN, "only the author may edit or delete a message")
-    ctx.delivery.check_reachable(_audience(ctx, record))
+    ctx.delivery.check_reachable(message_audience(ctx, record))
     await ctx.store.messages.delete_message(record.id)
     if by_admin:
         await ctx.store.moderation.record(
             user, "message_delete", record.chat, message_id=record.id, sender=record.sender
         )
-    _announce_change(ctx, conn, record, deleted_push(record))
+    announce_deletion(ctx, record, conn)
     return messages.message_delete_response(record.id)

@@ -20,7 +20,7 @@ from chateau.messages import AnnounceRequest, UserBanRequest, UserUnbanRequest
 from chateau.notices import Applier
 from chateau.signout import BANNED, BANNED_REASON
 from chateau.store import records
-from chateau.store.records import BAN_FOREVER, MessageRecord, ban_end
+from chateau.store.records import BAN_FOREVER, MEMBER, MessageRecord, ban_end
 
 # The longest ban in hours (ten years); longer is "until unbanned" (no hours).
 MAX_BAN_HOURS = 87600
@@ -112,7 +112,7 @@ def apply_message_deleted(ctx: Services, body: dict[str, Any]) -> None:
         int(body["id"]), str(body["chat"]), body.get("recipient"), str(body["sender"]),
         None, "", False, True,
     )
-    for usernames, push in change_pushes(ctx, record, deleted_push(record)):
+    for usernames, push, _ in change_pushes(ctx, record, deleted_push(record)):
         ctx.delivery.deliver_here(usernames, push)
 
 
@@ -131,9 +131,14 @@ async def apply_group_changed(ctx: Services, body: dict[str, Any]) -> None:
         ctx.registry.remove_group(chatname)
         return
     old = ctx.registry.group(chatname)
+    now = records.now_millis()
     ctx.registry.add_group(
         chatname, info.creator, [m.username for m in info.members],
         started=old.started if old is not None else False,
+        roles={m.username: m.role for m in info.members if m.role != MEMBER},
+        muted_until={m.username: m.muted_until for m in info.members
+                     if m.muted_until is not None and m.muted_until > now},
+        who_can_send=info.who_can_send,
     )
 
 

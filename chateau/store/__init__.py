@@ -9,10 +9,11 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   on the store's thread pool and returns a Deferred;
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
-  ``contacts``, ``cursors``, ``invites``, ``moderation``, ``announcements``,
-  ``notices``), each with its transaction functions and a small class that
-  runs them through the runner; ``operators`` composes several domains'
-  functions for ``chateau-admin``'s moderation commands.
+  ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
+  ``moderation``, ``reports``, ``announcements``, ``notices``), each with its
+  transaction functions and a small class that runs them through the runner;
+  ``operators`` composes several domains' functions for ``chateau-admin``'s
+  moderation commands.
 
 :class:`Store` composes them: ``store.messages.history(...)``,
 ``store.accounts.get_user(...)``. No SQLAlchemy call ever runs on the
@@ -33,10 +34,13 @@ from chateau.store.contacts import Contacts
 from chateau.store.cursors import Cursors
 from chateau.store.engine import Engine, Runner
 from chateau.store.errors import StoreUnavailable
+from chateau.store.group_settings import GroupSettings
 from chateau.store.groups import Groups
 from chateau.store.invites import Invites
+from chateau.store.membership import Membership
 from chateau.store.messages import Messages, add_messages_txn
 from chateau.store.moderation import Moderation
+from chateau.store.reports import Reports
 from chateau.store.notices import Notices
 from chateau.store.writer import MessageWriter
 
@@ -70,10 +74,13 @@ class Store:
         self.sessions = Sessions(self.runner)
         self.messages = Messages(self.runner, self.writer)
         self.groups = Groups(self.runner)
+        self.group_settings = GroupSettings(self.runner, self.writer)
         self.contacts = Contacts(self.runner)
         self.cursors = Cursors(self.runner)
         self.invites = Invites(self.runner)
         self.moderation = Moderation(self.runner)
+        self.reports = Reports(self.runner)
+        self.membership = Membership(self.runner)
         self.announcements = Announcements(self.runner)
         self.notices = Notices(self.runner)
 

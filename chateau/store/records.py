@@ -116,6 +116,38 @@ class GroupRecord:
     creator: str
     members: frozenset[str]
     started: bool
+    # What the send check needs without the database (registry.Group): the
+    # roles above member, members muted (until, in ms), and who may send.
+    roles: tuple[tuple[str, str], ...] = ()
+    muted: tuple[tuple[str, int], ...] = ()
+    who_can_send: str = "everyone"
+
+
+@dataclass(frozen=True)
+class BanRecord:
+    username: str
+    by: str
+    reason: str
+    at: int
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """What adding people to a group came to, in one transaction.
+
+    *refusal* names why nobody was added: "no_group", "missing" (*who* is no
+    user), "banned" (*who*), "full" (the group would pass its limit),
+    "too_many_groups" (*who* is in the most groups allowed), "closed" (not
+    public and open), "no_code"; else *added* and *already* (members before).
+    """
+
+    chatname: str
+    added: tuple[str, ...] = ()
+    already: tuple[str, ...] = ()
+    refusal: str | None = None
+    who: str | None = None
+    creator: str = ""
+    members: tuple[str, ...] = ()
 
 
 # A member's role in a group: owners set roles, admins govern members.
@@ -201,3 +233,39 @@ class InviteRecord:
     uses: int
     created_at: int
     expires_at: int | None
+
+
+# A report's state: open until a server admin resolves it.
+REPORT_OPEN = "open"
+REPORT_CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    """One report, as moderators read it (times in ms; snapshot decoded)."""
+
+    id: int
+    reporter: str
+    reason: str
+    username: str | None
+    chatname: str | None
+    message_id: int | None
+    snapshot: dict[str, Any]
+    created_at: int
+    status: str
+    resolved_by: str | None
+    resolved_at: int | None
+    action: str | None
+    note: str | None
+
+    def entry(self) -> dict[str, Any]:
+        """The report as ReportListResponse and ``chateau-admin reports show`` give it."""
+        return {
+            "report_id": self.id, "reporter": self.reporter, "reason": self.reason,
+            "username": self.username, "chatname": self.chatname,
+            "message_id": self.message_id, "snapshot": self.snapshot,
+            "created": iso_timestamp(self.created_at), "status": self.status,
+            "resolved_by": self.resolved_by,
+            "resolved": None if self.resolved_at is None else iso_timestamp(self.resolved_at),
+            "action": self.action, "note": self.note,
+        }
