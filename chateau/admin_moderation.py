@@ -5,7 +5,9 @@ deleting messages and groups.
 ban NAME [--hours H] --reason TEXT`` and ``user unban NAME`` ban a user
 server-wide; ``message delete ID`` deletes any message; ``announce TEXT``
 tells every user; ``group show NAME`` prints a group's topic, settings and
-members, and ``group delete NAME`` deletes it (its name stays taken).
+members; ``group add|remove|role`` change its members and roles as its
+owner could (its bans and limits hold), and ``group delete NAME`` deletes it
+(its name stays taken).
 
 Each is one transaction on the database, recorded in the moderation log
 with the actor ``cli:`` + the operator's login name. Running servers learn
@@ -165,7 +167,7 @@ def _announce_command(args: argparse.Namespace) -> int:
 
 
 def _group_command(args: argparse.Namespace) -> int:
-    """group show | delete NAME."""
+    """group show | add | remove | role | delete NAME."""
     from chateau.accounts import AdminError
     from chateau.names import canonical
     from chateau.store.engine import in_transaction
@@ -182,6 +184,12 @@ def _group_command(args: argparse.Namespace) -> int:
             print(f"deleted group {name!r} ({len(deleted.members)} member(s) told "
                   f"{_within(config)}); its name stays taken and its messages are kept")
             return OK
+        if args.action == "add":
+            return _group_add(config, engine, name, args.usernames)
+        if args.action == "remove":
+            return _group_remove(config, engine, name, args.username, args.ban, args.reason)
+        if args.action == "role":
+            return _group_role(config, engine, name, args.username, args.role)
         info = in_transaction(engine, group_info_txn, name)
         if info is None:
             raise AdminError(f"no such group: {name!r}")
@@ -198,6 +206,88 @@ def _group_command(args: argparse.Namespace) -> int:
         return OK
 
     return _run(args, work)
+
+
+def _group_add(config: Config, engine: Any, chatname: str, raw_names: list[str]) -> int:
+    from chateau.accounts import AdminError
+    from chateau.store.engine import in_transaction
+    from chateau.store.operators import add_group_members_txn
+
+    names: list[str] = []
+    for raw in raw_names:
+        name = _user(raw)
+        if name not in names:
+            names.append(name)
+    outcome = in_transaction(
+        engine, add_group_members_txn, actor(), chatname, names,
+        config.chat.max_group_members, config.limits.max_groups_per_user,
+    )
+    refusals = {
+        "no_group": f"no such group: {chatname!r}",
+        "missing": f"no such user: {outcome.who!r}",
+        "banned": f"{outcome.who!r} is banned from {chatname!r} (group unban first)",
+        "full": f"a group has at most {config.chat.max_group_members} members "
+                "([chat] max_group_members)",
+        "too_many_groups": f"{outcome.who!r} is already in {config.limits.max_groups_per_user} "
+                           "groups ([limits] max_groups_per_user)",
+    }
+    if outcome.refusal is not None:
+        raise AdminError(refusals.get(outcome.refusal, outcome.refusal))
+    added = ", ".join(repr(n) for n in outcome.added) or "nobody"
+    already = f"; already members: {', '.join(repr(n) for n in outcome.already)}" \
+        if outcome.already else ""
+    print(f"added {added} to {chatname!r}{already}; they are told {_within(config)} if online, "
+          "else when they next sign in")
+    return OK
+
+
+def _group_remove(
+    config: Config, engine: Any, chatname: str, raw: str, ban: bool, reason: str,
+) -> int:
+    from chateau.accounts import AdminError
+    from chateau.store.engine import in_transaction
+    from chateau.store.operators import remove_group_member_as_operator_txn
+
+    name = _user(raw)
+    reason = reason.strip()
+    if len(reason) > MAX_REASON_LENGTH or "\x00" in reason:
+        raise AdminError(f"--reason must be at most {MAX_REASON_LENGTH} characters")
+    outcome, role, heir = in_transaction(
+        engine, remove_group_member_as_operator_txn, actor(), chatname, name, ban, reason,
+    )
+    if outcome == "no_group":
+        raise AdminError(f"no such group: {chatname!r}")
+    if outcome == "no_user":
+        raise AdminError(f"no such user: {name!r}")
+    if outcome == "not_member":
+        raise AdminError(f"{name!r} is not a member of {chatname!r} (use --ban to ban anyway)")
+    done = "banned" if ban else "removed"
+    new_owner = f"; {heir!r} is now its owner" if heir else ""
+    print(f"{done} {name!r} {'from' if role else 'in'} {chatname!r}{new_owner}; members are told "
+          f"{_within(config)}")
+    return OK
+
+
+def _group_role(config: Config, engine: Any, chatname: str, raw: str, role: str) -> int:
+    from chateau.accounts import AdminError
+    from chateau.store.engine import in_transaction
+    from chateau.store.operators import set_group_role_as_operator_txn
+
+    name = _user(raw)
+    outcome = in_transaction(engine, set_group_role_as_operator_txn, actor(), chatname, name, role)
+    refusals = {
+        "no_group": f"no such group: {chatname!r}",
+        "not_member": f"{name!r} is not a member of {chatname!r}",
+        "last_owner": f"{name!r} is the last owner of {chatname!r}: make another member "
+                      "owner first",
+    }
+    if outcome in refusals:
+        raise AdminError(refusals[outcome])
+    if outcome == "same":
+        print(f"{name!r} already is {role} in {chatname!r}")
+    else:
+        print(f"{name!r} is now {role} in {chatname!r}; members are told {_within(config)}")
+    return OK
 
 
 def add_moderation_commands(
@@ -248,6 +338,29 @@ def add_moderation_commands(
     )
     show.add_argument("chatname", metavar="NAME")
     show.set_defaults(handler=_group_command, prepared=prepared)
+    add = group_actions.add_parser(
+        "add", parents=[common], help="add users to the group (its bans and limits hold)",
+    )
+    add.add_argument("chatname", metavar="NAME")
+    add.add_argument("usernames", nargs="+", metavar="USERNAME")
+    add.set_defaults(handler=_group_command, prepared=prepared)
+    kick = group_actions.add_parser(
+        "remove", parents=[common], help="remove (or ban) a user from the group",
+    )
+    kick.add_argument("chatname", metavar="NAME")
+    kick.add_argument("username", metavar="USERNAME")
+    kick.add_argument("--ban", action="store_true",
+                      help="also ban them: no way back until unbanned")
+    kick.add_argument("--reason", default="", metavar="TEXT", help="why (they are told it)")
+    kick.set_defaults(handler=_group_command, prepared=prepared)
+    role = group_actions.add_parser(
+        "role", parents=[common], help="give a member a role (the group keeps an owner)",
+    )
+    role.add_argument("chatname", metavar="NAME")
+    role.add_argument("username", metavar="USERNAME")
+    role.add_argument("role", choices=("owner", "admin", "member"), metavar="ROLE",
+                      help="owner, admin or member")
+    role.set_defaults(handler=_group_command, prepared=prepared)
     remove = group_actions.add_parser(
         "delete", parents=[common],
         help="delete the group (members are told; its name stays taken, its messages kept)",

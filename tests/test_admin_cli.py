@@ -107,10 +107,11 @@ def test_moderation_commands(tmp_path, database_url):
     from chateau.store.messages import add_messages_txn, get_message_txn
     from chateau.store.moderation import entries_txn
 
-    _, _, _, stored = _prepared_with(
+    _, _, _, _, stored = _prepared_with(
         database_url,
         (create_user_txn, "alice", None, "local", None),
         (create_user_txn, "bob", None, "local", None),
+        (create_user_txn, "carol", None, "local", None),
         (create_group_txn, "club", "alice", ["alice", "bob"], set()),
         (add_messages_txn, [("club", "bob", "rude", None)]),
     )
@@ -151,6 +152,24 @@ def test_moderation_commands(tmp_path, database_url):
     assert said.returncode == 0 and "announcement 1" in said.stdout, said.stderr
     assert admin(tmp_path, database_url, "announce", "x" * 20000).returncode == 1
 
+    added = admin(tmp_path, database_url, "group", "add", "club", "Carol", "bob")
+    assert added.returncode == 0 and "added 'carol'" in added.stdout, added.stderr
+    assert "already members: 'bob'" in added.stdout
+    made = admin(tmp_path, database_url, "group", "role", "club", "bob", "admin")
+    assert made.returncode == 0 and "now admin" in made.stdout, made.stderr
+    last = admin(tmp_path, database_url, "group", "role", "club", "alice", "member")
+    assert last.returncode == 1 and "last owner" in last.stderr
+    assert admin(tmp_path, database_url, "group", "role", "club", "bob", "king").returncode == 2
+    kicked = admin(tmp_path, database_url, "group", "remove", "club", "carol", "--ban",
+                   "--reason", "trolling")
+    assert kicked.returncode == 0 and "banned 'carol' from 'club'" in kicked.stdout, kicked.stderr
+    back = admin(tmp_path, database_url, "group", "add", "club", "carol")
+    assert back.returncode == 1 and "banned from 'club'" in back.stderr
+    ghost = admin(tmp_path, database_url, "group", "remove", "club", "ghost")
+    assert ghost.returncode == 1 and "no such user" in ghost.stderr
+    shown = admin(tmp_path, database_url, "group", "show", "club")
+    assert "bob" in shown.stdout and "admin" in shown.stdout and "carol" not in shown.stdout
+
     removed = admin(tmp_path, database_url, "group", "delete", "club", "--reason", "abuse")
     assert removed.returncode == 0 and "name stays taken" in removed.stdout, removed.stderr
     assert admin(tmp_path, database_url, "group", "show", "club").returncode == 1
@@ -170,5 +189,6 @@ def test_moderation_commands(tmp_path, database_url):
         (actor, "user_admin", "alice"), (actor, "user_ban", "bob"),
         (actor, "user_unban", "bob"), (actor, "user_ban", "bob"),
         (actor, "message_delete", "club"), (actor, "announce", "*"),
-        (actor, "group_delete", "club"),
+        (actor, "group_add", "club"), (actor, "group_role", "club"),
+        (actor, "group_ban", "carol"), (actor, "group_delete", "club"),
     ]

@@ -326,3 +326,65 @@ def test_a_notice_of_an_unknown_kind_is_skipped(chat: InProcessChat) -> None:
     chat.wait(chat.notices.check())
     (push,) = of_type(alice, "AnnouncementRecv")
     assert push["id"] == announcement_id
+
+
+def test_an_operator_adds_removes_and_sets_roles_through_the_notice(chat: InProcessChat) -> None:
+    from chateau.store.operators import (
+        add_group_members_txn,
+        remove_group_member_as_operator_txn,
+        set_group_role_as_operator_txn,
+    )
+
+    alice = chat.sign_in("alice")
+    bob = chat.sign_in("bob")
+    carol = chat.sign_in("carol")
+    chat.disconnect(chat.sign_in("dave"))
+    chat.request(alice, {"type": "GroupMessageInitRequest", "recipients": ["bob"],
+                         "chatname": "club"})
+    for member in (alice, bob, carol):
+        member.take()
+
+    outcome = in_transaction(chat.engine, add_group_members_txn, "cli:ops", "club",
+                             ["carol", "dave", "bob"], 100, 100)
+    assert outcome.added == ("carol", "dave") and outcome.already == ("bob",)
+    chat.wait(chat.notices.check())
+    (welcome,) = carol.take()
+    assert welcome["type"] == "GroupMessageInitResponse" and welcome["status"] == 201
+    assert welcome["chatname"] == "club" and "dave" in welcome["members"]
+    events = [(m["event"], m["user"], m["by"]) for m in of_type(bob, "GroupEventRecv")]
+    assert events == [("added", "carol", "cli:ops"), ("added", "dave", "cli:ops")]
+    assert chat.registry.group("club").members == {"alice", "bob", "carol", "dave"}
+    # Dave was away: told when he signs in, once.
+    dave = chat.sign_in("dave")
+    assert [m["chatname"] for m in of_type(dave, "GroupMessageInitResponse")] == ["club"]
+    sent = chat.request(carol, {"type": "MessageRequest", "recipient": "club", "content": "hi"})
+    assert sent["type"] == "MessageSendResponse"
+
+    assert in_transaction(chat.engine, set_group_role_as_operator_txn, "cli:ops", "club",
+                          "bob", "admin") == "set"
+    assert in_transaction(chat.engine, set_group_role_as_operator_txn, "cli:ops", "club",
+                          "alice", "member") == "last_owner"
+    assert in_transaction(chat.engine, set_group_role_as_operator_txn, "cli:ops", "club",
+                          "eve", "admin") == "not_member"
+    chat.wait(chat.notices.check())
+    (role,) = of_type(carol, "GroupEventRecv")
+    assert (role["event"], role["user"], role["role"]) == ("role", "bob", "admin")
+    assert chat.registry.group("club").role_of("bob") == "admin"
+
+    result = in_transaction(chat.engine, remove_group_member_as_operator_txn, "cli:ops", "club",
+                            "carol", True, "spam")
+    assert result[0] == "banned"
+    assert in_transaction(chat.engine, remove_group_member_as_operator_txn, "cli:ops", "club",
+                          "ghost", True, "")[0] == "no_user"
+    chat.wait(chat.notices.check())
+    (removed,) = of_type(carol, "GroupRemovedRecv")
+    assert removed == {"type": "GroupRemovedRecv", "status": 200, "chatname": "club",
+                       "by": "cli:ops", "reason": "spam", "banned": True}
+    (banned,) = [m for m in of_type(bob, "GroupEventRecv") if m["event"] != "role"]
+    assert (banned["event"], banned["user"], banned["reason"]) == ("banned", "carol", "spam")
+    assert "carol" not in chat.registry.group("club").members
+    refused = chat.request(alice, {"type": "GroupAddRequest", "chatname": "club",
+                                   "users": ["carol"]})
+    assert refused["status"] == 409  # the ban holds
+    actions = [a[1] for a in log_actions(chat)]
+    assert actions[-3:] == ["group_add", "group_role", "group_ban"]

@@ -129,6 +129,19 @@ async def test_chateau_admin_announce_ban_and_delete_reach_a_running_server(
         await alice.expect("MessageDeleted", id=sent["id"], timeout=2)
         assert time.monotonic() - done < 1.5
 
+        carol = await connect(node.url)
+        await carol.register("carol")
+        done = await admin("group", "add", "club", "carol")
+        await carol.expect("GroupMessageInitResponse", status=201, chatname="club", timeout=2)
+        await bob.expect("GroupEventRecv", event="added", user="carol", timeout=2)
+        await alice.expect("GroupEventRecv", event="added", user="carol", timeout=2)
+        assert time.monotonic() - done < 1.5
+        said = await carol.request({"type": "MessageRequest", "recipient": "club",
+                                    "content": "thanks"})
+        assert said["type"] == "MessageSendResponse", said
+        await bob.expect("GroupMessageRecv", content="thanks")
+        await alice.expect("GroupMessageRecv", content="thanks")
+
         done = await admin("group", "delete", "club", "--reason", "closed")
         await bob.expect("GroupRemovedRecv", chatname="club", reason="closed", banned=False,
                          timeout=2)
@@ -146,7 +159,9 @@ async def test_chateau_admin_announce_ban_and_delete_reach_a_running_server(
         refused = await again.request({"type": "RegisterRequest", "username": "bob",
                                        "password": "secret"})
         assert refused["status"] == 403 and refused["detail"] == "banned until unbanned: spam"
+        await carol.expect("GroupRemovedRecv", chatname="club")
         await sleep(0)
+        await carol.close()
         await alice.close()
         await again.close()
     assert "Traceback" not in node.output()

@@ -117,15 +117,51 @@ def apply_message_deleted(ctx: Services, body: dict[str, Any]) -> None:
 
 
 async def apply_group_changed(ctx: Services, body: dict[str, Any]) -> None:
-    """A group deleted (its members here are told) or changed (reloaded) by an operator."""
+    """A group an operator deleted, or whose members or roles they changed.
+
+    The registry forgets or reloads the group; the members here are told as
+    the protocol's own requests tell them (GroupRemovedRecv, the 201 notice
+    of a group one was added to, GroupEventRecv), except that the events are
+    not stored in the group's history: chateau-admin does not route messages.
+    """
     chatname = str(body["chatname"])
-    if body.get("change") == "deleted":
+    change = body.get("change")
+    by = str(body.get("by", ""))
+    deliver = ctx.delivery.deliver_here
+    if change == "deleted":
         group = ctx.registry.remove_group(chatname)
         members = sorted(set(body.get("members") or ()) | (group.members if group else set()))
-        ctx.delivery.deliver_here(members, messages.group_removed(
-            chatname, str(body.get("by", "")), str(body.get("reason", "")), False
-        ))
+        deliver(members, messages.group_removed(chatname, by, str(body.get("reason", "")), False))
         return
+    await _reload_group(ctx, chatname)
+    members = [str(m) for m in body.get("members") or ()]
+    if change == "added":
+        added = [str(u) for u in body.get("users") or ()]
+        for username in added:
+            if ctx.registry.is_local(username):
+                # The same notice as at sign-in, taken (so it is not told twice).
+                for group in await ctx.store.groups.take_group_notices(username):
+                    deliver([username], messages.group_init_notice(
+                        group.chatname, group.creator, sorted(group.members)))
+        others = [m for m in members if m not in added]
+        for username in added:
+            deliver(others, messages.group_event(chatname, "added", username, by))
+    elif change == "removed":
+        username = str(body["user"])
+        banned = bool(body.get("banned"))
+        reason = str(body.get("reason") or "")
+        if body.get("was_member"):
+            deliver([username], messages.group_removed(chatname, by, reason, banned))
+        detail = {"reason": reason} if reason else {}
+        deliver(members, messages.group_event(
+            chatname, "banned" if banned else "removed", username, by, **detail))
+    elif change == "role":
+        deliver(members, messages.group_event(
+            chatname, "role", str(body["user"]), by, role=str(body["role"])))
+
+
+async def _reload_group(ctx: Services, chatname: str) -> None:
+    """Read the group's members, roles and mutes again (after an operator's change)."""
     info = await ctx.store.groups.group_info(chatname)
     if info is None:
         ctx.registry.remove_group(chatname)
