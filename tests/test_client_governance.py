@@ -155,16 +155,8 @@ def test_signed_out_by_the_server_exits_3_in_both_modes(chateau, tmp_path: Path)
 
 
 def make_admin(server, name: str) -> None:
-    """Make *name* a server admin in the running server's database."""
-    from chateau.store.accounts import set_admin_txn
-    from chateau.store.engine import make_engine
-
-    engine = make_engine(f"sqlite:///{server.workdir / 'chateau.sqlite3'}")
-    try:
-        with engine.begin() as connection:
-            assert set_admin_txn(connection, name, True)
-    finally:
-        engine.dispose()
+    """Make *name* a server admin, as an operator does (chateau-admin user admin NAME)."""
+    run_admin(server, "user", "admin", name)
 
 
 def test_reports_over_a_real_server(chateau, tmp_path: Path):
@@ -384,3 +376,54 @@ def test_blocks_and_settings_over_a_real_server(chateau, tmp_path: Path):
             " (403)") in shown
     shown = typed(chateau.url, "alice", "/settings presence friends")
     assert shown[-1].startswith("! /settings: presence must be everyone or contacts or nobody")
+
+
+def test_operators_over_a_real_server(chateau, tmp_path: Path):
+    sign_up(chateau.url, "root", "bob", "carol", "eve")
+    make_admin(chateau, "root")
+    eve = spawn(chateau.url, "eve", tmp_path)
+    eve.expect("signed in as eve")
+    eve_script = piped(chateau.url, "eve")
+    try:
+        wait_for_line(eve_script, "signed in as eve")
+
+        # /announce: everyone online at once, set apart; the others at sign-in.
+        shown = typed(chateau.url, "root", "/announce The server restarts at 18:00 UTC")
+        assert shown[0].startswith("* signed in as root (a server admin) on ")
+        assert any(re.fullmatch(r"\* announcement \d+ sent to everyone", line) for line in shown)
+        eve.expect(r"!! announcement from root: The server restarts at 18:00 UTC  \(\d\d:\d\d\)")
+        shown = typed(chateau.url, "carol", "/who")
+        assert any(re.fullmatch(r"!! announcement from root: The server restarts at 18:00 UTC"
+                                r"  \([-\d: ]+, while you were offline\)", line)
+                   for line in shown), shown
+        shown = typed(chateau.url, "bob", "/announce me too", "/userban eve spam")
+        assert any(line.startswith("! announcement not sent: ") and line.endswith("(403)")
+                   for line in shown), shown
+        assert any(line.startswith("! could not ban eve: ") and line.endswith("(403)")
+                   for line in shown), shown
+
+        # /userban: eve's connections close with 4003; both her clients exit 3.
+        shown = typed(chateau.url, "root", "/userban eve 24 flooding the lobby")
+        assert any(re.fullmatch(r"\* banned eve from the server until [-\d: ]+", line)
+                   for line in shown), shown
+        eve.expect(re.escape("! the server closed the connection: you are banned from it"
+                             " (banned)"))
+        eve.expect(pexpect.EOF)
+        eve.close()
+        assert eve.exitstatus == 3
+        wait_for_line(eve_script, "you are banned from it")
+        status = eve_script.wait(timeout=15)
+        assert status == 3, eve_script.stdout.read()
+    finally:
+        if eve_script.poll() is None:
+            eve_script.kill()
+            eve_script.wait()
+    refused = run_cli(chateau.url, "--user", "eve", password="pw", input="")
+    assert refused.returncode == 3
+    assert re.search(r"! sign-in failed: banned until \S+: flooding the lobby", refused.stdout)
+
+    # /userunban lets her back.
+    assert "* eve may sign in again" in typed(chateau.url, "root", "/userunban eve")
+    assert typed(chateau.url, "eve", "/who")[0].startswith("* signed in as eve on ")
+    shown = typed(chateau.url, "root", "/userunban eve")
+    assert any(line.startswith("! could not unban eve: ") for line in shown), shown
