@@ -95,6 +95,9 @@ REQUESTS = [
                                         "content": "maintenance at 18:00"}),
     ("/reports", {"type": "ReportListRequest", "status": "open"}),
     ("/reports all", {"type": "ReportListRequest", "status": "all"}),
+    ("/reports closed --before 12", {"type": "ReportListRequest", "status": "closed",
+                                     "before": 12}),
+    ("/reports --before 12", {"type": "ReportListRequest", "status": "open", "before": 12}),
     ("/resolve 7 ban_user repeated spam", {"type": "ReportResolveRequest", "report_id": 7,
                                            "action": "ban_user", "note": "repeated spam"}),
     ("/userban bob spamming everyone", {"type": "UserBanRequest", "username": "bob",
@@ -170,7 +173,10 @@ BAD_USAGE = [
                                   " (usage: /report user|message|group TARGET REASON)"),
     ("/announce", "! usage: /announce TEXT"),
     ("/reports pending", "! /reports: the list must be open or closed or all, not 'pending'"
-                         " (usage: /reports [open|closed|all])"),
+                         " (usage: /reports [open|closed|all] [--before ID])"),
+    ("/reports all --before", "! usage: /reports [open|closed|all] [--before ID]"),
+    ("/reports all --before x", "! /reports: --before must be a whole number of at least 1,"
+                                " not 'x' (usage: /reports [open|closed|all] [--before ID])"),
     ("/resolve 7 ban_user", "! /resolve: give a NOTE for the record"
                             " (usage: /resolve ID ACTION NOTE)"),
     ("/resolve x warn note", "! /resolve: ID must be a whole number of at least 1, not 'x'"
@@ -293,7 +299,7 @@ REPLIES = [
       f"  #7 {AT} carol reported user bob message 42 in club: spam [closed]",
       f"      {AT} bob: buy now",
       f"      resolved by admin on {AT}: warn: first time",
-      "  (older reports not shown)"]),
+      "  (more: /reports all --before 7)"]),
     ("/reports", {"type": "ReportListResponse", "more": False, "reports": [
         {"report_id": 8, "reporter": "dave", "reason": "rude", "username": "erin",
          "chatname": "~r1", "message_id": None, "created": WHEN, "status": "open",

@@ -325,10 +325,14 @@ def build_announce(rest: str) -> list[Request]:
 
 def build_reports(rest: str) -> list[Request]:
     words = all_words(rest)
-    if len(words) > 1:
+    request: Request = {"type": "ReportListRequest", "status": "open"}
+    if words and not words[0].startswith("--"):
+        request["status"] = choice(words.pop(0), "the list", REPORT_LISTS)
+    if words[:1] == ["--before"] and len(words) == 2:
+        request["before"] = whole_number(words[1], "--before", 1)
+    elif words:
         raise Usage()
-    status = choice(words[0], "the list", REPORT_LISTS) if words else "open"
-    return [{"type": "ReportListRequest", "status": status}]
+    return [request]
 
 
 def build_resolve(rest: str) -> list[Request]:
@@ -408,7 +412,8 @@ COMMANDS: tuple[Command, ...] = (
             section="safety"),
     Command("announce", "/announce TEXT", "tell everyone on the server, now or at their sign-in",
             build_announce, lambda r: "announcement not sent", show_announce, section="admin"),
-    Command("reports", "/reports [open|closed|all]", "reports to moderate (open ones by default)",
+    Command("reports", "/reports [open|closed|all] [--before ID]",
+            "reports to moderate (open ones by default), newest first; --before ID for older ones",
             build_reports, lambda r: "no reports", show_reports, section="admin"),
     Command("resolve", "/resolve ID ACTION NOTE",
             "close a report: ACTION is dismiss, warn, delete_message or ban_user",

@@ -197,8 +197,9 @@ def show_reports(request: Request, reply: dict[str, Any], label: Label) -> list[
             lines.append(f"      resolved by {clean(str(report['resolved_by']))}"
                          f" {moment(report.get('resolved'))}:"
                          f" {clean(str(report.get('action', '?')))}{note}")
-    if reply.get("more"):
-        lines.append("  (older reports not shown)")
+    ids = [r["report_id"] for r in reports if isinstance(r.get("report_id"), int)]
+    if reply.get("more") and ids:
+        lines.append(f"  (more: /reports {which} --before {min(ids)})")
     return lines
 
 
