@@ -168,7 +168,7 @@ def test_two_users_chat_interactively(chateau, tmp_path):
     # A group, and the creator talks there at once.
     alice.send('/group "study group" bob\r')
     alice.expect(r"created #study group with bob; now talking there")
-    bob.expect(r"alice added you to #study group \(members: alice, bob\)")
+    bob.expect(r"you are in #study group, started by alice \(members: alice, bob\)")
     alice.send("hello group\r")
     alice.expect(r"\[#study group\] alice: hello group")
     bob.expect(r"\[#study group\] alice: hello group")

@@ -14,16 +14,15 @@ One concern, the person's side of the conversation, hence its length.
 from __future__ import annotations
 
 import json
-import shlex
-import unicodedata
 from collections import deque
-from datetime import date, datetime
 from typing import Any, Awaitable, Callable, Coroutine, Protocol
 
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+from chateau.client import commands, events
+from chateau.client.text import clean, format_time, message_line, split_name, split_words
 from chateau.client.wire import ClientConnection, ConnectionFailed
 from chateau.names import canonical
 
@@ -32,8 +31,12 @@ EXIT_CONNECTION = 1
 EXIT_USAGE = 2
 EXIT_SIGN_IN = 3
 EXIT_SERVER_ERROR = 4
-# The close code of a connection whose session key was revoked (docs/protocol.md).
+# The close codes of a connection whose session key was revoked, and of one
+# whose user was banned from the server (docs/protocol.md).
 SIGNED_OUT = 4001
+BANNED = 4003
+# Replies to table commands after which the next of their requests is tried.
+TRY_NEXT = (400, 404)
 
 HISTORY_PAGE = 20
 # /contacts ACTION NAME -> request type, and how a failure is introduced.
@@ -47,7 +50,7 @@ RETRY_FIRST = 1.0
 RETRY_MAX = 30.0
 QUIT_GRACE = 5.0
 
-HELP = """\
+HELP_CHAT = """\
 commands:
   /who                      who is online
   /to NAME                  talk in NAME from now on: a user, a group, or ~partner
@@ -59,9 +62,12 @@ commands:
   /contacts                 your contacts and contact requests
   /contacts add|accept|deny|remove NAME
                             ask NAME to be a contact, answer NAME's request, or drop NAME
+  /ids [on|off]             show message IDs (for /report message ID), or stop
   /quit                     sign out and exit (also Ctrl-D on an empty line)
-  text                      goes to the current chat; start it with // to send a leading /
-names with spaces go in quotes: /to "book club\""""
+  text                      goes to the current chat; start it with // to send a leading /"""
+HELP = "\n".join([
+    HELP_CHAT, commands.help_text(), 'names with spaces go in quotes: /to "book club"',
+])
 
 
 class UI(Protocol):
@@ -83,72 +89,6 @@ class SignInRefused(Exception):
 
 
 Connector = Callable[["ChatSession"], Awaitable[ClientConnection]]
-
-
-# -- words for people ---------------------------------------------------------
-
-# Unicode controls that could rewrite the terminal or reorder what is shown.
-_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def clean(text: str) -> str:
-    """*text* made safe for a terminal: control characters shown, not obeyed.
-
-    Other people choose message contents and names, and an escape sequence
-    in them must not move the cursor, retitle the window or hide text.
-    """
-    out = []
-    for char in text:
-        if char == "\n":
-            out.append(char)
-        elif char == "\t":
-            out.append("    ")
-        elif unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS:
-            code = ord(char)
-            out.append(f"^{chr(code + 64)}" if code < 32 else f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def format_time(timestamp: Any, today: date | None = None) -> str:
-    """``HH:MM`` in local time, with the date when it is not today."""
-    if not isinstance(timestamp, str):
-        return "--:--"
-    try:
-        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00")).astimezone()
-    except ValueError:
-        return clean(timestamp)
-    if moment.date() == (today or datetime.now().astimezone().date()):
-        return moment.strftime("%H:%M")
-    return moment.strftime("%Y-%m-%d %H:%M")
-
-
-def message_line(when: str, label: str, sender: str, content: str, note: str = "") -> str:
-    """One chat message; continuation lines are indented under it."""
-    body = clean(content).replace("\n", "\n    ")
-    suffix = f"  ({note})" if note else ""
-    return f"{when} [{clean(label)}] {clean(sender)}: {body}{suffix}"
-
-
-def split_name(rest: str) -> tuple[str, str]:
-    """The first word of *rest* (quotes allowed, for names with spaces) and the rest."""
-    rest = rest.strip()
-    if rest[:1] in ("'", '"'):
-        quote = rest[0]
-        end = rest.find(quote, 1)
-        if end > 0:
-            return rest[1:end], rest[end + 1:].strip()
-    name, _, remainder = rest.partition(" ")
-    return name, remainder.strip()
-
-
-def split_words(rest: str) -> list[str]:
-    """Words with shell-style quoting; unbalanced quotes fall back to spaces."""
-    try:
-        return shlex.split(rest)
-    except ValueError:
-        return rest.split()
 
 
 # -- the session --------------------------------------------------------------
@@ -182,6 +122,8 @@ class ChatSession:
         self.groups: set[str] = set()
         self.users: set[str] = set()
         self.randoms: dict[str, str] = {}  # random chatname -> partner
+        self.admin = False  # a server admin, as the sign-in's reply says
+        self.show_ids = False  # /ids on: message lines carry their IDs
 
         self.finished: Deferred[int] = Deferred()
         self._quitting = False
@@ -194,6 +136,10 @@ class ChatSession:
         self._history_cursor: tuple[str, int] | None = None
         self._told_queued = False
         self._ever_signed_in = False
+        # (chatname, user) of a departure shown once, from GroupMemberLeftRecv
+        # or the "left" GroupEventRecv, whichever came first.
+        self._departures: set[tuple[str, str]] = set()
+        self._announcements: set[Any] = set()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -213,8 +159,10 @@ class ChatSession:
         except ConnectionLost:
             self.ui.show("! the connection closed during sign-in")
             return EXIT_CONNECTION
+        admin = " (a server admin)" if self.admin else ""
         self.ui.show(
-            f"* signed in as {self.username} on {self.server_name}; /help lists the commands"
+            f"* signed in as {self.username}{admin} on {self.server_name};"
+            " /help lists the commands"
         )
         self._update_prompt()
         return None
@@ -266,6 +214,7 @@ class ChatSession:
             )
             if reply.get("type") == "ResumeResponse":
                 self.username = reply.get("username") or self.username
+                self.admin = reply.get("admin") is True
                 self._signed_in()
                 return "session resumed"
             # Expired, revoked, or a server without sessions: sign in afresh.
@@ -278,6 +227,7 @@ class ChatSession:
         if reply.get("type") != "RegisterResponse":
             raise SignInRefused(clean(str(reply.get("detail") or "the server refused the sign-in")))
         self.username = reply.get("username") or self.username
+        self.admin = reply.get("admin") is True
         key = reply.get("session_key")
         self.session_key = key if isinstance(key, str) and key else None
         self._signed_in()
@@ -360,6 +310,16 @@ class ChatSession:
                 + (f" ({clean(reason)})" if reason else "")
                 + ": your password was changed, your account disabled, or you signed in "
                 "elsewhere too often; start the client again to sign in"
+            )
+            self._finish(EXIT_SIGN_IN)
+            return
+        if code == BANNED:
+            # Banned from the server: signing in again would be refused.
+            self.session_key = None
+            self.ui.show(
+                "! the server closed the connection: you are banned from it"
+                + (f" ({clean(reason)})" if reason else "")
+                + "; signing in again says until when and why"
             )
             self._finish(EXIT_SIGN_IN)
             return
@@ -453,7 +413,12 @@ class ChatSession:
         handler(rest.strip())
 
     def _commands(self) -> dict[str, Callable[[str], None]]:
+        table: dict[str, Callable[[str], None]] = {
+            command.name: (lambda rest, command=command: self._table_command(command, rest))
+            for command in commands.COMMANDS
+        }
         return {
+            **table,
             "help": lambda rest: self.ui.show(HELP),
             "who": lambda rest: self._spawn(self._who()),
             "to": self._cmd_to,
@@ -463,9 +428,62 @@ class ChatSession:
             "leave": lambda rest: self._spawn(self._leave(split_name(rest)[0] or self.current)),
             "history": lambda rest: self._spawn(self._history(split_name(rest)[0] or None)),
             "contacts": self._cmd_contacts,
+            "ids": self._cmd_ids,
             "quit": lambda rest: self._spawn(self.quit()),
             "exit": lambda rest: self._spawn(self.quit()),
         }
+
+    def _table_command(self, command: commands.Command, rest: str) -> None:
+        """A command of the table (commands.py): checked here, sent in the background."""
+        try:
+            requests = command.build(rest)
+        except commands.Usage as problem:
+            if problem.args:
+                self.ui.show(f"! /{command.name}: {problem.args[0]} (usage: {command.usage})")
+            else:
+                self.ui.show(f"! usage: {command.usage}")
+            return
+        self._spawn(self._table_request(command, requests))
+
+    async def _table_request(self, command: commands.Command,
+                             requests: list[dict[str, Any]]) -> None:
+        """Try *requests* in order until one is answered, or refused for good."""
+        failed = command.failed(requests[0])
+        refusals = []
+        for number, request in enumerate(requests, 1):
+            try:
+                reply = await self._call(request)
+            except ConnectionLost:
+                self.ui.show(f"! {failed}: the connection was lost before the server answered")
+                return
+            if reply.get("type") != "ErrorResponse":
+                self._learn(request, reply)
+                self.ui.show("\n".join(command.show(request, reply, self.label)))
+                return
+            refusals.append(self._detail(reply))
+            if reply.get("status") not in TRY_NEXT:
+                break
+        self.ui.show(f"! {failed}: {'; '.join(refusals)}")
+
+    def _learn(self, request: dict[str, Any], reply: dict[str, Any]) -> None:
+        """What a reply tells about the groups this person is in."""
+        chatname = reply.get("chatname")
+        if not isinstance(chatname, str):
+            return
+        kind = reply.get("type")
+        if kind in ("GroupInfoResponse", "GroupJoinResponse"):
+            self.groups.add(chatname)
+        elif kind == "GroupUpdateResponse" and "name" in request:
+            self._renamed(canonical(str(request["chatname"])), chatname)
+
+    def _renamed(self, old: str, new: str) -> None:
+        if old == new:
+            return
+        self.groups.discard(old)
+        self.groups.add(new)
+        if self.current == old:
+            self.current = new
+            self._update_prompt()
 
     def _say(self, content: str) -> None:
         if self.current is None:
@@ -507,6 +525,22 @@ class ChatSession:
             return
         self._spawn(self._contact_change(action, canonical(words[1])))
 
+    def _cmd_ids(self, rest: str) -> None:
+        words = split_words(rest.lower())
+        if words not in ([], ["on"], ["off"]):
+            self.ui.show("! usage: /ids [on|off]")
+            return
+        self.show_ids = (not self.show_ids) if not words else words[0] == "on"
+        self.ui.show("* message IDs are " + (
+            "shown, e.g. for /report message ID" if self.show_ids else "not shown"
+        ))
+
+    def _id_note(self, message_id: Any, note: str = "") -> str:
+        """A message line's note, with the message's ID after /ids on."""
+        if not self.show_ids or not isinstance(message_id, int):
+            return note
+        return f"id {message_id}, {note}" if note else f"id {message_id}"
+
     def _cmd_random(self, rest: str) -> None:
         if not rest:
             self.ui.show("! usage: /random text (the first message to a random person)")
@@ -524,7 +558,8 @@ class ChatSession:
             return
         self._remember(reply.get("id"))
         self.ui.show(message_line(
-            format_time(reply.get("timestamp")), self.label(target), self.username, content
+            format_time(reply.get("timestamp")), self.label(target), self.username, content,
+            self._id_note(reply.get("id")),
         ))
 
     async def _who(self) -> None:
@@ -572,7 +607,9 @@ class ChatSession:
             f"* random chat with {clean(partner)} ({label}): now talking there (/leave ends it)"
         )
         when = format_time(reply.get("timestamp"))
-        self.ui.show(message_line(when, label, self.username, content))
+        self.ui.show(
+            message_line(when, label, self.username, content, self._id_note(reply.get("id")))
+        )
         self._update_prompt()
 
     async def _leave(self, name: str | None) -> None:
@@ -634,12 +671,19 @@ class ChatSession:
         count = f"{len(messages)} {'earlier ' if before else ''}message{plural}"
         lines = [f"--- {label}: {count} ---"]
         for item in reversed(messages):  # the server sends newest first
+            when = format_time(item.get("timestamp"))
+            if item.get("hidden"):
+                lines.append(events.hidden_line(when, label))
+                continue
+            if isinstance(item.get("event"), dict):
+                words = events.event_words(item["event"], self.username, item.get("content"))
+                lines.append(events.event_line(when, label, words))
+                continue
             note = "deleted" if item.get("deleted") else "edited" if item.get("edited") else ""
             content = "" if item.get("deleted") else str(item.get("content", ""))
             sender = str(item.get("sender", "?"))
-            lines.append(
-                message_line(format_time(item.get("timestamp")), label, sender, content, note)
-            )
+            note = self._id_note(item.get("id"), note)
+            lines.append(message_line(when, label, sender, content, note))
         ids = [m["id"] for m in messages if isinstance(m.get("id"), int)]
         if reply.get("more") and ids:
             self._history_cursor = (target, min(ids))
@@ -716,6 +760,9 @@ class ChatSession:
             "GroupMessageRecv": self._on_message,
             "GroupMessageInitResponse": self._on_group_init,
             "GroupMemberLeftRecv": self._on_member_left,
+            "GroupEventRecv": self._on_group_event,
+            "GroupRemovedRecv": self._on_removed,
+            "AnnouncementRecv": self._on_announcement,
             "RandomChatEndedRecv": self._on_random_ended,
             "PresenceRecv": self._on_presence,
             "MessageEdited": self._on_edited,
@@ -761,7 +808,9 @@ class ChatSession:
                     )
             else:
                 self.groups.add(chat)
-        note = "while you were offline" if frame.get("offline") else ""
+        note = self._id_note(
+            message_id, "while you were offline" if frame.get("offline") else ""
+        )
         self.ui.show(message_line(
             format_time(frame.get("timestamp")), self.label(chat), sender,
             str(frame.get("content", "")), note,
@@ -771,28 +820,80 @@ class ChatSession:
             self._update_prompt()
 
     def _on_group_init(self, frame: dict[str, Any]) -> None:
+        # Sent at a group's creation, and when someone adds you to a group
+        # or you join it elsewhere: who made the group is not who added you.
         chatname = str(frame.get("chatname"))
         self.groups.add(chatname)
         members = [clean(str(m)) for m in frame.get("members", [])]
         self.ui.show(
-            f"* {clean(str(frame.get('creator', 'someone')))} added you to {self.label(chatname)}"
-            f" (members: {', '.join(members)}); /to {self._quoted(chatname)} to talk there"
+            f"* you are in {self.label(chatname)}, started by"
+            f" {clean(str(frame.get('creator', 'someone')))} (members: {', '.join(members)});"
+            f" /to {self._quoted(chatname)} to talk there"
         )
         if self.current is None:
             self.current = chatname
             self._update_prompt()
 
     def _on_member_left(self, frame: dict[str, Any]) -> None:
+        chatname, user = str(frame.get("chatname")), str(frame.get("user"))
+        if self._first_news_of_departure(chatname, user):
+            self.ui.show(f"* {clean(user)} left {self.label(chatname)}")
+
+    def _first_news_of_departure(self, chatname: str, user: str) -> bool:
+        """A departure comes twice (GroupMemberLeftRecv for old clients, and the
+        "left" event): True for the first of the pair, False for the second."""
+        key = (chatname, user)
+        if key in self._departures:
+            self._departures.discard(key)
+            return False
+        self._departures.add(key)
+        return True
+
+    def _on_group_event(self, frame: dict[str, Any]) -> None:
+        message_id = frame.get("id")
+        if isinstance(message_id, int):
+            if message_id in self._seen:
+                return  # already shown, e.g. sent again after a resume
+            self._remember(message_id)
         chatname = str(frame.get("chatname"))
-        self.ui.show(f"* {clean(str(frame.get('user')))} left {self.label(chatname)}")
+        kind = frame.get("event")
+        if kind == "renamed":
+            self._renamed(str(frame.get("old_name")), chatname)
+        else:
+            self.groups.add(chatname)
+        if (kind == "left" and not frame.get("offline")
+                and not self._first_news_of_departure(chatname, str(frame.get("user")))):
+            return
+        self.ui.show(events.group_event_line(frame, self.username, self.label))
+
+    def _on_removed(self, frame: dict[str, Any]) -> None:
+        chatname = str(frame.get("chatname"))
+        line = events.removed_line(frame, self.label)
+        self.groups.discard(chatname)
+        if self.current == chatname:
+            self.current = None
+            self._update_prompt()
+        self.ui.show(line)
+
+    def _on_announcement(self, frame: dict[str, Any]) -> None:
+        key = frame.get("id")
+        if key is not None:
+            if key in self._announcements:
+                return  # already shown, e.g. sent again after a resume
+            self._announcements.add(key)
+        self.ui.show(events.announcement_line(frame))
 
     def _on_random_ended(self, frame: dict[str, Any]) -> None:
         chatname = str(frame.get("chatname"))
         partner = clean(str(frame.get("user")))
         label = self.label(chatname)
         self.randoms.pop(chatname, None)
-        how = "disconnected from" if frame.get("reason") == "disconnected" else "left"
-        self.ui.show(f"* {partner} {how} the random chat {label}")
+        reason = frame.get("reason")
+        if reason == "blocked":  # this person blocked the partner, on another connection
+            self.ui.show(f"* the random chat {label} ended: you blocked {partner}")
+        else:
+            how = "disconnected from" if reason == "disconnected" else "left"
+            self.ui.show(f"* {partner} {how} the random chat {label}")
         if self.current == chatname:
             self.current = None
             self._update_prompt()

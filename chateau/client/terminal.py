@@ -18,7 +18,7 @@ import sys
 import termios
 import threading
 import unicodedata
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReadDescriptor
@@ -404,9 +404,11 @@ class TerminalUI:
 class PlainUI:
     """Lines in, lines out: for input from a pipe or a file, and dumb terminals."""
 
-    def __init__(self, reactor: Any, stream: Any = None, out: Any = None) -> None:
+    def __init__(self, reactor: Any, stream: Any = None, out: Any = None,
+                 in_fd: int = 0) -> None:
         self.reactor = reactor
-        self.stream = stream if stream is not None else sys.stdin.buffer
+        self.stream = stream  # None: read the descriptor *in_fd* itself
+        self.in_fd = in_fd
         self.out = out if out is not None else sys.stdout
         self.session: Any = None
 
@@ -426,8 +428,35 @@ class PlainUI:
         pass
 
     def _read(self) -> None:
-        for line in self.stream:
-            if isinstance(line, bytes):
-                line = line.decode("utf-8", "replace")
+        for line in self.lines():
             self.reactor.callFromThread(self.session.handle_line, line)
         self.reactor.callFromThread(self.session.handle_line, "/quit")
+
+    def lines(self) -> Iterator[str]:
+        """The input's lines, as they come.
+
+        Standard input is read with ``os.read``, not through ``sys.stdin``:
+        when the session ends while the input is still open (the server
+        signed the user out, say), this thread is still waiting in a read,
+        and a buffered reader's lock held there would abort the
+        interpreter's exit.
+        """
+        if self.stream is not None:
+            for line in self.stream:
+                yield line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        while True:
+            try:
+                data = os.read(self.in_fd, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            pending += decoder.decode(data)
+            *complete, pending = pending.split("\n")
+            yield from complete
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            yield pending
