@@ -187,3 +187,64 @@ def test_a_password_reset_takes_the_page_back_to_the_sign_in_form(chateau, brows
     assert page.evaluate("sessionStorage.getItem('chateau.session')") is None
     sign_in(page, "alice", "new secret")
     expect(page.locator("#me")).to_have_text("alice")
+
+
+def open_group_panel(page, chatname: str):
+    """Open a group's conversation and its panel; the panel's locator."""
+    chat_item(page, chatname).click()
+    page.get_by_role("button", name="Group info").click()
+    return page.locator("#group-panel")
+
+
+def member_row(panel, username: str):
+    return panel.locator(f'#panel-members li[data-username="{username}"]')
+
+
+def test_group_panel_shows_roles_and_owners_change_them(chateau, browser, tmp_path: Path):
+    """The panel: topic, members with roles and online state; owners set roles, events show."""
+    from playwright.sync_api import expect
+
+    alice = open_page(browser, chateau.http_url)
+    sign_in(alice, "alice")
+    bob = open_page(browser, chateau.http_url)
+    sign_in(bob, "bob")
+    expect(bob.locator("#me")).to_have_text("bob")
+    new_group(alice, "council", "bob")
+    expect(alice.get_by_role("heading", name="# council")).to_be_visible()
+
+    panel = open_group_panel(alice, "council")
+    expect(panel.get_by_role("heading", name="# council")).to_be_visible()
+    expect(panel.locator("#panel-topic")).to_have_text("No topic yet.")
+    expect(member_row(panel, "alice").locator(".role")).to_have_text("owner")
+    expect(member_row(panel, "bob").locator(".role")).to_have_text("member")
+    expect(member_row(panel, "bob")).to_contain_text("online")
+    expect(panel.get_by_label("Remove bob")).to_be_visible()
+
+    # bob, a member, sees the same members but no controls over others.
+    bob_panel = open_group_panel(bob, "council")
+    expect(member_row(bob_panel, "alice").locator(".role")).to_have_text("owner")
+    expect(bob_panel.get_by_label("Role of alice")).to_have_count(0)
+    expect(bob_panel.get_by_label("Remove alice")).to_have_count(0)
+    expect(bob_panel.locator("#topic-form")).to_be_hidden()
+
+    # The owner makes bob an admin: a system line on both sides, and bob's panel follows.
+    panel.get_by_label("Role of bob").select_option("admin")
+    alice_log = alice.get_by_role("log", name="Conversation")
+    expect(alice_log.locator("li.event")).to_have_text("alice made bob admin")
+    bob_log = bob.get_by_role("log", name="Conversation")
+    expect(bob_log.locator('li.event[data-event="role"]')).to_have_text("alice made bob admin")
+    expect(member_row(bob_panel, "bob").locator(".role")).to_have_text("admin")
+    expect(member_row(panel, "bob").locator(".role")).to_have_text("admin")
+    alice.screenshot(path=str(tmp_path / "group-panel.png"))
+
+    # The event is in the group's history too: after a reload it is there once.
+    alice.reload()
+    expect(alice.get_by_role("heading", name="# council")).to_be_visible()
+    expect(alice_log.locator("li.event")).to_have_count(1)
+    expect(alice_log.locator("li.event")).to_have_text("alice made bob admin")
+
+    # The server's refusal reaches the owner in words: the last owner cannot step down.
+    panel = open_group_panel(alice, "council")
+    panel.get_by_label("Role of alice").select_option("member")
+    expect(alice.locator("#toast")).to_contain_text("must keep an owner")
+    expect(member_row(panel, "alice").locator(".role")).to_have_text("owner")
