@@ -439,6 +439,7 @@
     if (reply.type === "GroupInfoResponse") {
       if (chat.name !== name || chat.removed) return;  // renamed or removed meanwhile
       chat.info = reply;
+      chat.infoError = null;
       chat.members = (reply.members || []).map((member) => member.username);
       fillGroupSettings(chat);
     } else if (unsupported(reply)) {
@@ -446,7 +447,9 @@
       if (members.type !== "GroupMembersResponse") return;  // older servers: a generic subtitle
       chat.members = (members.members || []).map((member) => member.username);
     } else if (reply.status !== 0 && !chat.removed) {
+      chat.infoError = reply.detail || "the server refused it";
       failed(`No group info for # ${name}`, reply);
+      if (chat.id === state.current) renderPanel();
       return;
     }
     if (chat.id === state.current) {
@@ -1190,7 +1193,10 @@
   function togglePanel(open) {
     state.panelOpen = open === undefined ? !state.panelOpen : open;
     const chat = state.chats.get(state.current);
-    if (state.panelOpen && chat && chat.kind === "group" && !chat.info && !chat.removed) loadInfo(chat);
+    if (state.panelOpen && chat && chat.kind === "group" && !chat.info && !chat.removed) {
+      chat.infoError = null;
+      loadInfo(chat);
+    }
     renderPanel();
   }
 
@@ -1214,7 +1220,7 @@
     el.panelTitle.textContent = `# ${chat.name}`;
     const info = chat.info;
     if (!info) {
-      el.panelTopic.textContent = "Loading…";
+      el.panelTopic.textContent = chat.infoError ? `No group info: ${chat.infoError}` : "Loading…";
       el.panelMembers.replaceChildren();
       for (const part of [el.topicForm, el.addForm, el.bansSection, el.inviteSection, el.settingsSection]) {
         part.hidden = true;
@@ -1309,6 +1315,10 @@
     /* The settings form shows what the server has (filled when info arrives, not on every redraw). */
     const info = chat.info;
     if (!info || chat.id !== state.current) return;
+    const form = el.groupSettingsForm;
+    if (form.dataset.dirty && form.dataset.chat === chat.id) return;  // being edited: keep it
+    form.dataset.chat = chat.id;
+    delete form.dataset.dirty;
     const settings = info.settings || {};
     el.renameInput.value = info.chatname || chat.name;
     el.joinSelect.value = settings.join || "invite";
@@ -1438,6 +1448,7 @@
       failed("Group settings not changed", reply);
       return;
     }
+    delete el.groupSettingsForm.dataset.dirty;
     if (reply.chatname && reply.chatname !== oldName) {
       renameChat(chat, reply.chatname);
       addEvent(chat, { event: "renamed", user: state.me, by: state.me, old_name: oldName, new_name: reply.chatname });
@@ -1723,8 +1734,8 @@
     li.className = "report";
     li.dataset.reportId = String(item.report_id);
     const head = document.createElement("div");
-    const target = [item.username && `${item.username}`, item.chatname && `in # ${item.chatname}`,
-      item.message_id != null && `message ${item.message_id}`].filter(Boolean).join(" ");
+    const target = [item.username, item.chatname && `in # ${item.chatname}`,
+      item.message_id != null && `message ${item.message_id}`].filter(Boolean).join(", ");
     head.textContent = `Report ${item.report_id}: ${item.reporter} reported ${target || "something"}` +
       ` (${formatTime(item.created) || item.created})`;
     const reason = document.createElement("div");
@@ -1804,6 +1815,9 @@
   el.addForm.addEventListener("submit", addMembers);
   el.inviteForm.addEventListener("submit", createInvite);
   el.groupSettingsForm.addEventListener("submit", saveGroupSettings);
+  for (const kind of ["input", "change"]) {
+    el.groupSettingsForm.addEventListener(kind, () => { el.groupSettingsForm.dataset.dirty = "1"; });
+  }
   el.blockButton.addEventListener("click", () => {
     const chat = state.chats.get(state.current);
     const person = chat && chatPerson(chat);
