@@ -1586,6 +1586,7 @@
     }
     if (blocking) state.blocked.set(username, new Date().toISOString());
     else state.blocked.delete(username);
+    rehide(username, blocking);
     showNotice(blocking
       ? `You blocked ${username}: you will not see anything from them.`
       : `You unblocked ${username}.`);
@@ -1593,6 +1594,22 @@
     renderConversation(false);
     renderPanel();
     refreshContacts();
+  }
+
+  function rehide(username, blocking) {
+    /* A blocked person's messages in groups are hidden as history would hide them; after an
+     * unblock the groups' history is asked again, which shows them. */
+    for (const chat of state.chats.values()) {
+      if (chat.kind !== "group") continue;
+      if (blocking) {
+        chat.messages = chat.messages.map((m) => (m.sender === username && m.id != null && !m.event
+          ? { id: m.id, seq: m.seq, hidden: true, timestamp: m.timestamp } : m));
+      } else if (chat.messages.some((m) => m.hidden)) {
+        chat.messages = chat.messages.filter((m) => !m.hidden);
+        chat.historyLoaded = false;
+        if (chat.id === state.current) loadHistory(chat, false);
+      }
+    }
   }
 
   async function report(target, what) {
