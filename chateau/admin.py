@@ -7,7 +7,8 @@ directory when there is one), so what they check is what the server will do.
 ``user add|passwd|disable|enable|list`` manage accounts, ``invite
 create|list|revoke`` the invite codes of ``[auth] registration = invite``, and
 ``db upgrade`` applies the schema migrations (see chateau.accounts and
-chateau.store.migrate), and ``names collisions`` lists the existing names that
+chateau.store.migrate), ``reports list|show|resolve`` reads and closes
+users' reports (chateau.admin_reports), and ``names collisions`` lists the existing names that
 look like older ones (confusable: equal UTS #39 skeletons), which keep working
 and are never renamed.
 
@@ -27,6 +28,7 @@ import sys
 import unicodedata
 from typing import Any, Callable, Sequence
 
+from chateau.admin_reports import add_reports_commands
 from chateau.config import Config, check_ldap, load_config
 from chateau.errors import ConfigError
 
@@ -401,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="list existing names that look like older ones (kept, never renamed)",
     )
     collisions.set_defaults(handler=_names_command)
+
+    add_reports_commands(commands, common, _on_prepared_database)
 
     db = commands.add_parser("db", parents=[common], help="manage the database schema")
     db_actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -315,6 +315,8 @@ class LimitsConfig:
     groups_created_per_hour: int = 20
     signups_per_hour_per_address: int = 5
     signins_per_minute_per_address: int = 30
+    # Open reports one user may have made in the last hour (ReportRequest).
+    reports_per_hour: int = 20
 
 
 @dataclass(frozen=True)
@@ -393,6 +395,7 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("limits", "groups_created_per_hour"): _positive_int,
     ("limits", "signups_per_hour_per_address"): _positive_int,
     ("limits", "signins_per_minute_per_address"): _positive_int,
+    ("limits", "reports_per_hour"): _positive_int,
     ("cluster", "redis_url"): _redis_url,
     ("cluster", "node_name"): _node_name,
     ("cluster", "presence_ttl"): _presence_ttl,

@@ -147,6 +147,28 @@ class GroupRoleRequest(Request):
     role: str
 
 
+@dataclass(frozen=True)
+class ReportRequest(Request):
+    reason: str
+    message_id: int | None = None
+    username: str | None = None
+    chatname: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportListRequest(Request):
+    status: str = "open"
+    limit: int = 50
+    before: int | None = None
+
+
+@dataclass(frozen=True)
+class ReportResolveRequest(Request):
+    report_id: int
+    action: str
+    note: str
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -171,6 +193,9 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "GroupMembersRequest": GroupMembersRequest,
     "GroupInfoRequest": GroupInfoRequest,
     "GroupRoleRequest": GroupRoleRequest,
+    "ReportRequest": ReportRequest,
+    "ReportListRequest": ReportListRequest,
+    "ReportResolveRequest": ReportResolveRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -571,6 +596,24 @@ def group_event(chatname: str, event: str, user: str, by: str, **detail: Any) ->
     """
     return {"type": "GroupEventRecv", "status": 200, "chatname": chatname, "event": event,
             "user": user, "by": by, **detail}
+
+
+def report_response(report_id: int) -> dict[str, Any]:
+    return {"type": "ReportResponse", "status": 201, "report_id": report_id}
+
+
+def report_list_response(reports: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    return {"type": "ReportListResponse", "status": 200, "reports": reports, "more": more}
+
+
+def report_resolve_response(report_id: int, action: str) -> dict[str, Any]:
+    return {"type": "ReportResolveResponse", "status": 200, "report_id": report_id,
+            "action": action}
+
+
+def moderation_warning(report_id: int, note: str) -> dict[str, Any]:
+    """What a reported user is told when a server admin resolves the report with a warning."""
+    return {"type": "ModerationWarningRecv", "status": 200, "report_id": report_id, "note": note}
 
 
 # A group's system events in words: the content of the stored event, which is

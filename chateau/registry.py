@@ -77,6 +77,9 @@ class Registry:
         # here has a user as a contact (to tell of that user's presence).
         self._contacts: dict[str, set[str]] = {}
         self._watchers: dict[str, set[str]] = {}
+        # Users never to be paired at random with each other again (one
+        # reported the other), both ways.
+        self._kept_apart: dict[str, set[str]] = {}
 
     # -- presence ---------------------------------------------------------
 
@@ -250,6 +253,14 @@ class Registry:
         for member in pair.members:
             self._pairs_by_user.setdefault(member, set()).add(chatname)
         return pair
+
+    def keep_apart(self, first: str, second: str) -> None:
+        """Note that *first* and *second* are never to be paired at random again."""
+        self._kept_apart.setdefault(first, set()).add(second)
+        self._kept_apart.setdefault(second, set()).add(first)
+
+    def kept_apart(self, first: str, second: str) -> bool:
+        return second in self._kept_apart.get(first, ())
 
     def pair_count(self, username: str) -> int:
         """How many random chats *username* is in (made on any node)."""

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, fail
 
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
-from chateau.handlers import contacts, groups, history, sending, sessions
+from chateau.handlers import contacts, groups, history, reports, sending, sessions
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
     ClientListRequest,
@@ -37,6 +37,9 @@ from chateau.messages import (
     MessageEditRequest,
     RandomMessageRequest,
     RegisterRequest,
+    ReportListRequest,
+    ReportRequest,
+    ReportResolveRequest,
     Request,
     ResumeRequest,
 )
@@ -62,6 +65,9 @@ HANDLERS: dict[type[Request], Handler] = {
     ContactDeny: contacts.contact_deny,
     ContactRemove: contacts.contact_remove,
     ContactListRequest: contacts.contact_list,
+    ReportRequest: reports.report,
+    ReportListRequest: reports.report_list,
+    ReportResolveRequest: reports.report_resolve,
 }
 
 

@@ -92,7 +92,7 @@ def _chat_members(ctx: Services, chat: str) -> Iterable[str]:
     return group.members if group is not None else pair.members if pair is not None else ()
 
 
-def _audience(ctx: Services, record: MessageRecord) -> Iterable[str]:
+def message_audience(ctx: Services, record: MessageRecord) -> Iterable[str]:
     """Who hears of an edit or deletion of *record*."""
     if record.recipient is not None:
         return [record.recipient, record.sender]
@@ -100,9 +100,14 @@ def _audience(ctx: Services, record: MessageRecord) -> Iterable[str]:
 
 
 def _announce_change(
-    ctx: Services, conn: Connection, record: MessageRecord, build: Callable[[str], dict[str, Any]]
+    ctx: Services, conn: Connection | None, record: MessageRecord,
+    build: Callable[[str], dict[str, Any]],
 ) -> None:
-    """Tell everyone in the message's chat (and the author's other devices)."""
+    """Tell everyone in the message's chat (and the author's other devices).
+
+    *conn* is the connection that made the change, which is not told again
+    (None when it is not in the chat: a server admin's).
+    """
     if record.recipient is not None:
         ctx.delivery.deliver([record.recipient], build(record.sender))
         ctx.delivery.deliver([record.sender], build(record.recipient), skip=conn)
@@ -110,12 +115,24 @@ def _announce_change(
     ctx.delivery.deliver(_chat_members(ctx, record.chat), build(record.chat), skip=conn)
 
 
+def announce_deletion(ctx: Services, record: MessageRecord, skip: Connection | None) -> None:
+    """Push ``MessageDeleted`` for a deleted *record* to its chat (not to *skip*).
+
+    Every deletion says so the same way: the author's own
+    (MessageDeleteRequest) and a server admin's resolving a report.
+    """
+    _announce_change(
+        ctx, skip, record,
+        lambda chatname: messages.message_deleted(record.id, chatname, record.sender),
+    )
+
+
 async def message_edit(ctx: Services, conn: Connection, request: MessageEditRequest) -> Reply:
     user = conn.username
     assert user is not None
     check_content(ctx, request.content)
     record = await _own_message(ctx, user, request.id)
-    ctx.delivery.check_reachable(_audience(ctx, record))
+    ctx.delivery.check_reachable(message_audience(ctx, record))
     await ctx.store.messages.edit_message(record.id, request.content)
     _announce_change(
         ctx, conn, record,
@@ -128,9 +145,7 @@ async def message_delete(ctx: Services, conn: Connection, request: MessageDelete
     user = conn.username
     assert user is not None
     record = await _own_message(ctx, user, request.id)
-    ctx.delivery.check_reachable(_audience(ctx, record))
+    ctx.delivery.check_reachable(message_audience(ctx, record))
     await ctx.store.messages.delete_message(record.id)
-    _announce_change(
-        ctx, conn, record, lambda chatname: messages.message_deleted(record.id, chatname, user)
-    )
+    announce_deletion(ctx, record, conn)
     return messages.message_delete_response(record.id)

@@ -9,8 +9,9 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   on the store's thread pool and returns a Deferred;
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
-  ``contacts``, ``cursors``, ``invites``, ``moderation``), each with its transaction functions and a
-  small class that runs them through the runner.
+  ``contacts``, ``cursors``, ``invites``, ``moderation``, ``reports``),
+  each with its transaction functions and a small class that runs them
+  through the runner.
 
 :class:`Store` composes them: ``store.messages.history(...)``,
 ``store.accounts.get_user(...)``. No SQLAlchemy call ever runs on the
@@ -34,6 +35,7 @@ from chateau.store.groups import Groups
 from chateau.store.invites import Invites
 from chateau.store.messages import Messages, add_messages_txn
 from chateau.store.moderation import Moderation
+from chateau.store.reports import Reports
 from chateau.store.writer import MessageWriter
 
 __all__ = ["Store", "StoreUnavailable"]
@@ -70,6 +72,7 @@ class Store:
         self.cursors = Cursors(self.runner)
         self.invites = Invites(self.runner)
         self.moderation = Moderation(self.runner)
+        self.reports = Reports(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

@@ -85,6 +85,10 @@ class Messages:
     def delete_message(self, message_id: int) -> Deferred[None]:
         return self._runner.run(delete_message_txn, message_id)
 
+    def has_written(self, chat: str, username: str) -> Deferred[bool]:
+        """Whether *username* sent any message in *chat* (took part in a random chat)."""
+        return self._runner.run(has_written_txn, chat, username)
+
 
 def add_messages_txn(
     connection: Connection, batch: list[tuple[Any, ...]],
@@ -282,3 +286,10 @@ def delete_message_txn(connection: Connection, message_id: int) -> None:
     connection.execute(
         update(messages).where(messages.c.id == message_id).values(content=None, deleted=True)
     )
+
+
+def has_written_txn(connection: Connection, chat: str, username: str) -> bool:
+    query = select(messages.c.id).where(
+        (messages.c.chat == chat) & (messages.c.sender == username)
+    ).limit(1)
+    return connection.execute(query).first() is not None

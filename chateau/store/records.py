@@ -176,3 +176,39 @@ class InviteRecord:
     uses: int
     created_at: int
     expires_at: int | None
+
+
+# A report's state: open until a server admin resolves it.
+REPORT_OPEN = "open"
+REPORT_CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    """One report, as moderators read it (times in ms; snapshot decoded)."""
+
+    id: int
+    reporter: str
+    reason: str
+    username: str | None
+    chatname: str | None
+    message_id: int | None
+    snapshot: dict[str, Any]
+    created_at: int
+    status: str
+    resolved_by: str | None
+    resolved_at: int | None
+    action: str | None
+    note: str | None
+
+    def entry(self) -> dict[str, Any]:
+        """The report as ReportListResponse and ``chateau-admin reports show`` give it."""
+        return {
+            "report_id": self.id, "reporter": self.reporter, "reason": self.reason,
+            "username": self.username, "chatname": self.chatname,
+            "message_id": self.message_id, "snapshot": self.snapshot,
+            "created": iso_timestamp(self.created_at), "status": self.status,
+            "resolved_by": self.resolved_by,
+            "resolved": None if self.resolved_at is None else iso_timestamp(self.resolved_at),
+            "action": self.action, "note": self.note,
+        }
