@@ -7,6 +7,8 @@ skipped, except under CI where they fail (scripts/test installs it).
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -16,8 +18,10 @@ from tests.clientsupport import (  # noqa: F401  (browser and chateau are fixtur
     browser,
     chat_item,
     chateau,
+    frames,
     online_user,
     open_page,
+    run_cli,
 )
 from tests.clientsupport import web_new_group as new_group
 from tests.clientsupport import web_send as send
@@ -248,3 +252,75 @@ def test_group_panel_shows_roles_and_owners_change_them(chateau, browser, tmp_pa
     panel.get_by_label("Role of alice").select_option("member")
     expect(alice.locator("#toast")).to_contain_text("must keep an owner")
     expect(member_row(panel, "alice").locator(".role")).to_have_text("owner")
+
+
+def make_server_admin(chateau, username: str) -> None:
+    """Make an existing account a server admin, straight in the server's database."""
+    from chateau.store.accounts import set_admin_txn
+    from chateau.store.engine import in_transaction, make_engine
+
+    engine = make_engine(f"sqlite:///{chateau.workdir / 'chateau.sqlite3'}")
+    try:
+        assert in_transaction(engine, set_admin_txn, username, True)
+    finally:
+        engine.dispose()
+
+
+def as_user(chateau, username: str, *messages: dict) -> list[dict]:
+    """Send *messages* as *username* with ``chateau-client --send``; every frame that came back."""
+    result = run_cli(chateau.url, "--user", username, "--send", "-",
+                     input="\n".join(json.dumps(message) for message in messages), password="pw")
+    assert result.returncode == 0, result.stderr
+    return frames(result.stdout)
+
+
+def test_reporting_a_message_and_a_person(chateau, browser):
+    """Report asks for a reason and says the report's number; a warning reaches the person."""
+    from playwright.sync_api import expect
+
+    bob = open_page(browser, chateau.http_url)
+    sign_in(bob, "bob")
+    expect(bob.locator("#me")).to_have_text("bob")
+    alice = open_page(browser, chateau.http_url)
+    sign_in(alice, "alice")
+    new_group(alice, "club", "bob")
+    send(alice, "you are all fools")
+    chat_item(bob, "club").click()
+    bob_log = bob.get_by_role("log", name="Conversation")
+    expect(bob_log).to_contain_text("you are all fools")
+
+    # A message: the reason is asked for (a blank one is not sent), the number shown.
+    bob_log.get_by_role("button", name="Report message from alice").click()
+    ask = bob.locator("#ask-dialog")
+    ask.get_by_role("button", name="OK", exact=True).click()
+    expect(ask.locator(".dialog-message")).to_have_text("Reason: please fill it in.")
+    ask.get_by_label("Reason", exact=True).fill("insults")
+    ask.get_by_role("button", name="OK", exact=True).click()
+    expect(bob.locator("#toast")).to_contain_text("Report sent (number ")
+    message_report = int(re.search(r"number (\d+)", bob.locator("#toast").text_content()).group(1))
+
+    # A person, from the group panel; cancelling sends nothing.
+    panel = open_group_panel(bob, "club")
+    panel.get_by_label("Report alice", exact=True).click()
+    ask.get_by_role("button", name="Cancel").click()
+    expect(ask).to_be_hidden()
+    panel.get_by_label("Report alice", exact=True).click()
+    ask.get_by_label("Reason", exact=True).fill("keeps insulting")
+    ask.get_by_role("button", name="OK", exact=True).click()
+    expect(bob.locator("#toast")).to_contain_text(f"Report sent (number {message_report + 1})")
+
+    # The server's refusal, in its words.
+    panel.get_by_label("Report alice", exact=True).click()
+    ask.get_by_label("Reason", exact=True).fill("x" * 1001)
+    ask.get_by_role("button", name="OK", exact=True).click()
+    expect(bob.locator("#toast")).to_contain_text("Report not sent: ")
+
+    # A server admin warns alice: the warning is shown to her, apart from messages.
+    as_user(chateau, "root")
+    make_server_admin(chateau, "root")
+    replies = as_user(chateau, "root", {"type": "ReportResolveRequest", "report_id": message_report,
+                                        "action": "warn", "note": "mind your language", "msg_id": 1})
+    assert any(frame.get("type") == "ReportResolveResponse" for frame in replies), replies
+    warning = alice.get_by_role("region", name="Announcements")
+    expect(warning).to_contain_text("A warning from the moderators")
+    expect(warning).to_contain_text("mind your language")

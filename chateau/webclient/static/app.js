@@ -823,6 +823,10 @@
         renderChats();
       }
     },
+    ModerationWarningRecv(frame) {
+      state.announcements.push({ ...frame, warning: true, timestamp: new Date().toISOString() });
+      renderAnnouncements();
+    },
     AnnouncementRecv(frame) {
       if (frame.id != null && state.announcements.some((a) => a.id === frame.id)) return;
       state.announcements.push(frame);
@@ -1674,16 +1678,19 @@
     el.announcements.hidden = state.announcements.length === 0;
     el.announcementList.replaceChildren(...state.announcements.map((announcement) => {
       const li = document.createElement("li");
-      li.className = "announcement";
+      li.className = announcement.warning ? "announcement warning" : "announcement";
       const head = document.createElement("strong");
-      head.textContent = `Announcement from ${announcement.by}`;
+      head.textContent = announcement.warning
+        ? `A warning from the moderators (report ${announcement.report_id})`
+        : `Announcement from ${announcement.by}`;
       const when = document.createElement("span");
       when.className = "when";
       when.textContent = `${formatTime(announcement.timestamp)}${announcement.offline ? " · while you were away" : ""}`;
       const body = document.createElement("span");
       body.className = "announcement-text";
-      body.textContent = announcement.content;
-      const dismiss = smallButton("Dismiss", "Dismiss announcement", () => {
+      body.textContent = announcement.warning
+        ? (announcement.note || "Please keep to the rules.") : announcement.content;
+      const dismiss = smallButton("Dismiss", announcement.warning ? "Dismiss warning" : "Dismiss announcement", () => {
         state.announcements = state.announcements.filter((a) => a !== announcement);
         renderAnnouncements();
       });
@@ -1711,14 +1718,20 @@
   }
 
   function snapshotText(snapshot) {
-    if (snapshot == null || snapshot === "") return "";
-    const line = (item) => (item && typeof item === "object"
-      ? `${item.sender || "?"}: ${item.content == null ? "" : item.content}` : String(item));
-    if (Array.isArray(snapshot)) return snapshot.map(line).join("\n");
-    if (typeof snapshot === "object" && Array.isArray(snapshot.messages)) {
-      return snapshot.messages.map(line).join("\n");
+    /* What the server kept of a report: the message ({message}) and, for a random chat, its
+     * last messages ({chat: {chatname, messages}}), as lines "sender: text". */
+    if (!snapshot || typeof snapshot !== "object") return snapshot ? String(snapshot) : "";
+    const line = (item) => (item.event ? eventWords(item.event, item.content)
+      : `${item.sender || "?"}: ${item.content == null ? "(deleted)" : item.content}`);
+    const lines = [];
+    if (snapshot.message && typeof snapshot.message === "object") {
+      lines.push(`Reported message, ${line(snapshot.message)}`);
     }
-    return line(snapshot);
+    if (snapshot.chat && Array.isArray(snapshot.chat.messages) && snapshot.chat.messages.length) {
+      lines.push(`Last messages of ${snapshot.chat.chatname}:`,
+        ...snapshot.chat.messages.filter((item) => item && typeof item === "object").map(line));
+    }
+    return lines.join("\n");
   }
 
   async function loadReports(older) {
