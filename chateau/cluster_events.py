@@ -94,6 +94,13 @@ def flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else f"not true/false but {type(value).__name__}"
 
 
+def one_of(*values: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in values else "not one of " + ", ".join(values)
+
+    return check
+
+
 def names_of(check: Check, least: int = 0, most: int = MAX_NAMES) -> Check:
     def names(value: Any) -> str | None:
         if not isinstance(value, list):
@@ -121,6 +128,8 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
               "members": names_of(username, least=1)},
     "group_started": {"chatname": chatname},
     "member_left": {"chatname": chatname, "user": username},
+    "group_renamed": {"chatname": chatname, "new_name": chatname},
+    "group_settings": {"chatname": chatname, "who_can_send": one_of("everyone", "admins")},
     "pair": {"chatname": chatname, "members": names_of(username, least=2, most=2)},
     "pair_end": {"chatname": chatname},
     "contacts": {"first": username, "second": username, "linked": flag},

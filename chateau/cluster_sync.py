@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chateau.backplane import Backplane
 from chateau.catchup import CatchUp
@@ -20,13 +22,26 @@ from chateau.store import Store
 
 
 async def load_groups(store: Store, registry: Registry) -> None:
-    """Load the stored groups into the registry (at start-up, and after a rejoin)."""
-    for record in await store.groups.load_groups():
-        registry.add_group(record.chatname, record.creator, record.members, record.started)
+    """Load the stored groups into the registry (at start-up, and after a rejoin).
+
+    A group the database no longer has under a name (renamed while this
+    node could not hear it) is forgotten under that name.
+    """
+    records = await store.groups.load_groups()
+    senders = await store.group_settings.restricted_senders()
+    loaded = {record.chatname for record in records}
+    for chatname in registry.group_names():
+        if chatname not in loaded:
+            registry.remove_group(chatname)
+    for record in records:
+        group = registry.add_group(record.chatname, record.creator, record.members, record.started)
+        group.who_can_send = senders.get(record.chatname, "everyone")
 
 
 class ClusterSync:
     """The backplane's listener: applies other nodes' events on this node."""
+
+    log = Logger()
 
     def __init__(
         self, registry: Registry, store: Store, delivery: Delivery, catch_up: CatchUp,
@@ -76,6 +91,13 @@ class ClusterSync:
                 group.started = True
         elif kind == "member_left":
             registry.remove_member(event["chatname"], event["user"])
+        elif kind == "group_renamed":
+            if registry.rename_group(event["chatname"], event["new_name"]) is not None:
+                self.renamed(event["chatname"], event["new_name"])
+        elif kind == "group_settings":
+            group = registry.group(event["chatname"])
+            if group is not None:
+                group.who_can_send = event["who_can_send"]
         elif kind == "pair":
             first, second = event["members"]
             registry.add_pair(event["chatname"], (first, second))
@@ -87,6 +109,22 @@ class ClusterSync:
                 registry.link_contacts(event["first"], event["second"])
             else:
                 registry.unlink_contacts(event["first"], event["second"])
+
+    def renamed(self, old_name: str, new_name: str) -> Deferred[int]:
+        """After a rename heard from another node: move what this node committed late.
+
+        A send here that passed its check under the old name before the
+        event arrived commits under it; it joins the rest of the history.
+        """
+        work = self.store.group_settings.move_stragglers(old_name, new_name)
+        return work.addErrback(self._sweep_failed, old_name, new_name)
+
+    def _sweep_failed(self, failure: Failure, old_name: str, new_name: str) -> int:
+        self.log.warn(
+            "could not move late messages of {old_name} to {new_name}: {reason}",
+            old_name=old_name, new_name=new_name, reason=failure.getErrorMessage(),
+        )
+        return 0
 
     def node_gone(self, node: str) -> None:
         """A node died or restarted: its users are offline unless connected elsewhere."""

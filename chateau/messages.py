@@ -169,6 +169,27 @@ class ReportResolveRequest(Request):
     note: str
 
 
+@dataclass(frozen=True)
+class GroupUpdateRequest(Request):
+    """Change a group's topic, name or settings (at least one); admins and owners."""
+
+    chatname: str
+    topic: str | None = None
+    name: str | None = None
+    join: str | None = None
+    visibility: str | None = None
+    who_can_add: str | None = None
+    who_can_send: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupDirectoryRequest(Request):
+    """The public groups, with their topics and member counts."""
+
+    query: str | None = None
+    limit: int = 50
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -196,6 +217,8 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "ReportRequest": ReportRequest,
     "ReportListRequest": ReportListRequest,
     "ReportResolveRequest": ReportResolveRequest,
+    "GroupUpdateRequest": GroupUpdateRequest,
+    "GroupDirectoryRequest": GroupDirectoryRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -586,6 +609,15 @@ def group_info_response(
 def group_role_response(chatname: str, user: str, role: str) -> dict[str, Any]:
     return {"type": "GroupRoleResponse", "status": 200, "chatname": chatname, "user": user,
             "role": role}
+
+
+def group_update_response(chatname: str, topic: str, settings: dict[str, str]) -> dict[str, Any]:
+    return {"type": "GroupUpdateResponse", "status": 200, "chatname": chatname, "topic": topic,
+            "settings": settings}
+
+
+def group_directory_response(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "GroupDirectoryResponse", "status": 200, "groups": groups}
 
 
 def group_event(chatname: str, event: str, user: str, by: str, **detail: Any) -> dict[str, Any]:

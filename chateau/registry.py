@@ -36,6 +36,8 @@ class Group:
     members: set[str]
     # Whether the group has carried a message: its first gets status 201.
     started: bool = False
+    # Who may send: "everyone", or "admins" (an announcement group).
+    who_can_send: str = "everyone"
 
 
 @dataclass
@@ -214,6 +216,37 @@ class Registry:
 
     def group(self, chatname: str) -> Group | None:
         return self._groups.get(chatname)
+
+    def group_names(self) -> list[str]:
+        return sorted(self._groups)
+
+    def rename_group(self, old_name: str, new_name: str) -> Group | None:
+        """Move a group, the same object with all it holds, to *new_name*.
+
+        The old name no longer finds it. None when there is no group
+        *old_name* (already renamed, or unknown here), or *new_name* is held.
+        """
+        group = self._groups.get(old_name)
+        if group is None or new_name in self._groups:
+            return None
+        del self._groups[old_name]
+        group.chatname = new_name
+        self._groups[new_name] = group
+        for member in group.members:
+            chats = self._groups_by_user.setdefault(member, set())
+            chats.discard(old_name)
+            chats.add(new_name)
+        return group
+
+    def remove_group(self, chatname: str) -> Group | None:
+        """Forget a group (one the database no longer has under this name)."""
+        group = self._groups.get(chatname)
+        if group is None:
+            return None
+        for member in list(group.members):
+            self.remove_member(chatname, member)
+        del self._groups[chatname]
+        return group
 
     def remove_member(self, chatname: str, username: str) -> Group | None:
         group = self._groups.get(chatname)

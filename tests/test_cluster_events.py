@@ -33,6 +33,8 @@ GOOD_EVENTS: list[dict[str, Any]] = [
      "members": ["alice", "bob"]},
     {"t": "group_started", "node": "n1", "chatname": "the team"},
     {"t": "member_left", "node": "n1", "chatname": "the team", "user": "bob"},
+    {"t": "group_renamed", "node": "n1", "chatname": "the team", "new_name": "the crew"},
+    {"t": "group_settings", "node": "n1", "chatname": "the crew", "who_can_send": "admins"},
     {"t": "pair", "node": "n1", "chatname": "~random-0123456789abcdef",
      "members": ["alice", "bob"]},
     {"t": "pair_end", "node": "n1", "chatname": "~random-0123456789abcdef"},
@@ -102,6 +104,10 @@ BAD_EVENTS: list[tuple[bytes, str, str, str]] = [
      "field", "contacts", "linked"),
     (encode({"t": "member_left", "node": "n1", "chatname": "g"}), "field", "member_left",
      "user"),
+    (encode({"t": "group_renamed", "node": "n1", "chatname": "g", "new_name": ""}), "field",
+     "group_renamed", "new_name"),
+    (encode({"t": "group_settings", "node": "n1", "chatname": "g", "who_can_send": "all"}),
+     "field", "group_settings", "who_can_send"),
     (b'{"t": "reset", "node": "n1", "pad": "' + b"x" * MAX_EVENT_BYTES + b'"}', "size", "-", "-"),
 ]
 

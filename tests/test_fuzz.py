@@ -407,6 +407,16 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     | st.text(ANY_TEXT, max_size=10),
     "action": st.sampled_from(["dismiss", "warn", "delete_message", "ban_user", "smite", ""])
     | st.text(ANY_TEXT, max_size=10),
+    "topic": st.none() | st.text(ANY_TEXT, max_size=40)
+    | st.sampled_from(["", "x" * 500, "y" * 501, "a\x00b"]),
+    "name": st.none() | names,
+    "join": st.none() | st.sampled_from(["invite", "open", "Open", ""]),
+    "visibility": st.none() | st.sampled_from(["private", "public", "hidden"]),
+    "who_can_add": st.none() | st.sampled_from(["admins", "members", "everyone"]),
+    "who_can_send": st.none() | st.sampled_from(["everyone", "admins", "members"])
+    | st.text(ANY_TEXT, max_size=8),
+    "query": st.none() | st.text(ANY_TEXT, max_size=20)
+    | st.sampled_from(["%", "_", "club", "x" * 101, "\x00"]),
 }
 
 
@@ -482,6 +492,8 @@ SUCCESS = {
     "ReportRequest": "ReportResponse",
     "ReportListRequest": "ReportListResponse",
     "ReportResolveRequest": "ReportResolveResponse",
+    "GroupUpdateRequest": "GroupUpdateResponse",
+    "GroupDirectoryRequest": "GroupDirectoryResponse",
 }
 # Successes whose status is not 200.
 SUCCESS_STATUS = {"ReportRequest": 201}
@@ -494,7 +506,8 @@ PUSHED = {
 # docs/protocol.md's statuses, less those that cannot be right here: 500 never,
 # 501 only with store_messages off, 503 only when the server or its database is
 # overloaded or down, which one fuzzing client cannot cause.
-ALLOWED_ERRORS = {301, 302, 400, 403, 404, 413, 429}
+# 409: a rename to a taken name, or one that looks like one.
+ALLOWED_ERRORS = {301, 302, 400, 403, 404, 409, 413, 429}
 
 
 def test_every_request_type_has_a_success_type() -> None:

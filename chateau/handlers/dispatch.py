@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, fail
 
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
-from chateau.handlers import contacts, groups, history, reports, sending, sessions
+from chateau.handlers import contacts, group_settings, groups, history, reports, sending, sessions
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
     ClientListRequest,
@@ -24,9 +24,11 @@ from chateau.messages import (
     ContactListRequest,
     ContactRemove,
     ContactRequest,
+    GroupDirectoryRequest,
     GroupLeaveRequest,
     GroupInfoRequest,
     GroupRoleRequest,
+    GroupUpdateRequest,
     GroupMembersRequest,
     GroupMessageInitRequest,
     GroupMessageRequest,
@@ -57,6 +59,8 @@ HANDLERS: dict[type[Request], Handler] = {
     GroupMembersRequest: groups.group_members,
     GroupInfoRequest: groups.group_info,
     GroupRoleRequest: groups.group_role,
+    GroupUpdateRequest: group_settings.group_update,
+    GroupDirectoryRequest: group_settings.group_directory,
     HistoryRequest: history.history,
     MessageEditRequest: history.message_edit,
     MessageDeleteRequest: history.message_delete,

@@ -116,11 +116,14 @@ async def _refuse_churn(ctx: Services, creator: str) -> None:
         )
 
 
-async def _refuse_directory_names(ctx: Services, chatname: str) -> None:
+async def _refuse_directory_names(
+    ctx: Services, chatname: str, doing: str = "create the group",
+) -> None:
     """409 when the directory has a user called *chatname*; 503 when it cannot say.
 
     Fails closed: a name the directory might give a student who has not
-    signed in yet is never taken by a group.
+    signed in yet is never taken by a group (created or renamed: *doing*
+    says which, for the refusal).
     """
     if ctx.directory_has is None or check_username(chatname) is None:
         return
@@ -128,13 +131,13 @@ async def _refuse_directory_names(ctx: Services, chatname: str) -> None:
         taken = await ctx.directory_has(chatname)
     except Exception as exc:
         log.warn(
-            "group {chatname} not created: cannot ask the directory whether it has that "
+            "cannot {doing} {chatname}: cannot ask the directory whether it has that "
             "name: {reason}",
-            chatname=chatname, reason=getattr(exc, "reason", None) or repr(exc),
+            doing=doing, chatname=chatname, reason=getattr(exc, "reason", None) or repr(exc),
         )
         raise ChateauError(
             UNAVAILABLE,
-            f"cannot create the group {chatname!r} now: the directory could not be asked "
+            f"cannot {doing} {chatname!r} now: the directory could not be asked "
             "whether the name is taken; try again later",
         ) from None
     if taken:

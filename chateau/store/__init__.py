@@ -9,9 +9,9 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   on the store's thread pool and returns a Deferred;
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
-  ``contacts``, ``cursors``, ``invites``, ``moderation``, ``reports``),
-  each with its transaction functions and a small class that runs them
-  through the runner.
+  ``group_settings``, ``contacts``, ``cursors``, ``invites``, ``moderation``,
+  ``reports``), each with its transaction functions and a small class that
+  runs them through the runner.
 
 :class:`Store` composes them: ``store.messages.history(...)``,
 ``store.accounts.get_user(...)``. No SQLAlchemy call ever runs on the
@@ -31,6 +31,7 @@ from chateau.store.contacts import Contacts
 from chateau.store.cursors import Cursors
 from chateau.store.engine import Engine, Runner
 from chateau.store.errors import StoreUnavailable
+from chateau.store.group_settings import GroupSettings
 from chateau.store.groups import Groups
 from chateau.store.invites import Invites
 from chateau.store.messages import Messages, add_messages_txn
@@ -68,6 +69,7 @@ class Store:
         self.sessions = Sessions(self.runner)
         self.messages = Messages(self.runner, self.writer)
         self.groups = Groups(self.runner)
+        self.group_settings = GroupSettings(self.runner, self.writer)
         self.contacts = Contacts(self.runner)
         self.cursors = Cursors(self.runner)
         self.invites = Invites(self.runner)

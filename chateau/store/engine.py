@@ -69,9 +69,16 @@ def make_engine(url: str) -> Engine:
             cursor.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # SQLite's lower() folds ASCII only: the group directory's
+            # case-insensitive search folds topics with Python's casefold.
+            dbapi_connection.create_function("casefold", 1, _casefold, deterministic=True)
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _casefold(value: object) -> object:
+    return value.casefold() if isinstance(value, str) else value
 
 
 def pool_size_for(url: str, threads: int) -> int:

@@ -102,6 +102,8 @@ groups = Table(
     # Groups are never deleted, so the groups a user created in the last
     # hour are counted here ([limits] groups_created_per_hour).
     Index("ix_groups_creator_created_at", "creator", "created_at"),
+    # The public directory (GroupDirectoryRequest) reads only public groups.
+    Index("ix_groups_visibility", "visibility"),
 )
 
 group_members = Table(
