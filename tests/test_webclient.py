@@ -324,3 +324,76 @@ def test_reporting_a_message_and_a_person(chateau, browser):
     warning = alice.get_by_role("region", name="Announcements")
     expect(warning).to_contain_text("A warning from the moderators")
     expect(warning).to_contain_text("mind your language")
+
+
+def test_topic_rename_settings_and_the_directory(chateau, browser):
+    """Topic, settings and a rename reach members live and at catch-up; the directory lists it."""
+    from playwright.sync_api import expect
+
+    bob = open_page(browser, chateau.http_url)
+    sign_in(bob, "bob")
+    expect(bob.locator("#me")).to_have_text("bob")
+    alice = open_page(browser, chateau.http_url)
+    sign_in(alice, "alice")
+    new_group(alice, "club", "bob")
+    expect(alice.get_by_role("heading", name="# club")).to_be_visible()
+    chat_item(bob, "club").click()
+    bob_log = bob.get_by_role("log", name="Conversation")
+
+    panel = open_group_panel(alice, "club")
+    panel.get_by_label("New topic").fill("chapter 3 on Friday")
+    panel.get_by_role("button", name="Set topic").click()
+    expect(panel.locator("#panel-topic")).to_have_text("chapter 3 on Friday")
+    expect(bob_log.locator('li.event[data-event="topic"]')).to_have_text(
+        "alice set the topic: chapter 3 on Friday")
+    expect(bob.locator("#conversation-subtitle")).to_have_text("Topic: chapter 3 on Friday")
+
+    # A rename while bob's page is open: his conversation moves, with its messages.
+    send(bob, "see you there")
+    expect(alice.get_by_role("log", name="Conversation")).to_contain_text("see you there")
+    panel.get_by_label("Name", exact=True).fill("book club")
+    panel.get_by_label("Visibility").select_option("public")
+    panel.get_by_role("button", name="Save group settings").click()
+    expect(alice.locator("#conversation-title")).to_have_text("# book club")
+    expect(bob.locator("#conversation-title")).to_have_text("# book club")
+    expect(chat_item(bob, "club")).to_have_count(0)
+    expect(bob_log.locator('li.event[data-event="renamed"]')).to_have_text(
+        "alice renamed the group from club to book club")
+    expect(bob_log.locator('li.event[data-event="settings"]')).to_have_text(
+        "alice changed the group's settings (visibility: public)")
+    expect(bob_log).to_contain_text("see you there")
+
+    # A rename while bob is away: at catch-up the conversation moves too, and stays one.
+    bob.goto("about:blank")
+    panel.get_by_label("Name", exact=True).fill("readers")
+    panel.get_by_role("button", name="Save group settings").click()
+    expect(alice.locator("#conversation-title")).to_have_text("# readers")
+    send(alice, "renamed while you were out")
+    expect(alice.get_by_role("log", name="Conversation")).to_contain_text("renamed while you were out")
+    bob.goto(chateau.http_url)
+    expect(bob.locator("#conversation-title")).to_have_text("# readers")
+    expect(bob.locator("#chats li")).to_have_count(1)
+    expect(bob_log).to_contain_text("renamed while you were out")
+    expect(bob_log).to_contain_text("see you there")
+    expect(bob_log.locator('li.event[data-event="renamed"]')).to_have_count(2)
+
+    # The directory: public groups by name or topic, with their member counts.
+    bob.get_by_role("button", name="Find groups").click()
+    bob.get_by_label("Public groups").fill("CHAPTER")
+    bob.get_by_role("button", name="Search", exact=True).click()
+    entry = bob.locator("#directory-results li", has_text="readers")
+    expect(entry).to_contain_text("2 members · chapter 3 on Friday")
+    entry.get_by_role("button", name="Open readers").click()
+    bob.get_by_label("Public groups").fill("nothing like it")
+    bob.get_by_role("button", name="Search", exact=True).click()
+    expect(bob.locator("#directory-results")).to_have_text("No public group matches.")
+
+    # A refusal in the server's words: a member is not an admin.
+    bob_panel = open_group_panel(bob, "readers")
+    expect(bob_panel.locator("#group-settings-form")).to_be_hidden()
+    new_group(alice, "other", "bob")
+    expect(alice.locator("#conversation-title")).to_have_text("# other")
+    alice.locator("#group-panel").get_by_label("Name", exact=True).fill("readers")
+    alice.locator("#group-panel").get_by_role("button", name="Save group settings").click()
+    expect(alice.locator("#toast")).to_contain_text("Group settings not changed:")
+    expect(alice.locator("#conversation-title")).to_have_text("# other")

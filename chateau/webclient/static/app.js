@@ -446,7 +446,7 @@
       const members = await request({ type: "GroupMembersRequest", chatname: name });
       if (members.type !== "GroupMembersResponse") return;  // older servers: a generic subtitle
       chat.members = (members.members || []).map((member) => member.username);
-    } else if (reply.status !== 0 && !chat.removed) {
+    } else if (reply.status !== 0 && !chat.removed && chat.name === name) {
       chat.infoError = reply.detail || "the server refused it";
       failed(`No group info for # ${name}`, reply);
       if (chat.id === state.current) renderPanel();
@@ -543,22 +543,37 @@
   }
 
   function renameChat(chat, newName) {
-    /* A group renamed: the conversation moves to its new name. */
+    /* A group renamed: the conversation moves to its new name. At catch-up the messages
+     * already came under the new name (then the event): the two conversations become one. */
     const oldId = chat.id;
     const newId = chatId("group", newName);
     if (oldId === newId) return chat;
     state.chats.delete(oldId);
+    const already = state.chats.get(newId);
+    if (already) {
+      for (const message of chat.messages) {
+        if (message.id == null || !already.messages.some((m) => m.id === message.id)) {
+          already.messages.push(message);
+        }
+      }
+      already.messages.sort(compareMessages);
+      already.unread += chat.unread;
+      already.removed = null;
+      chat = already;
+    }
     chat.id = newId;
     chat.name = newName;
     if (chat.info) chat.info.chatname = newName;
     state.chats.set(newId, chat);
     if (state.current === oldId) state.current = newId;
+    if (!chat.removed) chat.historyLoaded = false;  // asked under the old name, maybe too late
     saveView();
     renderChats();
     if (chat.id === state.current) {
       renderConversation(false);
       renderPanel();
       updateComposer();
+      if (state.signedIn && !chat.removed) loadHistory(chat, false);
     }
     return chat;
   }
@@ -586,8 +601,13 @@
     chat.loadingOlder = true;
     const log = el.log;
     const fromBottom = log.scrollHeight - log.scrollTop;
+    const askedName = chat.name;
     const reply = await request(message);
     chat.loadingOlder = false;
+    if (chat.name !== askedName) {  // renamed meanwhile: ask again under the new name
+      if (!chat.removed) loadHistory(chat, older);
+      return;
+    }
     if (reply.type !== "HistoryResponse") {
       if (reply.status === 400) state.historySupported = false;  // a server without history
       else if (reply.status !== 0 && reply.status !== 404) showError(`No history for ${chatTitle(chat)}: ${reply.detail}`);
@@ -796,10 +816,10 @@
       addEvent(chat, event);
     },
     GroupEventRecv(frame) {
-      let chat = state.chats.get(chatId("group", frame.chatname));
-      if (!chat && frame.event === "renamed" && frame.old_name != null) {
+      let chat = null;
+      if (frame.event === "renamed" && frame.old_name != null) {
         const old = state.chats.get(chatId("group", frame.old_name));
-        if (old) chat = renameChat(old, frame.new_name || frame.chatname);
+        if (old) chat = renameChat(old, frame.chatname);
       }
       if (!chat) chat = ensureChat("group", frame.chatname);
       const { type, status, chatname, id, timestamp, offline, msg_id: _, ...event } = frame;
@@ -1424,13 +1444,15 @@
       return;
     }
     el.topicInput.value = "";
-    addEvent(chat, { event: "topic", user: state.me, by: state.me, topic: reply.topic });
+    if (!chat.info || chat.info.topic !== reply.topic) {  // the same topic again tells nobody
+      addEvent(chat, { event: "topic", user: state.me, by: state.me, topic: reply.topic });
+    }
     loadInfo(chat);
   }
 
   async function saveGroupSettings(event) {
     event.preventDefault();
-    const chat = currentGroup();
+    let chat = currentGroup();
     if (!chat || !chat.info) return;
     const before = chat.info.settings || {};
     const message = { type: "GroupUpdateRequest", chatname: chat.name };
@@ -1454,7 +1476,7 @@
     }
     delete el.groupSettingsForm.dataset.dirty;
     if (reply.chatname && reply.chatname !== oldName) {
-      renameChat(chat, reply.chatname);
+      chat = renameChat(chat, reply.chatname);
       addEvent(chat, { event: "renamed", user: state.me, by: state.me, old_name: oldName, new_name: reply.chatname });
     }
     if (Object.keys(changed).length) {
