@@ -99,6 +99,20 @@ def one_of(*values: str) -> Check:
         return None if value in values else "not one of " + ", ".join(values)
 
     return check
+# The last millisecond of the year 9999: the latest moment a timestamp can show.
+MAX_MILLIS = 253_402_300_799_999
+
+
+def millis(value: Any) -> str | None:
+    """A moment in ms since the epoch (0 for none)."""
+    problem = message_id(value)
+    if problem is None and value > MAX_MILLIS:
+        return "past the year 9999"
+    return problem
+
+
+def role(value: Any) -> str | None:
+    return None if value in ("owner", "admin", "member") else "not a role"
 
 
 def names_of(check: Check, least: int = 0, most: int = MAX_NAMES) -> Check:
@@ -130,6 +144,10 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
     "member_left": {"chatname": chatname, "user": username},
     "group_renamed": {"chatname": chatname, "new_name": chatname},
     "group_settings": {"chatname": chatname, "who_can_send": one_of("everyone", "admins")},
+    "members_added": {"chatname": chatname, "users": names_of(username, least=1)},
+    "member_role": {"chatname": chatname, "user": username, "role": role},
+    # until: ms since the epoch; 0 lifts the mute.
+    "member_muted": {"chatname": chatname, "user": username, "until": millis},
     "pair": {"chatname": chatname, "members": names_of(username, least=2, most=2)},
     "pair_end": {"chatname": chatname},
     "contacts": {"first": username, "second": username, "linked": flag},

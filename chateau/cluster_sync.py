@@ -28,14 +28,16 @@ async def load_groups(store: Store, registry: Registry) -> None:
     node could not hear it) is forgotten under that name.
     """
     records = await store.groups.load_groups()
-    senders = await store.group_settings.restricted_senders()
     loaded = {record.chatname for record in records}
     for chatname in registry.group_names():
         if chatname not in loaded:
             registry.remove_group(chatname)
     for record in records:
-        group = registry.add_group(record.chatname, record.creator, record.members, record.started)
-        group.who_can_send = senders.get(record.chatname, "everyone")
+        registry.add_group(
+            record.chatname, record.creator, record.members, record.started,
+            roles=dict(record.roles), muted_until=dict(record.muted),
+            who_can_send=record.who_can_send,
+        )
 
 
 class ClusterSync:
@@ -98,6 +100,12 @@ class ClusterSync:
             group = registry.group(event["chatname"])
             if group is not None:
                 group.who_can_send = event["who_can_send"]
+        elif kind == "members_added":
+            registry.add_members(event["chatname"], event["users"])
+        elif kind == "member_role":
+            registry.set_role(event["chatname"], event["user"], event["role"])
+        elif kind == "member_muted":
+            registry.set_muted(event["chatname"], event["user"], event["until"] or None)
         elif kind == "pair":
             first, second = event["members"]
             registry.add_pair(event["chatname"], (first, second))

@@ -190,6 +190,46 @@ class GroupDirectoryRequest(Request):
     limit: int = 50
 
 
+@dataclass(frozen=True)
+class GroupAddRequest(Request):
+    chatname: str
+    users: list[str]
+
+
+@dataclass(frozen=True)
+class GroupRemoveRequest(Request):
+    chatname: str
+    user: str
+    ban: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupUnbanRequest(Request):
+    chatname: str
+    user: str
+
+
+@dataclass(frozen=True)
+class GroupMuteRequest(Request):
+    chatname: str
+    user: str
+    minutes: int
+
+
+@dataclass(frozen=True)
+class GroupInviteRequest(Request):
+    chatname: str
+    max_uses: int | None = None
+    hours: int | None = None
+
+
+@dataclass(frozen=True)
+class GroupJoinRequest(Request):
+    code: str | None = None
+    chatname: str | None = None
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -219,6 +259,12 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "ReportResolveRequest": ReportResolveRequest,
     "GroupUpdateRequest": GroupUpdateRequest,
     "GroupDirectoryRequest": GroupDirectoryRequest,
+    "GroupAddRequest": GroupAddRequest,
+    "GroupRemoveRequest": GroupRemoveRequest,
+    "GroupUnbanRequest": GroupUnbanRequest,
+    "GroupMuteRequest": GroupMuteRequest,
+    "GroupInviteRequest": GroupInviteRequest,
+    "GroupJoinRequest": GroupJoinRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -618,6 +664,43 @@ def group_update_response(chatname: str, topic: str, settings: dict[str, str]) -
 
 def group_directory_response(groups: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "GroupDirectoryResponse", "status": 200, "groups": groups}
+def group_add_response(chatname: str, added: list[str], already: list[str]) -> dict[str, Any]:
+    return {"type": "GroupAddResponse", "status": 200, "chatname": chatname, "added": added,
+            "already": already}
+
+
+def group_remove_response(chatname: str, user: str, banned: bool) -> dict[str, Any]:
+    return {"type": "GroupRemoveResponse", "status": 200, "chatname": chatname, "user": user,
+            "banned": banned}
+
+
+def group_removed(chatname: str, by: str, reason: str, banned: bool) -> dict[str, Any]:
+    """What a member removed from a group is told (GroupRemovedRecv)."""
+    return {"type": "GroupRemovedRecv", "status": 200, "chatname": chatname, "by": by,
+            "reason": reason, "banned": banned}
+
+
+def group_unban_response(chatname: str, user: str) -> dict[str, Any]:
+    return {"type": "GroupUnbanResponse", "status": 200, "chatname": chatname, "user": user}
+
+
+def group_mute_response(chatname: str, user: str, muted_until: str | None) -> dict[str, Any]:
+    return {"type": "GroupMuteResponse", "status": 200, "chatname": chatname, "user": user,
+            "muted_until": muted_until}
+
+
+def group_invite_response(
+    chatname: str, code: str, max_uses: int | None, expires: str
+) -> dict[str, Any]:
+    return {"type": "GroupInviteResponse", "status": 201, "chatname": chatname, "code": code,
+            "max_uses": max_uses, "expires": expires}
+
+
+def group_join_response(chatname: str, already: bool = False) -> dict[str, Any]:
+    reply: dict[str, Any] = {"type": "GroupJoinResponse", "status": 200, "chatname": chatname}
+    if already:
+        reply["already"] = True
+    return reply
 
 
 def group_event(chatname: str, event: str, user: str, by: str, **detail: Any) -> dict[str, Any]:

@@ -36,8 +36,19 @@ class Group:
     members: set[str]
     # Whether the group has carried a message: its first gets status 201.
     started: bool = False
-    # Who may send: "everyone", or "admins" (an announcement group).
+    # What a send is checked against without the database, kept current by
+    # every change here and by the other nodes' events: the members above
+    # member (username -> "owner"/"admin"), members muted until when (ms),
+    # and who may send ("everyone" or "admins").
+    roles: dict[str, str] = field(default_factory=dict)
+    muted_until: dict[str, int] = field(default_factory=dict)
     who_can_send: str = "everyone"
+
+    def role_of(self, username: str) -> str | None:
+        """*username*'s role here, None when not a member."""
+        if username not in self.members:
+            return None
+        return self.roles.get(username, "member")
 
 
 @dataclass
@@ -200,19 +211,56 @@ class Registry:
         return len(self._groups_by_user.get(username, ()))
 
     def add_group(
-        self, chatname: str, creator: str, members: Iterable[str], started: bool = False
+        self, chatname: str, creator: str, members: Iterable[str], started: bool = False,
+        roles: dict[str, str] | None = None, muted_until: dict[str, int] | None = None,
+        who_can_send: str = "everyone",
     ) -> Group:
-        """Add (or, reloaded from the database, replace) a group."""
+        """Add (or, reloaded from the database, replace) a group.
+
+        *roles* default to the creator as owner (a new group's only role).
+        """
         old = self._groups.get(chatname)
         if old is not None:
             for member in list(old.members):
                 self.remove_member(chatname, member)
             started = started or old.started
         group = Group(chatname, creator, set(members), started)
+        group.roles = dict(roles) if roles is not None else {creator: "owner"}
+        group.muted_until = dict(muted_until or {})
+        group.who_can_send = who_can_send
         self._groups[chatname] = group
         for member in group.members:
             self._groups_by_user.setdefault(member, set()).add(chatname)
         return group
+
+    def add_members(self, chatname: str, usernames: Iterable[str]) -> Group | None:
+        """Add members (as plain members) to a known group."""
+        group = self._groups.get(chatname)
+        if group is None:
+            return None
+        for username in usernames:
+            group.members.add(username)
+            self._groups_by_user.setdefault(username, set()).add(chatname)
+        return group
+
+    def set_role(self, chatname: str, username: str, role: str) -> None:
+        group = self._groups.get(chatname)
+        if group is None or username not in group.members:
+            return
+        if role == "member":
+            group.roles.pop(username, None)
+        else:
+            group.roles[username] = role
+
+    def set_muted(self, chatname: str, username: str, until: int | None) -> None:
+        """Mute a member until *until* (ms); None lifts it."""
+        group = self._groups.get(chatname)
+        if group is None:
+            return
+        if until is None:
+            group.muted_until.pop(username, None)
+        elif username in group.members:
+            group.muted_until[username] = until
 
     def group(self, chatname: str) -> Group | None:
         return self._groups.get(chatname)
@@ -253,6 +301,8 @@ class Registry:
         if group is None or username not in group.members:
             return None
         group.members.discard(username)
+        group.roles.pop(username, None)
+        group.muted_until.pop(username, None)
         chats = self._groups_by_user.get(username)
         if chats is not None:
             chats.discard(chatname)

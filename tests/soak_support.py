@@ -203,7 +203,7 @@ class Model:
         elif kind in ("GroupMessageInitResponse", "MessageEdited", "MessageDeleted"):
             self.pushes[user].append((tick, frame))
         elif kind in ("ContactRequestRecv", "ContactAcceptRecv", "ContactRemoveRecv",
-                      "PresenceRecv", "GroupMemberLeftRecv"):
+                      "PresenceRecv", "GroupMemberLeftRecv", "GroupEventRecv"):
             pass
         else:
             self.violation(f"{user} got an unexpected frame: {frame}")

@@ -58,8 +58,8 @@ def test_db_upgrade_brings_an_old_schema_to_head(tmp_path, database_url):
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM alembic_version"))
         connection.execute(text("DROP TABLE alembic_version"))
-        for table in ("group_bans", "reports", "moderation_log", "invites", "name_collisions",
-                      "direct_chats", "delivery_cursors", "cluster_nodes", "sessions", "messages",
+        for table in ("group_invites", "group_bans", "reports", "moderation_log",
+                      "invites", "name_collisions", "direct_chats", "delivery_cursors", "cluster_nodes", "sessions", "messages",
                       "group_members", "groups", "users", "names"):
             connection.execute(text(f"DROP TABLE {table}"))
     engine.dispose()

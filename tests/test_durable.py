@@ -321,6 +321,7 @@ async def test_group_info_gives_roles_and_settings_and_an_owner_always_remains(s
         ("alice", "owner", True), ("bob", "member", True), ("carol", "member", False)]
     assert (await alice.request({"type": "GroupLeaveRequest", "chatname": "team"}))["status"] == 200
     await bob.expect("GroupMemberLeftRecv", chatname="team", user="alice")
+    await bob.expect("GroupEventRecv", chatname="team", event="left", user="alice", by="alice")
     reply = await bob.request({"type": "GroupInfoRequest", "chatname": "team"})
     assert [(m["username"], m["role"]) for m in reply["members"]] == [
         ("bob", "owner"), ("carol", "member")]

@@ -417,6 +417,11 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     | st.text(ANY_TEXT, max_size=8),
     "query": st.none() | st.text(ANY_TEXT, max_size=20)
     | st.sampled_from(["%", "_", "club", "x" * 101, "\x00"]),
+    "users": recipient_lists, "ban": st.booleans(),
+    "minutes": st.integers(-2, 5) | st.sampled_from([525_600, 525_601]) | INT64_EDGES,
+    "max_uses": st.none() | st.integers(-1, 3) | INT64_EDGES,
+    "hours": st.none() | st.integers(-1, 3) | st.sampled_from([8760, 8761]) | INT64_EDGES,
+    "code": st.none() | st.text(ANY_TEXT, max_size=40) | st.just("x" * 200),
 }
 
 
@@ -494,14 +499,21 @@ SUCCESS = {
     "ReportResolveRequest": "ReportResolveResponse",
     "GroupUpdateRequest": "GroupUpdateResponse",
     "GroupDirectoryRequest": "GroupDirectoryResponse",
+    "GroupAddRequest": "GroupAddResponse",
+    "GroupRemoveRequest": "GroupRemoveResponse",
+    "GroupUnbanRequest": "GroupUnbanResponse",
+    "GroupMuteRequest": "GroupMuteResponse",
+    "GroupInviteRequest": "GroupInviteResponse",
+    "GroupJoinRequest": "GroupJoinResponse",
 }
-# Successes whose status is not 200.
-SUCCESS_STATUS = {"ReportRequest": 201}
+# Successes that are not 200: a new report or invite code is 201 (created).
+SUCCESS_STATUS = {"ReportRequest": 201, "GroupInviteRequest": 201}
 PUSHED = {
     "GroupMessageInitResponse", "GroupMessageRecv", "MessageRecv", "GroupMemberLeftRecv",
     "RandomChatEndedRecv", "MessageEdited", "MessageDeleted", "ContactRequestRecv",
     "ContactAcceptRecv", "ContactRemoveRecv", "PresenceRecv", "GroupEventRecv",
     "ModerationWarningRecv",
+    "GroupRemovedRecv",
 }
 # docs/protocol.md's statuses, less those that cannot be right here: 500 never,
 # 501 only with store_messages off, 503 only when the server or its database is

@@ -177,3 +177,30 @@ def test_watchers_are_the_local_users_who_have_someone_as_a_contact():
     assert registry.watchers("bob") == ["carol"]
     registry.disconnect("carol", carol)
     assert registry.watchers("bob") == [] and registry.watchers("alice") == []
+
+
+def test_a_group_keeps_roles_mutes_and_who_may_send_for_the_send_check():
+    registry = Registry()
+    group = registry.add_group("club", "alice", ["alice", "bob"])
+    assert group.roles == {"alice": "owner"} and group.who_can_send == "everyone"
+    assert (group.role_of("alice"), group.role_of("bob"), group.role_of("eve")) == (
+        "owner", "member", None)
+    registry.add_members("club", ["carol"])
+    assert registry.group_count("carol") == 1 and group.role_of("carol") == "member"
+    registry.set_role("club", "carol", "admin")
+    registry.set_muted("club", "bob", 10)
+    registry.set_muted("club", "eve", 10)  # not a member: nothing
+    assert group.roles == {"alice": "owner", "carol": "admin"} and group.muted_until == {"bob": 10}
+    registry.set_role("club", "carol", "member")
+    registry.set_muted("club", "bob", None)
+    assert group.roles == {"alice": "owner"} and group.muted_until == {}
+    registry.set_role("club", "carol", "admin")
+    registry.set_muted("club", "carol", 10)
+    registry.remove_member("club", "carol")
+    assert "carol" not in group.roles and "carol" not in group.muted_until
+    # Reloaded from the database: what was stored.
+    again = registry.add_group("club", "alice", ["alice", "bob"], roles={"bob": "owner"},
+                               muted_until={"alice": 5}, who_can_send="admins")
+    assert (again.roles, again.muted_until, again.who_can_send) == (
+        {"bob": "owner"}, {"alice": 5}, "admins")
+    assert registry.add_members("nope", ["x"]) is None

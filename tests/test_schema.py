@@ -265,3 +265,54 @@ def test_the_moderation_log_keeps_every_action_newest_first(database_url):
         assert [e.action for e in in_transaction(engine, entries_txn, 10, "club")] == ["group_ban"]
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0008_keeps_groups_and_their_invite_codes_work(database_url):
+    """A populated 0007 database gains group_invites; a code joins, and a ban still holds."""
+    from alembic import command
+
+    from chateau.store.membership import (
+        create_invite_txn,
+        hash_group_invite,
+        join_by_code_txn,
+        remove_txn,
+    )
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0007")
+            connection.execute(text(
+                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user'), "
+                "('cat', 'user'), ('club', 'group')"
+            ))
+            connection.execute(text(
+                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at, "
+                "delivered_until) VALUES ('ann', 'x', 'local', false, 1, 0), "
+                "('ben', 'x', 'local', false, 1, 0), ('cat', 'x', 'local', false, 1, 0)"
+            ))
+            connection.execute(text(
+                "INSERT INTO groups (chatname, creator, created_at) VALUES ('club', 'ann', 5)"
+            ))
+            connection.execute(text(
+                "INSERT INTO group_members (chatname, username, notified, role, joined_at) "
+                "VALUES ('club', 'ann', true, 'owner', 5)"
+            ))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            create_invite_txn(connection, hash_group_invite("abc"), "club", "ann", 2,
+                              2 ** 62)
+            assert remove_txn(connection, "club", "ann", "cat", True, "",
+                              frozenset({"member"}))[0] == "banned"
+        with engine.begin() as connection:
+            joined = join_by_code_txn(connection, hash_group_invite("abc"), "ben", False,
+                                      10, 10)
+            assert joined.added == ("ben",) and joined.members == ("ann", "ben")
+            refused = join_by_code_txn(connection, hash_group_invite("abc"), "cat", False,
+                                       10, 10)
+            assert (refused.refusal, refused.who) == ("banned", "cat")
+            uses = connection.execute(text("SELECT uses FROM group_invites")).scalar()
+            assert uses == 1  # the refused join took no use
+    finally:
+        engine.dispose()

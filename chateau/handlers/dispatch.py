@@ -15,9 +15,17 @@ from twisted.internet.defer import Deferred, fail
 
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
-from chateau.handlers import contacts, group_settings, groups, history, reports, sending, sessions
+from chateau.handlers import (
+    contacts, group_settings, groups, history, membership, reports, sending, sessions,
+)
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
+    GroupAddRequest,
+    GroupInviteRequest,
+    GroupJoinRequest,
+    GroupMuteRequest,
+    GroupRemoveRequest,
+    GroupUnbanRequest,
     ClientListRequest,
     ContactAccept,
     ContactDeny,
@@ -61,6 +69,12 @@ HANDLERS: dict[type[Request], Handler] = {
     GroupRoleRequest: groups.group_role,
     GroupUpdateRequest: group_settings.group_update,
     GroupDirectoryRequest: group_settings.group_directory,
+    GroupAddRequest: membership.group_add,
+    GroupRemoveRequest: membership.group_remove,
+    GroupUnbanRequest: membership.group_unban,
+    GroupMuteRequest: membership.group_mute,
+    GroupInviteRequest: membership.group_invite,
+    GroupJoinRequest: membership.group_join,
     HistoryRequest: history.history,
     MessageEditRequest: history.message_edit,
     MessageDeleteRequest: history.message_delete,
@@ -113,7 +127,7 @@ class Dispatcher:
             self.services.stores_messages
             and connection.username is not None
             and isinstance(request, GroupMessageRequest)
-            and sending.pipelines(self.services, request)
+            and sending.pipelines(self.services, request, connection.username)
         )
 
     def closed(self, connection: Connection) -> None:

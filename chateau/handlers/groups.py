@@ -1,13 +1,14 @@
 """Groups and random chats: GroupMessageInitRequest, GroupLeaveRequest,
 GroupMembersRequest, GroupInfoRequest,
-GroupRoleRequest."""
+GroupRoleRequest. (Adding, removing, banning, muting and joining are in
+chateau.handlers.membership.)"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from chateau import messages
+from chateau import messages, permissions
 from chateau.connection import Connection
 from twisted.logger import Logger
 
@@ -23,7 +24,13 @@ from chateau.errors import (
     BadRequest,
     ChateauError,
 )
-from chateau.handlers.context import Reply, Services, group_event, require_membership
+from chateau.handlers.context import (
+    Reply,
+    Services,
+    group_event,
+    require_membership,
+    require_permission,
+)
 from chateau.messages import (
     GroupInfoRequest,
     GroupLeaveRequest,
@@ -32,7 +39,7 @@ from chateau.messages import (
     GroupRoleRequest,
 )
 from chateau.names import CHATNAME_RULE, canonical, check_new_chatname, check_username
-from chateau.store.records import ROLES, iso_timestamp, now_millis
+from chateau.store.records import OWNER, ROLES, iso_timestamp, now_millis
 
 HOUR_MS = 3_600_000
 
@@ -169,10 +176,15 @@ async def group_leave(ctx: Services, conn: Connection, request: GroupLeaveReques
     if user not in group.members:
         raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
     delivery.check_reachable(group.members)
-    await ctx.store.groups.remove_group_member(target, user)
+    heir = await ctx.store.groups.remove_group_member(target, user)
     registry.remove_member(target, user)
     delivery.announce({"t": "member_left", "chatname": target, "user": user})
-    delivery.deliver(group.members, messages.group_member_left(target, user))
+    if heir is not None:
+        registry.set_role(target, heir, OWNER)
+        delivery.announce({"t": "member_role", "chatname": target, "user": heir, "role": OWNER})
+    remaining = sorted(group.members)
+    delivery.deliver(remaining, messages.group_member_left(target, user))
+    await group_event(ctx, target, remaining, "left", user, user)
     return messages.group_leave_response(target)
 
 
@@ -216,9 +228,18 @@ async def group_info(ctx: Services, conn: Connection, request: GroupInfoRequest)
         "join": info.join_rule, "visibility": info.visibility,
         "who_can_add": info.who_can_add, "who_can_send": info.who_can_send,
     }
-    return messages.group_info_response(
+    reply = messages.group_info_response(
         info.chatname, info.creator, iso_timestamp(info.created_at), info.topic, settings, members
     )
+    # Who is banned, and why, is for those who may unban.
+    role = next((m.role for m in info.members if m.username == user), None)
+    if permissions.may(permissions.UNBAN, role) or await ctx.store.accounts.is_admin(user):
+        reply["bans"] = [
+            {"username": ban.username, "by": ban.by, "reason": ban.reason,
+             "at": iso_timestamp(ban.at)}
+            for ban in await ctx.store.membership.bans(info.chatname)
+        ]
+    return reply
 
 
 async def group_role(ctx: Services, conn: Connection, request: GroupRoleRequest) -> Reply:
@@ -232,9 +253,13 @@ async def group_role(ctx: Services, conn: Connection, request: GroupRoleRequest)
     group = ctx.registry.group(chatname)
     if group is None:
         raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")
-    if user not in group.members:
-        raise ChateauError(FORBIDDEN, f"you are not a member of {chatname!r}")
-    outcome = await ctx.store.groups.set_role(chatname, user, target, request.role)
+    role = group.role_of(user)
+    acting = await require_permission(
+        ctx, user, permissions.ROLE, role, f"only an owner of {chatname!r} sets roles"
+    )
+    outcome = await ctx.store.groups.set_role(
+        chatname, user, target, request.role, as_owner=acting == OWNER and role != OWNER
+    )
     if outcome == "not_owner":
         raise ChateauError(FORBIDDEN, f"only an owner of {chatname!r} sets roles")
     if outcome == "not_member":
@@ -244,6 +269,10 @@ async def group_role(ctx: Services, conn: Connection, request: GroupRoleRequest)
             CONFLICT, f"{chatname!r} must keep an owner: make another member owner first"
         )
     if outcome == "set":
+        ctx.registry.set_role(chatname, target, request.role)
+        ctx.delivery.announce(
+            {"t": "member_role", "chatname": chatname, "user": target, "role": request.role}
+        )
         await group_event(ctx, chatname, group.members, "role", target, user, skip=conn,
                           role=request.role)
     return messages.group_role_response(chatname, target, request.role)

@@ -15,13 +15,20 @@ from typing import Iterable
 
 from twisted.internet.defer import Deferred
 
-from chateau import messages
+from chateau import messages, permissions
 from chateau.connection import Connection
 from chateau.errors import FORBIDDEN, NOT_FOUND, TOO_LARGE, ChateauError
-from chateau.handlers.context import Reply, Services, check_content, lookup, record_message
+from chateau.handlers.context import (
+    Reply,
+    Services,
+    check_content,
+    lookup,
+    record_message,
+    require_permission,
+)
 from chateau.messages import GroupMessageRequest, RandomMessageRequest
 from chateau.registry import Group
-from chateau.store.records import StoredMessage, direct_chat
+from chateau.store.records import StoredMessage, direct_chat, iso_timestamp, now_millis
 
 
 def send_message(ctx: Services, conn: Connection, request: GroupMessageRequest) -> Deferred[Reply]:
@@ -45,6 +52,10 @@ def send_message(ctx: Services, conn: Connection, request: GroupMessageRequest) 
     if group is not None:
         if sender not in group.members:
             raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
+        if group.muted_until or group.who_can_send != "everyone":
+            refused = _refuse_send(ctx, conn, sender, request, target, group)
+            if refused is not None:
+                return refused
         ctx.delivery.check_reachable(group.members)
         return record_message(ctx, target, sender, request.content).addCallback(
             _route_to_chat, ctx, conn, sender, request, target, group.members, group
@@ -55,19 +66,57 @@ def send_message(ctx: Services, conn: Connection, request: GroupMessageRequest) 
     return _send_direct(ctx, conn, sender, request, target)
 
 
-def pipelines(ctx: Services, request: GroupMessageRequest) -> bool:
+def _refuse_send(
+    ctx: Services, conn: Connection, sender: str, request: GroupMessageRequest, target: str,
+    group: Group,
+) -> Deferred[Reply] | None:
+    """403 for a muted member, or a member where only admins send; None to go on.
+
+    Read from the registry (kept current on every node), never the
+    database: a plain member of an admins-only group is the one case that
+    asks whether they are a server admin, and only then.
+    """
+    until = group.muted_until.get(sender)
+    if until is not None:
+        if until > now_millis():
+            raise ChateauError(
+                FORBIDDEN, f"you are muted in {target!r} until {iso_timestamp(until)}"
+            )
+        del group.muted_until[sender]
+    if permissions.may(permissions.SEND, group.role_of(sender), who_can_send=group.who_can_send):
+        return None
+
+    async def as_server_admin() -> Reply:
+        await require_permission(
+            ctx, sender, permissions.SEND, group.role_of(sender),
+            f"only admins send in {target!r}", who_can_send=group.who_can_send,
+        )
+        if sender not in group.members:  # removed while the database was asked
+            raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
+        ctx.delivery.check_reachable(group.members)
+        return await record_message(ctx, target, sender, request.content).addCallback(
+            _route_to_chat, ctx, conn, sender, request, target, group.members, group
+        )
+
+    return Deferred.fromCoroutine(as_server_admin())
+
+
+def pipelines(ctx: Services, request: GroupMessageRequest, sender: str | None = None) -> bool:
     """Whether a send's recipient is known without asking the database.
 
     Then its one wait is the message writer, which commits in arrival order,
-    so several such sends of one connection may be in flight together.
+    so several such sends of one connection may be in flight together. (A
+    plain member's send where only admins send is not: it asks whether the
+    sender is a server admin first.)
     """
     target = lookup(request.recipient)
     registry = ctx.registry
-    return (
-        registry.pair(target) is not None
-        or registry.group(target) is not None
-        or registry.is_online(target)
-    )
+    group = registry.group(target)
+    if group is not None:
+        return group.who_can_send == "everyone" or permissions.may(
+            permissions.SEND, group.role_of(sender or ""), who_can_send=group.who_can_send
+        )
+    return registry.pair(target) is not None or registry.is_online(target)
 
 
 async def _send_to_offline(

@@ -34,6 +34,7 @@ from chateau.store.errors import StoreUnavailable
 from chateau.store.group_settings import GroupSettings
 from chateau.store.groups import Groups
 from chateau.store.invites import Invites
+from chateau.store.membership import Membership
 from chateau.store.messages import Messages, add_messages_txn
 from chateau.store.moderation import Moderation
 from chateau.store.reports import Reports
@@ -75,6 +76,7 @@ class Store:
         self.invites = Invites(self.runner)
         self.moderation = Moderation(self.runner)
         self.reports = Reports(self.runner)
+        self.membership = Membership(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

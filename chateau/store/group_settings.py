@@ -29,6 +29,7 @@ from chateau.store.moderation import record_txn
 from chateau.store.records import NameClaim
 from chateau.store.tables import (
     group_bans,
+    group_invites,
     group_members,
     groups,
     messages,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 GROUP_NAME_COLUMNS: tuple[Column[Any], ...] = (
     group_members.c.chatname,
     group_bans.c.chatname,
+    group_invites.c.chatname,
     messages.c.chat,
     reports.c.chatname,
 )
@@ -120,10 +122,6 @@ class GroupSettings:
         return self._writer.drain().addCallback(
             lambda _: self._runner.run(move_stragglers_txn, old_name, new_name)
         )
-
-    def restricted_senders(self) -> Deferred[dict[str, str]]:
-        """Groups whose ``who_can_send`` is not the default, by name."""
-        return self._runner.run(restricted_senders_txn)
 
     def directory(self, query: str, limit: int) -> Deferred[list[DirectoryEntry]]:
         return self._runner.run(directory_txn, query, limit)
@@ -247,14 +245,6 @@ def move_stragglers_txn(connection: Connection, old_name: str, new_name: str) ->
     return connection.execute(
         update(messages).where(messages.c.chat == old_name).values(chat=new_name)
     ).rowcount
-
-
-def restricted_senders_txn(connection: Connection) -> dict[str, str]:
-    rows = connection.execute(
-        select(groups.c.chatname, groups.c.who_can_send)
-        .where(groups.c.who_can_send != SETTINGS["who_can_send"][1][0])
-    )
-    return {row.chatname: row.who_can_send for row in rows}
 
 
 def directory_txn(connection: Connection, query: str, limit: int) -> list[DirectoryEntry]:

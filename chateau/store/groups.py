@@ -54,16 +54,20 @@ class Groups:
     def load_groups(self) -> Deferred[list[GroupRecord]]:
         return self._runner.run(load_groups_txn)
 
-    def remove_group_member(self, chatname: str, username: str) -> Deferred[None]:
+    def remove_group_member(self, chatname: str, username: str) -> Deferred[str | None]:
+        """Fires with the member who became owner because the last one left, if any."""
         return self._runner.run(remove_group_member_txn, chatname, username)
 
     def group_info(self, chatname: str) -> Deferred[GroupInfoRecord | None]:
         return self._runner.run(group_info_txn, chatname)
 
-    def set_role(self, chatname: str, by: str, username: str, role: str) -> Deferred[str]:
+    def set_role(
+        self, chatname: str, by: str, username: str, role: str, as_owner: bool = False,
+    ) -> Deferred[str]:
         """*by* gives *username* *role*: "set", "same", or a refusal: "not_owner",
-        "not_member" or "last_owner"."""
-        return self._runner.run(set_role_txn, chatname, by, username, role)
+        "not_member" or "last_owner". *as_owner*: *by* is a server admin, an
+        owner of every group."""
+        return self._runner.run(set_role_txn, chatname, by, username, role, as_owner)
 
     def creation_times(self, creator: str, since: int) -> Deferred[list[int]]:
         """When *creator* made each group after *since* (ms), oldest first."""
@@ -91,10 +95,18 @@ def create_group_txn(
 
 def load_groups_txn(connection: Connection) -> list[GroupRecord]:
     members: dict[str, set[str]] = {}
-    for chatname, username in connection.execute(
-        select(group_members.c.chatname, group_members.c.username)
+    roles: dict[str, list[tuple[str, str]]] = {}
+    muted: dict[str, list[tuple[str, int]]] = {}
+    now = now_millis()
+    for chatname, username, role, muted_until in connection.execute(
+        select(group_members.c.chatname, group_members.c.username, group_members.c.role,
+               group_members.c.muted_until)
     ):
         members.setdefault(chatname, set()).add(username)
+        if role != MEMBER:
+            roles.setdefault(chatname, []).append((username, role))
+        if muted_until is not None and int(muted_until) > now:
+            muted.setdefault(chatname, []).append((username, int(muted_until)))
     started = set(
         connection.execute(
             select(messages.c.chat).where(messages.c.chat.in_(select(groups.c.chatname))).distinct()
@@ -102,8 +114,11 @@ def load_groups_txn(connection: Connection) -> list[GroupRecord]:
     )
     return [
         GroupRecord(row.chatname, row.creator, frozenset(members.get(row.chatname, ())),
-                    row.chatname in started)
-        for row in connection.execute(select(groups.c.chatname, groups.c.creator))
+                    row.chatname in started, tuple(roles.get(row.chatname, ())),
+                    tuple(muted.get(row.chatname, ())), row.who_can_send)
+        for row in connection.execute(
+            select(groups.c.chatname, groups.c.creator, groups.c.who_can_send)
+        )
     ]
 
 
@@ -124,15 +139,16 @@ def take_group_notices_txn(connection: Connection, username: str) -> list[GroupR
     return records
 
 
-def remove_group_member_txn(connection: Connection, chatname: str, username: str) -> None:
+def remove_group_member_txn(connection: Connection, chatname: str, username: str) -> str | None:
     """Remove a member; when the last owner goes, the longest-serving admin, else
-    member, becomes owner (ties by name), so a group always keeps an owner."""
+    member, becomes owner (ties by name), so a group always keeps an owner.
+    Returns that new owner, if any."""
     in_group = group_members.c.chatname == chatname
     connection.execute(delete(group_members).where(in_group & (group_members.c.username == username)))
     if connection.execute(
         select(group_members.c.username).where(in_group & (group_members.c.role == OWNER))
     ).first():
-        return
+        return None
     heir = connection.execute(
         select(group_members.c.username).where(in_group).order_by(
             (group_members.c.role != ADMIN), group_members.c.joined_at, group_members.c.username
@@ -144,6 +160,7 @@ def remove_group_member_txn(connection: Connection, chatname: str, username: str
             .where(in_group & (group_members.c.username == heir))
             .values(role=OWNER)
         )
+    return heir
 
 
 def role_of_txn(connection: Connection, chatname: str, username: str) -> str | None:
@@ -155,7 +172,8 @@ def role_of_txn(connection: Connection, chatname: str, username: str) -> str | N
 
 
 def set_role_txn(
-    connection: Connection, chatname: str, by: str, username: str, role: str
+    connection: Connection, chatname: str, by: str, username: str, role: str,
+    as_owner: bool = False,
 ) -> str:
     """Change a member's role in one transaction: only owners may, and the last
     owner cannot step down.
@@ -169,7 +187,7 @@ def set_role_txn(
         .where(in_group & (group_members.c.role == OWNER))
         .with_for_update()
     ).scalars().all()
-    if by not in owners:
+    if by not in owners and not as_owner:
         return "not_owner"
     current = role_of_txn(connection, chatname, username)
     if current is None:

@@ -91,6 +91,38 @@ class GroupRecord:
     creator: str
     members: frozenset[str]
     started: bool
+    # What the send check needs without the database (registry.Group): the
+    # roles above member, members muted (until, in ms), and who may send.
+    roles: tuple[tuple[str, str], ...] = ()
+    muted: tuple[tuple[str, int], ...] = ()
+    who_can_send: str = "everyone"
+
+
+@dataclass(frozen=True)
+class BanRecord:
+    username: str
+    by: str
+    reason: str
+    at: int
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """What adding people to a group came to, in one transaction.
+
+    *refusal* names why nobody was added: "no_group", "missing" (*who* is no
+    user), "banned" (*who*), "full" (the group would pass its limit),
+    "too_many_groups" (*who* is in the most groups allowed), "closed" (not
+    public and open), "no_code"; else *added* and *already* (members before).
+    """
+
+    chatname: str
+    added: tuple[str, ...] = ()
+    already: tuple[str, ...] = ()
+    refusal: str | None = None
+    who: str | None = None
+    creator: str = ""
+    members: tuple[str, ...] = ()
 
 
 # A member's role in a group: owners set roles, admins govern members.

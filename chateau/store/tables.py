@@ -271,6 +271,24 @@ invites = Table(
 )
 
 
+# Invite codes of groups (GroupInviteRequest): only the code's SHA-256 is
+# stored. "uses" counts up as people join with it; max_uses NULL is
+# unlimited. A ban still keeps a banned user out, code or not.
+group_invites = Table(
+    "group_invites",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("chatname", String(64), ForeignKey("groups.chatname"), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("max_uses", Integer, nullable=True),
+    Column("uses", Integer, nullable=False, server_default="0"),
+    Index("ix_group_invites_chatname", "chatname"),
+)
+
+
 def upsert(connection: Connection, table: Table) -> Any:
     """An INSERT on *table* with the connection's ``ON CONFLICT`` clauses (PostgreSQL, SQLite)."""
     if connection.dialect.name == "postgresql":

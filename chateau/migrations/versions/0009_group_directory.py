@@ -6,14 +6,14 @@ a group's topic and settings have had their columns since 0006, and a
 rename moves rows between existing tables.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-04
 """
 
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
