@@ -397,3 +397,92 @@ def test_topic_rename_settings_and_the_directory(chateau, browser):
     alice.locator("#group-panel").get_by_role("button", name="Save group settings").click()
     expect(alice.locator("#toast")).to_contain_text("Group settings not changed:")
     expect(alice.locator("#conversation-title")).to_have_text("# other")
+
+
+def panel_action(page, label: str, reason: str | None = None, field: str = "Reason (optional)"):
+    """Click a member control; answer its question (a reason, minutes) if it asks one."""
+    page.locator("#group-panel").get_by_label(label, exact=True).click()
+    if reason is not None:
+        page.get_by_label(field, exact=True).fill(reason)
+        page.locator("#ask-dialog").get_by_role("button", name="OK", exact=True).click()
+
+
+def test_group_admins_add_remove_ban_mute_and_invite(chateau, browser):
+    """Add, ban with a reason, unban, mute, remove, and an invite code, across three pages."""
+    from playwright.sync_api import expect
+
+    pages = {}
+    for name in ("carol", "bob", "alice"):
+        pages[name] = open_page(browser, chateau.http_url)
+        sign_in(pages[name], name)
+        expect(pages[name].locator("#me")).to_have_text(name)
+    alice, bob, carol = pages["alice"], pages["bob"], pages["carol"]
+    new_group(alice, "club", "bob")
+    expect(alice.get_by_role("heading", name="# club")).to_be_visible()
+    chat_item(bob, "club").click()
+    logs = {name: page.get_by_role("log", name="Conversation") for name, page in pages.items()}
+
+    # Adding: the new member gets the group, the others a system line.
+    panel = open_group_panel(alice, "club")
+    panel.get_by_label("Add people").fill("carol")
+    panel.get_by_role("button", name="Add", exact=True).click()
+    expect(logs["alice"].locator("li.event")).to_have_text("alice added carol")
+    expect(logs["bob"].locator('li.event[data-event="added"]')).to_have_text("alice added carol")
+    chat_item(carol, "club").click()
+    expect(logs["carol"]).to_contain_text("alice added you to this group")
+    expect(member_row(panel, "carol").locator(".role")).to_have_text("member")
+
+    # A ban with a reason: bob's group turns read-only and says who and why.
+    panel_action(alice, "Ban bob", "spam")
+    expect(bob.locator("#removed-banner")).to_have_text(
+        "alice banned you from this group: spam. It is read-only now.")
+    expect(bob.get_by_label("Message", exact=True)).to_be_disabled()
+    expect(logs["carol"].locator('li.event[data-event="banned"]')).to_have_text("alice banned bob (spam)")
+    expect(member_row(panel, "bob")).to_have_count(0)
+    expect(panel.locator("#panel-bans")).to_contain_text("bob, by alice: spam")
+    panel.get_by_label("Unban bob").click()
+    expect(logs["carol"].locator('li.event[data-event="unbanned"]')).to_have_text("alice unbanned bob")
+    expect(panel.locator("#panel-bans")).to_contain_text("Nobody.")
+
+    # A mute: carol reads but cannot write, and is told until when.
+    panel_action(alice, "Mute carol", "5", field="Minutes")
+    expect(logs["carol"].locator('li.event[data-event="muted"]')).to_contain_text("alice muted carol until")
+    expect(member_row(panel, "carol")).to_contain_text("muted until")
+    send(carol, "can I talk?")
+    expect(logs["carol"]).to_contain_text("not sent: you are muted in 'club' until")
+    panel_action(alice, "Unmute carol")
+    expect(logs["carol"].locator('li.event[data-event="unmuted"]')).to_have_text("alice unmuted carol")
+
+    # Removing without a reason.
+    panel_action(alice, "Remove carol", "")
+    expect(carol.locator("#removed-banner")).to_have_text(
+        "alice removed you from this group. It is read-only now.")
+
+    # An invite code brings bob back.
+    panel.get_by_role("button", name="Create invite code").click()
+    expect(panel.locator("#invite-code")).not_to_be_empty()
+    code = panel.locator("#invite-code").text_content()
+    bob.get_by_role("button", name="Find groups").click()
+    bob.get_by_label("Invite code").fill("not-a-code")
+    bob.get_by_role("button", name="Join with code").click()
+    expect(bob.locator("#toast")).to_contain_text("no such invite code")
+    bob.get_by_label("Invite code").fill(code)
+    bob.get_by_role("button", name="Join with code").click()
+    expect(bob.locator("#removed-banner")).to_be_hidden()
+    expect(bob.get_by_label("Message", exact=True)).to_be_enabled()
+    expect(logs["alice"].locator('li.event[data-event="joined"]')).to_have_text("bob joined")
+    send(bob, "back again")
+    expect(logs["alice"]).to_contain_text("back again")
+
+    # An open public group: carol, removed but not banned, finds it and joins by name.
+    panel.get_by_label("Who can join").select_option("open")
+    panel.get_by_label("Visibility").select_option("public")
+    panel.get_by_role("button", name="Save group settings").click()
+    expect(logs["bob"].locator('li.event[data-event="settings"]')).to_have_text(
+        "alice changed the group's settings (join: open, visibility: public)")
+    carol.get_by_role("button", name="Find groups").click()
+    carol.get_by_role("button", name="Search", exact=True).click()
+    carol.get_by_role("button", name="Join club").click()
+    expect(carol.locator("#removed-banner")).to_be_hidden()
+    expect(logs["carol"]).to_contain_text("back again")  # the group's history, read again
+    expect(logs["bob"].locator('li.event[data-event="joined"]').last).to_have_text("carol joined")
