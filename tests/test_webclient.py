@@ -486,3 +486,9 @@ def test_group_admins_add_remove_ban_mute_and_invite(chateau, browser):
     expect(carol.locator("#removed-banner")).to_be_hidden()
     expect(logs["carol"]).to_contain_text("back again")  # the group's history, read again
     expect(logs["bob"].locator('li.event[data-event="joined"]').last).to_have_text("carol joined")
+
+    # Leaving: one line for the members, whichever of the two pushes comes first.
+    carol.get_by_role("button", name="Leave group").click()
+    expect(logs["bob"].locator("li.event", has_text="carol left")).to_have_count(1)
+    bob.wait_for_timeout(300)
+    expect(logs["bob"].locator("li", has_text="carol left")).to_have_count(1)
