@@ -1292,10 +1292,10 @@
     if (member.muted) {
       status.push(member.muted_until ? `muted until ${formatTime(member.muted_until)}` : "muted");
     }
-    const state_ = document.createElement("span");
-    state_.className = "member-state muted";
-    state_.textContent = status.join(", ");
-    li.append(line, state_);
+    const presence = document.createElement("span");
+    presence.className = "member-state muted";
+    presence.textContent = status.join(", ");
+    li.append(line, presence);
     const controls = document.createElement("div");
     controls.className = "member-controls";
     if (may(chat, "role")) {
