@@ -22,9 +22,10 @@ class ClusterListener(Protocol):
         """The newest id this node has routed: its fence for other nodes."""
 
     def forwarded(
-        self, origin: str, usernames: list[str], payload: bytes, message_id: int | None
+        self, origin: str, usernames: list[str], payload: bytes, message_id: int | None,
+        sender: str | None = None,
     ) -> None:
-        """A message another node routed to users here."""
+        """A message another node routed to users here (*sender*: whose words it carries)."""
 
     def event(self, event: dict[str, Any]) -> None:
         """A change to shared state another node announced."""
@@ -58,8 +59,15 @@ class Backplane(Protocol):
     def publish(self, event: dict[str, Any]) -> None:
         """Tell every other node of a change (fire and forget)."""
 
-    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
-        """Deliver *payload* to the connections of *usernames* on *node*."""
+    def forward(
+        self, node: str, usernames: list[str], payload: bytes, message_id: int | None,
+        sender: str | None = None,
+    ) -> None:
+        """Deliver *payload* to the connections of *usernames* on *node*.
+
+        *sender* (whose words it carries) lets that node pass over its users
+        who block them: only it knows their blocks.
+        """
 
     def user_joined(self, username: str) -> Deferred[dict[str, int]] | None:
         """Announce a user's first connection here; fires with the other nodes' fences."""
@@ -83,7 +91,10 @@ class NullBackplane:
     def publish(self, event: dict[str, Any]) -> None:
         pass
 
-    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
+    def forward(
+        self, node: str, usernames: list[str], payload: bytes, message_id: int | None,
+        sender: str | None = None,
+    ) -> None:
         raise AssertionError(f"no cluster, yet {usernames} are said to be on {node}")
 
     def user_joined(self, username: str) -> None:

@@ -128,10 +128,18 @@ class CatchUp:
         known yet.
         """
         username = account.username
+        # Whom the user blocks is known before anything can reach them.
+        safety = None
+        if not self.registry.is_local(username):
+            safety = await self.store.safety.safety_state(username)
+            if not connection.live:
+                return
         connection.username = username
         connection.hold()
         elsewhere = bool(self.registry.nodes_of(username))
         first = self.registry.connect(username, connection)
+        if safety is not None:
+            self.registry.set_safety(username, safety.blocked, safety.avoid)
         try:
             connection.send_message(reply)
         finally:
@@ -145,7 +153,9 @@ class CatchUp:
         self._remote_held[username] = []
         released = False
         try:
-            await self._catch_up(connection, progress, fences, was_online=elsewhere)
+            await self._catch_up(
+                connection, progress, fences, was_online=elsewhere, load_safety=safety is None
+            )
             released = True
             self._release_to(connection, username)
             # Until what was held has gone out, a cut leaves the cursor at
@@ -173,12 +183,16 @@ class CatchUp:
 
     async def _catch_up(
         self, connection: Connection, progress: Progress,
-        fences: Deferred[dict[str, int]] | None, was_online: bool,
+        fences: Deferred[dict[str, int]] | None, was_online: bool, load_safety: bool = False,
     ) -> None:
         username = progress.username
         upto = self.delivery.last_routed_id
         signed_on = now_millis()
         book = await self.store.contacts.contact_book(username)
+        if load_safety:
+            # Rare: the user's other connection here went while this one signed on.
+            safety = await self.store.safety.safety_state(username)
+            self.registry.set_safety(username, safety.blocked, safety.avoid)
         if not self.registry.is_local(username):
             return
         self.registry.set_contacts(username, book.contacts)
@@ -352,14 +366,17 @@ class CatchUp:
     # -- other nodes' messages ----------------------------------------------
 
     def forwarded(
-        self, origin: str, usernames: list[str], payload: bytes, message_id: int | None
+        self, origin: str, usernames: list[str], payload: bytes, message_id: int | None,
+        sender: str | None = None,
     ) -> None:
-        """A message another node routed to users here."""
+        """A message another node routed to users here (*sender*: whose words it carries)."""
         registry = self.registry
         live: list[str] = []
         for username in usernames:
             if not registry.is_local(username):
                 continue  # gone since: offline delivery has it
+            if sender is not None and registry.blocks(username, sender):
+                continue  # this node knows the user's blocks; catch-up skips it too
             if message_id is not None:
                 held = self._remote_held.get(username)
                 if held is not None:

@@ -534,8 +534,15 @@ class RedisBackplane(Service):
     def _publish_failed(self, failure: Any) -> None:
         self.log.warn("a cluster event was not published: {error}", error=failure.getErrorMessage())
 
-    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
-        """Send an encoded message to *usernames* on *node*, in the order sent."""
+    def forward(
+        self, node: str, usernames: list[str], payload: bytes, message_id: int | None,
+        sender: str | None = None,
+    ) -> None:
+        """Send an encoded message to *usernames* on *node*, in the order sent.
+
+        The header names its *sender*, if any, so that node can pass over
+        its users who block them.
+        """
         commands = self._commands
         if commands is None or not self.connected:
             self.log.warn(
@@ -543,7 +550,10 @@ class RedisBackplane(Service):
                 count=len(usernames), other=node,
             )
             return
-        header = json.dumps({"o": self.node, "u": usernames, "i": message_id}, separators=(",", ":"))
+        route: dict[str, Any] = {"o": self.node, "u": usernames, "i": message_id}
+        if sender is not None:
+            route["s"] = sender
+        header = json.dumps(route, separators=(",", ":"))
         commands.execute_command(
             "PUBLISH", node_channel(self.address.database, node), b"M" + header.encode() + b"\n" + payload
         ).addErrback(self._publish_failed)
@@ -626,7 +636,8 @@ class RedisBackplane(Service):
         try:
             if message[:1] == b"M":
                 self._listener.forwarded(
-                    forward.origin, forward.usernames, forward.payload, forward.message_id
+                    forward.origin, forward.usernames, forward.payload, forward.message_id,
+                    forward.sender,
                 )
             elif event["node"] != self.node:
                 self._event(event)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from chateau.names import MAX_CHATNAME_LENGTH, MAX_USERNAME_LENGTH
+from chateau.safety import CHOICES
 
 # A node's name, as [cluster] node_name allows it.
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -130,6 +131,20 @@ def names_of(check: Check, least: int = 0, most: int = MAX_NAMES) -> Check:
     return names
 
 
+def settings_of(value: Any) -> str | None:
+    """A user's whole settings (chateau.safety.CHOICES)."""
+    if not isinstance(value, dict):
+        return f"not an object but {type(value).__name__}"
+    for name, choices in CHOICES.items():
+        item = value.get(name)
+        if choices is bool:
+            if not isinstance(item, bool):
+                return f"{name} is not true/false"
+        elif item not in choices:  # type: ignore[operator]
+            return f"{name} is not one of its values"
+    return None
+
+
 # kind -> {field: check}; every event also has "t" and "node", and may have "fence".
 EVENT_FIELDS: dict[str, dict[str, Check]] = {
     "hello": {"users": names_of(username)},
@@ -151,6 +166,9 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
     "pair": {"chatname": chatname, "members": names_of(username, least=2, most=2)},
     "pair_end": {"chatname": chatname},
     "contacts": {"first": username, "second": username, "linked": flag},
+    "block": {"blocker": username, "blocked": username, "on": flag},
+    "apart": {"first": username, "second": username},
+    "settings": {"user": username, "settings": settings_of},
 }
 
 
@@ -201,6 +219,8 @@ class Forward:
     usernames: list[str]
     payload: bytes
     message_id: int | None
+    # Whose words it carries: users here who block them do not get it.
+    sender: str | None = None
 
 
 def parse_forward(raw: bytes, max_payload: int) -> Forward:
@@ -222,8 +242,11 @@ def parse_forward(raw: bytes, max_payload: int) -> Forward:
     identifier = route.get("i")
     if identifier is not None:
         _field(route, "forward", "i", message_id)
+    sender = route.get("s")
+    if sender is not None:
+        _field(route, "forward", "s", username)
     # The payload goes to clients as a text frame: it must be one JSON object.
     body = _json(payload, "the payload", "forward", "payload")
     if not isinstance(body, dict):
         raise BadClusterMessage("shape", "the payload is not an object", "forward", "payload")
-    return Forward(route["o"], route["u"], payload, identifier)
+    return Forward(route["o"], route["u"], payload, identifier, sender)

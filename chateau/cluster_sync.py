@@ -18,6 +18,7 @@ from chateau.backplane import Backplane
 from chateau.catchup import CatchUp
 from chateau.delivery import Delivery
 from chateau.registry import Registry
+from chateau.safety import Settings
 from chateau.store import Store
 
 
@@ -40,6 +41,17 @@ async def load_groups(store: Store, registry: Registry) -> None:
         )
 
 
+async def load_settings(store: Store, registry: Registry) -> None:
+    """Load every user's non-default settings (at start-up, and after a rejoin)."""
+    registry.load_settings(await store.safety.all_settings())
+
+
+async def load_shared(store: Store, registry: Registry) -> None:
+    """What every node keeps of the whole chat: groups and users' settings."""
+    await load_groups(store, registry)
+    await load_settings(store, registry)
+
+
 class ClusterSync:
     """The backplane's listener: applies other nodes' events on this node."""
 
@@ -60,9 +72,10 @@ class ClusterSync:
         return self.delivery.last_routed_id
 
     def forwarded(
-        self, origin: str, usernames: list[str], payload: bytes, message_id: int | None
+        self, origin: str, usernames: list[str], payload: bytes, message_id: int | None,
+        sender: str | None = None,
     ) -> None:
-        self.catch_up.forwarded(origin, usernames, payload, message_id)
+        self.catch_up.forwarded(origin, usernames, payload, message_id, sender)
 
     def event(self, event: dict[str, Any]) -> None:
         """Apply a change another node announced (see chateau.cluster)."""
@@ -117,6 +130,21 @@ class ClusterSync:
                 registry.link_contacts(event["first"], event["second"])
             else:
                 registry.unlink_contacts(event["first"], event["second"])
+        elif kind == "block":
+            if event["on"]:
+                registry.block(event["blocker"], event["blocked"])
+            else:
+                registry.unblock(event["blocker"], event["blocked"])
+        elif kind == "apart":
+            registry.keep_apart(event["first"], event["second"])
+        elif kind == "settings":
+            user = event["user"]
+            old = registry.settings(user)
+            registry.set_settings(user, Settings(**{
+                name: event["settings"][name] for name in Settings.__dataclass_fields__
+            }))
+            if (registry.settings(user).presence == "nobody") != (old.presence == "nobody"):
+                self.delivery.presence_changed(user)
 
     def renamed(self, old_name: str, new_name: str) -> Deferred[int]:
         """After a rename heard from another node: move what this node committed late.
@@ -145,7 +173,7 @@ class ClusterSync:
         self.catch_up.link_lost()
 
     async def rejoined(self, fences: dict[str, int]) -> None:
-        await self.catch_up.rejoined(fences, lambda: load_groups(self.store, self.registry))
+        await self.catch_up.rejoined(fences, lambda: load_shared(self.store, self.registry))
 
     async def peer_returned(self, node: str, fences: Deferred[dict[str, int]]) -> None:
         await self.catch_up.peer_returned(fences)

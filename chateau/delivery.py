@@ -54,19 +54,23 @@ class Delivery:
 
     def deliver(
         self, usernames: Iterable[str], message: dict[str, Any], skip: Connection | None = None,
-        message_id: int | None = None,
+        message_id: int | None = None, sender: str | None = None,
     ) -> int:
         """Send *message* to every connection of the users named, on every node.
 
         *skip* is a connection that already has it (the sender's own);
-        *message_id* marks a chat message (one that offline delivery counts).
+        *message_id* marks a chat message (one that offline delivery counts);
+        *sender* is whose words it carries: users who block them are passed
+        over, here and, told the sender, on the node of their connection.
         Returns how many connections on this node it went to.
         """
         payload = messages.encode(message)
-        count, remote = self.registry.fan_out(usernames, self.prepare(payload), skip=skip)
+        count, remote = self.registry.fan_out(
+            usernames, self.prepare(payload), skip=skip, sender=sender
+        )
         if remote:
             for node, names in remote.items():
-                self.backplane.forward(node, names, payload, message_id)
+                self.backplane.forward(node, names, payload, message_id, sender)
         return count
 
     def deliver_here(self, usernames: Iterable[str], message: dict[str, Any]) -> int:
@@ -116,9 +120,23 @@ class Delivery:
     # -- presence -------------------------------------------------------------
 
     def tell_presence(self, username: str, online: bool) -> None:
-        """Tell users here who have *username* as a contact."""
+        """Tell users here who have *username* as a contact (unless they appear to nobody)."""
+        if self.registry.settings(username).presence == "nobody":
+            return
         watchers = self.registry.watchers(username)
         if watchers:
+            self.deliver_here(watchers, messages.presence_recv(username, online))
+
+    def presence_changed(self, username: str) -> None:
+        """*username* appears to contacts now, or no more: tell their contacts here.
+
+        (Contacts see a user whose presence is "everyone" or "contacts" alike.)
+        """
+        watchers = self.registry.watchers(username)
+        if watchers:
+            online = self.registry.is_online(username) and (
+                self.registry.settings(username).presence != "nobody"
+            )
             self.deliver_here(watchers, messages.presence_recv(username, online))
 
     def went_offline(self, departure: Departure) -> None:

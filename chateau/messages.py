@@ -230,6 +230,31 @@ class GroupJoinRequest(Request):
     chatname: str | None = None
 
 
+@dataclass(frozen=True)
+class BlockRequest(Request):
+    username: str
+
+
+@dataclass(frozen=True)
+class UnblockRequest(Request):
+    username: str
+
+
+@dataclass(frozen=True)
+class BlockListRequest(Request):
+    pass
+
+
+@dataclass(frozen=True)
+class SettingsRequest(Request):
+    """Reads the settings (no fields) or changes those given (chateau.safety)."""
+
+    direct_messages: str | None = None
+    presence: str | None = None
+    random_chat: bool | None = None
+    read_receipts: bool | None = None
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -265,6 +290,10 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "GroupMuteRequest": GroupMuteRequest,
     "GroupInviteRequest": GroupInviteRequest,
     "GroupJoinRequest": GroupJoinRequest,
+    "BlockRequest": BlockRequest,
+    "UnblockRequest": UnblockRequest,
+    "BlockListRequest": BlockListRequest,
+    "SettingsRequest": SettingsRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -701,6 +730,17 @@ def group_join_response(chatname: str, already: bool = False) -> dict[str, Any]:
     if already:
         reply["already"] = True
     return reply
+def block_response(kind: str, username: str) -> dict[str, Any]:
+    """BlockResponse or UnblockResponse."""
+    return {"type": f"{kind}Response", "status": 200, "username": username}
+
+
+def block_list_response(blocked: list[dict[str, str]]) -> dict[str, Any]:
+    return {"type": "BlockListResponse", "status": 200, "blocked": blocked}
+
+
+def settings_response(settings: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "SettingsResponse", "status": 200, **settings}
 
 
 def group_event(chatname: str, event: str, user: str, by: str, **detail: Any) -> dict[str, Any]:

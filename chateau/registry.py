@@ -9,6 +9,10 @@ names, by node, the users connected to other nodes of a cluster, whom
 In a cluster the registry mirrors who is online on the other nodes, and all
 groups and random pairs; each node tells only its own connections of what
 changed (presence notices, pairs ended), so nothing is said twice.
+
+It is one concern, though long: every rule a delivery must decide without a
+database read (group roles and mutes, blocks, settings, random-pair
+avoidance) lives here beside the state it filters.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
 from chateau.names import RANDOM_PREFIX
+from chateau.safety import DEFAULT_SETTINGS, Settings
 
 
 class Peer(Protocol):
@@ -90,9 +95,16 @@ class Registry:
         # here has a user as a contact (to tell of that user's presence).
         self._contacts: dict[str, set[str]] = {}
         self._watchers: dict[str, set[str]] = {}
-        # Users never to be paired at random with each other again (one
-        # reported the other), both ways.
-        self._kept_apart: dict[str, set[str]] = {}
+        # Personal safety. Whom each user online here blocks, and the
+        # reverse (blocked name -> blockers here), which fan_out consults
+        # once per message, and only when someone here blocks anybody;
+        # whom each user online here is never paired with in random chat;
+        # and every user's settings that are not the defaults, on every
+        # node (presence and pairing concern users online anywhere).
+        self._blocks: dict[str, set[str]] = {}
+        self._blocked_by: dict[str, set[str]] = {}
+        self._avoid: dict[str, set[str]] = {}
+        self._settings: dict[str, Settings] = {}
 
     # -- presence ---------------------------------------------------------
 
@@ -112,6 +124,7 @@ class Registry:
             return None
         del self._online[username]
         self._forget_contacts(username)
+        self._forget_safety(username)
         return self._departed(username)
 
     def _departed(self, username: str) -> Departure:
@@ -200,9 +213,117 @@ class Registry:
                     if not watchers:
                         del self._watchers[other]
 
+    def contact_of(self, username: str, other: str) -> bool | None:
+        """Whether *other* is an accepted contact of *username*; None when not known here."""
+        contacts = self._contacts.get(username)
+        return None if contacts is None else other in contacts
+
     def watchers(self, username: str) -> list[str]:
         """Users online here who have *username* as a contact (to tell of presence)."""
         return sorted(self._watchers.get(username, ()))
+
+    # -- personal safety --------------------------------------------------
+
+    def set_safety(self, username: str, blocked: Iterable[str], avoid: Iterable[str]) -> None:
+        """Remember whom a user online here blocks, and is never to be paired with."""
+        if username not in self._online:
+            return
+        self._forget_safety(username)
+        self._avoid[username] = set(avoid)
+        for name in blocked:
+            self.block(username, name)
+
+    def _forget_safety(self, username: str) -> None:
+        self._avoid.pop(username, None)
+        for name in self._blocks.pop(username, ()):
+            blockers = self._blocked_by.get(name)
+            if blockers is not None:
+                blockers.discard(username)
+                if not blockers:
+                    del self._blocked_by[name]
+
+    def block(self, blocker: str, blocked: str) -> None:
+        """*blocker* receives nothing from *blocked* here any more (if online here).
+
+        Random chat keeps the two apart either way: *blocked* may be the one here.
+        """
+        self.keep_apart(blocker, blocked)
+        if blocker not in self._online:
+            return
+        self._blocks.setdefault(blocker, set()).add(blocked)
+        self._blocked_by.setdefault(blocked, set()).add(blocker)
+
+    def unblock(self, blocker: str, blocked: str) -> None:
+        """Future messages reach *blocker* again (they stay apart in random chat)."""
+        names = self._blocks.get(blocker)
+        if names is None or blocked not in names:
+            return
+        names.discard(blocked)
+        if not names:
+            del self._blocks[blocker]
+        blockers = self._blocked_by[blocked]
+        blockers.discard(blocker)
+        if not blockers:
+            del self._blocked_by[blocked]
+
+    def blocks(self, blocker: str, blocked: str) -> bool:
+        """Whether *blocker* (online here) blocks *blocked*."""
+        names = self._blocks.get(blocker)
+        return names is not None and blocked in names
+
+    def keep_apart(self, first: str, second: str) -> None:
+        """Never pair these two in a random chat again (as far as users here go).
+
+        The store keeps it (``random_avoid``, or the report or block that
+        caused it) for the next sign-on; this makes it hold at once.
+        """
+        for one, other in ((first, second), (second, first)):
+            avoid = self._avoid.get(one)
+            if avoid is not None:
+                avoid.add(other)
+
+    def kept_apart(self, first: str, second: str) -> bool:
+        return second in self._avoid.get(first, ()) or first in self._avoid.get(second, ())
+
+    def settings(self, username: str) -> Settings:
+        return self._settings.get(username, DEFAULT_SETTINGS)
+
+    def set_settings(self, username: str, settings: Settings) -> None:
+        if settings.is_default:
+            self._settings.pop(username, None)
+        else:
+            self._settings[username] = settings
+
+    def load_settings(self, settings: dict[str, Settings]) -> None:
+        """Replace every user's settings (at start-up, and after a rejoin)."""
+        self._settings = {name: s for name, s in settings.items() if not s.is_default}
+
+    def shows_presence(self, username: str, viewer: str | None) -> bool:
+        """Whether *username*'s presence setting lets *viewer* (online here, or None) see it."""
+        presence = self.settings(username).presence
+        if presence == "everyone" or viewer == username:
+            return True
+        if presence == "nobody" or viewer is None:
+            return False
+        return username in self._contacts.get(viewer, ())
+
+    def seen_online(self, username: str, viewer: str | None) -> bool:
+        """Whether *viewer* sees *username* online (presence setting applied)."""
+        return self.is_online(username) and self.shows_presence(username, viewer)
+
+    def online_to_contacts(self, username: str) -> bool:
+        """Whether *username*'s contacts see them online."""
+        return self.is_online(username) and self.settings(username).presence != "nobody"
+
+    def visible_online_users(self, viewer: str) -> list[str]:
+        """The users *viewer* sees online, but *viewer*."""
+        settings = self._settings
+        if not settings:
+            return self.online_users(exclude=viewer)
+        return [
+            name for name in self.online_users(exclude=viewer)
+            if name not in settings or self.shows_presence(name, viewer)
+        ]
 
     # -- groups -----------------------------------------------------------
 
@@ -315,12 +436,22 @@ class Registry:
     def pair_randomly(self, username: str, local_only: bool = False) -> RandomPair | None:
         """Pair *username* with a random other online user, or None if alone.
 
+        Users who opted out of random chats (their settings) and those kept
+        apart from *username* (:meth:`keep_apart`) are never chosen.
         *local_only* picks among users on this node (when the cluster link is down).
         """
         if local_only:
             candidates = [name for name in self.local_users() if name != username]
         else:
             candidates = self.online_users(exclude=username)
+        # Never someone who opted out, nor anyone kept apart from the user.
+        avoid = self._avoid.get(username, set())
+        settings = self._settings
+        candidates = [
+            name for name in candidates
+            if name not in avoid and (name not in settings or settings[name].random_chat)
+            and username not in self._avoid.get(name, ())
+        ]
         if not candidates:
             return None
         partner = self._rng.choice(candidates)
@@ -337,17 +468,16 @@ class Registry:
             self._pairs_by_user.setdefault(member, set()).add(chatname)
         return pair
 
-    def keep_apart(self, first: str, second: str) -> None:
-        """Note that *first* and *second* are never to be paired at random again."""
-        self._kept_apart.setdefault(first, set()).add(second)
-        self._kept_apart.setdefault(second, set()).add(first)
-
-    def kept_apart(self, first: str, second: str) -> bool:
-        return second in self._kept_apart.get(first, ())
-
     def pair_count(self, username: str) -> int:
         """How many random chats *username* is in (made on any node)."""
         return len(self._pairs_by_user.get(username, ()))
+
+    def pairs_between(self, first: str, second: str) -> list[RandomPair]:
+        """The random chats of these two with each other."""
+        return [
+            self._pairs[chatname] for chatname in sorted(self._pairs_by_user.get(first, ()))
+            if second in self._pairs[chatname].members
+        ]
 
     def pair(self, chatname: str) -> RandomPair | None:
         return self._pairs.get(chatname)
@@ -366,10 +496,13 @@ class Registry:
 
     def fan_out(
         self, usernames: Iterable[str], frame: Any, skip: Peer | None = None,
+        sender: str | None = None,
     ) -> tuple[int, dict[str, list[str]] | None]:
         """Send *frame* to every connection here of every online user named.
 
         *skip* is a connection that already has the message (the sender's own).
+        Users here who block *sender* are passed over (their other nodes,
+        which know their blocks too, pass them over as well).
         Returns how many connections here it went to, and the users connected
         to other nodes, by node (None when there are none), for the caller to
         forward. Offline users are passed over.
@@ -379,7 +512,11 @@ class Registry:
         # Alone (or nobody elsewhere) the loop skips the lookup of other nodes.
         elsewhere = self._remote
         remote: dict[str, list[str]] | None = None
+        # One lookup per message, and none while nobody here blocks anybody.
+        blockers = self._blocked_by.get(sender) if sender is not None and self._blocked_by else None
         for username in usernames:
+            if blockers is not None and username in blockers:
+                continue
             peers = online.get(username)
             if peers is not None:
                 for peer in peers:

@@ -25,7 +25,7 @@ from chateau.auth.local import Hasher, LocalChecker
 from chateau.backplane import Backplane, NullBackplane
 from chateau.catchup import CatchUp
 from chateau.cluster import ClusterRefused, RedisBackplane, default_node_name
-from chateau.cluster_sync import ClusterSync, load_groups
+from chateau.cluster_sync import ClusterSync, load_shared
 from chateau.collector import YOUNG_THRESHOLD, tune_collector
 from chateau.config import Config
 from chateau.delivery import Delivery
@@ -226,7 +226,7 @@ class Chateau(MultiService):
         dummy_hash = self._hasher.prepare() if self._hasher is not None else None
         await self.store.prepare_schema()
         await self._warn_of_name_collisions()
-        await load_groups(self.store, self.registry)
+        await load_shared(self.store, self.registry)
         if self.node is not None:
             await self.store.cursors.register_node(self.node)
         self.delivery.last_routed_id = await self.store.messages.last_message_id(

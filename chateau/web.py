@@ -138,26 +138,44 @@ class UserResource(Resource):
         ensureDeferred(self._render(request, raw))
         return NOT_DONE_YET
 
-    async def _signed_in(self, request: Request) -> bool:
-        """Whether the request carries a live session key (always, when public)."""
-        if self._public:
-            return True
+    async def _viewer(self, request: Request) -> tuple[bool, str | None]:
+        """Whether the request may look users up, and who asks (None: nobody signed in).
+
+        Without a live session key only a public lookup is allowed, and it
+        shows presence only of users who show it to everyone.
+        """
         header = request.getHeader(b"authorization") or b""
         scheme, _, key = header.partition(b" ")
         key = key.strip()
         # Session keys are 43 URL-safe characters; anything else is no key.
         if scheme.lower() != b"bearer" or not 0 < len(key) <= 256:
-            return False
+            return self._public, None
         try:
             text = key.decode("ascii")
         except UnicodeDecodeError:
+            return self._public, None
+        user = await self._store.sessions.resume_session(hash_session_key(text))
+        if user is None:
+            return self._public, None
+        return True, user.username
+
+    async def _online(self, username: str, viewer: str | None) -> bool:
+        """Whether *viewer* sees *username* online (their presence setting applied)."""
+        registry = self._registry
+        if not registry.is_online(username):
             return False
-        return await self._store.sessions.resume_session(hash_session_key(text)) is not None
+        presence = registry.settings(username).presence
+        if presence == "everyone" or viewer == username:
+            return True
+        if presence == "nobody" or viewer is None:
+            return False
+        return bool(await self._store.contacts.are_contacts(username, viewer))
 
     async def _render(self, request: Request, raw: str) -> None:
         username = check_username(raw)
         try:
-            if not await self._signed_in(request):
+            allowed, viewer = await self._viewer(request)
+            if not allowed:
                 request.setResponseCode(401)
                 request.setHeader(b"www-authenticate", b'Bearer realm="chateau"')
                 body = {
@@ -167,6 +185,7 @@ class UserResource(Resource):
                 self._finish(request, body)
                 return
             user = await self._store.accounts.get_user(username) if username else None
+            online = user is not None and await self._online(user.username, viewer)
         except Exception:
             self._log.failure("user lookup failed")
             request.setResponseCode(503)
@@ -179,7 +198,7 @@ class UserResource(Resource):
                 body = {
                     "username": user.username,
                     "display_name": user.display_name,
-                    "online": self._registry.is_online(user.username),
+                    "online": online,
                 }
         self._finish(request, body)
 

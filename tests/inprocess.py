@@ -27,7 +27,7 @@ from chateau.auth import LOCAL, Authenticator
 from chateau.auth.local import Hasher, LocalChecker
 from chateau.backplane import NullBackplane
 from chateau.catchup import CatchUp
-from chateau.cluster_sync import ClusterSync, load_groups
+from chateau.cluster_sync import ClusterSync, load_shared
 from chateau.config import Config, load_config
 from chateau.delivery import Delivery
 from chateau.errors import ChateauError
@@ -273,9 +273,9 @@ class InProcessChat:
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """What the service does before it listens: schema, groups, last routed id."""
+        """What the service does before it listens: schema, groups and settings, last routed id."""
         self.wait(self.store.prepare_schema())
-        self.wait(load_groups(self.store, self.registry))
+        self.wait(load_shared(self.store, self.registry))
         self.delivery.last_routed_id = self.wait(
             self.store.messages.last_message_id(self.catch_up.own_origin)
         )

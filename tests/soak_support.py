@@ -443,6 +443,11 @@ class Actor:
             {"type": "RandomMessageRequest", "content": message.content})
         frame = reply.frame
         self.model.counts[f"RandomMessageRequest -> {frame['type']} {frame.get('status')}"] += 1
+        if frame["type"] == "ErrorResponse" and frame.get("status") == 404:
+            # Nobody to pair with: whoever is online may have left a random chat
+            # with this user, or seen them leave one, and is never paired again.
+            del self.model.messages[(self.name, seq)]
+            return
         if frame["type"] != "RandomMessageResponse":
             self.model.violation(f"{self.name}: RandomMessageRequest -> {frame}")
             return

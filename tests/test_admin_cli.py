@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from chateau.store import migrate
 from chateau.store.engine import make_engine
+from chateau.store.tables import metadata
 from tests.processes import checkout_env
 
 
@@ -58,10 +59,8 @@ def test_db_upgrade_brings_an_old_schema_to_head(tmp_path, database_url):
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM alembic_version"))
         connection.execute(text("DROP TABLE alembic_version"))
-        for table in ("group_invites", "group_bans", "reports", "moderation_log",
-                      "invites", "name_collisions", "direct_chats", "delivery_cursors", "cluster_nodes", "sessions", "messages",
-                      "group_members", "groups", "users", "names"):
-            connection.execute(text(f"DROP TABLE {table}"))
+        # Every table of the schema (whichever revisions there are), children first.
+        metadata.drop_all(connection, checkfirst=True)
     engine.dispose()
     upgraded = admin(tmp_path, database_url, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr

@@ -90,5 +90,7 @@ async def test_random_chats_per_user_are_capped(server_factory, config_factory):
     reply = await ann.request({"type": "RandomMessageRequest", "content": "hi"})
     assert reply["status"] == 413 and "random chats" in reply["detail"]
     assert (await ann.request({"type": "GroupLeaveRequest", "chatname": chats[0]}))["status"] == 200
+    # Having left a random chat with ben, ann is never paired with him again: cat it is.
+    await running.client("cat")
     reply = await ann.request({"type": "RandomMessageRequest", "content": "hi"})
-    assert reply["status"] == 200
+    assert reply["status"] == 200 and reply["client"] == "cat", reply

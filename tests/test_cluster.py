@@ -253,12 +253,18 @@ async def test_random_pairs_span_nodes(cluster):
     assert reply["status"] == 200
     ended = await alice.recv()
     assert ended["type"] == "RandomChatEndedRecv" and ended["reason"] == "left", ended
-    # A new pair ends when the partner disconnects.
+    # Having left, bob is never paired with alice again, on any node.
     reply = await bob.request({"type": "RandomMessageRequest", "content": "again"})
-    assert reply["client"] == "alice"
-    await alice.recv()
-    await bob.close()
-    ended = await alice.recv()
+    assert reply["status"] == 404, reply
+    # A new pair ends when the partner disconnects.
+    carol = await cluster.client("n3", "carol")
+    await wait_presence(cluster, carol, "alice", "bob")
+    reply = await carol.request({"type": "RandomMessageRequest", "content": "hi there"})
+    assert reply["status"] == 200 and reply["client"] in ("alice", "bob"), reply
+    partner = alice if reply["client"] == "alice" else bob
+    await partner.recv()
+    await partner.close()
+    ended = await carol.recv()
     assert ended["type"] == "RandomChatEndedRecv" and ended["reason"] == "disconnected", ended
     await cluster.close()
 

@@ -43,6 +43,11 @@ GOOD_EVENTS: list[dict[str, Any]] = [
      "members": ["alice", "bob"]},
     {"t": "pair_end", "node": "n1", "chatname": "~random-0123456789abcdef"},
     {"t": "contacts", "node": "n1", "first": "alice", "second": "bob", "linked": False},
+    {"t": "block", "node": "n1", "blocker": "alice", "blocked": "bob", "on": True},
+    {"t": "apart", "node": "n1", "first": "alice", "second": "bob"},
+    {"t": "settings", "node": "n1", "user": "alice",
+     "settings": {"direct_messages": "contacts", "presence": "nobody", "random_chat": False,
+                  "read_receipts": True}},
     # Unknown extra fields are ignored (a newer node may add some).
     {"t": "join", "node": "n1", "user": "ålice", "extra": {"anything": [1, 2]}},
 ]
@@ -122,6 +127,19 @@ BAD_EVENTS: list[tuple[bytes, str, str, str]] = [
      "field", "member_muted", "until"),
     (encode({"t": "member_muted", "node": "n1", "chatname": "g", "user": "a",
              "until": 2 ** 53}), "field", "member_muted", "until"),
+    (encode({"t": "block", "node": "n1", "blocker": "a", "blocked": "b", "on": "yes"}),
+     "field", "block", "on"),
+    (encode({"t": "apart", "node": "n1", "first": "a"}), "field", "apart", "second"),
+    (encode({"t": "settings", "node": "n1", "user": "a", "settings": []}), "field",
+     "settings", "settings"),
+    (encode({"t": "settings", "node": "n1", "user": "a",
+             "settings": {"direct_messages": "everyone", "presence": "all",
+                          "random_chat": True, "read_receipts": True}}),
+     "field", "settings", "settings"),
+    (encode({"t": "settings", "node": "n1", "user": "a",
+             "settings": {"direct_messages": "everyone", "presence": "nobody",
+                          "random_chat": 1, "read_receipts": True}}),
+     "field", "settings", "settings"),
     (b'{"t": "reset", "node": "n1", "pad": "' + b"x" * MAX_EVENT_BYTES + b'"}', "size", "-", "-"),
 ]
 
@@ -144,6 +162,9 @@ def test_well_formed_forwards_pass():
     assert message.payload == b'{"type":"MessageRecv"}'
     assert parse_forward(forward({"o": "n1", "u": ["bob"], "i": None}), 1000).message_id is None
     assert parse_forward(forward({"o": "n1", "u": ["bob"]}), 1000).message_id is None
+    # The sender, when the message carries someone's words (blocks apply to it).
+    assert parse_forward(forward({"o": "n1", "u": ["bob"], "s": "eve"}), 1000).sender == "eve"
+    assert parse_forward(forward({"o": "n1", "u": ["bob"]}), 1000).sender is None
 
 
 @pytest.mark.parametrize("raw, reason, field", [
@@ -158,6 +179,8 @@ def test_well_formed_forwards_pass():
     (forward({"o": "n1", "u": ["b" * 33]}), "field", "u"),
     (forward({"o": "n1", "u": ["bob"], "i": True}), "field", "i"),
     (forward({"o": "n1", "u": ["bob"], "i": "7"}), "field", "i"),
+    (forward({"o": "n1", "u": ["bob"], "s": 7}), "field", "s"),
+    (forward({"o": "n1", "u": ["bob"], "s": "e\x00ve"}), "field", "s"),
     (forward({"o": "n1", "u": ["bob"]}, b"x" * 1001), "size", "payload"),
     (forward({"o": "n1", "u": ["bob"]}, b"\xff"), "encoding", "payload"),
     (forward({"o": "n1", "u": ["bob"]}, b"not json"), "json", "payload"),
@@ -202,7 +225,7 @@ def test_the_backplane_logs_counts_and_drops_what_does_not_fit():
     finally:
         globalLogPublisher.removeObserver(logged.append)
     assert listener.events == [{"t": "reset", "node": "n2"}]
-    assert listener.forwards == [("n1", ["bob"], b'{"type":"MessageRecv"}', 3)]
+    assert listener.forwards == [("n1", ["bob"], b'{"type":"MessageRecv"}', 3, None)]
     rendered = metrics.render().decode()
     total = sum(
         float(line.rsplit(" ", 1)[1]) for line in rendered.splitlines()

@@ -174,6 +174,8 @@ def decoder_value(annotation: Any) -> st.SearchStrategy[Any]:
         return st.none() | decoder_value(int)
     if annotation == str | None:
         return st.none() | decoder_value(str)
+    if annotation == bool | None:
+        return st.none() | decoder_value(bool)
     if annotation == list[str]:
         return st.lists(st.text(WELL_TEXT, max_size=20), max_size=5)
     if annotation is str:
@@ -422,6 +424,12 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "max_uses": st.none() | st.integers(-1, 3) | INT64_EDGES,
     "hours": st.none() | st.integers(-1, 3) | st.sampled_from([8760, 8761]) | INT64_EDGES,
     "code": st.none() | st.text(ANY_TEXT, max_size=40) | st.just("x" * 200),
+    "direct_messages": st.none() | st.sampled_from(["everyone", "contacts", "Contacts", ""])
+    | st.text(ANY_TEXT, max_size=10),
+    "presence": st.none() | st.sampled_from(["everyone", "contacts", "nobody", "all"])
+    | st.text(ANY_TEXT, max_size=10),
+    "random_chat": st.none() | st.booleans(),
+    "read_receipts": st.none() | st.booleans(),
 }
 
 
@@ -505,6 +513,10 @@ SUCCESS = {
     "GroupMuteRequest": "GroupMuteResponse",
     "GroupInviteRequest": "GroupInviteResponse",
     "GroupJoinRequest": "GroupJoinResponse",
+    "BlockRequest": "BlockResponse",
+    "UnblockRequest": "UnblockResponse",
+    "BlockListRequest": "BlockListResponse",
+    "SettingsRequest": "SettingsResponse",
 }
 # Successes that are not 200: a new report or invite code is 201 (created).
 SUCCESS_STATUS = {"ReportRequest": 201, "GroupInviteRequest": 201}

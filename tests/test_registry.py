@@ -7,6 +7,7 @@ import random
 from chateau.delivery import Delivery
 from chateau.names import RANDOM_PREFIX
 from chateau.registry import Registry
+from chateau.safety import Settings
 
 
 class FakePeer:
@@ -105,9 +106,14 @@ def test_group_count_follows_joins_and_leaves():
 class RecordingBackplane:
     def __init__(self) -> None:
         self.forwards: list[tuple[str, list[str], bytes, int | None]] = []
+        self.senders: list[str | None] = []
 
-    def forward(self, node: str, usernames: list[str], payload: bytes, message_id: int | None) -> None:
+    def forward(
+        self, node: str, usernames: list[str], payload: bytes, message_id: int | None,
+        sender: str | None = None,
+    ) -> None:
         self.forwards.append((node, usernames, payload, message_id))
+        self.senders.append(sender)
 
 
 def test_users_on_other_nodes_get_one_forward_per_node():
@@ -204,3 +210,45 @@ def test_a_group_keeps_roles_mutes_and_who_may_send_for_the_send_check():
     assert (again.roles, again.muted_until, again.who_can_send) == (
         {"bob": "owner"}, {"alice": 5}, "admins")
     assert registry.add_members("nope", ["x"]) is None
+
+
+def test_fan_out_passes_over_users_here_who_block_the_sender():
+    backplane = RecordingBackplane()
+    registry = Registry()
+    delivery = Delivery(registry, backplane, prepare=lambda payload: "frame")  # type: ignore[arg-type]
+    alice, bob, carol = FakePeer("alice"), FakePeer("bob"), FakePeer("carol")
+    for peer in (alice, bob, carol):
+        registry.connect(peer.username, peer)
+    registry.remote_connect("alice", "n2")  # alice on another node too: that node filters
+    registry.set_safety("alice", ["eve"], [])
+    registry.set_safety("dave", ["eve"], [])  # not online here: ignored
+    delivery.deliver(["alice", "bob", "carol"], {}, sender="eve", message_id=3)
+    assert alice.frames == [] and bob.frames == carol.frames == ["frame"]
+    assert backplane.forwards == [] and backplane.senders == []
+    delivery.deliver(["alice", "bob"], {}, sender="bob")
+    assert alice.frames == ["frame"]
+    assert backplane.forwards == [("n2", ["alice"], b"{}", None)] and backplane.senders == ["bob"]
+    registry.unblock("alice", "eve")
+    delivery.deliver(["alice"], {}, sender="eve")
+    assert alice.frames == ["frame", "frame"]
+    # Leaving this node forgets the user's blocks.
+    registry.block("alice", "eve")
+    registry.disconnect("alice", alice)
+    assert not registry.blocks("alice", "eve")
+
+
+def test_random_pairing_skips_those_who_opted_out_and_those_kept_apart():
+    registry = Registry(random.Random(3))
+    alice = FakePeer("alice")
+    registry.connect("alice", alice)
+    registry.set_safety("alice", [], ["bob"])
+    registry.remote_connect("bob", "n2")
+    registry.remote_connect("carol", "n2")
+    registry.set_settings("carol", Settings(random_chat=False))
+    assert registry.pair_randomly("alice") is None
+    registry.set_settings("carol", Settings())
+    assert registry.settings("carol") == Settings()
+    pair = registry.pair_randomly("alice")
+    assert pair is not None and pair.other("alice") == "carol"
+    registry.keep_apart("carol", "alice")
+    assert registry.kept_apart("alice", "carol")

@@ -316,3 +316,56 @@ def test_upgrading_to_0008_keeps_groups_and_their_invite_codes_work(database_url
             assert uses == 1  # the refused join took no use
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0010_keeps_everything_and_starts_with_no_blocks_and_defaults(database_url):
+    """Blocks, settings and random-chat avoidance start empty; the data already there stays,
+    and the reports already made keep their reporters apart from whom they reported."""
+    from alembic import command
+
+    from chateau.safety import DEFAULT_SETTINGS
+    from chateau.store.messages import history_txn
+    from chateau.store.safety import (
+        all_settings_txn, block_txn, change_settings_txn, safety_state_txn, settings_txn,
+    )
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0009")
+            connection.execute(text(
+                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user'), "
+                "('cat', 'user'), ('club', 'group')"
+            ))
+            connection.execute(text(
+                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at, "
+                "delivered_until) VALUES ('ann', 'x', 'local', false, 1, 0), "
+                "('ben', 'x', 'local', false, 1, 0), ('cat', 'x', 'local', false, 1, 0)"
+            ))
+            connection.execute(text(
+                "INSERT INTO messages (chat, recipient, sender, content, created_at, edited, "
+                "deleted) VALUES ('club', NULL, 'ben', 'hello club', 2, false, false)"
+            ))
+            connection.execute(text(
+                "INSERT INTO reports (reporter, reason, username, created_at) "
+                "VALUES ('cat', 'spam', 'ben', 3)"
+            ))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            assert all_settings_txn(connection) == {}
+            assert settings_txn(connection, "ann") == DEFAULT_SETTINGS
+            assert safety_state_txn(connection, "ben").avoid == {"cat"}
+            assert block_txn(connection, "ann", "ben").new
+            change_settings_txn(connection, "ann", {"presence": "nobody"})
+            records, _ = history_txn(connection, "club", None, 10, viewer="ann")
+            assert [r.history_entry().get("hidden") for r in records] == [True]
+            records, _ = history_txn(connection, "club", None, 10, viewer="cat")
+            assert [r.content for r in records] == ["hello club"]
+        with engine.begin() as connection:
+            command.downgrade(migrate._alembic_config(connection), "0009")
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert all_settings_txn(connection) == {}
+    finally:
+        engine.dispose()

@@ -21,6 +21,9 @@ async def contact_request(ctx: Services, conn: Connection, request: ContactReque
     assert me is not None
     other = await existing_other_user(ctx, me, request.username)
     ctx.delivery.check_reachable([other])
+    if await ctx.store.safety.is_blocked(other, me):
+        # Dropped, and answered as a request sent: nothing reveals the block.
+        return messages.contact_response("ContactRequest", other, state="pending")
     most = ctx.config.limits.max_pending_contact_requests
     outcome = await ctx.store.contacts.request_contact(me, other, most)
     if outcome == "too_many_sent":
@@ -44,7 +47,7 @@ async def contact_request(ctx: Services, conn: Connection, request: ContactReque
 def _contacts_linked(ctx: Services, me: str, other: str) -> None:
     ctx.registry.link_contacts(me, other)
     ctx.delivery.announce({"t": "contacts", "first": me, "second": other, "linked": True})
-    ctx.delivery.deliver([other], messages.contact_accept_recv(me, ctx.registry.is_online(me)))
+    ctx.delivery.deliver([other], messages.contact_accept_recv(me, ctx.registry.online_to_contacts(me)))
 
 
 async def contact_accept(ctx: Services, conn: Connection, request: ContactAccept) -> Reply:
@@ -56,7 +59,7 @@ async def contact_accept(ctx: Services, conn: Connection, request: ContactAccept
         raise ChateauError(NOT_FOUND, f"no contact request from {request.username!r}")
     _contacts_linked(ctx, me, other)
     return messages.contact_response(
-        "ContactAccept", other, online=ctx.registry.is_online(other)
+        "ContactAccept", other, online=ctx.registry.online_to_contacts(other)
     )
 
 
@@ -86,7 +89,7 @@ async def contact_list(ctx: Services, conn: Connection, request: ContactListRequ
     me = conn.username
     assert me is not None
     book = await ctx.store.contacts.contact_book(me)
-    online = ctx.registry.is_online
+    online = ctx.registry.online_to_contacts
     return messages.contact_list_response(
         [{"username": name, "online": online(name)} for name in book.contacts],
         [{"username": name, "direction": direction} for name, direction, _ in book.pending],

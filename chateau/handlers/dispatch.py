@@ -16,10 +16,12 @@ from twisted.internet.defer import Deferred, fail
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
-    contacts, group_settings, groups, history, membership, reports, sending, sessions,
+    contacts, group_settings, groups, history, membership, reports, safety, sending, sessions,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
+    BlockListRequest,
+    BlockRequest,
     GroupAddRequest,
     GroupInviteRequest,
     GroupJoinRequest,
@@ -52,6 +54,8 @@ from chateau.messages import (
     ReportResolveRequest,
     Request,
     ResumeRequest,
+    SettingsRequest,
+    UnblockRequest,
 )
 
 HANDLERS: dict[type[Request], Handler] = {
@@ -86,6 +90,10 @@ HANDLERS: dict[type[Request], Handler] = {
     ReportRequest: reports.report,
     ReportListRequest: reports.report_list,
     ReportResolveRequest: reports.report_resolve,
+    BlockRequest: safety.block,
+    UnblockRequest: safety.unblock,
+    BlockListRequest: safety.block_list,
+    SettingsRequest: safety.settings,
 }
 
 

@@ -31,6 +31,7 @@ from chateau.handlers.context import (
     require_membership,
     require_permission,
 )
+from chateau.handlers.safety import keep_apart
 from chateau.messages import (
     GroupInfoRequest,
     GroupLeaveRequest,
@@ -165,6 +166,10 @@ async def group_leave(ctx: Services, conn: Connection, request: GroupLeaveReques
         if user not in pair.members:
             raise ChateauError(FORBIDDEN, f"you are not in the random chat {target!r}")
         delivery.check_reachable(pair.members)
+        # Whoever leaves is never paired with that partner again.
+        await keep_apart(ctx, user, pair.other(user))
+        if registry.pair(target) is None:
+            return messages.group_leave_response(target)  # ended meanwhile
         registry.end_pair(target)
         delivery.announce({"t": "pair_end", "chatname": target})
         delivery.deliver([pair.other(user)], messages.random_chat_ended(target, user, "left"))
@@ -193,9 +198,9 @@ async def group_members(ctx: Services, conn: Connection, request: GroupMembersRe
     assert user is not None
     chatname = canonical(request.chatname)
     members = require_membership(ctx, user, chatname)
-    online = ctx.registry.is_online
+    seen = ctx.registry.seen_online
     return messages.group_members_response(
-        chatname, [{"username": name, "online": online(name)} for name in sorted(members)]
+        chatname, [{"username": name, "online": seen(name, user)} for name in sorted(members)]
     )
 
 
@@ -213,13 +218,13 @@ async def group_info(ctx: Services, conn: Connection, request: GroupInfoRequest)
     if info is None:
         raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")
     now = now_millis()
-    online = ctx.registry.is_online
+    seen = ctx.registry.seen_online
     members = []
     for member in info.members:
         muted = member.muted_until is not None and member.muted_until > now
         entry: dict[str, Any] = {
             "username": member.username, "role": member.role,
-            "online": online(member.username), "muted": muted,
+            "online": seen(member.username, user), "muted": muted,
         }
         if muted:
             entry["muted_until"] = iso_timestamp(member.muted_until)

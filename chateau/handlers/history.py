@@ -40,8 +40,11 @@ async def history(ctx: Services, conn: Connection, request: HistoryRequest) -> R
         require_membership(ctx, user, name)
         key, chat_key = "chatname", name
     frame_limit = ctx.config.server.max_message_size
+    # Messages from people the user blocks: left out of a direct chat, a gap
+    # (hidden) in a group or random chat.
     records, more = await ctx.store.messages.history(
-        chat_key, request.before, request.limit, max_bytes=frame_limit
+        chat_key, request.before, request.limit, max_bytes=frame_limit,
+        viewer=user, direct=key == "user",
     )
     return history_page(key, name, records, more, request.msg_id, frame_limit)
 
@@ -108,11 +111,13 @@ def _announce_change(
     *conn* is the connection that made the change, which is not told again
     (None when it is not in the chat: a server admin's).
     """
+    sender = record.sender
     if record.recipient is not None:
-        ctx.delivery.deliver([record.recipient], build(record.sender))
-        ctx.delivery.deliver([record.sender], build(record.recipient), skip=conn)
+        ctx.delivery.deliver([record.recipient], build(sender), sender=sender)
+        ctx.delivery.deliver([sender], build(record.recipient), skip=conn)
         return
-    ctx.delivery.deliver(_chat_members(ctx, record.chat), build(record.chat), skip=conn)
+    ctx.delivery.deliver(_chat_members(ctx, record.chat), build(record.chat), skip=conn,
+                         sender=sender)
 
 
 def announce_deletion(ctx: Services, record: MessageRecord, skip: Connection | None) -> None:

@@ -35,6 +35,7 @@ from chateau.handlers.context import (
     require_stored_messages,
 )
 from chateau.handlers.history import announce_deletion, message_audience
+from chateau.handlers.safety import keep_apart
 from chateau.messages import ReportListRequest, ReportRequest, ReportResolveRequest
 from chateau.names import RANDOM_PREFIX
 from chateau.store.records import REPORT_OPEN, MessageRecord, ReportRecord, now_millis
@@ -218,7 +219,7 @@ async def report(ctx: Services, conn: Connection, request: ReportRequest) -> Rep
         None if record is None else record.id, snapshot,
     )
     if reported is not None:
-        ctx.registry.keep_apart(user, reported)
+        await keep_apart(ctx, user, reported)
     log.info("report {report_id} made by {reporter}", report_id=report_id, reporter=user)
     return messages.report_response(report_id)
 

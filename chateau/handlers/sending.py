@@ -116,7 +116,10 @@ def pipelines(ctx: Services, request: GroupMessageRequest, sender: str | None = 
         return group.who_can_send == "everyone" or permissions.may(
             permissions.SEND, group.role_of(sender or ""), who_can_send=group.who_can_send
         )
-    return registry.pair(target) is not None or registry.is_online(target)
+    return registry.pair(target) is not None or registry.is_online(target) and (
+        # Asking the database whether the two are contacts is a wait too.
+        registry.settings(target).direct_messages == "everyone" or registry.is_local(target)
+    )
 
 
 async def _send_to_offline(
@@ -137,6 +140,31 @@ def _send_direct(
             NOT_FOUND,
             f"{target!r} is offline and this server keeps no messages to deliver later",
         )
+    if ctx.registry.settings(target).direct_messages == "everyone":
+        return _record_direct(ctx, conn, sender, request, target)
+    known = ctx.registry.contact_of(target, sender)
+    if known is not None:
+        return _record_direct_from_contact(known, ctx, conn, sender, request, target)
+    return ctx.store.contacts.are_contacts(target, sender).addCallback(
+        _record_direct_from_contact, ctx, conn, sender, request, target
+    )
+
+
+def _record_direct_from_contact(
+    contact: bool, ctx: Services, conn: Connection, sender: str, request: GroupMessageRequest,
+    target: str,
+) -> Deferred[Reply]:
+    """The recipient takes direct messages from contacts only: 403 for anyone else."""
+    if not contact:
+        raise ChateauError(FORBIDDEN, f"{target!r} accepts direct messages from contacts only")
+    return _record_direct(ctx, conn, sender, request, target)
+
+
+def _record_direct(
+    ctx: Services, conn: Connection, sender: str, request: GroupMessageRequest, target: str
+) -> Deferred[Reply]:
+    # A message to someone who blocks the sender is stored and answered as
+    # any other (nothing reveals the block); it just never reaches them.
     return record_message(
         ctx, direct_chat(sender, target), sender, request.content, recipient=target
     ).addCallback(_route_direct, ctx, conn, sender, request, target)
@@ -153,7 +181,7 @@ def _route_direct(
             sender=sender, chatname=sender, content=request.content,
             message_id=stored.id, timestamp=stored.timestamp,
         ),
-        skip=conn, message_id=stored.id,
+        skip=conn, message_id=stored.id, sender=sender,
     )
     ctx.delivery.routed(stored.id)
     return messages.message_send_response(stored.id, stored.timestamp)
@@ -178,7 +206,7 @@ def _route_to_chat(
             first=first, sender=sender, chatname=target, content=request.content,
             message_id=stored.id, timestamp=stored.timestamp,
         ),
-        skip=conn, message_id=stored.id,
+        skip=conn, message_id=stored.id, sender=sender,
     )
     ctx.delivery.routed(stored.id)
     return messages.message_send_response(stored.id, stored.timestamp)
@@ -188,6 +216,12 @@ async def random_message(ctx: Services, conn: Connection, request: RandomMessage
     sender = conn.username
     assert sender is not None
     check_content(ctx, request.content)
+    if not ctx.registry.settings(sender).random_chat:
+        raise ChateauError(
+            FORBIDDEN,
+            "you have opted out of random chats: send SettingsRequest with random_chat true "
+            "to take part",
+        )
     most = ctx.config.limits.max_random_chats_per_user
     if ctx.registry.pair_count(sender) >= most:
         raise ChateauError(
@@ -206,7 +240,7 @@ async def random_message(ctx: Services, conn: Connection, request: RandomMessage
             sender=sender, chatname=pair.chatname, content=request.content,
             message_id=stored.id, timestamp=stored.timestamp, random=True,
         ),
-        message_id=stored.id,
+        message_id=stored.id, sender=sender,
     )
     ctx.delivery.routed(stored.id)
     return messages.random_message_response(partner, pair.chatname, stored.id, stored.timestamp)

@@ -104,4 +104,6 @@ async def heartbeat(ctx: Services, conn: Connection, request: HeartbeatRequest) 
 
 
 async def client_list(ctx: Services, conn: Connection, request: ClientListRequest) -> Reply:
-    return messages.client_list_response(ctx.registry.online_users(exclude=conn.username))
+    assert conn.username is not None
+    # Users whose presence setting hides them from this user are left out.
+    return messages.client_list_response(ctx.registry.visible_online_users(conn.username))

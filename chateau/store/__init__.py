@@ -10,8 +10,8 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
   ``group_settings``, ``contacts``, ``cursors``, ``invites``, ``moderation``,
-  ``reports``), each with its transaction functions and a small class that
-  runs them through the runner.
+  ``reports``, ``safety``), each with its transaction functions and a small
+  class that runs them through the runner.
 
 :class:`Store` composes them: ``store.messages.history(...)``,
 ``store.accounts.get_user(...)``. No SQLAlchemy call ever runs on the
@@ -38,6 +38,7 @@ from chateau.store.membership import Membership
 from chateau.store.messages import Messages, add_messages_txn
 from chateau.store.moderation import Moderation
 from chateau.store.reports import Reports
+from chateau.store.safety import Safety
 from chateau.store.writer import MessageWriter
 
 __all__ = ["Store", "StoreUnavailable"]
@@ -77,6 +78,7 @@ class Store:
         self.moderation = Moderation(self.runner)
         self.reports = Reports(self.runner)
         self.membership = Membership(self.runner)
+        self.safety = Safety(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

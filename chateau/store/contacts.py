@@ -43,6 +43,10 @@ class Contacts:
     def contact_book(self, username: str) -> Deferred[ContactBook]:
         return self._runner.run(contact_book_txn, username)
 
+    def are_contacts(self, first: str, second: str) -> Deferred[bool]:
+        """Whether the two are accepted contacts."""
+        return self._runner.run(are_contacts_txn, first, second)
+
 
 def _pair_row(connection: Connection, first: str, second: str) -> Any:
     return connection.execute(
@@ -57,6 +61,11 @@ def _pending_count(connection: Connection, column: Any, username: str) -> int:
     return int(connection.execute(
         select(func.count()).select_from(contacts).where((column == username) & ~contacts.c.accepted)
     ).scalar() or 0)
+
+
+def are_contacts_txn(connection: Connection, first: str, second: str) -> bool:
+    row = _pair_row(connection, first, second)
+    return row is not None and bool(row.accepted)
 
 
 def request_contact_txn(

@@ -25,7 +25,7 @@ from chateau.store.records import (
     iso_timestamp,
     now_millis,
 )
-from chateau.store.tables import direct_chats, group_members, messages, upsert
+from chateau.store.tables import blocks, direct_chats, group_members, messages, upsert
 
 if TYPE_CHECKING:
     from chateau.store.writer import MessageWriter
@@ -54,14 +54,17 @@ class Messages:
         return self._runner.run(last_message_id_txn, origin)
 
     def history(
-        self, chat: str, before: int | None, limit: int, max_bytes: int | None = None
+        self, chat: str, before: int | None, limit: int, max_bytes: int | None = None,
+        viewer: str | None = None, direct: bool = False,
     ) -> Deferred[tuple[list[MessageRecord], bool]]:
         """Up to *limit* messages of *chat* older than *before*, newest first; and whether more exist.
 
         With *max_bytes*, reading stops after the message whose content
-        brings the total past it (see :func:`read_until_full`).
+        brings the total past it (see :func:`read_until_full`). With
+        *viewer*, messages from people the viewer blocks are left out of a
+        *direct* chat, and in a group come back marked ``hidden``.
         """
-        return self._runner.run(history_txn, chat, before, limit, max_bytes)
+        return self._runner.run(history_txn, chat, before, limit, max_bytes, viewer, direct)
 
     def missed_in_ranges(
         self, username: str, ranges: list[tuple[Any, int, int | None]], limit: int,
@@ -172,7 +175,14 @@ def _message_record(row: Any) -> MessageRecord:
         int(row.id), row.chat, row.recipient, row.sender, row.content,
         iso_timestamp(row.created_at), bool(row.edited), bool(row.deleted), row.origin,
         None if row.event is None else json.loads(row.event),
+        bool(getattr(row, "hidden", False)),
     )
+
+
+def _from_blocked(viewer: str) -> Any:
+    """Whether a message is one a person *viewer* blocks wrote (system events never are)."""
+    blocked = select(blocks.c.blocked).where(blocks.c.blocker == viewer)
+    return messages.c.sender.in_(blocked) & messages.c.event.is_(None)
 
 
 def _origin_filter(origin: Any) -> Any:
@@ -225,9 +235,16 @@ def read_until_full(
 
 def history_txn(
     connection: Connection, chat: str, before: int | None, limit: int,
-    max_bytes: int | None = None,
+    max_bytes: int | None = None, viewer: str | None = None, direct: bool = False,
 ) -> tuple[list[MessageRecord], bool]:
-    query = select(messages).where(messages.c.chat == chat)
+    if viewer is None:
+        query = select(messages).where(messages.c.chat == chat)
+    elif direct:
+        query = select(messages).where((messages.c.chat == chat) & ~_from_blocked(viewer))
+    else:
+        query = select(messages, _from_blocked(viewer).label("hidden")).where(
+            messages.c.chat == chat
+        )
     if before is not None:
         query = query.where(messages.c.id < before)
     return read_until_full(connection, query.order_by(messages.c.id.desc()), limit, max_bytes)
@@ -261,6 +278,8 @@ def missed_in_ranges_txn(
             & wanted
             & (messages.c.sender != username)
             & ~messages.c.deleted
+            # Nothing from people the user blocks (chateau.store.safety).
+            & ~_from_blocked(username)
             & messages.c.chat.in_(my_chats)
             & (messages.c.recipient.is_(None) | (messages.c.recipient == username))
         )

@@ -177,8 +177,12 @@ class MessageRecord:
     # A group's system event ({"event", "user", "by", ...}); None for what
     # people wrote.
     event: dict[str, Any] | None = None
+    # Written by someone the reader of history blocks: shown as a gap only.
+    hidden: bool = False
 
     def history_entry(self) -> dict[str, Any]:
+        if self.hidden:
+            return {"id": self.id, "timestamp": self.timestamp, "hidden": True}
         entry = {
             "id": self.id,
             "sender": self.sender,

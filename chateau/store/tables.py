@@ -258,6 +258,42 @@ moderation_log = Table(
 )
 
 
+# Who blocks whom: the blocker receives nothing from the blocked person any
+# more. History and catch-up filter on (blocker, blocked); sign-on also
+# reads who blocks the user (ix_blocks_blocked), whom random chat avoids.
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("blocker", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("blocked", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_blocks_blocked", "blocked"),
+)
+
+# A row only for users who changed a setting (chateau.safety): every node
+# loads them all at start-up, so the table stays as small as it can.
+user_settings = Table(
+    "user_settings",
+    metadata,
+    Column("username", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("direct_messages", String(8), nullable=False, server_default="everyone"),
+    Column("presence", String(8), nullable=False, server_default="everyone"),
+    Column("random_chat", Boolean, nullable=False, server_default=true()),
+    Column("read_receipts", Boolean, nullable=False, server_default=true()),
+)
+
+# Pairs random chat never makes again (a left the random chat with b, or
+# blocked b), read in both directions at sign-on (ix_random_avoid_b).
+random_avoid = Table(
+    "random_avoid",
+    metadata,
+    Column("a", String(64), primary_key=True),
+    Column("b", String(64), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_random_avoid_b", "b"),
+)
+
+
 # Invite codes for [auth] registration = invite, made by chateau-admin. Only
 # the code's SHA-256 is stored; "uses" counts down to 0 as accounts are made.
 invites = Table(
