@@ -492,3 +492,57 @@ def test_group_admins_add_remove_ban_mute_and_invite(chateau, browser):
     expect(logs["bob"].locator("li.event", has_text="carol left")).to_have_count(1)
     bob.wait_for_timeout(300)
     expect(logs["bob"].locator("li", has_text="carol left")).to_have_count(1)
+
+
+def test_block_and_the_settings_page(chateau, browser):
+    """Blocking hides a person's group messages, now and in history; settings are kept."""
+    from playwright.sync_api import expect
+
+    bob = open_page(browser, chateau.http_url)
+    sign_in(bob, "bob")
+    expect(bob.locator("#me")).to_have_text("bob")
+    alice = open_page(browser, chateau.http_url)
+    sign_in(alice, "alice")
+    new_group(alice, "club", "bob")
+    send(alice, "first from alice")
+    chat_item(bob, "club").click()
+    bob_log = bob.get_by_role("log", name="Conversation")
+    expect(bob_log).to_contain_text("first from alice")
+
+    # Block from the group panel: alice's messages are hidden, now and in history.
+    panel = open_group_panel(bob, "club")
+    panel.get_by_label("Block alice", exact=True).click()
+    expect(bob.locator("#toast")).to_contain_text("You blocked alice")
+    expect(bob_log.locator("li.hidden-message")).to_have_text("message hidden (blocked user)")
+    send(alice, "second from alice")
+    send(bob, "anyone?")
+    expect(bob_log).to_contain_text("anyone?")
+    bob.reload()
+    expect(bob.locator("#conversation-title")).to_have_text("# club")
+    expect(bob_log).to_contain_text("anyone?")
+    expect(bob_log.locator("li.hidden-message")).to_have_count(2)
+    expect(bob_log.locator("li.hidden-message").first).to_have_text("message hidden (blocked user)")
+    expect(bob_log).not_to_contain_text("from alice")
+
+    # The settings page: the blocked list, and settings that are kept.
+    bob.get_by_role("button", name="Settings", exact=True).click()
+    dialog = bob.locator("#settings-dialog")
+    expect(dialog.locator("#blocked-list")).to_contain_text("alice")
+    dialog.get_by_label("Direct messages from").select_option("contacts")
+    dialog.get_by_role("button", name="Save settings").click()
+    expect(dialog.locator(".dialog-message")).to_have_text("Settings saved.")
+    dialog.get_by_label("Unblock alice").click()
+    expect(dialog.locator("#blocked-list")).to_contain_text("Nobody.")
+    dialog.get_by_role("button", name="Close", exact=True).click()
+    expect(bob_log).to_contain_text("second from alice")  # history shows them again
+    expect(bob_log.locator("li.hidden-message")).to_have_count(0)
+    bob.reload()
+    bob.get_by_role("button", name="Settings", exact=True).click()
+    expect(bob.get_by_label("Direct messages from")).to_have_value("contacts")
+    bob.locator("#settings-dialog").get_by_role("button", name="Close", exact=True).click()
+
+    # The setting holds: alice, not a contact, cannot write to bob directly.
+    online_user(alice, "bob").click()
+    send(alice, "psst")
+    expect(alice.get_by_role("log", name="Conversation")).to_contain_text(
+        "'bob' accepts direct messages from contacts only")

@@ -857,6 +857,7 @@
       if (chat) {
         endRandom(chat, frame.reason === "disconnected"
           ? `${frame.user} disconnected; the random chat has ended.`
+          : frame.reason === "blocked" ? `You blocked ${frame.user}; the random chat has ended.`
           : `${frame.user} left; the random chat has ended.`);
       }
     },
