@@ -12,6 +12,10 @@ users' reports (chateau.admin_reports), and ``names collisions`` lists the exist
 look like older ones (confusable: equal UTS #39 skeletons), which keep working
 and are never renamed.
 
+``user admin|unadmin|ban|unban``, ``message delete``, ``announce`` and
+``group show|delete`` are the operators' moderation commands
+(chateau.admin_moderation).
+
 ``ldap-check USERNAME`` walks through a directory sign-in step by step
 (connect, TLS, search, bind, group) and prints one line per step with OK or
 FAILED and the reason, so a certificate problem is told apart from a wrong
@@ -29,6 +33,7 @@ import unicodedata
 from typing import Any, Callable, Sequence
 
 from chateau.admin_reports import add_reports_commands
+from chateau.admin_moderation import add_moderation_commands
 from chateau.config import Config, check_ldap, load_config
 from chateau.errors import ConfigError
 
@@ -412,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         "upgrade", parents=[common], help="apply the packaged schema migrations",
     )
     upgrade.set_defaults(handler=_db_command)
+    add_moderation_commands(commands, actions, common, _on_prepared_database)
     return parser
 
 

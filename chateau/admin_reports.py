@@ -94,8 +94,8 @@ def _show(engine: Any, args: argparse.Namespace) -> int:
 def _resolve(engine: Any, args: argparse.Namespace) -> int:
     from chateau.accounts import AdminError
     from chateau.handlers.reports import (
-        BAN_UNAVAILABLE,
         MAX_NOTE,
+        ban_reason,
         action_problem,
         already_resolved,
         text_problem,
@@ -115,11 +115,11 @@ def _resolve(engine: Any, args: argparse.Namespace) -> int:
     problem = action_problem(found, args.resolution)
     if problem is not None:
         raise AdminError(problem)
-    if args.resolution == "ban_user":
-        raise AdminError(BAN_UNAVAILABLE)
+    banning = args.resolution == "ban_user"
     before = in_transaction(
         engine, resolve_report_txn, found.id, cli_actor(), args.resolution, args.note,
-        args.resolution == "delete_message",
+        args.resolution == "delete_message", ban_reason(found, args.note) if banning else None,
+        True,
     )
     if before is None or before.status != REPORT_OPEN:
         raise AdminError(already_resolved(before or found))
@@ -128,8 +128,11 @@ def _resolve(engine: Any, args: argparse.Namespace) -> int:
         print(f"note: the warning is recorded, but {found.username!r} is not told: the command "
               "line cannot reach live connections (ReportResolveRequest pushes it)")
     elif args.resolution == "delete_message":
-        print(f"message {found.message_id} is deleted in the database; clients see it at their "
-              "next history read (ReportResolveRequest also pushes the deletion live)")
+        print(f"message {found.message_id} is deleted; the running servers tell the members "
+              "online within [chat] revocation_check_interval")
+    elif banning:
+        print(f"{found.username!r} is banned until unbanned; the running servers close their "
+              "connections within [chat] revocation_check_interval")
     return OK
 
 

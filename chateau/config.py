@@ -283,7 +283,8 @@ class ChatConfig:
     session_lifetime_days: float = 30.0
     store_messages: bool = True
     account_check_interval: float = 5.0
-    # How often each node looks for revoked session keys to close their connections.
+    # How often each node looks for revoked session keys to close their
+    # connections, and for the notices of chateau-admin's changes (chateau.notices).
     revocation_check_interval: float = 0.5
 
 

@@ -255,6 +255,24 @@ class SettingsRequest(Request):
     read_receipts: bool | None = None
 
 
+@dataclass(frozen=True)
+class AnnounceRequest(Request):
+    content: str
+
+
+@dataclass(frozen=True)
+class UserBanRequest(Request):
+    username: str
+    reason: str
+    # None: until unbanned.
+    hours: int | None = None
+
+
+@dataclass(frozen=True)
+class UserUnbanRequest(Request):
+    username: str
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -294,6 +312,9 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "UnblockRequest": UnblockRequest,
     "BlockListRequest": BlockListRequest,
     "SettingsRequest": SettingsRequest,
+    "AnnounceRequest": AnnounceRequest,
+    "UserBanRequest": UserBanRequest,
+    "UserUnbanRequest": UserUnbanRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -704,7 +725,8 @@ def group_remove_response(chatname: str, user: str, banned: bool) -> dict[str, A
 
 
 def group_removed(chatname: str, by: str, reason: str, banned: bool) -> dict[str, Any]:
-    """What a member removed from a group is told (GroupRemovedRecv)."""
+    """What a member removed from a group (or whose group an operator deleted) is told
+    (GroupRemovedRecv)."""
     return {"type": "GroupRemovedRecv", "status": 200, "chatname": chatname, "by": by,
             "reason": reason, "banned": banned}
 
@@ -769,6 +791,26 @@ def report_resolve_response(report_id: int, action: str) -> dict[str, Any]:
 def moderation_warning(report_id: int, note: str) -> dict[str, Any]:
     """What a reported user is told when a server admin resolves the report with a warning."""
     return {"type": "ModerationWarningRecv", "status": 200, "report_id": report_id, "note": note}
+def announce_response(announcement_id: int) -> dict[str, Any]:
+    return {"type": "AnnounceResponse", "status": 201, "id": announcement_id}
+
+
+def announcement_recv(
+    announcement_id: int, content: str, by: str, timestamp: str, offline: bool = False
+) -> dict[str, Any]:
+    message = {"type": "AnnouncementRecv", "status": 200, "id": announcement_id,
+               "content": content, "by": by, "timestamp": timestamp}
+    if offline:
+        message["offline"] = True
+    return message
+
+
+def user_ban_response(username: str, until: str | None) -> dict[str, Any]:
+    return {"type": "UserBanResponse", "status": 200, "username": username, "until": until}
+
+
+def user_unban_response(username: str) -> dict[str, Any]:
+    return {"type": "UserUnbanResponse", "status": 200, "username": username}
 
 
 # A group's system events in words: the content of the stored event, which is

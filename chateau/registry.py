@@ -431,6 +431,16 @@ class Registry:
                 del self._groups_by_user[username]
         return group
 
+    def remove_group(self, chatname: str) -> Group | None:
+        """Forget a group (deleted by an operator); the group, or None."""
+        group = self._groups.get(chatname)
+        if group is None:
+            return None
+        for member in list(group.members):
+            self.remove_member(chatname, member)
+        del self._groups[chatname]
+        return group
+
     # -- random pairs -----------------------------------------------------
 
     def pair_randomly(self, username: str, local_only: bool = False) -> RandomPair | None:

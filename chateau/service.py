@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
+from chateau.announcements import Announcer
 from chateau.auth import DIRECTORY, LOCAL, Authenticator
 from chateau.auth.directory import Directory
 from chateau.auth.ldap import LdapChecker
@@ -31,8 +32,10 @@ from chateau.config import Config
 from chateau.delivery import Delivery
 from chateau.handlers.context import Services
 from chateau.handlers.dispatch import Dispatcher
+from chateau.handlers.operators import notice_appliers
 from chateau.limits import AddressRates, SignInThrottle
 from chateau.metrics import Metrics
+from chateau.notices import NoticeWatch
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
 from chateau.signout import SignOut
@@ -166,6 +169,7 @@ class Chateau(MultiService):
         self.context = Services(
             config=config, registry=registry, store=self.store, auth=self.authenticator,
             delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
+            announcer=Announcer(registry, self.store, self.delivery),
             directory_has=reserved,
         )
         self.factory = ChateauServerFactory(
@@ -186,6 +190,11 @@ class Chateau(MultiService):
         self.sign_out = SignOut(registry, self.store)
         self._revocation_check = LoopingCall(self.sign_out.check)
         self._revocation_check.clock = reactor
+        # Applies what chateau-admin (or another node) changed for every node:
+        # announcements, messages and groups deleted by an operator.
+        self.notices = NoticeWatch(self.store, notice_appliers(self.context))
+        self._notice_check = LoopingCall(self.notices.check)
+        self._notice_check.clock = reactor
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -226,6 +235,8 @@ class Chateau(MultiService):
         dummy_hash = self._hasher.prepare() if self._hasher is not None else None
         await self.store.prepare_schema()
         await self._warn_of_name_collisions()
+        # Before the groups are read: a group deleted meanwhile is deleted again.
+        await self.notices.start()
         await load_shared(self.store, self.registry)
         if self.node is not None:
             await self.store.cursors.register_node(self.node)
@@ -237,6 +248,7 @@ class Chateau(MultiService):
         self._account_check.start(self.config.chat.account_check_interval, now=False)
         await self.sign_out.start()
         self._revocation_check.start(self.config.chat.revocation_check_interval, now=False)
+        self._notice_check.start(self.config.chat.revocation_check_interval, now=False)
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
             # before the database goes.
@@ -282,6 +294,8 @@ class Chateau(MultiService):
             self._account_check.stop()
         if self._revocation_check.running:
             self._revocation_check.stop()
+        if self._notice_check.running:
+            self._notice_check.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()

@@ -1,11 +1,12 @@
 """Signing users out everywhere: closing the connections of revoked keys.
 
-A password reset or a disabled account (``chateau-admin``, another process
+A password reset, a disabled or banned account (``chateau-admin``, another process
 that only reaches the database), or a sign-in that pushes a user's oldest
 key past ``[limits] max_sessions_per_user``, deletes session keys and stamps
 ``users.revoked_at``. Every node polls that indexed column every
 ``[chat] revocation_check_interval`` seconds and closes, with
-:data:`SIGNED_OUT`, each of its connections whose key is no longer live. The
+:data:`SIGNED_OUT` (:data:`BANNED` for a user banned server-wide), each of
+its connections whose key is no longer live. The
 database is what every node shares, so this works the same for a server
 alone and for every node of a cluster, with or without Redis.
 
@@ -29,6 +30,11 @@ from chateau.store import Store
 # it must ask its user to sign in again. docs/protocol.md documents it.
 SIGNED_OUT = 4001
 SIGNED_OUT_REASON = "signed out: sign in again"
+# The close code of a user banned server-wide (UserBanRequest, chateau-admin
+# user ban): their keys are revoked as above, and clients treat it as 4001;
+# signing in again is refused with the ban's end and reason.
+BANNED = 4003
+BANNED_REASON = "banned"
 
 # How far behind the newest stamp seen each poll looks, in ms.
 LOOKBACK_MS = 5000
@@ -83,14 +89,23 @@ class SignOut:
             return 0
         keys = {c.session_key_hash for c in connections if c.session_key_hash is not None}
         live = await self.store.sessions.live_keys(keys)
+        gone = [c for c in connections if c.session_key_hash not in live and c.live]
+        banned = set(await self.store.accounts.banned_among(
+            sorted({c.username for c in gone if c.username is not None})
+        )) if gone else set()
         closed = 0
-        for connection in connections:
-            if connection.session_key_hash in live or not connection.live:
+        for connection in gone:
+            if not connection.live:
                 continue
-            self.log.info(
-                "signing {username} out: their session key was revoked",
-                username=connection.username,
-            )
-            connection.close_for(SIGNED_OUT, SIGNED_OUT_REASON)
+            if connection.username in banned:
+                self.log.info("closing the connections of {username}: banned",
+                              username=connection.username)
+                connection.close_for(BANNED, BANNED_REASON)
+            else:
+                self.log.info(
+                    "signing {username} out: their session key was revoked",
+                    username=connection.username,
+                )
+                connection.close_for(SIGNED_OUT, SIGNED_OUT_REASON)
             closed += 1
         return closed

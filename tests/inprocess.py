@@ -23,6 +23,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from chateau import messages
+from chateau.announcements import Announcer
 from chateau.auth import LOCAL, Authenticator
 from chateau.auth.local import Hasher, LocalChecker
 from chateau.backplane import NullBackplane
@@ -33,9 +34,11 @@ from chateau.delivery import Delivery
 from chateau.errors import ChateauError
 from chateau.handlers.context import Services
 from chateau.handlers.dispatch import Dispatcher
+from chateau.handlers.operators import notice_appliers
 from chateau.limits import SignInThrottle
 from chateau.messages import Request
 from chateau.metrics import Metrics
+from chateau.notices import NoticeWatch
 from chateau.registry import Registry
 from chateau.store import Store
 from chateau.store.engine import make_engine
@@ -261,7 +264,10 @@ class InProcessChat:
         self.services = Services(
             config=config, registry=self.registry, store=self.store, auth=self.auth,
             delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
+            announcer=Announcer(self.registry, self.store, self.delivery),
         )
+        # Changes made in the database by chateau-admin (tests call check()).
+        self.notices = NoticeWatch(self.store, notice_appliers(self.services))
         self.dispatcher = Dispatcher(self.services)
         self.connections: list[FakeConnection] = []
         self.metrics.watch(
@@ -279,6 +285,7 @@ class InProcessChat:
         self.delivery.last_routed_id = self.wait(
             self.store.messages.last_message_id(self.catch_up.own_origin)
         )
+        self.wait(self.notices.start())
 
     def stop(self) -> None:
         self.hash_pool.stop()

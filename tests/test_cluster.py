@@ -500,3 +500,36 @@ async def test_a_password_reset_closes_the_users_connections_on_every_node(clust
     done = time.monotonic()
     assert await bob.closed(timeout=5) == SIGNED_OUT
     assert time.monotonic() - done < 1.0
+
+
+@inline
+async def test_a_ban_and_an_announcement_on_one_node_hold_on_every_node(cluster):
+    """A server admin on n1 bans a user connected to n2 (closed there with
+    4003) and announces to users on every node."""
+    from tests.test_revocation import run_admin
+
+    root = await cluster.client("n1", "root")
+    result = await deferToThread(run_admin, cluster.config("admin"), "user", "admin", "root")
+    assert result.returncode == 0, result.stderr
+    eve = await cluster.client("n2", "eve")
+    bob = await cluster.client("n2", "bob")
+    carol = await cluster.client("n3", "carol")
+    reply = await root.request({"type": "UserBanRequest", "username": "eve", "reason": "abuse"})
+    assert reply["type"] == "UserBanResponse" and reply["until"] is None, reply
+    done = time.monotonic()
+    assert await eve.closed(timeout=5) == 4003
+    assert eve.close_reason == "banned"
+    assert time.monotonic() - done < 1.5
+    again = await connect(cluster.url("n3"))
+    cluster.clients.append(again)
+    refused = await again.request({"type": "RegisterRequest", "username": "eve",
+                                   "password": "secret"})
+    assert refused["status"] == 403 and refused["detail"] == "banned until unbanned: abuse"
+
+    root.send({"type": "AnnounceRequest", "content": "all nodes", "msg_id": 1})
+    own = await root.expect("AnnouncementRecv", content="all nodes")
+    await root.expect("AnnounceResponse", status=201, id=own["id"])
+    for user in (bob, carol):
+        await user.expect("AnnouncementRecv", id=own["id"], content="all nodes", by="root",
+                          timeout=3)
+    await bob.nothing(1.0)

@@ -403,7 +403,7 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "invite": st.none() | st.text(ANY_TEXT, max_size=40),
     "role": st.sampled_from(["owner", "admin", "member", "Owner", "", "king"])
     | st.text(ANY_TEXT, max_size=10),
-    "reason": contents, "note": contents, "message_id": st.none() | message_ids,
+    "reason": contents | st.just("x" * 501), "note": contents, "message_id": st.none() | message_ids,
     "report_id": message_ids,
     "status": st.sampled_from(["open", "closed", "all", "Open", ""])
     | st.text(ANY_TEXT, max_size=10),
@@ -517,15 +517,19 @@ SUCCESS = {
     "UnblockRequest": "UnblockResponse",
     "BlockListRequest": "BlockListResponse",
     "SettingsRequest": "SettingsResponse",
+    "AnnounceRequest": "AnnounceResponse",
+    "UserBanRequest": "UserBanResponse",
+    "UserUnbanRequest": "UserUnbanResponse",
 }
 # Successes that are not 200: a new report or invite code is 201 (created).
-SUCCESS_STATUS = {"ReportRequest": 201, "GroupInviteRequest": 201}
+SUCCESS_STATUS = {"ReportRequest": 201, "GroupInviteRequest": 201, "AnnounceRequest": 201}
 PUSHED = {
     "GroupMessageInitResponse", "GroupMessageRecv", "MessageRecv", "GroupMemberLeftRecv",
     "RandomChatEndedRecv", "MessageEdited", "MessageDeleted", "ContactRequestRecv",
     "ContactAcceptRecv", "ContactRemoveRecv", "PresenceRecv", "GroupEventRecv",
     "ModerationWarningRecv",
     "GroupRemovedRecv",
+    "AnnouncementRecv",
 }
 # docs/protocol.md's statuses, less those that cannot be right here: 500 never,
 # 501 only with store_messages off, 503 only when the server or its database is

@@ -451,6 +451,20 @@ async def test_a_directory_name_confusable_with_a_local_one_is_refused_409(start
 
 
 @inline
+async def test_a_directory_user_banned_server_wide_is_refused_with_the_reason(start):
+    running = await start()
+    first = await running.client()
+    assert (await first.request(directory_request("alice", "alice-pw")))["status"] == 200
+    store = running.service.store
+    assert await store.accounts.ban("cli:ops", "alice", 2**63 - 1, "spam") == 1
+    again = await running.client()
+    reply = await again.request(directory_request("alice", "alice-pw"))
+    assert reply["status"] == 403 and reply["detail"] == "banned until unbanned: spam", reply
+    assert await store.accounts.unban("cli:ops", "alice")
+    assert (await again.request(directory_request("alice", "alice-pw")))["status"] == 200
+
+
+@inline
 async def test_directory_names_get_the_precis_canonical_form(start):
     running = await start()
     client = await running.client()

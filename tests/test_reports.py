@@ -23,11 +23,12 @@ from chateau.errors import (
 from chateau.handlers.reports import report_page
 from chateau.names import RANDOM_PREFIX
 from chateau.store import migrate
-from chateau.store.accounts import create_user_txn, set_admin_txn
+from chateau.store.accounts import create_user_txn, get_user_txn, set_admin_txn
 from chateau.store.engine import in_transaction, make_engine
 from chateau.store.messages import add_messages_txn, get_message_txn
 from chateau.store.moderation import entries_txn
-from chateau.store.records import ReportRecord, direct_chat
+from chateau.store.notices import notices_since_txn
+from chateau.store.records import BAN_FOREVER, ReportRecord, direct_chat
 from chateau.store.reports import add_report_txn, get_report_txn
 from tests.deferreds import inline
 from tests.inprocess import FakeConnection, InProcessChat, make_test_config
@@ -274,6 +275,24 @@ def test_a_page_of_reports_fits_in_a_frame() -> None:
     assert len(alone["reports"]) == 1 and alone["more"] is True
 
 
+def test_resolving_with_ban_user_bans_the_reported_user_until_unbanned(
+    chat: InProcessChat,
+) -> None:
+    alice, bob = chat.sign_in("alice"), chat.sign_in("bob")
+    by_user = report(chat, alice, username="bob", reason="threats")["report_id"]
+    root = admin(chat)
+    reply = resolve(chat, root, by_user, "ban_user", note="")
+    assert reply["status"] == 200 and reply["action"] == "ban_user", reply
+    # Closed at once on this node (4003), refused at sign-in with the reason.
+    assert bob.closed_with is not None and bob.closed_with[0] == 4003
+    user = chat.wait(chat.store.accounts.get_user("bob"))
+    assert user.banned_until == BAN_FOREVER and user.ban_reason == f"report {by_user}: threats"
+    entries = chat.wait(chat.store.moderation.entries())
+    assert [(e.action, e.target) for e in entries[:2]] == [
+        ("report_ban_user", "bob"), ("user_ban", "bob")]
+    assert listed(chat, root, status="closed")["reports"][0]["action"] == "ban_user"
+
+
 def test_resolving_checks_the_report_and_the_action(chat: InProcessChat) -> None:
     alice = chat.sign_in("alice")
     chat.sign_in("bob")
@@ -288,8 +307,6 @@ def test_resolving_checks_the_report_and_the_action(chat: InProcessChat) -> None
     assert "names no user to warn" in refused(resolve(chat, root, by_chat, "warn"), BAD_REQUEST)
     assert "names no message" in refused(resolve(chat, root, by_user, "delete_message"),
                                          BAD_REQUEST)
-    # Server-wide bans are not on this server yet: refused, and nothing changes.
-    assert "ban_user" in refused(resolve(chat, root, by_user, "ban_user"), NOT_IMPLEMENTED)
     assert listed(chat, root)["reports"][-1]["status"] == "open"
     reply = resolve(chat, root, by_user, "dismiss", note="")
     assert reply == {"type": "ReportResolveResponse", "status": 200, "report_id": by_user,
@@ -487,7 +504,7 @@ def test_cli_lists_shows_and_resolves_reports(tmp_path: Path, database_url: str)
     resolved = run_admin(tmp_path, database_url, "reports", "resolve", str(by_message),
                          "--action", "delete_message", "--note", "extortion")
     assert resolved.returncode == 0, resolved.stderr
-    assert "next history read" in resolved.stdout
+    assert "the running servers tell the members online" in resolved.stdout
     again = run_admin(tmp_path, database_url, "reports", "resolve", str(by_message),
                       "--action", "dismiss", "--note", "")
     assert again.returncode == 1 and "already resolved (delete_message by cli:" in again.stderr
@@ -496,10 +513,11 @@ def test_cli_lists_shows_and_resolves_reports(tmp_path: Path, database_url: str)
     assert no_message.returncode == 1 and "names no message" in no_message.stderr
     ban = run_admin(tmp_path, database_url, "reports", "resolve", str(by_user),
                     "--action", "ban_user", "--note", "")
-    assert ban.returncode == 1 and "not available" in ban.stderr
+    assert ban.returncode == 0, ban.stderr
+    assert "'carol' is banned until unbanned" in ban.stdout
     warned = run_admin(tmp_path, database_url, "reports", "resolve", str(by_user),
                        "--action", "warn", "--note", "calm down")
-    assert warned.returncode == 0 and "is not told" in warned.stdout
+    assert warned.returncode == 1 and "already resolved (ban_user by cli:" in warned.stderr
 
     assert run_admin(tmp_path, database_url, "reports", "list").stdout.strip() == "0 report(s)"
     closed = run_admin(tmp_path, database_url, "reports", "list", "--status", "closed")
@@ -513,10 +531,17 @@ def test_cli_lists_shows_and_resolves_reports(tmp_path: Path, database_url: str)
         assert report.resolved_by == f"cli:{getpass.getuser()}"[:64]
         assert report.snapshot["message"]["content"] == "pay up"
         entries = in_transaction(engine, entries_txn)
+        carol = in_transaction(engine, get_user_txn, "carol")
+        notices = in_transaction(engine, notices_since_txn, 0)
     finally:
         engine.dispose()
+    # The ban has its own entry, with the report as its reason (the note was empty).
     assert [(e.action, e.target, e.reason) for e in entries] == [
-        ("report_warn", "carol", "calm down"), ("report_delete_message", "alice", "extortion")]
+        ("report_ban_user", "carol", ""), ("user_ban", "carol", "report 2: rude\nand loud"),
+        ("report_delete_message", "alice", "extortion")]
+    assert carol.banned_until == BAN_FOREVER
+    # The running servers learn of the deletion through a notice.
+    assert [(n.kind, n.body["id"]) for n in notices] == [("message_deleted", message_id)]
     assert all(e.actor.startswith("cli:") for e in entries)
 
 

@@ -369,3 +369,47 @@ def test_upgrading_to_0010_keeps_everything_and_starts_with_no_blocks_and_defaul
             assert all_settings_txn(connection) == {}
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0011_leaves_nobody_banned_and_gives_old_announcements_to_nobody(
+    database_url,
+):
+    """Accounts from before bans and announcements: not banned, and given no
+    announcement made before them (their creation time decides)."""
+    from alembic import command
+
+    from chateau.store.accounts import get_user_txn, live_keys_txn
+    from chateau.store.announcements import announce_txn, take_pending_txn
+    from chateau.store.notices import latest_notice_txn, notices_since_txn
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0010")
+            connection.execute(text(
+                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user')"
+            ))
+            connection.execute(text(
+                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at, "
+                "delivered_until) VALUES ('ann', 'x', 'local', false, 1, 0), "
+                "('ben', 'x', 'local', false, 99999999999999, 0)"
+            ))
+            connection.execute(text(
+                "INSERT INTO sessions (key_hash, username, created_at, expires_at) "
+                "VALUES ('k', 'ann', 1, 99999999999999)"
+            ))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            ann = get_user_txn(connection, "ann")
+            assert (ann.banned_until, ann.ban_reason, ann.ban_refusal()) == (None, None, None)
+            assert live_keys_txn(connection, ["k"]) == {"k"}
+            assert latest_notice_txn(connection) == (0, 0)
+            made = announce_txn(connection, "cli:ops", "hello")
+            assert [n.kind for n in notices_since_txn(connection, 0)] == ["announcement"]
+            assert [a.id for a in take_pending_txn(connection, "ann")] == [made.id]
+            assert take_pending_txn(connection, "ann") == []
+            # An account newer than the announcement never gets it.
+            assert take_pending_txn(connection, "ben") == []
+    finally:
+        engine.dispose()

@@ -22,6 +22,7 @@ class TestClientProtocol(WebSocketClientProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         client = self.factory.client
         client.close_code = self.remoteCloseCode if self.remoteCloseCode is not None else code
+        client.close_reason = self.remoteCloseReason
         if not self.factory.opened.called:
             self.factory.opened.errback(ConnectionError(f"handshake failed: {code} {reason}"))
         for waiter in client.closed_waiters:
@@ -37,6 +38,8 @@ class Client:
         self.inbox: DeferredQueue = DeferredQueue()
         self.protocol: TestClientProtocol | None = None
         self.close_code: int | None = None
+        # The server's close reason, when it sent one.
+        self.close_reason: str | None = None
         self.is_closed = False
         self.closed_waiters: list[Deferred] = []
         self.username: str | None = None

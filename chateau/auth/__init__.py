@@ -24,6 +24,7 @@ from zope.interface import Interface, implementer
 from chateau.auth.passwords import password_problem
 from chateau.errors import (
     CONFLICT,
+    FORBIDDEN,
     NOT_AUTHENTICATED,
     TOO_MANY_REQUESTS,
     UNAVAILABLE,
@@ -199,8 +200,9 @@ class Authenticator:
                 username=key,
                 method=method, address=address, detail=failure.detail,
             )
-            # A name refused as confusable is no password guess: not counted.
-            if self._throttle is not None and failure.status != CONFLICT:
+            # A name refused as confusable, or a banned account's right
+            # password, is no password guess: not counted.
+            if self._throttle is not None and failure.status not in (CONFLICT, FORBIDDEN):
                 self._throttle.failed(address, key)
             raise ChateauError(failure.status, failure.detail) from None
         except UnauthorizedLogin:

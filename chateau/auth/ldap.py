@@ -35,7 +35,7 @@ from chateau.auth.directory import (
     DirectoryUser,
 )
 from chateau.auth.passwords import password_problem
-from chateau.errors import CONFLICT
+from chateau.errors import CONFLICT, FORBIDDEN
 from chateau.names import USERNAME_RULE, check_new_username, check_username
 from chateau.store import Store
 from chateau.threads import in_thread_with_deadline, run_in_background_priority
@@ -171,4 +171,7 @@ class LdapChecker:
             )
         if record.disabled:
             raise LoginFailed("authentication failed: this account is disabled")
+        banned = record.ban_refusal()
+        if banned is not None:
+            raise LoginFailed(banned, FORBIDDEN)
         return Identity(name, DIRECTORY, user.display_name or record.display_name)

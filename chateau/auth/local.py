@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from chateau.auth import LOCAL, Identity, LoginFailed
 from chateau.auth.passwords import password_problem
-from chateau.errors import CONFLICT, TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
+from chateau.errors import CONFLICT, FORBIDDEN, TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
 from chateau.limits import AddressRates
 from chateau.names import USERNAME_RULE, check_new_username, check_username
 from chateau.store import Store
@@ -208,6 +208,9 @@ class LocalChecker:
             raise LoginFailed("authentication failed: wrong username or password")
         if account.disabled:
             raise LoginFailed("authentication failed: this account is disabled")
+        banned = account.ban_refusal()
+        if banned is not None:
+            raise LoginFailed(banned, FORBIDDEN)
         return Identity(username, LOCAL, account.display_name)
 
     def _check_signup_rate(self, address: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from twisted.internet.defer import Deferred, succeed
 
 from chateau import messages, permissions
+from chateau.announcements import Announcer
 from chateau.auth import Authenticator
 from chateau.catchup import CatchUp
 from chateau.config import Config
@@ -39,6 +40,8 @@ class Services:
     delivery: Delivery
     catch_up: CatchUp
     metrics: Metrics
+    # Announcements to users online here, and at sign-in (chateau.announcements).
+    announcer: Announcer
     # Whether the campus directory has a user of this name (on its pool, with
     # its timeout); None when directory sign-in is off. Users and groups share
     # one namespace, so a group may not take a name the directory may give.

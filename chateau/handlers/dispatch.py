@@ -16,10 +16,12 @@ from twisted.internet.defer import Deferred, fail
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
-    contacts, group_settings, groups, history, membership, reports, safety, sending, sessions,
+    contacts, group_settings, groups, history, membership, operators, reports, safety, sending,
+    sessions,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
+    AnnounceRequest,
     BlockListRequest,
     BlockRequest,
     GroupAddRequest,
@@ -56,6 +58,8 @@ from chateau.messages import (
     ResumeRequest,
     SettingsRequest,
     UnblockRequest,
+    UserBanRequest,
+    UserUnbanRequest,
 )
 
 HANDLERS: dict[type[Request], Handler] = {
@@ -94,6 +98,9 @@ HANDLERS: dict[type[Request], Handler] = {
     UnblockRequest: safety.unblock,
     BlockListRequest: safety.block_list,
     SettingsRequest: safety.settings,
+    AnnounceRequest: operators.announce,
+    UserBanRequest: operators.user_ban,
+    UserUnbanRequest: operators.user_unban,
 }
 
 

@@ -77,13 +77,18 @@ def history_page(
     return page
 
 
-async def _own_message(ctx: Services, user: str, message_id: int) -> MessageRecord:
+async def _stored_message(ctx: Services, message_id: int) -> MessageRecord:
     require_stored_messages(ctx, "editing and deleting messages")
     record = await ctx.store.messages.get_message(message_id)
     if record is None or record.deleted:
         raise ChateauError(NOT_FOUND, f"no message with id {message_id}")
     if record.event is not None:
         raise ChateauError(FORBIDDEN, "a group's system events cannot be edited or deleted")
+    return record
+
+
+async def _own_message(ctx: Services, user: str, message_id: int) -> MessageRecord:
+    record = await _stored_message(ctx, message_id)
     if record.sender != user:
         raise ChateauError(FORBIDDEN, "only the author may edit or delete a message")
     return record
@@ -102,6 +107,22 @@ def message_audience(ctx: Services, record: MessageRecord) -> Iterable[str]:
     return _chat_members(ctx, record.chat)
 
 
+def change_pushes(
+    ctx: Services, record: MessageRecord, build: Callable[[str], dict[str, Any]]
+) -> list[tuple[list[str], dict[str, Any], bool]]:
+    """Who is told of a change to *record*, and what: (usernames, push, skippable).
+
+    *build* makes the push from the chat's name as each side knows it: a
+    direct message's recipient knows the chat by the sender's name, the
+    sender by the recipient's. The connection that made the change is not
+    told again where *skippable*.
+    """
+    if record.recipient is not None:
+        return [([record.recipient], build(record.sender), False),
+                ([record.sender], build(record.recipient), True)]
+    return [(list(_chat_members(ctx, record.chat)), build(record.chat), True)]
+
+
 def _announce_change(
     ctx: Services, conn: Connection | None, record: MessageRecord,
     build: Callable[[str], dict[str, Any]],
@@ -111,25 +132,26 @@ def _announce_change(
     *conn* is the connection that made the change, which is not told again
     (None when it is not in the chat: a server admin's).
     """
-    sender = record.sender
-    if record.recipient is not None:
-        ctx.delivery.deliver([record.recipient], build(sender), sender=sender)
-        ctx.delivery.deliver([sender], build(record.recipient), skip=conn)
-        return
-    ctx.delivery.deliver(_chat_members(ctx, record.chat), build(record.chat), skip=conn,
-                         sender=sender)
+    for usernames, push, skippable in change_pushes(ctx, record, build):
+        # Named, so that whoever blocks the author is not told either.
+        ctx.delivery.deliver(usernames, push, skip=conn if skippable else None,
+                             sender=record.sender)
+
+
+def deleted_push(record: MessageRecord) -> Callable[[str], dict[str, Any]]:
+    """The MessageDeleted push of *record*, by chat name (see change_pushes)."""
+    return lambda chatname: messages.message_deleted(record.id, chatname, record.sender)
 
 
 def announce_deletion(ctx: Services, record: MessageRecord, skip: Connection | None) -> None:
     """Push ``MessageDeleted`` for a deleted *record* to its chat (not to *skip*).
 
     Every deletion says so the same way: the author's own
-    (MessageDeleteRequest) and a server admin's resolving a report.
+    (MessageDeleteRequest), a server admin's, and one resolving a report;
+    an operator's (chateau-admin) through the notice each node applies
+    (chateau.handlers.operators).
     """
-    _announce_change(
-        ctx, skip, record,
-        lambda chatname: messages.message_deleted(record.id, chatname, record.sender),
-    )
+    _announce_change(ctx, skip, record, deleted_push(record))
 
 
 async def message_edit(ctx: Services, conn: Connection, request: MessageEditRequest) -> Reply:
@@ -147,10 +169,19 @@ async def message_edit(ctx: Services, conn: Connection, request: MessageEditRequ
 
 
 async def message_delete(ctx: Services, conn: Connection, request: MessageDeleteRequest) -> Reply:
+    """The author deletes their message; a server admin any message (recorded
+    in the moderation log), asked of the database only when they are not the author."""
     user = conn.username
     assert user is not None
-    record = await _own_message(ctx, user, request.id)
+    record = await _stored_message(ctx, request.id)
+    by_admin = record.sender != user
+    if by_admin and not await ctx.store.accounts.is_admin(user):
+        raise ChateauError(FORBIDDEN, "only the author may edit or delete a message")
     ctx.delivery.check_reachable(message_audience(ctx, record))
     await ctx.store.messages.delete_message(record.id)
+    if by_admin:
+        await ctx.store.moderation.record(
+            user, "message_delete", record.chat, message_id=record.id, sender=record.sender
+        )
     announce_deletion(ctx, record, conn)
     return messages.message_delete_response(record.id)

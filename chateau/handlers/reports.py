@@ -35,6 +35,7 @@ from chateau.handlers.context import (
     require_stored_messages,
 )
 from chateau.handlers.history import announce_deletion, message_audience
+from chateau.handlers.operators import MAX_REASON_LENGTH as MAX_BAN_REASON, ban_user
 from chateau.handlers.safety import keep_apart
 from chateau.messages import ReportListRequest, ReportRequest, ReportResolveRequest
 from chateau.names import RANDOM_PREFIX
@@ -81,10 +82,9 @@ def action_problem(found: ReportRecord, action: str) -> str | None:
 
 
 # Server-wide bans come with UserBanRequest; until this server has them,
-# ban_user is refused (501) before anything changes.
-BAN_UNAVAILABLE = (
-    "ban_user is not available on this server yet: resolve the report with another action"
-)
+def ban_reason(found: ReportRecord, note: str) -> str:
+    """The reason a ban resolving *found* gives: the note, else the report."""
+    return note.strip() or f"report {found.id}: {found.reason}"[:MAX_BAN_REASON]
 
 
 def already_resolved(record: ReportRecord) -> str:
@@ -313,10 +313,10 @@ async def report_resolve(ctx: Services, conn: Connection, request: ReportResolve
         if message is not None:
             ctx.delivery.check_reachable(message_audience(ctx, message))
     if request.action == BAN_USER:
-        # To wire server-wide bans in: ban found.username here (until
-        # unbanned, the note as reason), then let the resolution below
-        # record the action.
-        raise ChateauError(NOT_IMPLEMENTED, BAN_UNAVAILABLE)
+        # Until unbanned, as UserBanRequest without hours: the ban and its
+        # own moderation-log entry first, then the report's resolution.
+        assert found.username is not None
+        await ban_user(ctx, user, found.username, None, ban_reason(found, request.note))
     resolved = await ctx.store.reports.resolve(
         found.id, user, request.action, request.note, delete_message=message is not None
     )

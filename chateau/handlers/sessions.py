@@ -8,7 +8,7 @@ import secrets
 from chateau import messages
 from chateau.auth import Account
 from chateau.connection import Connection
-from chateau.errors import ALREADY_SIGNED_IN, NOT_AUTHENTICATED, ChateauError
+from chateau.errors import ALREADY_SIGNED_IN, FORBIDDEN, NOT_AUTHENTICATED, ChateauError
 from chateau.handlers.context import Reply, Services
 from chateau.messages import (
     ClientListRequest,
@@ -58,11 +58,15 @@ async def register(ctx: Services, conn: Connection, request: RegisterRequest) ->
     if not conn.live:
         return None
     key = await new_session_key(ctx, conn, account.username)
+    admin = await ctx.store.accounts.is_admin(account.username)
     if not conn.live:
         return None
     reply = messages.register_response_with_key(account.username, key, account.display_name)
+    if admin:
+        reply["admin"] = True
     reply["msg_id"] = request.msg_id
     await ctx.catch_up.sign_on(conn, account, reply)
+    await ctx.announcer.sign_on(conn)
     return None
 
 
@@ -81,13 +85,19 @@ async def resume(ctx: Services, conn: Connection, request: ResumeRequest) -> Rep
         raise ChateauError(
             NOT_AUTHENTICATED, "session key is invalid, expired or revoked: sign in again"
         )
+    refusal = user.ban_refusal()
+    if refusal is not None:
+        raise ChateauError(FORBIDDEN, refusal)
     if not conn.live:
         return None
     conn.session_key_hash = key_hash
     account = Account(user.username, user.auth_method, user.display_name)
     reply = messages.resume_response(user.username, user.display_name)
+    if user.is_admin:
+        reply["admin"] = True
     reply["msg_id"] = request.msg_id
     await ctx.catch_up.sign_on(conn, account, reply)
+    await ctx.announcer.sign_on(conn)
     return None
 
 

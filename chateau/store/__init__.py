@@ -9,9 +9,11 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   on the store's thread pool and returns a Deferred;
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
-  ``group_settings``, ``contacts``, ``cursors``, ``invites``, ``moderation``,
-  ``reports``, ``safety``), each with its transaction functions and a small
-  class that runs them through the runner.
+  ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
+  ``moderation``, ``reports``, ``safety``, ``announcements``, ``notices``),
+  each with its transaction functions and a small class that runs them
+  through the runner; ``operators`` composes several domains' functions for
+  ``chateau-admin``'s moderation commands.
 
 :class:`Store` composes them: ``store.messages.history(...)``,
 ``store.accounts.get_user(...)``. No SQLAlchemy call ever runs on the
@@ -27,6 +29,7 @@ from twisted.python.threadpool import ThreadPool
 
 from chateau.store import migrate
 from chateau.store.accounts import Accounts, Sessions
+from chateau.store.announcements import Announcements
 from chateau.store.contacts import Contacts
 from chateau.store.cursors import Cursors
 from chateau.store.engine import Engine, Runner
@@ -39,6 +42,7 @@ from chateau.store.messages import Messages, add_messages_txn
 from chateau.store.moderation import Moderation
 from chateau.store.reports import Reports
 from chateau.store.safety import Safety
+from chateau.store.notices import Notices
 from chateau.store.writer import MessageWriter
 
 __all__ = ["Store", "StoreUnavailable"]
@@ -79,6 +83,8 @@ class Store:
         self.reports = Reports(self.runner)
         self.membership = Membership(self.runner)
         self.safety = Safety(self.runner)
+        self.announcements = Announcements(self.runner)
+        self.notices = Notices(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

@@ -19,7 +19,14 @@ from twisted.internet.defer import Deferred
 
 from chateau.names import skeleton
 from chateau.store.engine import Runner
-from chateau.store.records import NameClaim, NameCollision, UserRecord, now_millis
+from chateau.store.moderation import record_txn
+from chateau.store.records import (
+    BAN_FOREVER,
+    NameClaim,
+    NameCollision,
+    UserRecord,
+    now_millis,
+)
 from chateau.store.tables import messages, name_collisions, names, sessions, users
 
 
@@ -67,6 +74,22 @@ class Accounts:
         """Existing names flagged as confusable with older ones."""
         return self._runner.run(name_collisions_txn)
 
+    def ban(
+        self, actor: str, username: str, until: int, reason: str
+    ) -> Deferred[int | None]:
+        """Ban *username* server-wide until *until* (ms; BAN_FOREVER: until
+        unbanned), revoke their keys, record it; None when there is no such user."""
+        return self._runner.run(ban_user_txn, actor, username, until, reason)
+
+    def unban(self, actor: str, username: str) -> Deferred[bool | None]:
+        """Lift a ban (recorded): True, False when none is in force, None when
+        there is no such user."""
+        return self._runner.run(unban_user_txn, actor, username)
+
+    def banned_among(self, usernames: Iterable[str]) -> Deferred[list[str]]:
+        """Those of *usernames* under a server-wide ban now."""
+        return self._runner.run(banned_among_txn, list(usernames))
+
 
 class Sessions:
     """Session keys, stored as their hashes: each method returns a Deferred."""
@@ -81,7 +104,9 @@ class Sessions:
         return self._runner.run(create_session_txn, username, key_hash, lifetime, most)
 
     def resume_session(self, key_hash: str) -> Deferred[UserRecord | None]:
-        """The account of a live, unexpired key, unless the account is disabled."""
+        """The account of a live, unexpired key, unless the account is disabled.
+
+        A banned account is returned (the caller refuses it, saying why)."""
         return self._runner.run(resume_session_txn, key_hash)
 
     def revoke_session(self, key_hash: str) -> Deferred[None]:
@@ -105,8 +130,14 @@ class Sessions:
 def _user_record(row: Any) -> UserRecord:
     return UserRecord(
         row.username, row.password_hash, row.auth_method, row.display_name,
-        bool(row.disabled), int(row.delivered_until),
+        bool(row.disabled), int(row.delivered_until), bool(row.is_admin),
+        None if row.banned_until is None else int(row.banned_until), row.ban_reason,
     )
+
+
+def _not_banned(now: int) -> Any:
+    """Accounts under no server-wide ban at *now* (a timed ban ends by itself)."""
+    return users.c.banned_until.is_(None) | (users.c.banned_until <= now)
 
 
 def get_user_txn(connection: Connection, username: str) -> UserRecord | None:
@@ -258,6 +289,50 @@ def session_counts_txn(connection: Connection) -> dict[str, int]:
     return counts
 
 
+def ban_user_txn(
+    connection: Connection, actor: str, username: str, until: int, reason: str
+) -> int | None:
+    """Ban, revoke every key (running servers close the connections) and
+    record it in the moderation log, in one transaction; how many keys went."""
+    result = connection.execute(
+        update(users).where(users.c.username == username)
+        .values(banned_until=until, ban_reason=reason)
+    )
+    if not result.rowcount:
+        return None
+    revoked = revoke_all_sessions_txn(connection, username)
+    record_txn(connection, actor, "user_ban", username, reason,
+               {"until": None if until >= BAN_FOREVER else until})
+    return revoked
+
+
+def unban_user_txn(connection: Connection, actor: str, username: str) -> bool | None:
+    row = connection.execute(
+        select(users.c.banned_until).where(users.c.username == username)
+    ).first()
+    if row is None:
+        return None
+    if row.banned_until is None or row.banned_until <= now_millis():
+        return False
+    connection.execute(
+        update(users).where(users.c.username == username)
+        .values(banned_until=None, ban_reason=None)
+    )
+    record_txn(connection, actor, "user_unban", username)
+    return True
+
+
+def banned_among_txn(connection: Connection, usernames: list[str]) -> list[str]:
+    if not usernames:
+        return []
+    return list(
+        connection.execute(
+            select(users.c.username)
+            .where(users.c.username.in_(usernames) & ~_not_banned(now_millis()))
+        ).scalars()
+    )
+
+
 # -- sessions -----------------------------------------------------------------
 
 def create_session_txn(
@@ -353,6 +428,7 @@ def live_keys_txn(connection: Connection, key_hashes: list[str]) -> set[str]:
                 sessions.c.key_hash.in_(key_hashes)
                 & (sessions.c.expires_at > now_millis())
                 & ~users.c.disabled
+                & _not_banned(now_millis())
             )
         ).scalars()
     )

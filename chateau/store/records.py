@@ -44,6 +44,10 @@ def now_millis() -> int:
     return int(time.time() * 1000)
 
 
+# users.banned_until of a ban "until unbanned": the largest 64-bit integer.
+BAN_FOREVER = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class UserRecord:
     username: str
@@ -52,6 +56,27 @@ class UserRecord:
     display_name: str | None
     disabled: bool
     delivered_until: int = 0
+    is_admin: bool = False
+    # A server-wide ban: until when (ms; BAN_FOREVER until unbanned), and why.
+    banned_until: int | None = None
+    ban_reason: str | None = None
+
+    def ban_refusal(self, now: int | None = None) -> str | None:
+        """Why a sign-in is refused now ("banned until ...: reason"), or None.
+
+        A timed ban ends by itself: past *banned_until* (compared with
+        *now*, this host's clock by default) the account signs in again.
+        """
+        if self.banned_until is None:
+            return None
+        if self.banned_until <= (now_millis() if now is None else now):
+            return None
+        return f"banned until {ban_end(self.banned_until)}: {self.ban_reason or ''}"
+
+
+def ban_end(banned_until: int) -> str:
+    """How a ban's end is written on the wire: an ISO timestamp, or "unbanned"."""
+    return "unbanned" if banned_until >= BAN_FOREVER else iso_timestamp(banned_until)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
 from chateau.store.engine import Runner
-from chateau.store.messages import delete_message_txn
+from chateau.store.accounts import ban_user_txn
+from chateau.store.messages import delete_message_txn, get_message_txn
+from chateau.store.notices import append_notice_txn
 from chateau.store.moderation import record_txn
-from chateau.store.records import REPORT_CLOSED, REPORT_OPEN, ReportRecord, now_millis
+from chateau.store.records import BAN_FOREVER, REPORT_CLOSED, REPORT_OPEN, ReportRecord, now_millis
 from chateau.store.tables import reports
 
 # Widest actor the tables keep (reports.resolved_by, moderation_log.actor).
@@ -122,14 +124,18 @@ def get_report_txn(connection: Connection, report_id: int) -> ReportRecord | Non
 
 def resolve_report_txn(
     connection: Connection, report_id: int, actor: str, action: str, note: str,
-    delete_message: bool = False,
+    delete_message: bool = False, ban_reason: str | None = None, notify: bool = False,
 ) -> ReportRecord | None:
     """Close report *report_id* with *action*; the report as it was before (None: no such report).
 
     Only an open report is closed (its returned status is ``open``); a
     closed one comes back unchanged. With *delete_message* the reported
-    message is deleted in the same transaction. The resolution is recorded
-    in the moderation log (action ``report_<action>``, the note as reason).
+    message is deleted in the same transaction; with *ban_reason* the
+    reported user is banned server-wide until unbanned (their keys revoked,
+    so every node closes their connections). The resolution is recorded in
+    the moderation log (action ``report_<action>``, the note as reason).
+    *notify* (chateau-admin, which cannot reach live connections) also
+    appends the notice that makes every node push the deletion.
     """
     record = get_report_txn(connection, report_id)
     if record is None or record.status != REPORT_OPEN:
@@ -145,7 +151,15 @@ def resolve_report_txn(
         # Someone else closed it between the read and the update.
         return get_report_txn(connection, report_id)
     if delete_message and record.message_id is not None:
+        message = get_message_txn(connection, record.message_id)
         delete_message_txn(connection, record.message_id)
+        if notify and message is not None and not message.deleted:
+            append_notice_txn(connection, "message_deleted", {
+                "id": message.id, "chat": message.chat, "recipient": message.recipient,
+                "sender": message.sender, "by": actor,
+            })
+    if ban_reason is not None and record.username is not None:
+        ban_user_txn(connection, actor, record.username, BAN_FOREVER, ban_reason)
     target = record.username or record.chatname or f"message {record.message_id}"
     record_txn(
         connection, actor, f"report_{action}", target, note,

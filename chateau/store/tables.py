@@ -84,6 +84,14 @@ users = Table(
     # A server admin (chateau-admin user admin NAME): deletes any message,
     # acts as an owner in every group, announces, reads reports, bans.
     Column("is_admin", Boolean, nullable=False, server_default=false()),
+    # A server-wide ban (UserBanRequest, chateau-admin user ban): sign-ins are
+    # refused while banned_until (ms) is in the future; NULL when not banned,
+    # and BAN_FOREVER (the largest 64-bit integer) for "until unbanned".
+    Column("banned_until", BigInteger, nullable=True),
+    Column("ban_reason", Text, nullable=True),
+    # The newest announcement the user has been given (live or at sign-in).
+    # Announcements made before the account was created are never given.
+    Column("announced_until", BigInteger, nullable=False, server_default="0"),
     Index("ix_users_revoked_at", "revoked_at"),
 )
 
@@ -291,6 +299,33 @@ random_avoid = Table(
     Column("b", String(64), primary_key=True),
     Column("created_at", BigInteger, nullable=False),
     Index("ix_random_avoid_b", "b"),
+)
+
+# What server admins announce to everyone (AnnounceRequest, chateau-admin
+# announce): each user gets each one once, live or at their next sign-in
+# (users.announced_until), if their account is older than it.
+announcements = Table(
+    "announcements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("by", String(64), nullable=False),
+    Column("content", Text, nullable=False),
+)
+
+# Changes that every node must act on, made by any process that reaches the
+# database (chateau-admin, or a node): kind names the applier
+# (chateau.notices), body is its JSON. Every node polls for ids above the
+# newest it has seen every [chat] revocation_check_interval; rows older
+# than a day are deleted by whoever appends one.
+admin_notices = Table(
+    "admin_notices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_admin_notices_at", "at"),
 )
 
 

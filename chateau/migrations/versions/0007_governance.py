@@ -77,7 +77,6 @@ def downgrade() -> None:
     op.drop_index("ix_reports_status_id", "reports")
     op.drop_table("reports")
     op.drop_table("group_bans")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("is_admin")
-    with op.batch_alter_table("messages") as batch:
-        batch.drop_column("event")
+    # Plain DROP COLUMNs (SQLite has them since 3.35), as the upgrade adds them.
+    op.drop_column("users", "is_admin")
+    op.drop_column("messages", "event")
