@@ -546,3 +546,75 @@ def test_block_and_the_settings_page(chateau, browser):
     send(alice, "psst")
     expect(alice.get_by_role("log", name="Conversation")).to_contain_text(
         "'bob' accepts direct messages from contacts only")
+
+
+def chateau_admin(chateau, tmp_path: Path, *args: str) -> None:
+    """``chateau-admin ARGS`` on the server's database; it must succeed."""
+    from tests.test_revocation import run_admin
+
+    config = tmp_path / "admin.ini"
+    config.write_text(
+        f"[database]\nurl = sqlite:///{chateau.workdir / 'chateau.sqlite3'}\n"
+        "[auth]\nbcrypt_cost = 4\n"
+    )
+    result = run_admin(config, *args)
+    assert result.returncode == 0, result.stderr
+
+
+def test_announcements_reports_and_a_server_ban(chateau, browser, tmp_path: Path):
+    """A server admin announces (a banner, also for who was away) and closes a report; a banned
+    user's page is closed with 4003 and shows the sign-in form, then the ban's reason."""
+    from playwright.sync_api import expect
+
+    alice = open_page(browser, chateau.http_url)
+    sign_in(alice, "alice")
+    expect(alice.locator("#me")).to_have_text("alice")
+    expect(alice.get_by_role("button", name="Moderation")).to_be_hidden()
+    carol = open_page(browser, chateau.http_url)
+    sign_in(carol, "carol")
+    expect(carol.locator("#me")).to_have_text("carol")
+    carol.get_by_role("button", name="Sign out").click()
+    chateau_admin(chateau, tmp_path, "user", "admin", "alice")
+    alice.reload()  # resumes: ResumeResponse says admin
+    expect(alice.get_by_role("button", name="Moderation")).to_be_visible()
+
+    bob = open_page(browser, chateau.http_url)
+    sign_in(bob, "bob")
+    online_user(bob, "alice").click()
+    bob.get_by_role("button", name="Report alice").click()
+    bob.get_by_label("Reason", exact=True).fill("spam in my inbox")
+    bob.locator("#ask-dialog").get_by_role("button", name="OK", exact=True).click()
+    expect(bob.locator("#toast")).to_contain_text("Report sent (number")
+
+    alice.get_by_role("button", name="Moderation").click()
+    dialog = alice.locator("#moderation-dialog")
+    report = dialog.locator("#reports-list li.report", has_text="spam in my inbox")
+    expect(report).to_contain_text("bob reported alice")
+    report.get_by_placeholder("Note (optional)").fill("talked to her")
+    report.get_by_role("button", name="Warn").click()
+    expect(dialog.locator(".dialog-message")).to_contain_text("closed: warn")
+    expect(dialog.locator("#reports-list")).to_contain_text("No reports.")
+    dialog.get_by_label("Show").select_option("closed")
+    expect(dialog.locator("#reports-list")).to_contain_text("Closed by alice: warn (talked to her)")
+
+    dialog.get_by_label("Announcement to everyone").fill("maintenance at six")
+    dialog.get_by_role("button", name="Announce", exact=True).click()
+    expect(dialog.locator(".dialog-message")).to_contain_text("Announcement sent")
+    banner = bob.get_by_role("region", name="Announcements")
+    expect(banner).to_contain_text("Announcement from alice")
+    expect(banner).to_contain_text("maintenance at six")
+    banner.get_by_role("button", name="Dismiss announcement").click()
+    expect(banner).to_be_hidden()
+    sign_in(carol, "carol")  # away when it was sent
+    expect(carol.get_by_role("region", name="Announcements")).to_contain_text(
+        "maintenance at six")
+    expect(carol.get_by_role("region", name="Announcements")).to_contain_text(
+        "while you were away")
+
+    # A server-wide ban closes bob's page with 4003: the sign-in form, then the reason.
+    chateau_admin(chateau, tmp_path, "user", "ban", "bob", "--reason", "flooding")
+    expect(bob.locator("#signin-notice")).to_contain_text("banned", timeout=5000)
+    expect(bob.get_by_role("button", name="Sign in")).to_be_visible()
+    assert bob.evaluate("sessionStorage.getItem('chateau.session')") is None
+    sign_in(bob, "bob")
+    expect(bob.locator("#signin-error")).to_have_text("banned until unbanned: flooding")
