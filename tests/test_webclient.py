@@ -612,9 +612,18 @@ def test_announcements_reports_and_a_server_ban(chateau, browser, tmp_path: Path
         "while you were away")
 
     # A server-wide ban closes bob's page with 4003: the sign-in form, then the reason.
-    chateau_admin(chateau, tmp_path, "user", "ban", "bob", "--reason", "flooding")
+    dialog.get_by_label("User", exact=True).fill("bob")
+    dialog.get_by_role("button", name="Ban from the server").click()
+    expect(dialog.locator(".dialog-message")).to_contain_text("bob not banned: ")  # no reason
+    dialog.get_by_label("Why").fill("flooding")
+    dialog.get_by_role("button", name="Ban from the server").click()
+    expect(dialog.locator(".dialog-message")).to_have_text("bob is banned until the ban is lifted.")
     expect(bob.locator("#signin-notice")).to_contain_text("banned", timeout=5000)
     expect(bob.get_by_role("button", name="Sign in")).to_be_visible()
     assert bob.evaluate("sessionStorage.getItem('chateau.session')") is None
     sign_in(bob, "bob")
     expect(bob.locator("#signin-error")).to_have_text("banned until unbanned: flooding")
+    dialog.get_by_role("button", name="Lift the ban").click()
+    expect(dialog.locator(".dialog-message")).to_have_text("bob's ban is lifted.")
+    sign_in(bob, "bob")
+    expect(bob.locator("#me")).to_have_text("bob")

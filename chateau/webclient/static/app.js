@@ -61,6 +61,8 @@
     moderationDialog: $("moderation-dialog"), announceForm: $("announce-form"),
     announceInput: $("announce-input"), reportsFilter: $("reports-filter"),
     reportsList: $("reports-list"), moderationClose: $("moderation-close"),
+    userbanForm: $("userban-form"), userbanName: $("userban-name"), userbanHours: $("userban-hours"),
+    userbanReason: $("userban-reason"), userunbanButton: $("userunban-button"),
   };
 
   const state = {
@@ -1740,6 +1742,37 @@
     showNotice("Announcement sent to everyone.");
   }
 
+  async function banUser(event) {
+    event.preventDefault();
+    const username = el.userbanName.value.trim();
+    if (!username) {
+      showError("Name the user to ban.");
+      return;
+    }
+    const message = { type: "UserBanRequest", username, reason: el.userbanReason.value.trim() };
+    if (el.userbanHours.value) message.hours = Number(el.userbanHours.value);
+    const reply = await request(message);
+    if (reply.type !== "UserBanResponse") {
+      failed(`${username} not banned`, reply);
+      return;
+    }
+    showNotice(`${reply.username} is banned ${reply.until ? `until ${formatTime(reply.until) || reply.until}` : "until the ban is lifted"}.`);
+  }
+
+  async function unbanUser() {
+    const username = el.userbanName.value.trim();
+    if (!username) {
+      showError("Name the user whose ban to lift.");
+      return;
+    }
+    const reply = await request({ type: "UserUnbanRequest", username });
+    if (reply.type !== "UserUnbanResponse") {
+      failed(`${username}'s ban not lifted`, reply);
+      return;
+    }
+    showNotice(`${reply.username}'s ban is lifted.`);
+  }
+
   function snapshotText(snapshot) {
     /* What the server kept of a report: the message ({message}) and, for a random chat, its
      * last messages ({chat: {chatname, messages}}), as lines "sender: text". */
@@ -1887,6 +1920,8 @@
   el.moderationButton.addEventListener("click", openModeration);
   el.moderationClose.addEventListener("click", () => el.moderationDialog.close());
   el.announceForm.addEventListener("submit", announce);
+  el.userbanForm.addEventListener("submit", banUser);
+  el.userunbanButton.addEventListener("click", unbanUser);
   el.reportsFilter.addEventListener("change", () => loadReports(false));
   window.addEventListener("online", () => { if (state.session && !state.ws) resume(); });
 
