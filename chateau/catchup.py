@@ -202,6 +202,14 @@ class CatchUp:
         for other, direction, since in book.pending:
             if direction == "incoming" and since <= signed_on:
                 connection.send_message(messages.contact_request_recv(other))
+        # Removals before additions: a member removed, then added back,
+        # ends up in the group.
+        for removal in await self.store.membership.take_removal_notices(username):
+            notice = messages.group_removed(
+                removal.chatname, removal.by, removal.reason, removal.banned
+            )
+            notice["offline"] = True
+            connection.send_message(notice)
         for group in await self.store.groups.take_group_notices(username):
             notice = messages.group_init_notice(group.chatname, group.creator, sorted(group.members))
             notice["offline"] = True

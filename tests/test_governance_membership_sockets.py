@@ -119,6 +119,21 @@ async def test_add_remove_ban_unban_mute_invite_join_and_leave_over_the_wire(ser
         (201, "club", True)]
     await bob.expect("GroupEventRecv", event="added", user="dave")
 
+    # Removed while offline: told at the next sign-in too, once.
+    await dave.close()
+    removed = await ask(alice, {"type": "GroupRemoveRequest", "chatname": "club",
+                                "user": "dave", "reason": "inactive"})
+    assert removed["status"] == 200
+    await bob.expect("GroupEventRecv", event="removed", user="dave", reason="inactive")
+    dave = await server.client("dave")
+    told = [f for f in await drain(dave) if f["type"] == "GroupRemovedRecv"]
+    assert [(t["chatname"], t["by"], t["reason"], t["banned"], t.get("offline"))
+            for t in told] == [("club", "alice", "inactive", False, True)]
+    await dave.close()
+    dave = await server.client("dave")
+    assert not [f for f in await drain(dave) if f["type"] == "GroupRemovedRecv"]
+    await dave.close()
+
     left = await ask(carol, {"type": "GroupLeaveRequest", "chatname": "club"})
     assert left["status"] == 200
     await bob.expect("GroupMemberLeftRecv", user="carol")

@@ -171,6 +171,8 @@ async def group_remove(ctx: Services, conn: Connection, request: GroupRemoveRequ
     outcome, role, heir = await ctx.store.membership.remove(
         chatname, user, target, request.ban, reason,
         _may_act_on(permissions.REMOVE, acting),
+        # Offline everywhere: told at the next sign-in instead.
+        tell_later=not ctx.registry.is_online(target),
     )
     if outcome == "no_group":
         raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")

@@ -24,8 +24,10 @@ from twisted.internet.defer import Deferred
 from chateau.store.engine import Runner
 from chateau.store.groups import remove_group_member_txn, role_of_txn
 from chateau.store.moderation import record_txn
-from chateau.store.records import MEMBER, AddOutcome, BanRecord, now_millis
-from chateau.store.tables import group_bans, group_invites, group_members, groups, users
+from chateau.store.records import MEMBER, AddOutcome, BanRecord, RemovalNotice, now_millis
+from chateau.store.tables import (
+    group_bans, group_invites, group_members, groups, removal_notices, users,
+)
 
 
 def hash_group_invite(code: str) -> str:
@@ -49,14 +51,22 @@ class Membership:
 
     def remove(
         self, chatname: str, by: str, username: str, ban: bool, reason: str,
-        may_act_on: frozenset[str],
+        may_act_on: frozenset[str], tell_later: bool = False,
     ) -> Deferred[tuple[str, str | None, str | None]]:
         """Remove (and/or ban) *username*: (outcome, their role, new owner).
 
         outcome is "removed", "banned", or a refusal: "no_group",
         "not_member", "forbidden" (their role is not in *may_act_on*).
+        With *tell_later* (they are offline everywhere), a member removed is
+        told at their next sign-in (:func:`take_removal_notices_txn`).
         """
-        return self._runner.run(remove_txn, chatname, by, username, ban, reason, may_act_on)
+        return self._runner.run(
+            remove_txn, chatname, by, username, ban, reason, may_act_on, tell_later
+        )
+
+    def take_removal_notices(self, username: str) -> Deferred[list[RemovalNotice]]:
+        """The removals *username* has not been told of, oldest first; forgotten once read."""
+        return self._runner.run(take_removal_notices_txn, username)
 
     def unban(self, chatname: str, by: str, username: str) -> Deferred[bool]:
         return self._runner.run(unban_txn, chatname, by, username)
@@ -169,7 +179,7 @@ def add_members_txn(
 
 def remove_txn(
     connection: Connection, chatname: str, by: str, username: str, ban: bool, reason: str,
-    may_act_on: frozenset[str],
+    may_act_on: frozenset[str], tell_later: bool = False,
 ) -> tuple[str, str | None, str | None]:
     if _lock_group(connection, chatname) is None:
         return "no_group", None, None
@@ -181,6 +191,14 @@ def remove_txn(
     heir = None
     if role is not None:
         heir = remove_group_member_txn(connection, chatname, username)
+        if tell_later:
+            where = (removal_notices.c.username == username) & (
+                removal_notices.c.chatname == chatname)
+            connection.execute(delete(removal_notices).where(where))
+            connection.execute(insert(removal_notices).values(
+                username=username, chatname=chatname, removed_by=by, reason=reason,
+                banned=ban, removed_at=now_millis(),
+            ))
     if ban:
         connection.execute(
             delete(group_bans).where(
@@ -194,6 +212,17 @@ def remove_txn(
     record_txn(connection, by, "group_ban" if ban else "group_remove", username, reason,
                {"chatname": chatname, "was_member": role is not None})
     return ("banned" if ban else "removed"), role, heir
+
+
+def take_removal_notices_txn(connection: Connection, username: str) -> list[RemovalNotice]:
+    mine = removal_notices.c.username == username
+    rows = connection.execute(
+        select(removal_notices).where(mine).order_by(removal_notices.c.removed_at)
+    ).all()
+    if rows:
+        connection.execute(delete(removal_notices).where(mine))
+    return [RemovalNotice(row.chatname, row.removed_by, row.reason, bool(row.banned))
+            for row in rows]
 
 
 def unban_txn(connection: Connection, chatname: str, by: str, username: str) -> bool:

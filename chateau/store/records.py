@@ -181,6 +181,16 @@ class GroupInfoRecord:
 
 
 @dataclass(frozen=True)
+class RemovalNotice:
+    """A removal from a group its member has not been told of (GroupRemovedRecv)."""
+
+    chatname: str
+    by: str
+    reason: str
+    banned: bool
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     id: int
     timestamp: str

@@ -212,6 +212,20 @@ contacts = Table(
 )
 
 
+# Members removed (or banned) from a group while offline everywhere: told
+# with GroupRemovedRecv at their next sign-in, then the row goes. chatname is
+# the name the group had then (no foreign key: the group may be renamed).
+removal_notices = Table(
+    "removal_notices",
+    metadata,
+    Column("username", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("chatname", String(64), primary_key=True),
+    Column("removed_by", String(64), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("banned", Boolean, nullable=False, server_default=false()),
+    Column("removed_at", BigInteger, nullable=False),
+)
+
 # Who may not come back to a group, by any path (an add, an invite code, a
 # public join), until an admin unbans them.
 group_bans = Table(
