@@ -24,16 +24,14 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Mapping
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from chateau.polling import LOOKBACK_MS, SinglePoll
 from chateau.store import Store
 
 # What acts on one kind of notice here; may return an awaitable.
 Applier = Callable[[dict[str, Any]], "Awaitable[None] | None"]
-
-# How far behind the newest stamp seen each poll looks, in ms.
-LOOKBACK_MS = 5000
 
 
 class NoticeWatch:
@@ -50,7 +48,7 @@ class NoticeWatch:
         # it (id -> stamp), which are not applied again.
         self._newest_at = 0
         self._seen: dict[int, int] = {}
-        self._polling = False
+        self._poll = SinglePoll(self._check, "notice check")
 
     async def start(self) -> None:
         """Note the notices there are, so only later ones are acted on."""
@@ -65,16 +63,9 @@ class NoticeWatch:
 
     def check(self) -> Deferred[None] | None:
         """One poll (the LoopingCall's); skipped while the previous one runs."""
-        if self._polling or self._newest is None:
+        if self._newest is None:
             return None
-        self._polling = True
-
-        def done(result: object) -> None:
-            self._polling = False
-
-        return ensureDeferred(self._check()).addErrback(
-            lambda failure: self.log.failure("notice check failed", failure)
-        ).addBoth(done)
+        return self._poll()
 
     async def _check(self) -> None:
         assert self._newest is not None

@@ -19,9 +19,10 @@ are closed.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from chateau.polling import LOOKBACK_MS, SinglePoll
 from chateau.registry import Registry
 from chateau.store import Store
 
@@ -36,9 +37,6 @@ SIGNED_OUT_REASON = "signed out: sign in again"
 BANNED = 4003
 BANNED_REASON = "banned"
 
-# How far behind the newest stamp seen each poll looks, in ms.
-LOOKBACK_MS = 5000
-
 
 class SignOut:
     """Closes this node's connections whose session key was revoked."""
@@ -50,7 +48,7 @@ class SignOut:
         self.store = store
         # The newest revocation stamp read from the database; None before start.
         self._newest: int | None = None
-        self._polling = False
+        self._poll = SinglePoll(self._check, "revocation check")
 
     async def start(self) -> None:
         """Read the newest stamp, so only later revocations are acted on."""
@@ -58,16 +56,9 @@ class SignOut:
 
     def check(self) -> Deferred[None] | None:
         """One poll (the LoopingCall's); skipped while the previous one runs."""
-        if self._polling or self._newest is None:
+        if self._newest is None:
             return None
-        self._polling = True
-
-        def done(result: object) -> None:
-            self._polling = False
-
-        return ensureDeferred(self._check()).addErrback(
-            lambda failure: self.log.failure("revocation check failed", failure)
-        ).addBoth(done)
+        return self._poll()
 
     async def _check(self) -> None:
         assert self._newest is not None

@@ -151,6 +151,32 @@ async def require_permission(
     raise ChateauError(FORBIDDEN, refusal)
 
 
+def fill_page(
+    page: dict[str, Any], key: str, entries: Iterable[dict[str, Any]], msg_id: Any,
+    frame_limit: int,
+) -> dict[str, Any]:
+    """Add *entries* to ``page[key]`` while the page's frame fits in *frame_limit* bytes.
+
+    The reply is measured as the protocol will send it (with *msg_id*). A
+    page that stops early says ``more: true``, so the client asks again; it
+    always holds at least one entry, however large (frames the server builds
+    are never dropped for their size). History and report lists page so.
+    """
+    page["msg_id"] = msg_id
+    size = len(messages.encode(page))
+    filled: list[dict[str, Any]] = page[key]
+    for entry in entries:
+        # Its bytes, and the comma before it.
+        cost = len(messages.encode(entry)) + (1 if filled else 0)
+        if filled and size + cost > frame_limit:
+            page["more"] = True
+            break
+        filled.append(entry)
+        size += cost
+    del page["msg_id"]  # the protocol adds it to every reply
+    return page
+
+
 def lookup(raw: str) -> str:
     """The canonical form of a user or chat name to look up.
 

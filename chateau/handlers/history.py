@@ -11,6 +11,7 @@ from chateau.handlers.context import (
     Reply,
     Services,
     check_content,
+    fill_page,
     lookup,
     require_membership,
     require_stored_messages,
@@ -55,26 +56,14 @@ def history_page(
     """A HistoryResponse of the newest *records* whose frame fits in *frame_limit* bytes.
 
     A page that stops early says ``more: true``, so the client asks again
-    with ``before``. It always holds at least one message: acceptance made
-    sure one fits (see ``check_wire_size``), so only a huge ``msg_id`` could
-    make it bigger, and then it is sent anyway (frames the server builds are
-    never dropped for their size).
+    with ``before`` (see :func:`fill_page`). Acceptance made sure one message
+    fits (see ``check_wire_size``), so only a huge ``msg_id`` could make the
+    first bigger, and then it is sent anyway.
     """
     page = messages.history_response(key, name, [], more)
-    page["msg_id"] = msg_id
-    size = len(messages.encode(page))
-    entries: list[dict[str, Any]] = page["messages"]
-    for record in records:
-        entry = record.history_entry()
-        # Its bytes, and the comma before it.
-        cost = len(messages.encode(entry)) + (1 if entries else 0)
-        if entries and size + cost > frame_limit:
-            page["more"] = True
-            break
-        entries.append(entry)
-        size += cost
-    del page["msg_id"]  # the protocol adds it to every reply
-    return page
+    return fill_page(
+        page, "messages", (record.history_entry() for record in records), msg_id, frame_limit
+    )
 
 
 async def _stored_message(ctx: Services, message_id: int) -> MessageRecord:

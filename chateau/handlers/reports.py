@@ -31,6 +31,7 @@ from chateau.handlers.context import (
     Reply,
     Services,
     existing_other_user,
+    fill_page,
     lookup,
     require_stored_messages,
 )
@@ -267,23 +268,12 @@ def report_page(
 ) -> dict[str, Any]:
     """A ReportListResponse of the newest *records* whose frame fits in *frame_limit* bytes.
 
-    As a history page: one that stops early says ``more: true``, and a page
-    always holds at least one report, however large its snapshot.
+    As a history page (:func:`fill_page`): one that stops early says
+    ``more: true``, and a page always holds at least one report, however
+    large its snapshot.
     """
     page = messages.report_list_response([], more)
-    page["msg_id"] = msg_id
-    size = len(messages.encode(page))
-    entries: list[dict[str, Any]] = page["reports"]
-    for record in records:
-        entry = record.entry()
-        cost = len(messages.encode(entry)) + (1 if entries else 0)
-        if entries and size + cost > frame_limit:
-            page["more"] = True
-            break
-        entries.append(entry)
-        size += cost
-    del page["msg_id"]  # the protocol adds it to every reply
-    return page
+    return fill_page(page, "reports", (record.entry() for record in records), msg_id, frame_limit)
 
 
 async def report_resolve(ctx: Services, conn: Connection, request: ReportResolveRequest) -> Reply:
