@@ -67,7 +67,7 @@ def _admin_command(args: argparse.Namespace) -> int:
     from chateau.accounts import AdminError
     from chateau.store.accounts import set_admin_txn
     from chateau.store.engine import in_transaction
-    from chateau.store.moderation import record_txn
+    from chateau.store.audit import record_txn
 
     grant = args.action == "admin"
 

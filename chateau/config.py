@@ -157,6 +157,49 @@ def _user_filter(text: str) -> str:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _ldap_filter(text: str) -> str:
+    """An LDAP filter without placeholders; empty means none."""
+    value = text.strip()
+    if not value:
+        return value
+    if not (value.startswith("(") and value.endswith(")")):
+        raise ValueError(f"an LDAP filter is enclosed in parentheses, got {value!r}")
+    from ldap3.core.exceptions import LDAPException
+    from ldap3.operation.search import parse_filter
+
+    try:
+        parse_filter(value, None, True, False, None, False)
+    except LDAPException as exc:
+        raise ValueError(f"not a valid LDAP filter: {value!r} ({exc})") from None
+    return value
+
+
+def _sync_prefix(text: str) -> str:
+    value = text.strip()
+    if value and not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,15}", value):
+        raise ValueError(
+            f"{value!r}: up to 16 lower-case letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _erase_messages(text: str) -> str:
+    value = text.strip().lower()
+    if value == "anonymize":
+        value = "anonymise"
+    if value not in ("erase", "anonymise"):
+        raise ValueError(f"{text.strip()!r}: erase or anonymise")
+    return value
+
+
 def _attribute(text: str) -> str:
     value = text.strip()
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+", value):
@@ -274,6 +317,17 @@ class LdapConfig:
     display_name_attribute: str = "cn"
     timeout: int = 5  # whole seconds: ldap3 cannot take fractions
     threads: int = 4
+    # The directory's changes reaching Chateau (docs/ldap.md, docs/accounts.md).
+    recheck_interval: float = 900.0
+    disabled_filter: str = ""
+    id_attribute: str = "entryUUID"
+    rename_hold_days: float = 90.0
+    sync_base: str = ""
+    sync_filter: str = "(objectClass=groupOfNames)"
+    sync_name_attribute: str = "cn"
+    sync_member_attribute: str = "member"
+    sync_prefix: str = ""
+    sync_interval: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -286,6 +340,13 @@ class ChatConfig:
     # How often each node looks for revoked session keys to close their
     # connections, and for the notices of chateau-admin's changes (chateau.notices).
     revocation_check_interval: float = 0.5
+    # What an erased account leaves behind: "erase" (content gone, sender a
+    # deleted user) or "anonymise" (content kept, sender a deleted user).
+    erase_messages: str = "erase"
+    # Days messages are kept (0: forever); a group may set its own.
+    retention_days: int = 0
+    # Days audit log rows are kept (0: forever).
+    audit_retention_days: int = 365
 
 
 @dataclass(frozen=True)
@@ -370,6 +431,9 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("chat", "max_group_members"): _positive_int,
     ("chat", "session_lifetime_days"): _positive_float,
     ("chat", "store_messages"): _parse_bool,
+    ("chat", "erase_messages"): _erase_messages,
+    ("chat", "retention_days"): _non_negative_int,
+    ("chat", "audit_retention_days"): _non_negative_int,
     ("limits", "message_rate"): _positive_float,
     ("limits", "message_burst"): _positive_int,
     ("limits", "rate_strikes"): _positive_int,
@@ -417,6 +481,16 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("ldap", "display_name_attribute"): _attribute,
     ("ldap", "timeout"): _positive_int,
     ("ldap", "threads"): _positive_int,
+    ("ldap", "recheck_interval"): _positive_float,
+    ("ldap", "disabled_filter"): _ldap_filter,
+    ("ldap", "id_attribute"): _attribute,
+    ("ldap", "rename_hold_days"): _non_negative_float,
+    ("ldap", "sync_base"): _text,
+    ("ldap", "sync_filter"): _ldap_filter,
+    ("ldap", "sync_name_attribute"): _attribute,
+    ("ldap", "sync_member_attribute"): _attribute,
+    ("ldap", "sync_prefix"): _sync_prefix,
+    ("ldap", "sync_interval"): _positive_float,
 }
 
 

@@ -105,7 +105,7 @@ def test_moderation_commands(tmp_path, database_url):
     from chateau.store.accounts import create_user_txn, get_user_txn
     from chateau.store.groups import create_group_txn
     from chateau.store.messages import add_messages_txn, get_message_txn
-    from chateau.store.moderation import entries_txn
+    from chateau.store.audit import entries_txn
 
     _, _, _, _, stored = _prepared_with(
         database_url,

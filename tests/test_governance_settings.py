@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 
 from chateau.store.engine import in_transaction
-from chateau.store.moderation import entries_txn
+from chateau.store.audit import entries_txn
 from tests.inprocess import FakeConnection, InProcessChat, make_test_config
 
 SETTINGS = {"join": "invite", "visibility": "private", "who_can_add": "admins",

@@ -37,7 +37,7 @@ def of_type(connection: FakeConnection, kind: str) -> list[dict[str, Any]]:
 
 
 def log_actions(chat: InProcessChat) -> list[tuple[str, str, str, str]]:
-    entries = chat.wait(chat.store.moderation.entries())
+    entries = chat.wait(chat.store.audit.entries())
     return [(e.actor, e.action, e.target, e.reason) for e in reversed(entries)]
 
 

@@ -26,7 +26,7 @@ from chateau.store import migrate
 from chateau.store.accounts import create_user_txn, get_user_txn, set_admin_txn
 from chateau.store.engine import in_transaction, make_engine
 from chateau.store.messages import add_messages_txn, get_message_txn
-from chateau.store.moderation import entries_txn
+from chateau.store.audit import entries_txn
 from chateau.store.notices import notices_since_txn
 from chateau.store.records import BAN_FOREVER, ReportRecord, direct_chat
 from chateau.store.reports import add_report_txn, get_report_txn
@@ -287,7 +287,7 @@ def test_resolving_with_ban_user_bans_the_reported_user_until_unbanned(
     assert bob.closed_with is not None and bob.closed_with[0] == 4003
     user = chat.wait(chat.store.accounts.get_user("bob"))
     assert user.banned_until == BAN_FOREVER and user.ban_reason == f"report {by_user}: threats"
-    entries = chat.wait(chat.store.moderation.entries())
+    entries = chat.wait(chat.store.audit.entries())
     assert [(e.action, e.target) for e in entries[:2]] == [
         ("report_ban_user", "bob"), ("user_ban", "bob")]
     assert listed(chat, root, status="closed")["reports"][0]["action"] == "ban_user"
@@ -313,7 +313,7 @@ def test_resolving_checks_the_report_and_the_action(chat: InProcessChat) -> None
                      "action": "dismiss", "msg_id": None}
     again = resolve(chat, root, by_user, "warn")
     assert refused(again, CONFLICT) == f"report {by_user} is already resolved (dismiss by root)"
-    (entry, *_) = chat.wait(chat.store.moderation.entries())
+    (entry, *_) = chat.wait(chat.store.audit.entries())
     assert (entry.actor, entry.action, entry.target, entry.reason) == (
         "root", "report_dismiss", "bob", "")
     assert entry.detail["report_id"] == by_user and entry.detail["reporter"] == "alice"
@@ -346,7 +346,7 @@ def test_resolving_with_delete_message_deletes_it_for_everyone(chat: InProcessCh
     assert root.take() == []
     record = chat.wait(chat.store.messages.get_message(message_id))
     assert record.deleted and record.content is None
-    (entry, *_) = chat.wait(chat.store.moderation.entries())
+    (entry, *_) = chat.wait(chat.store.audit.entries())
     assert entry.action == "report_delete_message" and entry.reason == "spam"
     (closed,) = listed(chat, root, status="closed")["reports"]
     assert closed["snapshot"]["message"]["content"] == "spam spam spam"

@@ -247,9 +247,9 @@ def test_upgrading_to_0006_makes_creators_owners_and_keeps_an_owner_everywhere(d
         engine.dispose()
 
 
-def test_the_moderation_log_keeps_every_action_newest_first(database_url):
+def test_the_audit_log_keeps_every_action_newest_first(database_url):
     from chateau.store.engine import in_transaction
-    from chateau.store.moderation import entries_txn, record_txn
+    from chateau.store.audit import entries_txn, record_txn
 
     engine = make_engine(database_url)
     try:
@@ -411,5 +411,41 @@ def test_upgrading_to_0011_leaves_nobody_banned_and_gives_old_announcements_to_n
             assert take_pending_txn(connection, "ann") == []
             # An account newer than the announcement never gets it.
             assert take_pending_txn(connection, "ben") == []
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_to_0013_keeps_the_moderation_log_as_the_audit_log(database_url):
+    """A populated 0012 database keeps every moderation row, readable by user and time."""
+    from alembic import command
+
+    from chateau.store.audit import entries_txn, purge_txn, record_txn
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0012")
+            connection.execute(text(
+                "INSERT INTO moderation_log (at, actor, action, target, reason, detail) VALUES "
+                "(10, 'root', 'user_ban', 'eve', 'spam', '{}'), "
+                "(20, 'ann', 'group_ban', 'club', '', '{\"user\": \"eve\"}')"
+            ))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            record_txn(connection, "eve", "sign_in", "eve", "", {"method": "local"},
+                       "192.0.2.7")
+        with engine.begin() as connection:
+            everything = entries_txn(connection, 10)
+            assert [(e.actor, e.action, e.address) for e in everything][1:] == [
+                ("ann", "group_ban", None), ("root", "user_ban", None)]
+            assert everything[0].address == "192.0.2.7"
+            assert [e.action for e in entries_txn(connection, 10, user="eve")] == [
+                "sign_in", "user_ban"]
+            assert [e.action for e in entries_txn(connection, 10, since=15)] == [
+                "sign_in", "group_ban"]
+            assert purge_txn(connection, 15, 1) == 1
+            assert purge_txn(connection, 15, 1) == 0
+            assert [e.action for e in entries_txn(connection, 10)] == ["sign_in", "group_ban"]
     finally:
         engine.dispose()

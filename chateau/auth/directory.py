@@ -19,7 +19,8 @@ import re
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import urlsplit
 
@@ -120,6 +121,9 @@ class DirectoryUser:
     uid: str  # the directory's own spelling
     dn: str
     display_name: str | None
+    # The entry's [ldap] id_attribute (entryUUID, AD's objectGUID) as text:
+    # who this is for good, whatever their uid becomes. None if it has none.
+    directory_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,31 @@ class _Entry:
     dn: str
     attributes: dict[str, list[str]]  # lower-cased attribute name -> values
 
+    raw: dict[str, list[bytes]] = field(default_factory=dict)  # lower-cased name -> bytes
+
     def values(self, attribute: str) -> list[str]:
         return self.attributes.get(attribute.lower(), [])
+
+    def stable_id(self, attribute: str) -> str | None:
+        """The entry's stable id as text: objectGUID's 16 bytes as a GUID, else the value."""
+        raw = self.raw.get(attribute.lower(), [])
+        if not raw:
+            return None
+        if attribute.lower() == "objectguid" and len(raw[0]) == 16:
+            return str(uuid.UUID(bytes_le=raw[0]))
+        return raw[0].decode("utf-8", "replace").lower()
+
+
+def id_filter(attribute: str, directory_id: str) -> str:
+    """An LDAP filter matching the entry whose *attribute* is *directory_id*.
+
+    objectGUID is binary: its text form (``_Entry.stable_id``) goes back to
+    bytes, each escaped, as Active Directory expects.
+    """
+    if attribute.lower() == "objectguid":
+        data = uuid.UUID(directory_id).bytes_le
+        return f"({attribute}=" + "".join(f"\\{byte:02x}" for byte in data) + ")"
+    return f"({attribute}={escape_filter_chars(directory_id)})"
 
 
 @dataclass(frozen=True)
@@ -465,9 +492,7 @@ class Directory:
         search_filter = settings.user_filter.replace(
             "{username}", escape_filter_chars(username)
         )
-        attributes = list(dict.fromkeys(
-            [settings.username_attribute, settings.display_name_attribute]
-        ))
+        attributes = self._user_attributes()
         conn.search(
             settings.base_dn, search_filter, search_scope=SUBTREE, attributes=attributes,
             size_limit=2, time_limit=self.timeout,
@@ -503,9 +528,7 @@ class Directory:
 
     def _read(self, conn: Connection, dn: str, report: Report) -> _Entry:
         settings = self._settings
-        attributes = list(dict.fromkeys(
-            [settings.username_attribute, settings.display_name_attribute]
-        ))
+        attributes = self._user_attributes()
         conn.search(dn, "(objectClass=*)", search_scope=BASE, attributes=attributes,
                     time_limit=self.timeout)
         entries = _entries(conn)
@@ -515,6 +538,14 @@ class Directory:
             raise DirectoryMisconfigured(MISCONFIGURED_DETAIL, reason)
         report(SEARCH, True, f"read {entries[0].dn}")
         return entries[0]
+
+    def _user_attributes(self) -> list[str]:
+        """What is read of a user's entry: name, display name and stable id."""
+        settings = self._settings
+        return list(dict.fromkeys([
+            settings.username_attribute, settings.display_name_attribute,
+            settings.id_attribute,
+        ]))
 
     def _check_result(self, conn: Connection, doing: str) -> None:
         result = conn.result or {}
@@ -542,7 +573,10 @@ class Directory:
                 f"{entry.dn}: {settings.username_attribute} {uid!r} is not a valid username",
             )
         names = entry.values(settings.display_name_attribute)
-        return DirectoryUser(username, uid, entry.dn, names[0] if names else None)
+        return DirectoryUser(
+            username, uid, entry.dn, names[0] if names else None,
+            entry.stable_id(settings.id_attribute),
+        )
 
     def _check_group(self, conn: Connection, entry: _Entry, report: Report) -> None:
         group = self._settings.required_group
@@ -587,7 +621,14 @@ def _entries(conn: Connection) -> list[_Entry]:
             ]
             for name, values in (item.get("raw_attributes") or {}).items()
         }
-        found.append(_Entry(item["dn"], attributes))
+        raw = {
+            str(name).lower(): [
+                value if isinstance(value, bytes) else str(value).encode("utf-8")
+                for value in values
+            ]
+            for name, values in (item.get("raw_attributes") or {}).items()
+        }
+        found.append(_Entry(item["dn"], attributes, raw))
     return found
 
 

@@ -169,7 +169,7 @@ async def message_delete(ctx: Services, conn: Connection, request: MessageDelete
     ctx.delivery.check_reachable(message_audience(ctx, record))
     await ctx.store.messages.delete_message(record.id)
     if by_admin:
-        await ctx.store.moderation.record(
+        await ctx.store.audit.record(
             user, "message_delete", record.chat, message_id=record.id, sender=record.sender
         )
     announce_deletion(ctx, record, conn)

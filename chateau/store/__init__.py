@@ -10,7 +10,7 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
   ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
-  ``moderation``, ``reports``, ``safety``, ``announcements``, ``notices``),
+  ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -39,7 +39,7 @@ from chateau.store.groups import Groups
 from chateau.store.invites import Invites
 from chateau.store.membership import Membership
 from chateau.store.messages import Messages, add_messages_txn
-from chateau.store.moderation import Moderation
+from chateau.store.audit import Audit
 from chateau.store.reports import Reports
 from chateau.store.safety import Safety
 from chateau.store.notices import Notices
@@ -79,7 +79,7 @@ class Store:
         self.contacts = Contacts(self.runner)
         self.cursors = Cursors(self.runner)
         self.invites = Invites(self.runner)
-        self.moderation = Moderation(self.runner)
+        self.audit = Audit(self.runner)
         self.reports = Reports(self.runner)
         self.membership = Membership(self.runner)
         self.safety = Safety(self.runner)

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 
 from chateau.names import skeleton
 from chateau.store.engine import Runner
-from chateau.store.moderation import record_txn
+from chateau.store.audit import record_txn
 from chateau.store.records import (
     BAN_FOREVER,
     NameClaim,

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
 from chateau.store.engine import Runner
-from chateau.store.moderation import record_txn
+from chateau.store.audit import record_txn
 from chateau.store.notices import append_notice_txn
 from chateau.store.records import iso_timestamp, now_millis
 from chateau.store.tables import announcements, users

@@ -25,7 +25,7 @@ from chateau.names import skeleton
 from chateau.store.accounts import claim_name_txn
 from chateau.store.engine import Runner
 from chateau.store.groups import role_of_txn
-from chateau.store.moderation import record_txn
+from chateau.store.audit import record_txn
 from chateau.store.records import NameClaim
 from chateau.store.tables import (
     group_bans,

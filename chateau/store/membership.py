@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred
 
 from chateau.store.engine import Runner
 from chateau.store.groups import remove_group_member_txn, role_of_txn
-from chateau.store.moderation import record_txn
+from chateau.store.audit import record_txn
 from chateau.store.records import MEMBER, AddOutcome, BanRecord, RemovalNotice, now_millis
 from chateau.store.tables import (
     group_bans, group_invites, group_members, groups, removal_notices, users,

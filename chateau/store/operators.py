@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from chateau.store.groups import role_of_txn
 from chateau.store.membership import add_members_txn, remove_txn
 from chateau.store.messages import delete_message_txn, get_message_txn
-from chateau.store.moderation import record_txn
+from chateau.store.audit import record_txn
 from chateau.store.notices import append_notice_txn
 from chateau.store.records import OWNER, ROLES, AddOutcome, MessageRecord
 from chateau.store.tables import group_members, groups, metadata, users

@@ -22,11 +22,11 @@ from chateau.store.engine import Runner
 from chateau.store.accounts import ban_user_txn
 from chateau.store.messages import delete_message_txn, get_message_txn
 from chateau.store.notices import append_notice_txn
-from chateau.store.moderation import record_txn
+from chateau.store.audit import record_txn
 from chateau.store.records import BAN_FOREVER, REPORT_CLOSED, REPORT_OPEN, ReportRecord, now_millis
 from chateau.store.tables import reports
 
-# Widest actor the tables keep (reports.resolved_by, moderation_log.actor).
+# Widest actor the tables keep (reports.resolved_by, audit_log.actor).
 ACTOR_LENGTH = 64
 
 

@@ -48,6 +48,10 @@ names = Table(
     Column("name", String(64), primary_key=True),
     Column("kind", String(8), nullable=False),  # "user" or "group"
     Column("skeleton", String(SKELETON_LENGTH), nullable=True),
+    # kind "held": a name nobody may take until held_until (ms): the old name
+    # of a renamed directory user ([ldap] rename_hold_days), or an erased
+    # account's. NULL for names in use.
+    Column("held_until", BigInteger, nullable=True),
     Index("ux_names_skeleton", "skeleton", unique=True),
 )
 
@@ -92,7 +96,12 @@ users = Table(
     # The newest announcement the user has been given (live or at sign-in).
     # Announcements made before the account was created are never given.
     Column("announced_until", BigInteger, nullable=False, server_default="0"),
+    # A directory account's [ldap] id_attribute (entryUUID, objectGUID), bound
+    # at its first sign-in (or the first after migration 0013): who it is for
+    # good. A renamed uid keeps its account; a recycled uid gets a new one.
+    Column("directory_id", String(255), nullable=True),
     Index("ix_users_revoked_at", "revoked_at"),
+    Index("ux_users_directory_id", "directory_id", unique=True),
 )
 
 groups = Table(
@@ -263,11 +272,15 @@ reports = Table(
     Index("ix_reports_reporter_username", "reporter", "username"),
 )
 
-# Every moderation action (group removals and bans, server bans, deletions
-# by admins, announcements, resolved reports): who, what, whom, when, why.
-# detail is JSON with what else the action needs to be understood later.
-moderation_log = Table(
-    "moderation_log",
+# The audit log (chateau.store.audit): sign-ins, password changes, session
+# revocations, deprovisioning, exports, erasures and every administrative
+# and moderation action: who (actor), what (action), on whom (target), when
+# (at, ms), from where (address, when a client made it) and why (reason).
+# detail is JSON with what else the action needs to be understood later;
+# never a password or a key. chateau-admin audit --user reads by actor or
+# target, --since by time.
+audit_log = Table(
+    "audit_log",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", BigInteger, nullable=False),
@@ -276,7 +289,10 @@ moderation_log = Table(
     Column("target", String(160), nullable=False),
     Column("reason", Text, nullable=False, server_default=""),
     Column("detail", Text, nullable=False, server_default="{}"),
-    Index("ix_moderation_log_at", "at"),
+    Column("address", String(64), nullable=True),
+    Index("ix_audit_log_at", "at"),
+    Index("ix_audit_log_actor", "actor"),
+    Index("ix_audit_log_target", "target"),
 )
 
 
