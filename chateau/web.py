@@ -58,6 +58,8 @@ def content_security_policy(host: bytes | None) -> bytes:
     return _POLICY_HEAD + b" ws://" + origin + b" wss://" + origin + _POLICY_TAIL
 
 
+# Every file of static/ with one of these endings is served. The client's
+# scripts are ES modules, which browsers run only with a JavaScript type.
 _CONTENT_TYPES = {
     ".html": b"text/html; charset=utf-8",
     ".js": b"text/javascript; charset=utf-8",
@@ -70,7 +72,7 @@ class StaticFile(Resource):
 
     The files are read once at start-up, so serving them never touches the
     disk from the reactor thread. The headers keep the page to itself: it
-    may run only its own script and talk only to its own server (the socket
+    may run only its own scripts and talk only to its own server (the socket
     only to its own origin, see :func:`content_security_policy`), so injected
     markup could neither load nor send anything elsewhere.
     """

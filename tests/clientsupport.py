@@ -337,6 +337,11 @@ def browser() -> Iterator[Any]:
         chromium = launch_chromium(playwright)
         try:
             yield chromium
+            # A script error the page did not catch fails the test, even when
+            # what the test looks at happened to come out right.
+            errors = [error for context in chromium.contexts for page in context.pages
+                      for error in getattr(page, "script_errors", ())]
+            assert errors == [], f"the page's scripts failed: {errors}"
         finally:
             chromium.close()
 
@@ -346,6 +351,8 @@ def open_page(browser: Any, url: str) -> Any:
     context = browser.new_context(viewport={"width": 1180, "height": 760})
     context.set_default_timeout(BROWSER_TIMEOUT)
     page = context.new_page()
+    page.script_errors = []  # read when the browser fixture ends
+    page.on("pageerror", lambda error: page.script_errors.append(f"{page.url}: {error}"))
     page.goto(url)
     return page
 

@@ -2,13 +2,18 @@
 
 Imports are read from each module's syntax tree (nothing is imported), so a
 circle or a stray SQLAlchemy import fails here with the modules named.
-Imports under ``if TYPE_CHECKING:`` are left out: they never run.
+Imports under ``if TYPE_CHECKING:`` are left out: they never run. The web
+client's JavaScript modules are held to their own rules (docs/clients.md, "Web
+client layout"), read from their text.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
+
+from tests import webmodules
 
 PACKAGE = Path(__file__).resolve().parent.parent / "chateau"
 # Past this many lines a module must say, in its docstring, that it is one concern.
@@ -162,3 +167,45 @@ def test_long_modules_say_they_are_one_concern() -> None:
             if "one concern" not in docstring.lower():
                 long.append(f"{name}: {text.count(chr(10))} lines")
     assert long == []
+
+
+def test_the_import_pattern_reads_every_form() -> None:
+    source = """import { a, b } from "./one.js";
+import * as two from './two.js';
+import "./three.js";
+export { c } from "./four.js";
+const five = await import("./five.js");
+// important("./not.js") and the word import in text are no imports
+"""
+    assert webmodules.imports(source) == ["./one.js", "./two.js", "./three.js", "./four.js", "./five.js"]
+
+
+def test_the_web_client_modules_import_files_beside_them_without_a_circle() -> None:
+    sources = webmodules.modules()
+    assert "app.js" in sources and len(sources) > 1, "nothing was read"
+    graph: dict[str, set[str]] = {}
+    for name, source in sources.items():
+        targets = webmodules.imports(source)
+        assert all(t.startswith("./") and t[2:] in sources for t in targets), (name, targets)
+        graph[name] = {t[2:] for t in targets}
+    assert circles(graph) == []
+    # Every module is reached from the page's one script.
+    reached, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(graph[name])
+    assert reached == set(sources)
+
+
+def test_the_web_client_puts_server_text_in_as_text_and_keeps_no_module_state() -> None:
+    """Text reaches the page through textContent and the like, never as markup;
+    state lives in the one state object app.js makes, not in module variables."""
+    markup = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|DOMParser"
+                        r"|createContextualFragment|\beval\(|new Function|srcdoc")
+    for name, source in webmodules.modules().items():
+        assert not markup.search(source), (name, markup.search(source))
+        assert not re.search(r"^(?:export )?(?:let|var) ", source, re.M), name
+    page = (webmodules.STATIC / "index.html").read_text(encoding="utf-8")
+    assert re.findall(r"<script\b[^>]*>", page) == ['<script type="module" src="app.js">']

@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tests.clientsupport import (  # noqa: F401  (browser and chateau are fixtur
 from tests.clientsupport import web_new_group as new_group
 from tests.clientsupport import web_send as send
 from tests.clientsupport import web_sign_in as sign_in
+from tests.webmodules import imports, modules
 
 
 def fetch(url: str) -> tuple[int, dict[str, str], str]:
@@ -42,15 +44,42 @@ def test_static_files_are_served_at_the_root(chateau):
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert "default-src 'self'" in headers["Content-Security-Policy"]
     assert headers["X-Content-Type-Options"] == "nosniff"
-    assert '<script src="app.js" defer></script>' in body and "Sign in" in body
+    assert '<script type="module" src="app.js"></script>' in body and "Sign in" in body
     status, headers, body = fetch(chateau.http_url + "app.js")
     assert status == 200 and headers["Content-Type"] == "text/javascript; charset=utf-8"
-    assert "ResumeRequest" in body
+    assert 'from "./session.js"' in body
+    status, headers, body = fetch(chateau.http_url + "session.js")
+    assert status == 200 and "ResumeRequest" in body
     status, headers, _ = fetch(chateau.http_url + "style.css")
     assert status == 200 and headers["Content-Type"] == "text/css; charset=utf-8"
     assert fetch(chateau.http_url + "missing.txt")[0] == 404
     assert fetch(chateau.http_url + "../setup.py")[0] == 404
     assert "Sign in" not in fetch(chateau.http_url + "ws")[2]  # /ws stays the WebSocket
+
+
+def test_every_module_is_served_as_javascript_and_its_imports_resolve(chateau):
+    # ES modules need a JavaScript content type (with nosniff the browser checks
+    # it) and every import must name a file the server serves: follow the page's
+    # modules from its script tags, and check none under static/ is left out.
+    page = fetch(chateau.http_url)[2]
+    todo = [chateau.http_url + src for src in re.findall(r'<script type="module" src="([^"]+)">', page)]
+    assert todo, "the page loads no module"
+    seen: set[str] = set()
+    while todo:
+        url = todo.pop()
+        if url in seen:
+            continue
+        status, headers, body = fetch(url)
+        assert status == 200, url
+        assert headers["Content-Type"] == "text/javascript; charset=utf-8", url
+        assert headers["X-Content-Type-Options"] == "nosniff", url
+        assert "default-src 'self'" in headers["Content-Security-Policy"], url
+        seen.add(url)
+        for target in imports(body):
+            # Only files beside the page: a relative path, no other origin.
+            assert target.startswith("./") and target.endswith(".js"), (url, target)
+            todo.append(urllib.parse.urljoin(url, target))
+    assert {url.rsplit("/", 1)[1] for url in seen} == set(modules())
 
 
 def policy_for(port: int, host: bytes | None) -> str:

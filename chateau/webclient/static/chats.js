@@ -1,0 +1,309 @@
+/* Chateau web client: the chats and their messages.
+ *
+ * Each chat (direct, group, random) keeps its messages in order: server ids
+ * give the order, notes of this page stay where they were added. History is
+ * asked for page by page (HistoryRequest); group events become system lines;
+ * a renamed group's conversation moves to its new name. Also the chat list in
+ * the sidebar, with unread counts, and the pushes that bring messages.
+ */
+
+import { chatId, compareMessages, newChat } from "./state.js";
+import { VIEW_KEY, loadJSON, saveView } from "./storage.js";
+import { chatTitle, eventKey, eventWords } from "./words.js";
+
+const HISTORY_PAGE = 50;
+
+export function createChats(app) {
+  const { state, el } = app;
+
+  function ensureChat(kind, name) {
+    const id = chatId(kind, name);
+    let chat = state.chats.get(id);
+    if (!chat) {
+      chat = newChat(id, kind, name);
+      state.chats.set(id, chat);
+      saveView(state);
+    }
+    return chat;
+  }
+
+  function restoreView() {
+    const view = loadJSON(VIEW_KEY);
+    if (!view || state.chats.size) return;
+    for (const saved of view.chats || []) {
+      if (saved.kind === "random") continue;  // random chats end with the connection
+      const chat = ensureChat(saved.kind, saved.name);
+      chat.partner = saved.partner || null;
+      chat.removed = saved.removed || null;
+    }
+    if (view.current && state.chats.has(view.current)) state.current = view.current;
+  }
+
+  function openChat(id) {
+    const chat = state.chats.get(id);
+    if (!chat) return;
+    state.current = id;
+    chat.unread = 0;
+    saveView(state);
+    renderChats();
+    app.conversation.renderConversation(true);
+    app.conversation.updateComposer();
+    app.groups.renderPanel();
+    if (!chat.historyLoaded && state.signedIn) loadHistory(chat, false);
+    if (chat.kind === "group" && !chat.info && !chat.removed && state.signedIn) app.groups.loadInfo(chat);
+    el.message.focus();
+  }
+
+  function addMessage(chat, message, { notify = true } = {}) {
+    if (message.id != null && chat.messages.some((m) => m.id === message.id)) return;
+    chat.messages.push(message);
+    chat.messages.sort(compareMessages);
+    chat.lastActivity = Date.now();
+    if (chat.id !== state.current && notify && !message.own) chat.unread += 1;
+    renderChats();
+    if (chat.id === state.current) {
+      app.conversation.renderConversation(message.own || app.conversation.nearBottom());
+    }
+    updateTitle();
+  }
+
+  function systemNote(chat, text) {
+    const ids = chat.messages.filter((m) => m.id != null).map((m) => m.id);
+    const order = (ids.length ? Math.max(...ids) : 0) + 0.5;
+    addMessage(chat, { id: null, seq: ++state.localSeq, system: true, order, content: text },
+      { notify: false });
+  }
+
+  // -- group events ------------------------------------------------------------
+
+  function addEvent(chat, event, { id = null, timestamp = null, offline = false, content = null } = {}) {
+    /* A system line in the conversation. Events this page caused itself come back
+     * (in history, or pushed to other tabs) with their id: the local line gives way. */
+    const words = eventWords(event, content);
+    if (id == null) {
+      const ids = chat.messages.filter((m) => m.id != null).map((m) => m.id);
+      const order = (ids.length ? Math.max(...ids) : 0) + 0.5;
+      addMessage(chat, {
+        id: null, seq: ++state.localSeq, system: true, order, content: words,
+        event: { ...event }, key: eventKey(event), timestamp: new Date().toISOString(),
+      }, { notify: false });
+      return;
+    }
+    dropLocalEvent(chat, eventKey(event));
+    addMessage(chat, {
+      id, seq: ++state.localSeq, content: words, event: { ...event }, timestamp, offline,
+    }, { notify: !offline });
+  }
+
+  function dropLocalEvent(chat, key) {
+    const index = chat.messages.findIndex((m) => m.system && m.key === key);
+    if (index >= 0) chat.messages.splice(index, 1);
+  }
+
+  function renameChat(chat, newName) {
+    /* A group renamed: the conversation moves to its new name. At catch-up the messages
+     * already came under the new name (then the event): the two conversations become one. */
+    const oldId = chat.id;
+    const newId = chatId("group", newName);
+    if (oldId === newId) return chat;
+    state.chats.delete(oldId);
+    const already = state.chats.get(newId);
+    if (already) {
+      for (const message of chat.messages) {
+        if (message.id == null || !already.messages.some((m) => m.id === message.id)) {
+          already.messages.push(message);
+        }
+      }
+      already.messages.sort(compareMessages);
+      already.unread += chat.unread;
+      already.removed = null;
+      chat = already;
+    }
+    chat.id = newId;
+    chat.name = newName;
+    if (chat.info) chat.info.chatname = newName;
+    state.chats.set(newId, chat);
+    if (state.current === oldId) state.current = newId;
+    if (!chat.removed) chat.historyLoaded = false;  // asked under the old name, maybe too late
+    saveView(state);
+    renderChats();
+    if (chat.id === state.current) {
+      app.conversation.renderConversation(false);
+      app.groups.renderPanel();
+      app.conversation.updateComposer();
+      if (state.signedIn && !chat.removed) loadHistory(chat, false);
+    }
+    return chat;
+  }
+
+  function endRandom(chat, text) {
+    chat.ended = true;
+    systemNote(chat, text);
+    app.conversation.updateComposer();
+  }
+
+  // -- history -------------------------------------------------------------------
+
+  async function loadHistory(chat, older) {
+    if (!state.historySupported || chat.kind === "random-new" || chat.loadingOlder) return;
+    const message = { type: "HistoryRequest", limit: HISTORY_PAGE };
+    message[chat.kind === "direct" ? "user" : "chatname"] = chat.name;
+    if (older) {
+      const ids = chat.messages.filter((m) => m.id != null).map((m) => m.id);
+      if (ids.length) message.before = Math.min(...ids);
+    }
+    chat.loadingOlder = true;
+    const log = el.log;
+    const fromBottom = log.scrollHeight - log.scrollTop;
+    const askedName = chat.name;
+    const reply = await app.conn.request(message);
+    chat.loadingOlder = false;
+    if (chat.name !== askedName) {  // renamed meanwhile: ask again under the new name
+      if (!chat.removed) loadHistory(chat, older);
+      return;
+    }
+    if (reply.type !== "HistoryResponse") {
+      if (reply.status === 400) state.historySupported = false;  // a server without history
+      else if (reply.status !== 0 && reply.status !== 404) {
+        app.dialogs.showError(`No history for ${chatTitle(chat)}: ${reply.detail}`);
+      }
+      chat.historyLoaded = true;
+      if (chat.id === state.current) app.conversation.renderConversation(false);
+      return;
+    }
+    chat.historyLoaded = true;
+    chat.more = Boolean(reply.more);
+    for (const item of reply.messages || []) {
+      if (chat.messages.some((m) => m.id === item.id)) continue;
+      if (item.hidden) {
+        chat.messages.push({ id: item.id, seq: ++state.localSeq, hidden: true, timestamp: item.timestamp });
+        continue;
+      }
+      if (item.event && typeof item.event === "object") {
+        dropLocalEvent(chat, eventKey(item.event));
+        chat.messages.push({
+          id: item.id, seq: ++state.localSeq, event: item.event, timestamp: item.timestamp,
+          content: eventWords(item.event, item.content),
+        });
+        continue;
+      }
+      chat.messages.push({
+        id: item.id, seq: ++state.localSeq, sender: item.sender, content: item.content,
+        timestamp: item.timestamp, own: item.sender === state.me,
+        edited: Boolean(item.edited), deleted: Boolean(item.deleted),
+      });
+    }
+    chat.messages.sort(compareMessages);
+    if (chat.id === state.current) {
+      app.conversation.renderConversation(!older);
+      if (older) log.scrollTop = log.scrollHeight - fromBottom;  // keep the reader's place
+    }
+  }
+
+  // -- messages the server pushes --------------------------------------------------
+
+  function incoming(frame) {
+    return {
+      id: frame.id, seq: ++state.localSeq, sender: frame.sender, content: frame.content,
+      timestamp: frame.timestamp, own: frame.sender === state.me, offline: Boolean(frame.offline),
+    };
+  }
+
+  function updateMessage(frame, changes) {
+    for (const chat of state.chats.values()) {
+      const message = chat.messages.find((m) => m.id === frame.id);
+      if (message) {
+        Object.assign(message, changes);
+        if (chat.id === state.current) app.conversation.renderConversation(false);
+        return;
+      }
+    }
+  }
+
+  const pushes = {
+    MessageRecv(frame) {
+      let chat;
+      if (frame.random) {
+        chat = ensureChat("random", frame.chatname);
+        if (!chat.partner) {
+          chat.partner = frame.sender;
+          chat.historyLoaded = true;
+          systemNote(chat, `${frame.sender} started a random chat with you.`);
+        }
+      } else {
+        chat = ensureChat("direct", frame.sender);
+      }
+      addMessage(chat, incoming(frame));
+    },
+    GroupMessageRecv(frame) {
+      const kind = String(frame.chatname).startsWith("~") ? "random" : "group";
+      addMessage(ensureChat(kind, frame.chatname), incoming(frame));
+    },
+    RandomChatEndedRecv(frame) {
+      const chat = state.chats.get(chatId("random", frame.chatname));
+      if (chat) {
+        endRandom(chat, frame.reason === "disconnected"
+          ? `${frame.user} disconnected; the random chat has ended.`
+          : frame.reason === "blocked" ? `You blocked ${frame.user}; the random chat has ended.`
+          : `${frame.user} left; the random chat has ended.`);
+      }
+    },
+    MessageEdited(frame) { updateMessage(frame, { content: frame.content, edited: true }); },
+    MessageDeleted(frame) { updateMessage(frame, { deleted: true }); },
+  };
+
+  // -- the chat list -----------------------------------------------------------------
+
+  function renderChats() {
+    const chats = [...state.chats.values()].sort((a, b) => b.lastActivity - a.lastActivity);
+    el.chats.replaceChildren(...chats.map((chat) => {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = `chat-item ${chat.kind}`;
+      if (chat.id === state.current) button.setAttribute("aria-current", "true");
+      const avatar = document.createElement("span");
+      avatar.className = "avatar";
+      avatar.setAttribute("aria-hidden", "true");
+      avatar.textContent = chat.kind === "group" ? "#"
+        : chat.kind === "direct" ? chat.name.charAt(0).toUpperCase() : "?";
+      const name = document.createElement("span");
+      name.className = "chat-name";
+      name.textContent = chat.kind === "group" ? chat.name : chatTitle(chat);  // the avatar shows the #
+      button.append(avatar, name);
+      if (chat.unread) {
+        const badge = document.createElement("span");
+        badge.className = "badge";
+        badge.textContent = String(chat.unread);
+        badge.setAttribute("aria-label", `${chat.unread} unread`);
+        button.append(badge);
+      }
+      button.addEventListener("click", () => openChat(chat.id));
+      li.append(button);
+      return li;
+    }));
+    el.chatsEmpty.hidden = chats.length > 0;
+    updateTitle();
+  }
+
+  function updateTitle() {
+    const unread = [...state.chats.values()].reduce((sum, chat) => sum + chat.unread, 0);
+    document.title = unread ? `(${unread}) Chateau` : "Chateau";
+  }
+
+  function wire() {
+    el.older.addEventListener("click", () => {
+      const chat = state.chats.get(state.current);
+      if (chat) loadHistory(chat, true);
+    });
+    el.log.addEventListener("scroll", () => {
+      const chat = state.chats.get(state.current);
+      if (chat && chat.more && el.log.scrollTop < 40) loadHistory(chat, true);
+    });
+  }
+
+  return {
+    ensureChat, restoreView, openChat, addMessage, systemNote, addEvent, renameChat,
+    endRandom, loadHistory, renderChats, pushes, wire,
+  };
+}

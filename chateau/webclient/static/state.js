@@ -1,0 +1,65 @@
+/* Chateau web client: the page's state and the shape of a chat in it.
+ *
+ * app.js makes the one state object with createState and hands it to every
+ * part of the page; no module keeps state of its own at module level. The
+ * helpers here only read chats: no page, no socket, no storage.
+ */
+
+export const RETRY_FIRST_MS = 1000;
+
+export function createState(session) {
+  /* session: the saved {key, username} of this tab, or null. */
+  return {
+    ws: null,
+    signedIn: false,
+    me: null,
+    session,                          // survives a reload of this tab
+    chats: new Map(),                 // id -> chat (see newChat)
+    current: null,
+    online: [],
+    nextMsgId: 1,
+    pending: new Map(),               // msg_id -> {resolve}
+    historySupported: true,
+    retryMs: RETRY_FIRST_MS,
+    retryTimer: null,
+    onlineTimer: null,
+    localSeq: 0,
+    admin: false,                     // a server admin (RegisterResponse/ResumeResponse "admin")
+    blocked: new Map(),               // username -> since (ISO), from BlockListRequest
+    panelOpen: false,                 // the group panel beside the conversation
+    announcements: [],                // AnnouncementRecv frames not yet dismissed
+    toastTimer: null,                 // hides the notice above the message box
+  };
+}
+
+export function chatId(kind, name) {
+  return kind === "direct" ? `u:${name}` : kind === "random-new" ? "random:new" : `c:${name}`;
+}
+
+export function newChat(id, kind, name) {
+  return {
+    id, kind, name, partner: null, members: null, info: null, removed: null,
+    messages: [], unread: 0, left: false, ended: false,
+    historyLoaded: false, more: false, loadingOlder: false, lastActivity: Date.now(),
+  };
+}
+
+export function chatPerson(chat) {
+  /* The person a conversation is with, for Block and Report. */
+  if (chat.kind === "direct") return chat.name;
+  if (chat.kind === "random" && chat.partner) return chat.partner;
+  return null;
+}
+
+function orderOf(message) {
+  // Server ids give the order; notes stay where they were added; unsent
+  // messages stay at the end in the order they were typed.
+  if (message.system) return message.order;  // notes of this page, events it made itself
+  return message.id != null ? message.id : Number.MAX_SAFE_INTEGER;
+}
+
+export function compareMessages(a, b) {
+  const ka = orderOf(a);
+  const kb = orderOf(b);
+  return ka !== kb ? ka - kb : a.seq - b.seq;
+}

@@ -1,0 +1,53 @@
+/* Chateau web client: what the server sends, in words for the page.
+ *
+ * Pure functions from data to plain strings (times, group events, a chat's
+ * title); the callers put them into the page as text, never as HTML.
+ */
+
+export function formatTime(timestamp) {
+  const moment = new Date(timestamp);
+  if (Number.isNaN(moment.getTime())) return "";
+  const time = moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (moment.toDateString() === new Date().toDateString()) return time;
+  return `${moment.toLocaleDateString([], { day: "numeric", month: "short" })} ${time}`;
+}
+
+export function chatTitle(chat) {
+  if (chat.kind === "group") return `# ${chat.name}`;
+  if (chat.kind === "random") return chat.partner ? `Random: ${chat.partner}` : "Random chat";
+  if (chat.kind === "random-new") return "New random chat";
+  return chat.name;
+}
+
+const EVENT_WORDS = {
+  added: (e) => `${e.by} added ${e.user}`,
+  removed: (e) => `${e.by} removed ${e.user}`,
+  banned: (e) => `${e.by} banned ${e.user}`,
+  unbanned: (e) => `${e.by} unbanned ${e.user}`,
+  left: (e) => `${e.user} left`,
+  joined: (e) => `${e.user} joined`,
+  role: (e) => `${e.by} made ${e.user} ${e.role}`,
+  muted: (e) => `${e.by} muted ${e.user} until ${formatTime(e.until) || e.until}`,
+  unmuted: (e) => `${e.by} unmuted ${e.user}`,
+  renamed: (e) => `${e.by} renamed the group from ${e.old_name} to ${e.new_name}`,
+  topic: (e) => (e.topic ? `${e.by} set the topic: ${e.topic}` : `${e.by} cleared the topic`),
+  settings: (e) => `${e.by} changed the group's settings` + (e.settings && typeof e.settings === "object"
+    ? ` (${Object.entries(e.settings).map(([key, value]) => `${key}: ${value}`).join(", ")})` : ""),
+};
+
+export function eventWords(event, fallback) {
+  /* A system event in words ("bob added carol"), as the server words it in history. */
+  const words = EVENT_WORDS[event.event];
+  const text = words ? words(event) : (fallback || `${event.by}: ${event.event} ${event.user}`);
+  return event.reason ? `${text} (${event.reason})` : text;
+}
+
+export function eventKey(event) {
+  return `${event.event}|${event.user}|${event.by}`;
+}
+
+export function removedText(removed) {
+  const how = removed.banned ? "banned you from" : "removed you from";
+  return `${removed.by} ${how} this group${removed.reason ? `: ${removed.reason}` : ""}. ` +
+    "It is read-only now.";
+}
