@@ -10,9 +10,9 @@ nodes over PostgreSQL and Redis.
 
 from __future__ import annotations
 
-import json
 import secrets
 import ssl
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -215,6 +215,16 @@ async def test_a_locked_entry_matching_disabled_filter_is_signed_out(start, peop
     assert (await client.request({"type": "HeartbeatRequest"}))["status"] == 200  # checked: ok
     people.lock(uid)
     await assert_deprovisioned(running, client, key, uid, ACCOUNT_DISABLED)
+    # Signing in again is refused while the filter matches (the directory
+    # here enforces no password policy on binds: the filter does).
+    refused = await running.client()
+    reply = await refused.request({"type": "RegisterRequest", "username": uid,
+                                   "password": password, "auth": True})
+    assert reply["status"] == 301, reply
+    assert reply["detail"] == "authentication failed: your directory account is disabled"
+    people.lock(uid, False)
+    assert (await refused.register(uid, password, auth=True))["username"] == uid
+    assert await running.service.store.deprovisioning.deprovisioned() == {}
 
 
 @inline
@@ -447,3 +457,27 @@ async def test_a_deprovisioned_account_is_signed_out_on_every_node(
         nodes.stop()
     for name, node in nodes.nodes.items():
         assert "Traceback" not in node.output(), f"{name}:\n{node.output()}"
+
+
+def test_ldap_check_reports_a_disabled_entry(slapd, people, tmp_path):
+    from tests.test_ldap import run_admin
+
+    uid, password = people.person()
+    people.lock(uid)
+    path = tmp_path / "chateau.ini"
+    lines = ["[auth]", "methods = local,ldap", "[database]",
+             f"url = sqlite:///{tmp_path / 'admin.sqlite3'}", "[ldap]"]
+    lines += [f"{key} = {value}"
+              for key, value in slapd.settings(disabled_filter=LOCKED).items()]
+    path.write_text("\n".join(lines) + "\n")
+    result = run_admin([sys.executable, "-m", "chateau.admin", "--config", str(path),
+                        "ldap-check", uid], password, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert any(line.startswith("enabled") and "FAILED" in line and "disabled_filter" in line
+               for line in result.stdout.splitlines()), result.stdout
+    people.lock(uid, False)
+    result = run_admin([sys.executable, "-m", "chateau.admin", "--config", str(path),
+                        "ldap-check", uid], password, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any(line.startswith("enabled") and "OK" in line
+               for line in result.stdout.splitlines()), result.stdout

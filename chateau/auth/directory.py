@@ -49,6 +49,7 @@ SERVICE_BIND = "service-bind"
 SEARCH = "search"
 BIND = "bind"
 GROUP = "group"
+ENABLED = "enabled"  # not matched by [ldap] disabled_filter
 
 Report = Callable[[str, bool, str], None]
 
@@ -459,9 +460,12 @@ class Directory:
             entry = self._search_one(conn, username, report)
             self._bind(conn, entry.dn, password, report)
         user = self._user(entry, username)
-        if settings.required_group:
+        if settings.required_group or settings.disabled_filter:
             if settings.bind_dn:
                 self._service_bind(conn, report)
+        if settings.disabled_filter:
+            self._check_enabled(conn, entry, report)
+        if settings.required_group:
             self._check_group(conn, entry, report)
         return user
 
@@ -704,6 +708,18 @@ class Directory:
             )
         report(SEARCH, True, f"found {entries[0].dn}" if entries else f"no entry for {username!r}")
         return entries[0] if entries else None
+
+    def _check_enabled(self, conn: Connection, entry: _Entry, report: Report) -> None:
+        """Refuse a sign-in of an entry that matches ``disabled_filter``."""
+        search_filter = self._settings.disabled_filter
+        if not self._matches(conn, entry.dn, search_filter):
+            report(ENABLED, True, f"{entry.dn} does not match {search_filter}")
+            return
+        reason = f"{entry.dn} matches [ldap] disabled_filter {search_filter}"
+        report(ENABLED, False, reason)
+        raise DirectoryRefused(
+            "authentication failed: your directory account is disabled", reason
+        )
 
     def _check_base(self, conn: Connection, base: str, doing: str) -> None:
         """A base the search cannot see is a misconfiguration, never "nobody is there"."""
