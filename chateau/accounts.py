@@ -29,6 +29,7 @@ from chateau.store.accounts import (
     set_disabled_txn,
     set_password_hash_txn,
 )
+from chateau.store.deprovisioning import Deprovisioned, deprovisioned_txn
 from chateau.store.engine import Connection, Engine, in_transaction
 from chateau.store.invites import (
     create_invite_txn,
@@ -51,6 +52,8 @@ class UserSummary:
     disabled: bool
     display_name: str | None
     sessions: int
+    # Set when the directory no longer lets this account in (chateau.deprovisioning).
+    deprovisioned: Deprovisioned | None = None
 
 
 def _username(raw: str) -> str:
@@ -115,9 +118,10 @@ def set_disabled(engine: Engine, raw: str, disabled: bool = True) -> int:
 def list_users(engine: Engine) -> list[UserSummary]:
     def txn(connection: Connection) -> list[UserSummary]:
         counts = session_counts_txn(connection)
+        deprovisioned = deprovisioned_txn(connection)
         return [
             UserSummary(user.username, user.auth_method, user.disabled, user.display_name,
-                        counts.get(user.username, 0))
+                        counts.get(user.username, 0), deprovisioned.get(user.username))
             for user in list_users_txn(connection)
         ]
 

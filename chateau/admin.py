@@ -229,6 +229,7 @@ def _new_password(username: str) -> str | None:
 def _account_command(args: argparse.Namespace) -> int:
     """user add | passwd | disable | enable | list: one transaction each."""
     from chateau import accounts
+    from chateau.store.records import iso_timestamp
 
     def work(config: Config, engine: Any) -> int:
         action = args.action
@@ -236,6 +237,9 @@ def _account_command(args: argparse.Namespace) -> int:
             users = accounts.list_users(engine)
             for user in users:
                 state = "disabled" if user.disabled else "active"
+                if user.deprovisioned is not None:
+                    state = (f"deprovisioned ({user.deprovisioned.reason}) since "
+                             f"{iso_timestamp(user.deprovisioned.at)}")
                 shown = f"  {user.display_name}" if user.display_name else ""
                 print(f"{user.username:<32} {user.method:<6} {state:<9} "
                       f"{user.sessions} session(s){shown}")

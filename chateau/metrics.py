@@ -86,6 +86,15 @@ class Metrics:
             "Times Redis refused this node (authentication, database or TLS).",
             registry=self.registry,
         )
+        self.directory_checks = Counter(
+            "chateau_directory_checks",
+            "Re-checks of directory accounts against the directory (deprovisioning), by "
+            "result: ok, failed (the account was deprovisioned), unavailable (the directory "
+            "could not answer; nobody was signed out).",
+            ["result"], registry=self.registry,
+        )
+        for result in ("ok", "failed", "unavailable"):
+            self.directory_checks.labels(result)
         self.pool_backlog = Gauge(
             "chateau_threadpool_queue_depth", "Jobs waiting for a thread, by pool.",
             ["pool"], registry=self.registry,

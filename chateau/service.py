@@ -30,6 +30,7 @@ from chateau.cluster_sync import ClusterSync, load_shared
 from chateau.collector import YOUNG_THRESHOLD, tune_collector
 from chateau.config import Config
 from chateau.delivery import Delivery
+from chateau.deprovisioning import Deprovisioner
 from chateau.handlers.context import Services
 from chateau.handlers.dispatch import Dispatcher
 from chateau.handlers.operators import notice_appliers
@@ -107,6 +108,7 @@ class Chateau(MultiService):
         )
         checkers = {}
         reserved = None
+        ldap_checker: LdapChecker | None = None
         if DIRECTORY in config.auth.methods:
             # ldap3 blocks: directory sign-ins get a bounded pool of their own.
             ldap_pool = ThreadPool(
@@ -166,11 +168,22 @@ class Chateau(MultiService):
         self.delivery = Delivery(registry, self.backplane)
         self.catch_up = CatchUp(config, registry, self.store, self.delivery, self.backplane)
         ClusterSync(registry, self.store, self.delivery, self.catch_up, self.backplane)
+        # Re-checks directory accounts and deprovisions those the directory
+        # no longer lets in (docs/ldap.md, Deprovisioning).
+        self.deprovisioner: Deprovisioner | None = None
+        if ldap_checker is not None:
+            self.deprovisioner = Deprovisioner(
+                config.ldap, self.store, ldap_checker.account_status, self.metrics,
+                registry.local_users, reactor,
+            )
         self.context = Services(
             config=config, registry=registry, store=self.store, auth=self.authenticator,
             delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
             announcer=Announcer(registry, self.store, self.delivery),
             directory_has=reserved,
+            directory_recheck=(
+                self.deprovisioner.recheck_on_resume if self.deprovisioner else None
+            ),
         )
         self.factory = ChateauServerFactory(
             Dispatcher(self.context), config, self.metrics, reactor=reactor
@@ -249,6 +262,8 @@ class Chateau(MultiService):
         await self.sign_out.start()
         self._revocation_check.start(self.config.chat.revocation_check_interval, now=False)
         self._notice_check.start(self.config.chat.revocation_check_interval, now=False)
+        if self.deprovisioner is not None:
+            self.deprovisioner.start()
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
             # before the database goes.
@@ -296,6 +311,8 @@ class Chateau(MultiService):
             self._revocation_check.stop()
         if self._notice_check.running:
             self._notice_check.stop()
+        if self.deprovisioner is not None:
+            self.deprovisioner.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()

@@ -218,6 +218,9 @@ def start_slapd(workdir: Path) -> Slapd:
         f"argsfile {workdir / 'slapd.args'}\n"
         f"modulepath {MODULE_DIR}\n"
         "moduleload back_mdb\n"
+        # pwdAccountLockedTime, the attribute a locked account has (a
+        # disabled_filter example; no policy is enforced on binds).
+        "moduleload ppolicy\n"
         f"TLSCACertificateFile {ca_file}\n"
         f"TLSCertificateFile {cert}\n"
         f"TLSCertificateKeyFile {key}\n"
@@ -227,6 +230,7 @@ def start_slapd(workdir: Path) -> Slapd:
         f'rootdn "cn=admin,{SUFFIX}"\n'
         "rootpw admin-secret\n"
         f"directory {database}\n"
+        "overlay ppolicy\n"
         "access to attrs=userPassword\n"
         "    by self read\n"
         "    by anonymous auth\n"

@@ -34,7 +34,7 @@ from ldap3.core.exceptions import (
     LDAPStartTLSError,
 )
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn
+from ldap3.utils.dn import escape_rdn, to_dn
 
 from chateau.auth.passwords import password_problem
 from chateau.config import LdapConfig
@@ -49,6 +49,7 @@ SERVICE_BIND = "service-bind"
 SEARCH = "search"
 BIND = "bind"
 GROUP = "group"
+ENABLED = "enabled"  # not matched by [ldap] disabled_filter
 
 Report = Callable[[str, bool, str], None]
 
@@ -124,6 +125,23 @@ class DirectoryUser:
     # The entry's [ldap] id_attribute (entryUUID, AD's objectGUID) as text:
     # who this is for good, whatever their uid becomes. None if it has none.
     directory_id: str | None = None
+
+
+# What a re-check of an account found (Directory.account_status): it may
+# still sign in, or why not.
+ACCOUNT_OK = "ok"
+ACCOUNT_MISSING = "missing"
+ACCOUNT_DISABLED = "disabled"
+ACCOUNT_NOT_IN_GROUP = "not_in_group"
+
+
+@dataclass(frozen=True)
+class AccountStatus:
+    """Whether a directory account may still sign in, as the directory says now."""
+
+    status: str  # one of the ACCOUNT_* values
+    uid: str | None = None  # the entry's username_attribute now, in the directory's spelling
+    dn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -314,6 +332,21 @@ class Directory:
         return self._each_server(lambda conn: self._lookup(conn, username, report),
                                  report, cancelled)
 
+    def account_status(
+        self, username: str, directory_id: str | None = None, report: Report = _silent,
+        cancelled: threading.Event | None = None,
+    ) -> AccountStatus:
+        """Whether the account *username* may still sign in, without its password.
+
+        Its entry is found by *directory_id* (``[ldap] id_attribute``) when the
+        account is bound to one, else by its name; then ``disabled_filter`` and
+        ``required_group`` are applied. Runs as the service account (or
+        anonymously). Raise DirectoryError when the directory cannot say.
+        """
+        return self._each_server(
+            lambda conn: self._status(conn, username, directory_id, report), report, cancelled
+        )
+
     # -- one attempt per URL ------------------------------------------------
 
     def _each_server(
@@ -427,9 +460,12 @@ class Directory:
             entry = self._search_one(conn, username, report)
             self._bind(conn, entry.dn, password, report)
         user = self._user(entry, username)
-        if settings.required_group:
+        if settings.required_group or settings.disabled_filter:
             if settings.bind_dn:
                 self._service_bind(conn, report)
+        if settings.disabled_filter:
+            self._check_enabled(conn, entry, report)
+        if settings.required_group:
             self._check_group(conn, entry, report)
         return user
 
@@ -607,6 +643,101 @@ class Directory:
                 reason,
             )
         report(GROUP, True, f"member of {group}")
+
+    # -- re-checks (deprovisioning) -------------------------------------------
+
+    def _status(
+        self, conn: Connection, username: str, directory_id: str | None, report: Report
+    ) -> AccountStatus:
+        settings = self._settings
+        self._service_bind(conn, report)
+        entry = self._entry_now(conn, username, directory_id, report)
+        if entry is None:
+            return AccountStatus(ACCOUNT_MISSING)
+        uids = entry.values(settings.username_attribute)
+        uid = next((value for value in uids if check_username(value) == username),
+                   uids[0] if uids else None)
+        if settings.disabled_filter and self._matches(conn, entry.dn, settings.disabled_filter):
+            report(SEARCH, False, f"{entry.dn} matches [ldap] disabled_filter")
+            return AccountStatus(ACCOUNT_DISABLED, uid, entry.dn)
+        if settings.required_group:
+            try:
+                self._check_group(conn, entry, report)
+            except DirectoryRefused:
+                return AccountStatus(ACCOUNT_NOT_IN_GROUP, uid, entry.dn)
+        return AccountStatus(ACCOUNT_OK, uid, entry.dn)
+
+    def _entry_now(
+        self, conn: Connection, username: str, directory_id: str | None, report: Report
+    ) -> _Entry | None:
+        """The account's entry now (None: there is none), by stable id or by name."""
+        settings = self._settings
+        template = settings.user_dn_template
+        # Where people are: base_dn, or the parent of user_dn_template's entry.
+        base = ",".join(to_dn(template)[1:]) if template else settings.base_dn
+        if directory_id is not None:
+            wanted = id_filter(settings.id_attribute, directory_id)
+            if not template:
+                # The rest of user_filter still applies (AD's nested group clause...).
+                anyone = settings.user_filter.replace("{username}", "*")
+                wanted = f"(&{wanted}{anyone})"
+            conn.search(base, wanted, search_scope=SUBTREE,
+                        attributes=self._user_attributes(), size_limit=2,
+                        time_limit=self.timeout)
+            self._check_base(conn, base, f"searching {base} for {wanted}")
+            entries = _entries(conn)
+        elif template:
+            dn = template.replace("{username}", escape_rdn(username))
+            conn.search(dn, "(objectClass=*)", search_scope=BASE,
+                        attributes=self._user_attributes(), time_limit=self.timeout)
+            if conn.result["result"] == _NO_SUCH_OBJECT:
+                # Gone, unless the service account cannot see people at all.
+                conn.search(base, "(objectClass=*)", search_scope=BASE,
+                            attributes=[_NO_ATTRIBUTES], time_limit=self.timeout)
+                self._check_base(conn, base, f"reading {base}")
+                entries = []
+            else:
+                self._check_result(conn, f"reading {dn}")
+                entries = _entries(conn)
+        else:
+            entries = self._search(conn, username)
+        if len(entries) > 1:
+            raise DirectoryMisconfigured(
+                MISCONFIGURED_DETAIL,
+                f"the account {username!r} matches more than one entry under {base}",
+            )
+        report(SEARCH, True, f"found {entries[0].dn}" if entries else f"no entry for {username!r}")
+        return entries[0] if entries else None
+
+    def _check_enabled(self, conn: Connection, entry: _Entry, report: Report) -> None:
+        """Refuse a sign-in of an entry that matches ``disabled_filter``."""
+        search_filter = self._settings.disabled_filter
+        if not self._matches(conn, entry.dn, search_filter):
+            report(ENABLED, True, f"{entry.dn} does not match {search_filter}")
+            return
+        reason = f"{entry.dn} matches [ldap] disabled_filter {search_filter}"
+        report(ENABLED, False, reason)
+        raise DirectoryRefused(
+            "authentication failed: your directory account is disabled", reason
+        )
+
+    def _check_base(self, conn: Connection, base: str, doing: str) -> None:
+        """A base the search cannot see is a misconfiguration, never "nobody is there"."""
+        if conn.result["result"] == _NO_SUCH_OBJECT:
+            raise DirectoryMisconfigured(
+                MISCONFIGURED_DETAIL,
+                f"{base} does not exist or cannot be read (re-checks need read access to "
+                "people entries: set [ldap] bind_dn or allow anonymous reads)",
+            )
+        if conn.result["result"] != _SIZE_LIMIT_EXCEEDED:
+            self._check_result(conn, doing)
+
+    def _matches(self, conn: Connection, dn: str, search_filter: str) -> bool:
+        """Whether the entry *dn* matches *search_filter* (a BASE search)."""
+        conn.search(dn, search_filter, search_scope=BASE, attributes=[_NO_ATTRIBUTES],
+                    time_limit=self.timeout)
+        self._check_result(conn, f"applying {search_filter} to {dn}")
+        return bool(_entries(conn))
 
 
 def _entries(conn: Connection) -> list[_Entry]:

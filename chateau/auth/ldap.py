@@ -28,6 +28,7 @@ from zope.interface import implementer
 from chateau.auth import DIRECTORY, Identity, LoginFailed
 from chateau.auth.directory import (
     MISCONFIGURED_DETAIL,
+    AccountStatus,
     Directory,
     DirectoryError,
     DirectoryRefused,
@@ -110,7 +111,24 @@ class LdapChecker:
         except Exception:
             self._log.failure("directory sign-in for {username} failed", username=username)
             raise LoginFailed(MISCONFIGURED_DETAIL) from None
-        return await self._account_for(user)
+        identity = await self._account_for(user)
+        await self._signed_in(identity.username)
+        return identity
+
+    async def _signed_in(self, username: str) -> None:
+        """The directory let *username* in: a check as good as a re-check, and a
+        deprovisioned account comes back (chateau.deprovisioning)."""
+        now = int(self._reactor.seconds() * 1000)
+        if await self._store.deprovisioning.signed_in(username, now):
+            self._log.info("directory account {username} reprovisioned: the directory "
+                           "lets it sign in again", username=username)
+
+    def account_status(
+        self, username: str, directory_id: str | None
+    ) -> Deferred[AccountStatus]:
+        """Whether *username* may still sign in (Directory.account_status), on the
+        directory pool with the sign-in deadline: the deprovisioning re-check."""
+        return self._in_thread(self._directory.account_status, username, directory_id)
 
     async def _account_for(self, user: DirectoryUser) -> Identity:
         """Apply the naming rule: a directory user never takes a local name."""

@@ -46,6 +46,10 @@ class Services:
     # its timeout); None when directory sign-in is off. Users and groups share
     # one namespace, so a group may not take a name the directory may give.
     directory_has: Callable[[str], Deferred[bool]] | None = None
+    # Before a directory account resumes: whether the directory still lets it in
+    # (chateau.deprovisioning; looks only when the last check is an interval
+    # old). None when directory sign-in is off.
+    directory_recheck: Callable[[str], Awaitable[bool]] | None = None
 
     @property
     def stores_messages(self) -> bool:

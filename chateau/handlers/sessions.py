@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 
 from chateau import messages
-from chateau.auth import Account
+from chateau.auth import DIRECTORY, Account
 from chateau.connection import Connection
 from chateau.errors import ALREADY_SIGNED_IN, FORBIDDEN, NOT_AUTHENTICATED, ChateauError
 from chateau.handlers.context import Reply, Services
@@ -18,6 +18,11 @@ from chateau.messages import (
     ResumeRequest,
 )
 from chateau.store.records import hash_session_key
+
+# A directory account the directory no longer lets in (chateau.deprovisioning).
+DEPROVISIONED_DETAIL = (
+    "authentication failed: your directory account is no longer allowed to sign in here"
+)
 
 
 async def new_session_key(ctx: Services, conn: Connection, username: str) -> str:
@@ -88,6 +93,8 @@ async def resume(ctx: Services, conn: Connection, request: ResumeRequest) -> Rep
     refusal = user.ban_refusal()
     if refusal is not None:
         raise ChateauError(FORBIDDEN, refusal)
+    if user.auth_method == DIRECTORY and ctx.directory_recheck is not None:
+        await directory_recheck(ctx, conn, user.username)
     if not conn.live:
         return None
     conn.session_key_hash = key_hash
@@ -99,6 +106,23 @@ async def resume(ctx: Services, conn: Connection, request: ResumeRequest) -> Rep
     await ctx.catch_up.sign_on(conn, account, reply)
     await ctx.announcer.sign_on(conn)
     return None
+
+
+async def directory_recheck(ctx: Services, conn: Connection, username: str) -> None:
+    """Deprovisioning: a key outlives the directory's "no" only until its next use.
+
+    A directory account last checked more than ``[ldap] recheck_interval``
+    ago is looked up first; refused, it is deprovisioned (keys revoked) and
+    the resume fails. When the directory cannot answer, the resume goes on.
+    """
+    assert ctx.directory_recheck is not None
+    conn.signing_in = True
+    try:
+        allowed = await ctx.directory_recheck(username)
+    finally:
+        conn.signing_in = False
+    if not allowed:
+        raise ChateauError(NOT_AUTHENTICATED, DEPROVISIONED_DETAIL)
 
 
 async def logout(ctx: Services, conn: Connection, request: LogoutRequest) -> Reply:

@@ -100,6 +100,14 @@ users = Table(
     # at its first sign-in (or the first after migration 0013): who it is for
     # good. A renamed uid keeps its account; a recycled uid gets a new one.
     Column("directory_id", String(255), nullable=True),
+    # Deprovisioning (chateau.deprovisioning): the last successful check of a
+    # directory account against the directory, or its last directory sign-in
+    # (ms); nodes claim due accounts by moving it forward. An account the
+    # directory no longer lets in is marked deprovisioned (when, and why:
+    # missing, disabled or not_in_group) until it signs in again.
+    Column("directory_checked_at", BigInteger, nullable=True),
+    Column("deprovisioned_at", BigInteger, nullable=True),
+    Column("deprovision_reason", String(16), nullable=True),
     Index("ix_users_revoked_at", "revoked_at"),
     Index("ux_users_directory_id", "directory_id", unique=True),
 )
