@@ -439,3 +439,155 @@ async def test_every_node_of_a_cluster_sees_the_rename(
     await send(noa, club, "from the new name")
     push = await pushed(bob, "from the new name")
     assert push["sender"] == new, push
+
+
+# -- the store: one transaction moves every column -----------------------------------
+
+def test_a_rename_moves_every_user_name_column_in_one_transaction(database_url):
+    from sqlalchemy import func, insert, update
+
+    from chateau.store import tables as t
+    from chateau.store.accounts import claim_name_txn, create_user_txn
+    from chateau.store.identity import (
+        USER_NAME_COLUMNS,
+        move_stragglers_txn,
+        rename_user_txn,
+    )
+    from chateau.store.records import now_millis
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            migrate.prepare(connection)
+            for name in ("ivan", "bob", "carol"):
+                assert create_user_txn(connection, name, None, "ldap", None)
+            connection.execute(update(t.users).where(t.users.c.username == "ivan")
+                               .values(directory_id="id-1"))
+            connection.execute(insert(t.names).values(name="club", kind="group",
+                                                      skeleton="club"))
+            connection.execute(insert(t.groups).values(chatname="club", creator="ivan",
+                                                       created_at=1))
+            connection.execute(insert(t.group_members), [
+                {"chatname": "club", "username": "ivan", "role": "owner"},
+                {"chatname": "club", "username": "bob", "role": "member"}])
+            connection.execute(insert(t.group_bans).values(
+                chatname="club", username="carol", banned_by="ivan", banned_at=1))
+            connection.execute(insert(t.group_bans).values(
+                chatname="club", username="ivan", banned_by="bob", banned_at=1))
+            connection.execute(insert(t.group_invites).values(
+                code_hash="h", chatname="club", created_by="ivan", created_at=1,
+                expires_at=2))
+            message = {"created_at": 1, "edited": False, "deleted": False}
+            connection.execute(insert(t.messages), [
+                {**message, "chat": "@bob:ivan", "sender": "ivan", "recipient": "bob",
+                 "content": "to bob"},
+                {**message, "chat": "@bob:ivan", "sender": "bob", "recipient": "ivan",
+                 "content": "to ivan"},
+                {**message, "chat": "club", "sender": "ivan", "recipient": None,
+                 "content": "to the club"}])
+            connection.execute(insert(t.direct_chats), [
+                {"username": "ivan", "chat": "@bob:ivan"},
+                {"username": "bob", "chat": "@bob:ivan"}])
+            connection.execute(insert(t.contacts), [
+                {"requester": "ivan", "addressee": "bob", "accepted": True, "created_at": 1},
+                {"requester": "carol", "addressee": "ivan", "accepted": False,
+                 "created_at": 1}])
+            connection.execute(insert(t.blocks), [
+                {"blocker": "ivan", "blocked": "carol", "created_at": 1},
+                {"blocker": "bob", "blocked": "ivan", "created_at": 1}])
+            connection.execute(insert(t.user_settings).values(username="ivan",
+                                                              presence="nobody"))
+            connection.execute(insert(t.random_avoid), [
+                {"a": "ivan", "b": "carol", "created_at": 1},
+                {"a": "bob", "b": "ivan", "created_at": 1}])
+            connection.execute(insert(t.sessions).values(
+                key_hash="k", username="ivan", created_at=1, expires_at=2))
+            connection.execute(insert(t.delivery_cursors).values(
+                username="ivan", origin="n1", delivered_until=3))
+            connection.execute(insert(t.removal_notices), [
+                {"username": "ivan", "chatname": "x", "removed_by": "bob", "removed_at": 1},
+                {"username": "bob", "chatname": "y", "removed_by": "ivan", "removed_at": 1}])
+            connection.execute(insert(t.reports), [
+                {"reporter": "ivan", "reason": "r", "username": "carol", "created_at": 1,
+                 "resolved_by": None},
+                {"reporter": "bob", "reason": "r", "username": "ivan", "created_at": 1,
+                 "resolved_by": "ivan"}])
+            connection.execute(insert(t.announcements).values(at=1, by="ivan", content="hi"))
+            connection.execute(insert(t.audit_log).values(
+                at=1, actor="ivan", action="group_ban", target="carol"))
+
+        hold = now_millis() + 60_000
+        with engine.begin() as connection:
+            renamed = rename_user_txn(connection, "ivan", "aaron", hold, held_for="id-1")
+        assert renamed.outcome == "renamed" and renamed.rename_id
+
+        with engine.begin() as connection:
+            for column in USER_NAME_COLUMNS:
+                table = column.table
+                left = connection.execute(select(func.count()).select_from(table)
+                                          .where(column == "ivan")).scalar()
+                moved = connection.execute(select(func.count()).select_from(table)
+                                           .where(column == "aaron")).scalar()
+                assert (left, moved > 0) == (0, True), column
+            chats = connection.execute(select(t.messages.c.chat, t.messages.c.content)
+                                       .order_by(t.messages.c.id)).all()
+            assert [tuple(row) for row in chats] == [
+                ("@aaron:bob", "to bob"), ("@aaron:bob", "to ivan"), ("club", "to the club")]
+            assert sorted(tuple(row) for row in connection.execute(select(t.direct_chats))) == [
+                ("aaron", "@aaron:bob"), ("bob", "@aaron:bob")]
+            user = connection.execute(select(t.users).where(t.users.c.username == "aaron")).one()
+            assert user.directory_id == "id-1"
+            assert connection.execute(select(t.users).where(t.users.c.username == "ivan")
+                                      ).first() is None
+            held = connection.execute(select(t.names).where(t.names.c.name == "ivan")).one()
+            assert (held.kind, held.held_until, held.held_for) == ("held", hold, "id-1")
+            # A message that passed its checks before the rename and committed after it.
+            connection.execute(insert(t.messages).values(
+                chat="@bob:ivan", sender="ivan", recipient="bob", content="late", **message))
+            connection.execute(insert(t.direct_chats).values(username="ivan", chat="@bob:ivan"))
+            assert move_stragglers_txn(connection, "ivan", "aaron", 3) == 1
+            late = connection.execute(select(t.messages).where(t.messages.c.content == "late")
+                                      ).one()
+            assert (late.chat, late.sender) == ("@aaron:bob", "aaron")
+            assert sorted(tuple(row) for row in connection.execute(select(t.direct_chats))) == [
+                ("aaron", "@aaron:bob"), ("bob", "@aaron:bob")]
+            # The audit log is history: the old name stays there.
+            assert connection.execute(select(t.audit_log.c.actor)).scalars().all() == ["ivan"]
+            notice = connection.execute(select(t.admin_notices)).one()
+            assert notice.kind == "user_renamed" and '"old": "ivan"' in notice.body
+            # The held name: refused to others, given back to the account it is held for.
+            claim = claim_name_txn(connection, "ivan", "user")
+            assert not claim and claim.held_until == hold
+            savepoint = connection.begin_nested()
+            assert claim_name_txn(connection, "ivan", "user", held_for="id-1")
+            savepoint.rollback()
+        with engine.begin() as connection:
+            connection.execute(update(t.names).where(t.names.c.name == "ivan")
+                               .values(name="ivan", held_until=1))
+        with engine.begin() as connection:
+            # Held no longer: released to whoever claims it.
+            assert claim_name_txn(connection, "ivan", "user")
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_to_0014_keeps_names_and_holds_them_for_nobody(database_url):
+    from alembic import command
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0013")
+            connection.execute(text(
+                "INSERT INTO names (name, kind, skeleton, held_until) VALUES "
+                "('ann', 'user', 'ann', NULL), ('gone', 'held', 'gone', 99)"
+            ))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            rows = connection.execute(select(names.c.name, names.c.kind, names.c.held_until,
+                                             names.c.held_for).order_by(names.c.name)).all()
+            assert [tuple(row) for row in rows] == [
+                ("ann", "user", None, None), ("gone", "held", 99, None)]
+    finally:
+        engine.dispose()
