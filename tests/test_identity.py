@@ -509,9 +509,9 @@ def test_a_rename_moves_every_user_name_column_in_one_transaction(database_url):
                 {"username": "bob", "chatname": "y", "removed_by": "ivan", "removed_at": 1}])
             connection.execute(insert(t.reports), [
                 {"reporter": "ivan", "reason": "r", "username": "carol", "created_at": 1,
-                 "resolved_by": None},
+                 "resolved_by": None, "chatname": None},
                 {"reporter": "bob", "reason": "r", "username": "ivan", "created_at": 1,
-                 "resolved_by": "ivan"}])
+                 "resolved_by": "ivan", "chatname": "@bob:ivan"}])
             connection.execute(insert(t.announcements).values(at=1, by="ivan", content="hi"))
             connection.execute(insert(t.audit_log).values(
                 at=1, actor="ivan", action="group_ban", target="carol"))
@@ -535,6 +535,8 @@ def test_a_rename_moves_every_user_name_column_in_one_transaction(database_url):
                 ("@aaron:bob", "to bob"), ("@aaron:bob", "to ivan"), ("club", "to the club")]
             assert sorted(tuple(row) for row in connection.execute(select(t.direct_chats))) == [
                 ("aaron", "@aaron:bob"), ("bob", "@aaron:bob")]
+            assert set(connection.execute(select(t.reports.c.chatname)).scalars()) == {
+                None, "@aaron:bob"}
             user = connection.execute(select(t.users).where(t.users.c.username == "aaron")).one()
             assert user.directory_id == "id-1"
             assert connection.execute(select(t.users).where(t.users.c.username == "ivan")
@@ -591,3 +593,33 @@ def test_upgrading_to_0014_keeps_names_and_holds_them_for_nobody(database_url):
                 ("ann", "user", None, None), ("gone", "held", 99, None)]
     finally:
         engine.dispose()
+
+
+@inline
+async def test_ldap_check_says_when_a_name_is_held(start, slapd, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    old, new = fresh("pia"), fresh("pio")
+    slapd.add_person(old, "pia-pw")
+    running = await start()
+    await sign_in(running, old, "pia-pw")
+    slapd.rename_person(old, new)
+    await sign_in(running, new, "pia-pw")
+    slapd.add_person(old, "newcomer-pw")
+    lines = ["[auth]", "methods = local,ldap", "[database]",
+             f"url = {running.service.config.database.url}", "[ldap]"]
+    lines += [f"{key} = {value}" for key, value in slapd.settings().items()]
+    path = tmp_path / "check.ini"
+    path.write_text("\n".join(lines) + "\n")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "chateau.admin", "--config", str(path), "ldap-check", old],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path, stdin=subprocess.DEVNULL,
+        env={**os.environ, "CHATEAU_PASSWORD": "newcomer-pw", "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert any(line.startswith("account") and "FAILED" in line and "held until" in line
+               for line in result.stdout.splitlines()), result.stdout

@@ -414,12 +414,14 @@ def _move_direct_chats(connection: Connection, old: str, new: str) -> None:
 
 
 def _move_direct_chat(connection: Connection, chat: str, old: str, new: str) -> None:
-    """Move direct chat *chat*'s messages (through ix_messages_chat_id) and
-    both participants' ``direct_chats`` rows to its key once *old* is *new*."""
+    """Move direct chat *chat*'s messages (through ix_messages_chat_id), its
+    reports and both participants' ``direct_chats`` rows to its key once
+    *old* is *new*."""
     moved = _direct_chat_after_rename(chat, old, new)
     if moved is None:
         return
     connection.execute(update(messages).where(messages.c.chat == chat).values(chat=moved))
+    connection.execute(update(reports).where(reports.c.chatname == chat).values(chatname=moved))
     holders = connection.execute(
         select(direct_chats.c.username).where(direct_chats.c.chat == chat)
     ).scalars()
