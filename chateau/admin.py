@@ -61,6 +61,8 @@ def _account_step(config: Config, username: str) -> bool:
     and skipped, since the server creates the row itself on first sign-in.
     """
     from chateau.store.accounts import name_owner_txn
+    from chateau.store.identity import held_until_txn
+    from chateau.store.records import HELD, iso_timestamp
     from chateau.store.engine import Connection, in_transaction, make_engine, sqlite_file
     from chateau.store.migrate import table_names
 
@@ -72,7 +74,12 @@ def _account_step(config: Config, username: str) -> bool:
     def owner(connection: Connection) -> tuple[str | None, str | None, str | None] | None:
         if not {"names", "users"} <= table_names(connection):
             return None
-        return name_owner_txn(connection, username)
+        kind, method, alike = name_owner_txn(connection, username)
+        if kind == HELD:
+            until = held_until_txn(connection, username)
+            # An expired hold is released when the name is next taken.
+            return (None, None, None) if until is None else (HELD, iso_timestamp(until), None)
+        return kind, method, alike
 
     try:
         engine = make_engine(config.database.url)
@@ -98,6 +105,13 @@ def _account_step(config: Config, username: str) -> bool:
     if kind is None:
         _line("account", True, f"{username!r} is free; created on first sign-in")
         return True
+    if kind == HELD:
+        _line(
+            "account", False,
+            f"{username!r} is the old name of a renamed directory account, held until "
+            f"{method} ([ldap] rename_hold_days); only that account may take it back",
+        )
+        return False
     if kind != "user":
         _line("account", False, f"{username!r} is a group name on this server; rename the group")
         return False

@@ -105,6 +105,8 @@ class Registry:
         self._blocked_by: dict[str, set[str]] = {}
         self._avoid: dict[str, set[str]] = {}
         self._settings: dict[str, Settings] = {}
+        # The users' renames applied here (their ids): each is applied once.
+        self._renames: set[str] = set()
 
     # -- presence ---------------------------------------------------------
 
@@ -440,6 +442,55 @@ class Registry:
             self.remove_member(chatname, member)
         del self._groups[chatname]
         return group
+
+    # -- renamed users ----------------------------------------------------
+
+    def rename_user(self, old: str, new: str, rename_id: str = "") -> bool:
+        """Move what others hold of *old* to *new* (a user renamed for good).
+
+        Each rename is applied once (*rename_id*: the node that made it acts
+        at once, and again when it reads the rename's notice); False when
+        it already was.
+
+        Group memberships, roles, mutes and creators, others' contacts,
+        blocks and random-chat avoidance of them, and their settings. The
+        state of *old*'s own connections here (their contacts, blocks,
+        avoid set, random pairs) stays under *old*: those connections are
+        being closed, and their sign-off forgets it.
+        """
+        if rename_id:
+            if rename_id in self._renames:
+                return False
+            self._renames.add(rename_id)
+        for chatname in self._groups_by_user.pop(old, set()):
+            group = self._groups[chatname]
+            group.members.discard(old)
+            group.members.add(new)
+            if old in group.roles:
+                group.roles[new] = group.roles.pop(old)
+            if old in group.muted_until:
+                group.muted_until[new] = group.muted_until.pop(old)
+            self._groups_by_user.setdefault(new, set()).add(chatname)
+        for group in self._groups.values():
+            if group.creator == old:
+                group.creator = new
+        for reverse, forward in ((self._watchers, self._contacts),
+                                 (self._blocked_by, self._blocks)):
+            holders = reverse.pop(old, set())
+            for holder in holders:
+                names = forward.get(holder)
+                if names is not None and old in names:
+                    names.discard(old)
+                    names.add(new)
+            if holders:
+                reverse.setdefault(new, set()).update(holders)
+        for name, avoid in self._avoid.items():
+            if name != old and old in avoid:
+                avoid.discard(old)
+                avoid.add(new)
+        if old in self._settings:
+            self._settings[new] = self._settings.pop(old)
+        return True
 
     # -- random pairs -----------------------------------------------------
 

@@ -117,7 +117,10 @@ class Chateau(MultiService):
             self.pools.append(ldap_pool)
             ThreadPoolService(ldap_pool).setServiceParent(self)
             directory = Directory(config.ldap)
-            ldap_checker = LdapChecker(self.store, directory, reactor, ldap_pool)
+            ldap_checker = LdapChecker(
+                self.store, directory, reactor, ldap_pool,
+                rename_hold_days=config.ldap.rename_hold_days,
+            )
             checkers[DIRECTORY] = ldap_checker
             reserved = ldap_checker.is_reserved
             self._log.info(

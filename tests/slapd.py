@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -35,6 +35,8 @@ PEOPLE = f"ou=people,{SUFFIX}"
 GROUPS = f"ou=groups,{SUFFIX}"
 READER_DN = f"cn=reader,{SUFFIX}"
 READER_PASSWORD = "reader-secret"
+ADMIN_DN = f"cn=admin,{SUFFIX}"
+ADMIN_PASSWORD = "admin-secret"
 
 # uid -> (password, cn). "Carol" is stored capitalised on purpose.
 PEOPLE_ENTRIES = {
@@ -175,6 +177,53 @@ class Slapd:
     def stop(self) -> None:
         end_process(self.process)
 
+    # -- changing the directory, as its administrators do (blocking, brief) --
+
+    def admin(self) -> Any:
+        """An ldap3 connection bound as the directory's root, over LDAPS."""
+        import ssl
+
+        from ldap3 import Connection, Server, Tls
+
+        tls = Tls(ca_certs_file=str(self.ca_file), validate=ssl.CERT_REQUIRED)
+        server = Server("localhost", port=self.ldaps_port, use_ssl=True, tls=tls)
+        return Connection(server, ADMIN_DN, ADMIN_PASSWORD, auto_bind=True)
+
+    def _admin_do(self, work: Any) -> None:
+        connection = self.admin()
+        try:
+            ok = work(connection)
+            assert ok, connection.result
+        finally:
+            connection.unbind()
+
+    def add_person(self, uid: str, password: str, cn: str | None = None) -> str:
+        """Add a person under ou=people (a new entry: a new entryUUID); its DN."""
+        cn = cn or uid.title()
+        dn = user_dn(uid)
+        self._admin_do(lambda c: c.add(dn, ["inetOrgPerson"], {
+            "uid": uid, "cn": cn, "sn": cn.split()[-1], "userPassword": _ssha(password),
+        }))
+        return dn
+
+    def rename_person(self, uid: str, new_uid: str) -> str:
+        """modrdn: the entry (and its entryUUID) stays, its uid becomes *new_uid*."""
+        self._admin_do(lambda c: c.modify_dn(user_dn(uid), f"uid={new_uid}",
+                                             delete_old_dn=True))
+        return user_dn(new_uid)
+
+    def delete_person(self, uid: str) -> None:
+        self._admin_do(lambda c: c.delete(user_dn(uid)))
+
+    def entry_uuid(self, uid: str) -> str:
+        connection = self.admin()
+        try:
+            connection.search(user_dn(uid), "(objectClass=*)", search_scope="BASE",
+                              attributes=["entryUUID"])
+            return str(connection.entries[0].entryUUID.value).lower()
+        finally:
+            connection.unbind()
+
 
 def _wait_listening(process: subprocess.Popen, ports: list[tuple[str, int]], log: Path) -> None:
     deadline = time.monotonic() + 15
@@ -227,8 +276,8 @@ def start_slapd(workdir: Path) -> Slapd:
         "database mdb\n"
         "maxsize 16777216\n"
         f'suffix "{SUFFIX}"\n'
-        f'rootdn "cn=admin,{SUFFIX}"\n'
-        "rootpw admin-secret\n"
+        f'rootdn "{ADMIN_DN}"\n'
+        f"rootpw {ADMIN_PASSWORD}\n"
         f"directory {database}\n"
         "overlay ppolicy\n"
         "access to attrs=userPassword\n"

@@ -252,3 +252,37 @@ def test_random_pairing_skips_those_who_opted_out_and_those_kept_apart():
     assert pair is not None and pair.other("alice") == "carol"
     registry.keep_apart("carol", "alice")
     assert registry.kept_apart("alice", "carol")
+
+
+def test_a_renamed_user_keeps_groups_roles_mutes_contacts_blocks_and_settings_once():
+    registry = Registry(random.Random(1))
+    bob, carol = FakePeer("bob"), FakePeer("carol")
+    registry.connect("bob", bob)
+    registry.connect("carol", carol)
+    registry.add_group("club", "ivan", ["ivan", "bob"], roles={"ivan": "owner"},
+                       muted_until={"ivan": 99})
+    registry.set_contacts("bob", ["ivan"])
+    registry.set_safety("carol", ["ivan"], ["ivan"])
+    registry.set_settings("ivan", Settings(presence="contacts"))
+
+    assert registry.rename_user("ivan", "ivo", "r1") is True
+    group = registry.group("club")
+    assert group is not None and group.members == {"ivo", "bob"}
+    assert group.creator == "ivo" and group.role_of("ivo") == "owner"
+    assert group.muted_until == {"ivo": 99} and registry.group_count("ivan") == 0
+    assert registry.group_count("ivo") == 1
+    assert registry.contact_of("bob", "ivo") and not registry.contact_of("bob", "ivan")
+    assert registry.watchers("ivo") == ["bob"] and registry.watchers("ivan") == []
+    assert registry.blocks("carol", "ivo") and not registry.blocks("carol", "ivan")
+    assert registry.kept_apart("carol", "ivo")
+    assert registry.settings("ivo").presence == "contacts"
+    assert registry.settings("ivan").presence == "everyone"
+    # The frame from the blocked user's new name does not reach carol.
+    registry.add_group("all", "bob", ["bob", "carol", "ivo"])
+    count, _ = registry.fan_out(["bob", "carol"], "frame", sender="ivo")
+    assert count == 1 and carol.frames == []
+
+    # The same rename again (its notice read after the sign-in applied it) does nothing.
+    registry.add_group("later", "bob", ["bob", "ivan"])
+    assert registry.rename_user("ivan", "ivo", "r1") is False
+    assert registry.group("later").members == {"bob", "ivan"}

@@ -32,6 +32,7 @@ from chateau.errors import (
 )
 from chateau.limits import AddressRates, SignInThrottle
 from chateau.names import USERNAME_RULE, check_username
+from chateau.store.records import iso_timestamp
 
 LOCAL = "local"
 DIRECTORY = "ldap"
@@ -46,6 +47,10 @@ class Account:
     username: str
     method: str
     display_name: str | None = None
+    # The renames this sign-in made, (old, new, rename id) in order: the
+    # account's own (its directory uid changed), or another's whose uid it
+    # was given. The node acts on them before signing the user on.
+    renames: tuple[tuple[str, str, str], ...] = ()
 
 
 @implementer(IUsernamePassword)
@@ -78,6 +83,14 @@ class LoginFailed(UnauthorizedLogin):
         self.status = status
 
 
+def held_refusal(name: str, held_until: int) -> str:
+    """What a sign-in or registration of a held name is told (a renamed user's old name)."""
+    return (
+        f"authentication failed: the name {name!r} is reserved until "
+        f"{iso_timestamp(held_until)} after a rename; please tell the server administrator"
+    )
+
+
 @dataclass(frozen=True)
 class Identity:
     """What a checker returns as avatar id: the canonical name and its source."""
@@ -85,6 +98,7 @@ class Identity:
     username: str
     method: str
     display_name: str | None = None
+    renames: tuple[tuple[str, str, str], ...] = ()
 
 
 @implementer(IRealm)
@@ -94,7 +108,9 @@ class ChateauRealm:
     def requestAvatar(self, avatarId: Identity, mind: Any, *interfaces: Any) -> Any:
         if IAccount not in interfaces:
             raise NotImplementedError("Chateau only hands out IAccount avatars")
-        account = Account(avatarId.username, avatarId.method, avatarId.display_name)
+        account = Account(
+            avatarId.username, avatarId.method, avatarId.display_name, avatarId.renames
+        )
         return IAccount, account, lambda: None
 
 

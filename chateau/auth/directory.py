@@ -347,6 +347,17 @@ class Directory:
             lambda conn: self._status(conn, username, directory_id, report), report, cancelled
         )
 
+    def find_by_id(
+        self, directory_id: str, report: Report = _silent,
+        cancelled: threading.Event | None = None,
+    ) -> DirectoryUser | None:
+        """The entry whose ``[ldap] id_attribute`` is *directory_id*, as a
+        DirectoryUser (its uid now), or None when the directory has none;
+        raise DirectoryError if it cannot say."""
+        return self._each_server(
+            lambda conn: self._find_by_id(conn, directory_id, report), report, cancelled
+        )
+
     # -- one attempt per URL ------------------------------------------------
 
     def _each_server(
@@ -486,6 +497,37 @@ class Directory:
             found = bool(self._search(conn, username))
         report(SEARCH, True, f"{username!r} {'exists' if found else 'does not exist'}")
         return found
+
+    def _find_by_id(
+        self, conn: Connection, directory_id: str, report: Report
+    ) -> DirectoryUser | None:
+        settings = self._settings
+        self._service_bind(conn, report)
+        base = settings.base_dn or _template_base(settings.user_dn_template)
+        search_filter = id_filter(settings.id_attribute, directory_id)
+        conn.search(
+            base, search_filter, search_scope=SUBTREE, attributes=self._user_attributes(),
+            size_limit=2, time_limit=self.timeout,
+        )
+        code = conn.result["result"]
+        if code == _NO_SUCH_OBJECT:
+            raise DirectoryMisconfigured(MISCONFIGURED_DETAIL, f"{base} does not exist")
+        if code != _SIZE_LIMIT_EXCEEDED:
+            self._check_result(conn, f"searching {base} for {search_filter}")
+        entries = _entries(conn)
+        if len(entries) > 1:
+            raise DirectoryMisconfigured(
+                MISCONFIGURED_DETAIL,
+                f"{search_filter} matches more than one entry under {base} "
+                "(is [ldap] id_attribute unique?)",
+            )
+        if not entries:
+            report(SEARCH, True, f"no entry has {search_filter}")
+            return None
+        entry = entries[0]
+        uids = entry.values(settings.username_attribute)
+        report(SEARCH, True, f"found {entry.dn}")
+        return self._user(entry, uids[0] if uids else "")
 
     def _service_bind(self, conn: Connection, report: Report) -> None:
         settings = self._settings
@@ -738,6 +780,12 @@ class Directory:
                     time_limit=self.timeout)
         self._check_result(conn, f"applying {search_filter} to {dn}")
         return bool(_entries(conn))
+
+
+def _template_base(template: str) -> str:
+    """Where the entries of ``[ldap] user_dn_template`` live: its DN after the first RDN."""
+    _, _, parent = template.partition(",")
+    return parent.strip()
 
 
 def _entries(conn: Connection) -> list[_Entry]:

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from chateau.auth import LOCAL, Identity, LoginFailed
+from chateau.auth import LOCAL, Identity, LoginFailed, held_refusal
 from chateau.auth.passwords import password_problem
 from chateau.errors import CONFLICT, FORBIDDEN, TOO_MANY_REQUESTS, UNAVAILABLE, ChateauError
 from chateau.limits import AddressRates
@@ -188,6 +188,8 @@ class LocalChecker:
                 if self._signups is not None:
                     self._signups.take(address)
                 return Identity(username, LOCAL)
+            if claim.held_until is not None:
+                raise LoginFailed(held_refusal(claim.blocked_by or username, claim.held_until))
             if claim.confusable:
                 raise LoginFailed(
                     f"cannot register {username!r}: it looks like the existing name "

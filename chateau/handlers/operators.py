@@ -1,6 +1,7 @@
 """What server admins do over the protocol: AnnounceRequest, UserBanRequest,
 UserUnbanRequest; and the appliers of the notices every node acts on
-(chateau.notices): announcements, messages and groups changed by an operator.
+(chateau.notices): announcements, messages and groups changed by an operator,
+and users renamed (chateau.handlers.identity).
 
 Whether a user is a server admin is asked of the database on each request
 (``store.accounts.is_admin``), so ``chateau-admin user admin|unadmin`` holds
@@ -16,6 +17,7 @@ from chateau.connection import Connection
 from chateau.errors import FORBIDDEN, NOT_FOUND, BadRequest, ChateauError
 from chateau.handlers.context import Reply, Services, check_content, lookup
 from chateau.handlers.history import change_pushes, deleted_push
+from chateau.handlers.identity import apply_user_renamed
 from chateau.messages import AnnounceRequest, UserBanRequest, UserUnbanRequest
 from chateau.notices import Applier
 from chateau.signout import BANNED, BANNED_REASON
@@ -184,4 +186,5 @@ def notice_appliers(ctx: Services) -> dict[str, Applier]:
         "announcement": lambda body: apply_announcement(ctx, body),
         "message_deleted": lambda body: apply_message_deleted(ctx, body),
         "group_changed": lambda body: apply_group_changed(ctx, body),
+        "user_renamed": lambda body: apply_user_renamed(ctx, body),
     }

@@ -10,6 +10,7 @@ from chateau.auth import DIRECTORY, Account
 from chateau.connection import Connection
 from chateau.errors import ALREADY_SIGNED_IN, FORBIDDEN, NOT_AUTHENTICATED, ChateauError
 from chateau.handlers.context import Reply, Services
+from chateau.handlers.identity import rename_here
 from chateau.messages import (
     ClientListRequest,
     HeartbeatRequest,
@@ -60,6 +61,11 @@ async def register(ctx: Services, conn: Connection, request: RegisterRequest) ->
     finally:
         conn.signing_in = False
     ctx.metrics.signins.labels(method, "ok").inc()
+    for old, new, rename_id in account.renames:
+        # This sign-in renamed an account (its own, or the one whose uid it
+        # was given): act on it here now (other nodes do when they read its
+        # notice), so the user signs on with what is theirs, and only that.
+        await rename_here(ctx, old, new, rename_id)
     if not conn.live:
         return None
     key = await new_session_key(ctx, conn, account.username)

@@ -22,6 +22,7 @@ from chateau.store.engine import Runner
 from chateau.store.audit import record_txn
 from chateau.store.records import (
     BAN_FOREVER,
+    HELD,
     NameClaim,
     NameCollision,
     UserRecord,
@@ -145,20 +146,40 @@ def get_user_txn(connection: Connection, username: str) -> UserRecord | None:
     return None if row is None else _user_record(row)
 
 
-def claim_name_txn(connection: Connection, name: str, kind: str) -> NameClaim:
+def claim_name_txn(
+    connection: Connection, name: str, kind: str, held_for: str | None = None
+) -> NameClaim:
     """Reserve *name* in the shared namespace inside a savepoint.
 
     The primary key refuses the same name and the unique index on skeletons
     a confusable one, so two requests racing on different threads or nodes
     cannot both win, on SQLite and PostgreSQL alike.
+
+    A held name (a renamed user's old name, kind "held") in the way is
+    released when its hold has ended, or when it is held for *held_for*
+    (the directory id of the account taking its own old name back); else
+    the claim says until when it is held.
     """
     shape = skeleton(name)
-    try:
-        with connection.begin_nested():
-            connection.execute(insert(names).values(name=name, kind=kind, skeleton=shape))
-    except IntegrityError:
-        return NameClaim(name, name_in_the_way_txn(connection, name, shape))
-    return NameClaim(name)
+    for _ in range(2):
+        try:
+            with connection.begin_nested():
+                connection.execute(insert(names).values(name=name, kind=kind, skeleton=shape))
+        except IntegrityError:
+            blocker = name_in_the_way_txn(connection, name, shape)
+            held = connection.execute(
+                select(names.c.held_until, names.c.held_for)
+                .where((names.c.name == blocker) & (names.c.kind == HELD))
+            ).first()
+            if held is None:
+                return NameClaim(name, blocker)
+            until = int(held.held_until or 0)
+            if until > now_millis() and (held_for is None or held.held_for != held_for):
+                return NameClaim(name, blocker, until)
+            release_name_txn(connection, blocker)
+            continue
+        return NameClaim(name)
+    return NameClaim(name, name_in_the_way_txn(connection, name, shape))
 
 
 def name_in_the_way_txn(connection: Connection, name: str, shape: str) -> str:
@@ -178,6 +199,38 @@ def confusable_holder_txn(connection: Connection, name: str) -> str | None:
     ).scalar()
 
 
+def release_name_txn(connection: Connection, old: str, new: str | None = None) -> None:
+    """Delete *old*'s namespace row, keeping the look-alike flags true.
+
+    A name flagged as looking like *old* (name_collisions) had no skeleton
+    of its own while *old* held it: the first such name takes it over and
+    the others are flagged against that one; when *new* (the name that
+    replaces *old*, already claimed) holds the same skeleton, they are
+    flagged against *new*.
+    """
+    connection.execute(delete(name_collisions).where(name_collisions.c.name == old))
+    shape = connection.execute(select(names.c.skeleton).where(names.c.name == old)).scalar()
+    flagged = list(connection.execute(
+        select(name_collisions.c.name)
+        .where(name_collisions.c.confusable_with == old)
+        .order_by(name_collisions.c.flagged_at, name_collisions.c.name)
+    ).scalars())
+    connection.execute(update(names).where(names.c.name == old).values(skeleton=None))
+    if flagged:
+        if shape is not None and new is not None and skeleton(new) == shape:
+            heir = new
+        else:
+            heir = flagged.pop(0)
+            connection.execute(delete(name_collisions).where(name_collisions.c.name == heir))
+            connection.execute(update(names).where(names.c.name == heir).values(skeleton=shape))
+        connection.execute(
+            update(name_collisions)
+            .where(name_collisions.c.confusable_with == old)
+            .values(confusable_with=heir)
+        )
+    connection.execute(delete(names).where(names.c.name == old))
+
+
 def name_collisions_txn(connection: Connection) -> list[NameCollision]:
     """Every flagged name, with the older name it looks like, by name."""
     kinds = {row.name: row.kind for row in connection.execute(select(names.c.name, names.c.kind))}
@@ -191,9 +244,9 @@ def name_collisions_txn(connection: Connection) -> list[NameCollision]:
 
 def create_user_txn(
     connection: Connection, username: str, password_hash: str | None,
-    auth_method: str, display_name: str | None,
+    auth_method: str, display_name: str | None, held_for: str | None = None,
 ) -> NameClaim:
-    claim = claim_name_txn(connection, username, "user")
+    claim = claim_name_txn(connection, username, "user", held_for)
     if not claim:
         return claim
     last = connection.execute(select(func.max(messages.c.id))).scalar() or 0

@@ -21,8 +21,7 @@ from sqlalchemy import Column, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
-from chateau.names import skeleton
-from chateau.store.accounts import claim_name_txn
+from chateau.store.accounts import claim_name_txn, release_name_txn
 from chateau.store.engine import Runner
 from chateau.store.groups import role_of_txn
 from chateau.store.audit import record_txn
@@ -33,7 +32,6 @@ from chateau.store.tables import (
     group_members,
     groups,
     messages,
-    name_collisions,
     names,
     reports,
 )
@@ -148,37 +146,6 @@ def _claim_new_name(connection: Connection, old: str, new: str) -> NameClaim:
     return claim
 
 
-def _release_name(connection: Connection, old: str, new: str) -> None:
-    """Delete the old name's namespace row, keeping the look-alike flags true.
-
-    A name flagged as looking like *old* (name_collisions) had no skeleton
-    of its own while *old* held it: the first such name takes it over and
-    the others are flagged against that one; when *new* holds the same
-    skeleton, they are flagged against *new*.
-    """
-    connection.execute(delete(name_collisions).where(name_collisions.c.name == old))
-    shape = connection.execute(select(names.c.skeleton).where(names.c.name == old)).scalar()
-    flagged = list(connection.execute(
-        select(name_collisions.c.name)
-        .where(name_collisions.c.confusable_with == old)
-        .order_by(name_collisions.c.flagged_at, name_collisions.c.name)
-    ).scalars())
-    connection.execute(update(names).where(names.c.name == old).values(skeleton=None))
-    if flagged:
-        if shape is not None and skeleton(new) == shape:
-            heir = new
-        else:
-            heir = flagged.pop(0)
-            connection.execute(delete(name_collisions).where(name_collisions.c.name == heir))
-            connection.execute(update(names).where(names.c.name == heir).values(skeleton=shape))
-        connection.execute(
-            update(name_collisions)
-            .where(name_collisions.c.confusable_with == old)
-            .values(confusable_with=heir)
-        )
-    connection.execute(delete(names).where(names.c.name == old))
-
-
 def update_group_txn(
     connection: Connection, chatname: str, by: str, new_name: str | None, topic: str | None,
     settings: dict[str, str],
@@ -218,7 +185,7 @@ def update_group_txn(
                 update(column.table).where(column == chatname).values({column.name: final})
             )
         connection.execute(delete(groups).where(groups.c.chatname == chatname))
-        _release_name(connection, chatname, final)
+        release_name_txn(connection, chatname, final)
         record_txn(connection, by, "group_rename", chatname, "", {"new_name": final})
     elif values:
         connection.execute(update(groups).where(groups.c.chatname == chatname).values(values))

@@ -44,6 +44,10 @@ def now_millis() -> int:
     return int(time.time() * 1000)
 
 
+# names.kind of a name nobody may take until names.held_until: a renamed
+# directory user's old name ([ldap] rename_hold_days).
+HELD = "held"
+
 # users.banned_until of a ban "until unbanned": the largest 64-bit integer.
 BAN_FOREVER = 2**63 - 1
 
@@ -90,6 +94,8 @@ class NameClaim:
 
     name: str
     blocked_by: str | None = None
+    # When blocked_by is a held name (names.kind "held"): until when (ms).
+    held_until: int | None = None
 
     def __bool__(self) -> bool:
         return self.blocked_by is None

@@ -46,12 +46,15 @@ names = Table(
     "names",
     metadata,
     Column("name", String(64), primary_key=True),
-    Column("kind", String(8), nullable=False),  # "user" or "group"
+    Column("kind", String(8), nullable=False),  # "user", "group" or "held"
     Column("skeleton", String(SKELETON_LENGTH), nullable=True),
     # kind "held": a name nobody may take until held_until (ms): the old name
     # of a renamed directory user ([ldap] rename_hold_days), or an erased
     # account's. NULL for names in use.
     Column("held_until", BigInteger, nullable=True),
+    # The directory id of the account whose old name is held: it alone may
+    # take the name back before held_until (a rename undone). NULL otherwise.
+    Column("held_for", String(255), nullable=True),
     Index("ux_names_skeleton", "skeleton", unique=True),
 )
 
