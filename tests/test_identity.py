@@ -269,6 +269,7 @@ async def test_a_recycled_uid_gets_a_fresh_account_and_the_old_one_is_retired(st
     assert retire[0].detail["old_name"] == uid and retired.startswith(f"{uid}~")
     record = await store.accounts.get_user(retired)
     assert record is not None and record.disabled
+    assert (await store.deprovisioning.deprovisioned())[retired].reason == "retired"
     assert await store.identity.directory_id_of(uid) == slapd.entry_uuid(uid)
     # Others keep the history, under the retired name.
     assert await members(bob, club) == {"bob": "owner", retired: "admin"}

@@ -300,7 +300,7 @@ def retire_account_txn(connection: Connection, username: str, directory_id: str)
     gone from the directory and its uid was given to somebody else.
 
     It is renamed to ``<name>~<6 hex digits>`` (a name nobody can sign in
-    with or take), disabled, its keys revoked (every node closes its
+    with or take), disabled and marked deprovisioned ("retired"), its keys revoked (every node closes its
     connections), and its old name released at once for the newcomer.
     """
     if directory_id_txn(connection, username) != directory_id:
@@ -315,7 +315,9 @@ def retire_account_txn(connection: Connection, username: str, directory_id: str)
     outcome = rename_user_txn(connection, username, retired, None)
     if outcome.outcome != "renamed":
         return outcome
-    connection.execute(update(users).where(users.c.username == retired).values(disabled=True))
+    # Deprovisioned too, so chateau-admin user list says why it is shut.
+    connection.execute(update(users).where(users.c.username == retired).values(
+        disabled=True, deprovisioned_at=now_millis(), deprovision_reason="retired"))
     revoke_all_sessions_txn(connection, retired)
     record_txn(connection, DIRECTORY_ACTOR, "account_retire", retired,
                "its directory entry is gone and its uid was given to somebody else",
