@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -35,6 +35,8 @@ PEOPLE = f"ou=people,{SUFFIX}"
 GROUPS = f"ou=groups,{SUFFIX}"
 READER_DN = f"cn=reader,{SUFFIX}"
 READER_PASSWORD = "reader-secret"
+ADMIN_DN = f"cn=admin,{SUFFIX}"
+ADMIN_PASSWORD = "admin-secret"
 
 # uid -> (password, cn). "Carol" is stored capitalised on purpose.
 PEOPLE_ENTRIES = {
@@ -175,6 +177,40 @@ class Slapd:
     def stop(self) -> None:
         end_process(self.process)
 
+    # -- changing the directory as its administrator (group sync tests) -------
+
+    def _admin(self) -> Any:
+        import ssl
+
+        from ldap3 import SIMPLE, Connection, Server, Tls
+
+        tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(self.ca_file))
+        server = Server("localhost", port=self.ldaps_port, use_ssl=True, tls=tls,
+                        connect_timeout=5)
+        return Connection(server, ADMIN_DN, ADMIN_PASSWORD, authentication=SIMPLE,
+                          auto_bind=True, raise_exceptions=True, receive_timeout=5)
+
+    def add(self, dn: str, object_class: str | list[str], **attributes: Any) -> None:
+        """Add an entry (e.g. an ``organizationalUnit`` or a group) as the rootdn."""
+        conn = self._admin()
+        try:
+            conn.add(dn, object_class, attributes)
+        finally:
+            conn.unbind()
+
+    def add_members(self, dn: str, attribute: str, *values: str) -> None:
+        self._modify(dn, {attribute: [("MODIFY_ADD", list(values))]})
+
+    def remove_members(self, dn: str, attribute: str, *values: str) -> None:
+        self._modify(dn, {attribute: [("MODIFY_DELETE", list(values))]})
+
+    def _modify(self, dn: str, changes: dict[str, Any]) -> None:
+        conn = self._admin()
+        try:
+            conn.modify(dn, changes)
+        finally:
+            conn.unbind()
+
 
 def _wait_listening(process: subprocess.Popen, ports: list[tuple[str, int]], log: Path) -> None:
     deadline = time.monotonic() + 15
@@ -224,8 +260,8 @@ def start_slapd(workdir: Path) -> Slapd:
         "database mdb\n"
         "maxsize 16777216\n"
         f'suffix "{SUFFIX}"\n'
-        f'rootdn "cn=admin,{SUFFIX}"\n'
-        "rootpw admin-secret\n"
+        f'rootdn "{ADMIN_DN}"\n'
+        f"rootpw {ADMIN_PASSWORD}\n"
         f"directory {database}\n"
         "access to attrs=userPassword\n"
         "    by self read\n"
