@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
@@ -63,13 +63,12 @@ class Plan:
     groups: list[PlannedGroup]
     # (name, why) of the directory groups that cannot be chat groups.
     skipped: list[tuple[str, str]]
+    # Every DN the directory has under sync_base, skipped ones too: a synced
+    # group whose DN is not among them is no longer in the directory.
+    present: frozenset[str] = frozenset()
 
-    @property
-    def present(self) -> frozenset[str]:
-        return frozenset(group.dn for group in self.groups)
 
-
-def plan(found: Iterable[DirectoryGroup], prefix: str) -> Plan:
+def plan(found: list[DirectoryGroup], prefix: str) -> Plan:
     """Names and members of the directory's groups, as the chat would have them.
 
     A name that is not a valid chat name, or that two directory groups
@@ -96,7 +95,7 @@ def plan(found: Iterable[DirectoryGroup], prefix: str) -> Plan:
             if name is not None and name not in members:
                 members.append(name)
         planned.append(PlannedGroup(group.dn, chatname, tuple(sorted(members))))
-    return Plan(planned, skipped)
+    return Plan(planned, skipped, frozenset(group.dn for group in found))
 
 
 class GroupSync:

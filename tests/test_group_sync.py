@@ -24,8 +24,10 @@ from chateau.config import load_config
 from chateau.store.records import now_millis
 from tests import slapd as openldap
 from tests.deferreds import inline, sleep
+from tests.redis import RedisServer
 from tests.slapd import SUFFIX, user_dn
-from tests.wsclient import Client
+from tests.test_cluster import Cluster
+from tests.wsclient import Client, connect
 
 slapd = openldap.slapd
 
@@ -411,3 +413,92 @@ def test_ldap_sync_without_sync_base_is_a_usage_error(slapd, tmp_path):
         [sys.executable, "-m", "chateau.admin", "--config", str(path), "ldap-sync"],
         capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
     assert result.returncode == 2 and "sync_base" in result.stderr
+
+
+# -- two clustered nodes ------------------------------------------------------------
+
+class DirectoryCluster(Cluster):
+    """Cluster nodes with directory sign-in and the group sync on."""
+
+    def __init__(self, root: Path, database_url: str, redis_url: str,
+                 ldap: dict[str, str]) -> None:
+        super().__init__(root, database_url, redis_url)
+        self.ldap = ldap
+
+    def config(self, name: str) -> Path:
+        path = super().config(name)
+        text = path.read_text().replace(
+            "[auth]\n", "[auth]\nmethods = local,ldap\n", 1)
+        text += "\n[ldap]\n" + "".join(f"{key} = {value}\n" for key, value in self.ldap.items())
+        path.write_text(text)
+        return path
+
+    async def sign_in(self, node: str, username: str) -> Client:
+        client = await connect(self.url(node))
+        self.clients.append(client)
+        reply = await client.request({"type": "RegisterRequest", "username": username,
+                                      "password": PASSWORDS[username], "auth": True})
+        assert reply["status"] == 200, reply
+        return client
+
+
+@pytest.fixture
+def synced_pair(tmp_path: Path, postgres: Any, redis: RedisServer, slapd) -> Iterator[Any]:
+    redis.command("FLUSHALL")
+    unit = new_unit(slapd)
+    nodes = DirectoryCluster(tmp_path, postgres.new_database(), redis.url,
+                             slapd.settings(sync_base=unit, sync_interval=INTERVAL))
+    nodes.unit = unit  # type: ignore[attr-defined]
+    try:
+        nodes.start("n1")
+        nodes.start("n2")
+        yield nodes
+    finally:
+        nodes.stop()
+        for name, node in nodes.nodes.items():
+            assert "Traceback" not in node.output(), f"{name}:\n{node.output()}"
+
+
+@inline
+async def test_a_sync_reaches_members_on_every_node(synced_pair, slapd):
+    dn = add_group(slapd, synced_pair.unit, "astro", "alice", "dave")
+    alice = await synced_pair.sign_in("n1", "alice")
+    dave = await synced_pair.sign_in("n2", "dave")
+    await next_of(alice, "GroupMessageInitResponse", status=201, chatname="astro")
+    await next_of(dave, "GroupMessageInitResponse", status=201, chatname="astro")
+
+    grace = await synced_pair.sign_in("n2", "grace")
+    slapd.add_members(dn, "member", user_dn("grace"))
+    await next_of(grace, "GroupMessageInitResponse", status=201, chatname="astro")
+    await next_of(alice, "GroupEventRecv", event="added", user="grace", by="directory")
+    sent = await ask(alice, {"type": "GroupMessageRequest", "recipient": "astro",
+                             "content": "across nodes"})
+    assert sent["type"] == "MessageSendResponse", sent
+    await next_of(grace, "GroupMessageRecv", content="across nodes")
+
+    slapd.remove_members(dn, "member", user_dn("dave"))
+    await next_of(dave, "GroupRemovedRecv", chatname="astro", by="directory")
+    await next_of(alice, "GroupEventRecv", event="removed", user="dave", by="directory")
+    refused = await ask(dave, {"type": "GroupMessageRequest", "recipient": "astro",
+                               "content": "gone?"})
+    assert refused["status"] == 403, refused
+    left = await ask(grace, {"type": "GroupLeaveRequest", "chatname": "astro"})
+    assert left["status"] == 403 and "campus directory" in left["detail"], left
+    await synced_pair.close()
+
+
+def test_plan_names_groups_and_skips_what_cannot_be_a_chat_group():
+    from chateau.auth.directory import DirectoryGroup
+    from chateau.group_sync import plan
+
+    planned = plan([
+        DirectoryGroup("cn=B,ou=x", "Math101", ("Alice", "alice", "bad name", "Carol")),
+        DirectoryGroup("cn=A,ou=y", "MATH101", ("dave",)),
+        DirectoryGroup("cn=C,ou=x", "@nope", ()),
+    ], "course-")
+    assert [(g.dn, g.chatname, g.members) for g in planned.groups] == [
+        ("cn=A,ou=y", "course-math101", ("dave",))]
+    reasons = dict(planned.skipped)
+    assert reasons["course-math101"] == "cn=B,ou=x has the same name as cn=A,ou=y"
+    assert reasons["course-@nope"].startswith("not a valid group name (cn=C,ou=x)")
+    assert planned.present == frozenset({"cn=A,ou=y", "cn=B,ou=x", "cn=C,ou=x"})
