@@ -189,7 +189,7 @@ async def test_a_directory_group_becomes_a_chat_group_and_follows_the_directory(
 @inline
 async def test_the_membership_of_a_synced_group_cannot_be_changed_by_hand(start, slapd):
     unit = new_unit(slapd)
-    add_group(slapd, unit, "physics", "alice", "dave")
+    dn = add_group(slapd, unit, "physics", "alice", "dave")
     running = await start(unit)
     alice = await sign_in(running, "alice")
     dave = await sign_in(running, "dave")
@@ -219,6 +219,15 @@ async def test_the_membership_of_a_synced_group_cannot_be_changed_by_hand(start,
     muted = await ask(alice, {"type": "GroupMuteRequest", "chatname": "physics",
                               "user": "dave", "minutes": 5})
     assert muted["status"] == 200, muted
+    # Renamed, it is still the directory group's (found by its DN), and stays one group.
+    renamed = await ask(alice, {"type": "GroupUpdateRequest", "chatname": "physics",
+                                "name": "physics-2026"})
+    assert renamed["status"] == 200, renamed
+    slapd.add_members(dn, "member", user_dn("grace"))
+    await next_of(grace, "GroupMessageInitResponse", status=201, chatname="physics-2026")
+    info = await ask(grace, {"type": "GroupInfoRequest", "chatname": "physics-2026"})
+    assert info["directory"] is True, info
+    assert running.service.registry.group("physics") is None
     # An ordinary group says directory: false.
     made = await ask(alice, {"type": "GroupMessageInitRequest", "chatname": "club",
                              "recipients": ["dave"]})

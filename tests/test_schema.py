@@ -210,6 +210,10 @@ def test_upgrading_to_0006_makes_creators_owners_and_keeps_an_owner_everywhere(d
     from alembic import command
 
     from chateau.store.groups import group_info_txn
+    from chateau.store.operators import (
+        add_group_members_txn,
+        remove_group_member_as_operator_txn,
+    )
 
     engine = make_engine(database_url)
     try:
@@ -457,6 +461,10 @@ def test_upgrading_to_0016_keeps_groups_ordinary_and_lets_the_sync_take_turns(da
 
     from chateau.store.group_sync import claim_run_txn, sync_group_txn, synced_groups_txn
     from chateau.store.groups import group_info_txn
+    from chateau.store.operators import (
+        add_group_members_txn,
+        remove_group_member_as_operator_txn,
+    )
 
     engine = make_engine(database_url)
     try:
@@ -494,5 +502,10 @@ def test_upgrading_to_0016_keeps_groups_ordinary_and_lets_the_sync_take_turns(da
                                   frozenset(), set(), 100, 100)
             assert made.created and made.members == ("ann",)
             assert synced_groups_txn(connection) == {"cn=lab,ou=g": "lab"}
+            # Nor does an operator change its members by hand.
+            refused = add_group_members_txn(connection, "cli:ops", "lab", ["ann"], 100, 100)
+            assert refused.refusal == "synced"
+            assert remove_group_member_as_operator_txn(
+                connection, "cli:ops", "lab", "ann", False, "") == ("synced", None, None)
     finally:
         engine.dispose()

@@ -80,7 +80,8 @@ async def apply_sync(ctx: Services, outcome: SyncOutcome) -> None:
         else:
             registry.add_members(chatname, added)
         delivery.announce({"t": "members_added", "chatname": chatname, "users": added})
-        creator = registry.group(chatname).creator if registry.group(chatname) else by
+        group = registry.group(chatname)
+        creator = group.creator if group is not None else by
         delivery.deliver(added, messages.group_init_notice(chatname, creator,
                                                            list(outcome.members)))
         await _events(ctx, chatname, remaining, "added", outcome.added)
