@@ -134,7 +134,12 @@ class GroupSync:
 
     async def _turn(self) -> None:
         gap_ms = int(self.interval * 1000 * TURN_SHARE)
-        if not await self.ctx.store.group_sync.claim_run(self.node, gap_ms):
+        try:
+            if not await self.ctx.store.group_sync.claim_run(self.node, gap_ms):
+                return
+        except StoreUnavailable as exc:
+            self.log.warn("group sync: cannot take the turn, the database is unavailable: "
+                          "{reason}", reason=str(exc).splitlines()[0] if str(exc) else "")
             return
         await self.run()
 
