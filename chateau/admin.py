@@ -21,6 +21,10 @@ and are never renamed.
 FAILED and the reason, so a certificate problem is told apart from a wrong
 password. Exit status: 0 when the sign-in would succeed, 1 when it would
 not, 2 for a usage or configuration error.
+
+``ldap-sync [--dry-run]`` syncs the directory's groups ([ldap] sync_base)
+now, as the server's group sync does (chateau.group_sync), printing each
+change; running nodes learn of it through a notice.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any, Callable, Sequence
 
 from chateau.admin_reports import add_reports_commands
 from chateau.admin_moderation import add_moderation_commands
+from chateau.admin_sync import add_sync_command
 from chateau.config import Config, check_ldap, load_config
 from chateau.errors import ConfigError
 
@@ -180,6 +185,19 @@ def ldap_check(args: argparse.Namespace) -> int:
     shown = f" ({user.display_name})" if user.display_name else ""
     print(f"{'result':<13} OK: {args.username!r} signs in as {user.username!r}{shown}")
     return OK
+
+
+def _ldap_config(args: argparse.Namespace) -> Config | None:
+    """The configuration with its [ldap] section checked; None (said on stderr) if bad."""
+    path = _config_path(args)
+    try:
+        config = load_config(path)
+        check_ldap(config.ldap)
+    except ConfigError as exc:
+        where = path or f"no {DEFAULT_CONFIG} here; pass --config FILE"
+        print(f"chateau-admin: {exc} ({where})", file=sys.stderr)
+        return None
+    return config
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -377,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("username", metavar="USERNAME")
     check.set_defaults(handler=ldap_check)
+    add_sync_command(commands, common, _ldap_config)
 
     user = commands.add_parser(
         "user", parents=[common], help="manage accounts",

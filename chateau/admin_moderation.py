@@ -230,6 +230,8 @@ def _group_add(config: Config, engine: Any, chatname: str, raw_names: list[str])
                 "([chat] max_group_members)",
         "too_many_groups": f"{outcome.who!r} is already in {config.limits.max_groups_per_user} "
                            "groups ([limits] max_groups_per_user)",
+        "synced": f"the membership of {chatname!r} follows the campus directory; change it "
+                  "there (chateau-admin ldap-sync)",
     }
     if outcome.refusal is not None:
         raise AdminError(refusals.get(outcome.refusal, outcome.refusal))
@@ -259,6 +261,9 @@ def _group_remove(
         raise AdminError(f"no such group: {chatname!r}")
     if outcome == "no_user":
         raise AdminError(f"no such user: {name!r}")
+    if outcome == "synced":
+        raise AdminError(f"the membership of {chatname!r} follows the campus directory; "
+                         "change it there (chateau-admin ldap-sync)")
     if outcome == "not_member":
         raise AdminError(f"{name!r} is not a member of {chatname!r} (use --ban to ban anyway)")
     done = "banned" if ban else "removed"

@@ -694,11 +694,13 @@ def group_members_response(chatname: str, members: list[dict[str, Any]]) -> dict
 
 def group_info_response(
     chatname: str, creator: str, created: str, topic: str, settings: dict[str, str],
-    members: list[dict[str, Any]],
+    members: list[dict[str, Any]], directory: bool = False,
 ) -> dict[str, Any]:
+    """*directory*: the group's membership follows the campus directory (group sync)."""
     return {
         "type": "GroupInfoResponse", "status": 200, "chatname": chatname, "creator": creator,
         "created": created, "topic": topic, "settings": settings, "members": members,
+        "directory": directory,
     }
 
 

@@ -34,6 +34,8 @@ from chateau.deprovisioning import Deprovisioner
 from chateau.handlers.context import Services
 from chateau.handlers.dispatch import Dispatcher
 from chateau.handlers.operators import notice_appliers
+from chateau.handlers.synced_groups import apply_synced_notice
+from chateau.group_sync import GroupSync
 from chateau.limits import AddressRates, SignInThrottle
 from chateau.metrics import Metrics
 from chateau.notices import NoticeWatch
@@ -109,6 +111,8 @@ class Chateau(MultiService):
         checkers = {}
         reserved = None
         ldap_checker: LdapChecker | None = None
+        directory: Directory | None = None
+        ldap_pool: ThreadPool | None = None
         if DIRECTORY in config.auth.methods:
             # ldap3 blocks: directory sign-ins get a bounded pool of their own.
             ldap_pool = ThreadPool(
@@ -208,9 +212,26 @@ class Chateau(MultiService):
         self._revocation_check.clock = reactor
         # Applies what chateau-admin (or another node) changed for every node:
         # announcements, messages and groups deleted by an operator.
-        self.notices = NoticeWatch(self.store, notice_appliers(self.context))
+        context = self.context
+        self.notices = NoticeWatch(self.store, {
+            **notice_appliers(context),
+            # What chateau-admin ldap-sync changed (chateau.handlers.synced_groups).
+            "group_synced": lambda body: apply_synced_notice(context, body),
+        })
         self._notice_check = LoopingCall(self.notices.check)
         self._notice_check.clock = reactor
+        # Directory groups become chat groups ([ldap] sync_base; chateau.group_sync).
+        self.group_sync: GroupSync | None = None
+        if config.ldap.sync_base and directory is not None and ldap_pool is not None:
+            self.group_sync = GroupSync(
+                self.context, directory, reactor, ldap_pool,
+                self.node or default_node_name(config.server.listen),
+            )
+        elif config.ldap.sync_base:
+            self._log.warn(
+                "[ldap] sync_base is set but directory sign-in is off ([auth] methods has no "
+                "ldap): directory groups are not synced"
+            )
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -267,6 +288,8 @@ class Chateau(MultiService):
         self._notice_check.start(self.config.chat.revocation_check_interval, now=False)
         if self.deprovisioner is not None:
             self.deprovisioner.start()
+        if self.group_sync is not None:
+            self.group_sync.start()
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
             # before the database goes.
@@ -316,6 +339,8 @@ class Chateau(MultiService):
             self._notice_check.stop()
         if self.deprovisioner is not None:
             self.deprovisioner.stop()
+        if self.group_sync is not None:
+            self.group_sync.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()

@@ -223,6 +223,39 @@ class Slapd:
             return str(connection.entries[0].entryUUID.value).lower()
         finally:
             connection.unbind()
+    # -- changing the directory as its administrator (group sync tests) -------
+
+    def _admin(self) -> Any:
+        import ssl
+
+        from ldap3 import SIMPLE, Connection, Server, Tls
+
+        tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(self.ca_file))
+        server = Server("localhost", port=self.ldaps_port, use_ssl=True, tls=tls,
+                        connect_timeout=5)
+        return Connection(server, ADMIN_DN, ADMIN_PASSWORD, authentication=SIMPLE,
+                          auto_bind=True, raise_exceptions=True, receive_timeout=5)
+
+    def add(self, dn: str, object_class: str | list[str], **attributes: Any) -> None:
+        """Add an entry (e.g. an ``organizationalUnit`` or a group) as the rootdn."""
+        conn = self._admin()
+        try:
+            conn.add(dn, object_class, attributes)
+        finally:
+            conn.unbind()
+
+    def add_members(self, dn: str, attribute: str, *values: str) -> None:
+        self._modify(dn, {attribute: [("MODIFY_ADD", list(values))]})
+
+    def remove_members(self, dn: str, attribute: str, *values: str) -> None:
+        self._modify(dn, {attribute: [("MODIFY_DELETE", list(values))]})
+
+    def _modify(self, dn: str, changes: dict[str, Any]) -> None:
+        conn = self._admin()
+        try:
+            conn.modify(dn, changes)
+        finally:
+            conn.unbind()
 
 
 def _wait_listening(process: subprocess.Popen, ports: list[tuple[str, int]], log: Path) -> None:

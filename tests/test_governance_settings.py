@@ -492,7 +492,6 @@ def test_upgrading_to_0009_keeps_groups_and_indexes_visibility(database_url) -> 
     from chateau.store import migrate
     from chateau.store.engine import make_engine
     from chateau.store.group_settings import directory_txn
-    from chateau.store.groups import group_info_txn
 
     engine = make_engine(database_url)
     try:
@@ -513,7 +512,9 @@ def test_upgrading_to_0009_keeps_groups_and_indexes_visibility(database_url) -> 
             command.upgrade(migrate._alembic_config(connection), "0009")
             indexes = {i["name"] for i in inspect(connection).get_indexes("groups")}
             assert "ix_groups_visibility" in indexes
-            assert group_info_txn(connection, "club").visibility == "public"
+            # Read with SQL of this revision: later ones add columns to groups.
+            assert connection.execute(text(
+                "SELECT visibility FROM groups WHERE chatname = 'club'")).scalar() == "public"
             assert [e.chatname for e in directory_txn(connection, "", 5)] == ["club"]
             command.downgrade(migrate._alembic_config(connection), "0007")
             assert "ix_groups_visibility" not in {

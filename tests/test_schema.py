@@ -210,6 +210,10 @@ def test_upgrading_to_0006_makes_creators_owners_and_keeps_an_owner_everywhere(d
     from alembic import command
 
     from chateau.store.groups import group_info_txn
+    from chateau.store.operators import (
+        add_group_members_txn,
+        remove_group_member_as_operator_txn,
+    )
 
     engine = make_engine(database_url)
     try:
@@ -447,5 +451,61 @@ def test_upgrading_to_0013_keeps_the_moderation_log_as_the_audit_log(database_ur
             assert purge_txn(connection, 15, 1) == 1
             assert purge_txn(connection, 15, 1) == 0
             assert [e.action for e in entries_txn(connection, 10)] == ["sign_in", "group_ban"]
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_to_0016_keeps_groups_ordinary_and_lets_the_sync_take_turns(database_url):
+    """A populated 0013 database: its groups stay ordinary; synced groups come beside them."""
+    from alembic import command
+
+    from chateau.store.group_sync import claim_run_txn, sync_group_txn, synced_groups_txn
+    from chateau.store.groups import group_info_txn
+    from chateau.store.operators import (
+        add_group_members_txn,
+        remove_group_member_as_operator_txn,
+    )
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0013")
+            connection.execute(text(
+                "INSERT INTO names (name, kind, skeleton) VALUES ('ann', 'user', 'ann'), "
+                "('bob', 'user', 'bob'), ('club', 'group', 'club')"
+            ))
+            connection.execute(text(
+                "INSERT INTO users (username, password_hash, auth_method, created_at, "
+                "disabled) VALUES ('ann', NULL, 'ldap', 1, false), ('bob', 'x', 'local', 1, "
+                "false)"
+            ))
+            connection.execute(text(
+                "INSERT INTO groups (chatname, creator, created_at) VALUES ('club', 'ann', 5)"
+            ))
+            connection.execute(text(
+                "INSERT INTO group_members (chatname, username, role) VALUES "
+                "('club', 'ann', 'owner'), ('club', 'bob', 'member')"
+            ))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            assert group_info_txn(connection, "club").directory_dn is None
+            assert synced_groups_txn(connection) == {}
+            assert claim_run_txn(connection, "n1", 1_000_000, 60_000)
+            assert not claim_run_txn(connection, "n2", 1_000_001, 60_000)
+            # A directory group of that name is a collision; another is made,
+            # with the directory accounts only (bob is a local account).
+            skipped = sync_group_txn(connection, "cn=club,ou=g", "club", ["ann"], frozenset(),
+                                     set(), 100, 100)
+            assert skipped.skipped == "a group not synced from the directory has this name"
+            made = sync_group_txn(connection, "cn=lab,ou=g", "lab", ["ann", "bob"],
+                                  frozenset(), set(), 100, 100)
+            assert made.created and made.members == ("ann",)
+            assert synced_groups_txn(connection) == {"cn=lab,ou=g": "lab"}
+            # Nor does an operator change its members by hand.
+            refused = add_group_members_txn(connection, "cli:ops", "lab", ["ann"], 100, 100)
+            assert refused.refusal == "synced"
+            assert remove_group_member_as_operator_txn(
+                connection, "cli:ops", "lab", "ann", False, "") == ("synced", None, None)
     finally:
         engine.dispose()

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from ldap3 import BASE, NONE, SIMPLE, SUBTREE, SYNC, Connection, Server, Tls
 from ldap3.core.exceptions import (
+    LDAPInvalidDnError,
     LDAPBindError,
     LDAPCertificateError,
     LDAPCommunicationError,
@@ -34,7 +35,7 @@ from ldap3.core.exceptions import (
     LDAPStartTLSError,
 )
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn, to_dn
+from ldap3.utils.dn import escape_rdn, parse_dn, to_dn
 
 from chateau.auth.passwords import password_problem
 from chateau.config import LdapConfig
@@ -75,6 +76,12 @@ _BUSY = 51
 _UNAVAILABLE = 52
 
 _NO_ATTRIBUTES = "1.1"
+
+# Entries per page of the group sync's paged search (RFC 2696).
+_GROUP_PAGE = 500
+_PAGED_RESULTS = "1.2.840.113556.1.4.319"
+# A uniqueMember value may end in an optional bit string: "DN#'0101'B".
+_UNIQUE_MEMBER_UID = re.compile(r"#'[01]*'B$")
 
 # ldap3 errors that mean the server went away or went quiet mid-attempt (a
 # rebind wraps a dropped connection in LDAPBindError); the next URL is tried.
@@ -142,6 +149,19 @@ class AccountStatus:
     status: str  # one of the ACCOUNT_* values
     uid: str | None = None  # the entry's username_attribute now, in the directory's spelling
     dn: str | None = None
+
+
+@dataclass(frozen=True)
+class DirectoryGroup:
+    """A group the directory has under ``[ldap] sync_base`` (group sync)."""
+
+    dn: str
+    name: str  # the [ldap] sync_name_attribute value, as the directory spells it
+    # The members' [ldap] username_attribute values, as the directory spells them:
+    # memberUid values as they are, member DNs resolved (unknown ones left out).
+    members: tuple[str, ...]
+    # Member DNs that did not lead to a person under the people's base.
+    unresolved: int = 0
 
 
 @dataclass(frozen=True)
@@ -686,6 +706,155 @@ class Directory:
             )
         report(GROUP, True, f"member of {group}")
 
+    # -- group sync (chateau.group_sync) ---------------------------------------
+
+    def groups(
+        self, report: Report = _silent, cancelled: threading.Event | None = None,
+    ) -> list[DirectoryGroup]:
+        """Every group under ``[ldap] sync_base`` matching ``sync_filter``, with its members.
+
+        Read as the service account (anonymously without one) with a paged
+        search; member DNs are resolved to their ``username_attribute``
+        (see :meth:`_member_names`). Raises a DirectoryError when the
+        directory cannot say: a sync never acts on half an answer.
+        """
+        return self._each_server(
+            lambda conn: self._read_groups(conn, report, cancelled), report, cancelled
+        )
+
+    def _read_groups(
+        self, conn: Connection, report: Report, cancelled: threading.Event | None,
+    ) -> list[DirectoryGroup]:
+        settings = self._settings
+        self._service_bind(conn, report)
+        base, search_filter = settings.sync_base, settings.sync_filter
+        name_attribute, member_attribute = (
+            settings.sync_name_attribute, settings.sync_member_attribute)
+        entries: list[_Entry] = []
+        cookie: Any = None
+        while True:
+            if cancelled is not None and cancelled.is_set():
+                raise DirectoryUnavailable(UNAVAILABLE_DETAIL, "abandoned: past the deadline")
+            conn.search(
+                base, search_filter, search_scope=SUBTREE,
+                attributes=[name_attribute, member_attribute], paged_size=_GROUP_PAGE,
+                paged_cookie=cookie, time_limit=self.timeout,
+            )
+            if conn.result["result"] == _NO_SUCH_OBJECT:
+                reason = f"[ldap] sync_base {base} does not exist"
+                report(SEARCH, False, reason)
+                raise DirectoryMisconfigured(MISCONFIGURED_DETAIL, reason)
+            self._check_result(conn, f"searching {base} for {search_filter}")
+            entries.extend(_entries(conn))
+            control = (conn.result.get("controls") or {}).get(_PAGED_RESULTS) or {}
+            cookie = (control.get("value") or {}).get("cookie")
+            if not cookie:
+                break
+        report(SEARCH, True, f"{len(entries)} group(s) under {base}")
+        by_dn: dict[str, str | None] = {}
+        found = []
+        for entry in entries:
+            names = entry.values(name_attribute)
+            if not names:
+                continue
+            values = self._all_values(conn, entry, member_attribute)
+            if member_attribute.lower() == "memberuid":
+                members = tuple(dict.fromkeys(value.strip() for value in values if value.strip()))
+                found.append(DirectoryGroup(entry.dn, names[0], members))
+                continue
+            uids, unresolved = self._member_names(conn, values, by_dn, cancelled)
+            found.append(DirectoryGroup(entry.dn, names[0], uids, unresolved))
+        return found
+
+    def _all_values(self, conn: Connection, entry: _Entry, attribute: str) -> list[str]:
+        """Every value of *attribute*, following Active Directory's ranged retrieval.
+
+        AD returns at most 1,500 values of a large ``member`` at a time, as
+        ``member;range=0-1499``; the rest are read range by range.
+        """
+        values = list(entry.values(attribute))
+        prefix = attribute.lower() + ";range="
+        while True:
+            key = next((name for name in entry.attributes if name.startswith(prefix)), None)
+            if key is None:
+                return values
+            values.extend(entry.attributes[key])
+            end = key[len(prefix):].partition("-")[2]
+            if end == "*" or not end.isdigit():
+                return values
+            conn.search(entry.dn, "(objectClass=*)", search_scope=BASE,
+                        attributes=[f"{attribute};range={int(end) + 1}-*"],
+                        time_limit=self.timeout)
+            self._check_result(conn, f"reading the members of {entry.dn}")
+            more = _entries(conn)
+            if not more:
+                return values
+            entry = more[0]
+
+    def _people_scope(self) -> tuple[str | None, list[tuple[str, str]]]:
+        """The username RDN attribute people are named by (None: unknown), and their base."""
+        settings = self._settings
+        if settings.user_dn_template:
+            parts = _dn_parts(settings.user_dn_template.replace("{username}", "x"))
+            return (parts[0][0] if parts else None), parts[1:]
+        return None, _dn_parts(settings.base_dn)
+
+    def _member_names(
+        self, conn: Connection, dns: list[str], by_dn: dict[str, str | None],
+        cancelled: threading.Event | None,
+    ) -> tuple[tuple[str, ...], int]:
+        """The username_attribute values of the people *dns* name, and how many named none.
+
+        A DN under the people's base (``base_dn``, or the template's) whose
+        first RDN is the username attribute (``uid=alice,ou=people,...``)
+        gives its value directly, as an RDN value is one of the entry's
+        values; other DNs (``CN=Alice Liddell,...``) are read, once per
+        sync (*by_dn* remembers). DNs outside the base, unknown DNs and
+        entries without the attribute (a nested group) are left out.
+        """
+        settings = self._settings
+        attribute = settings.username_attribute.lower()
+        rdn_attribute, scope = self._people_scope()
+        uids: list[str] = []
+        unresolved = 0
+        for raw in dns:
+            dn = _UNIQUE_MEMBER_UID.sub("", raw.strip())
+            if dn not in by_dn:
+                if cancelled is not None and cancelled.is_set():
+                    raise DirectoryUnavailable(UNAVAILABLE_DETAIL, "abandoned: past the deadline")
+                by_dn[dn] = self._member_name(conn, dn, attribute, rdn_attribute, scope)
+            uid = by_dn[dn]
+            if uid is None:
+                unresolved += 1
+            elif uid not in uids:
+                uids.append(uid)
+        return tuple(uids), unresolved
+
+    def _member_name(
+        self, conn: Connection, dn: str, attribute: str, rdn_attribute: str | None,
+        scope: list[tuple[str, str]],
+    ) -> str | None:
+        parts = _dn_parts(dn)
+        if not parts:
+            return None
+        if scope and (len(parts) <= len(scope) or parts[-len(scope):] != scope):
+            return None
+        try:
+            first = parse_dn(dn)[0]
+        except (LDAPInvalidDnError, IndexError):
+            return None
+        if (first[0].lower() == attribute and first[2] != "+" and "\\" not in first[1]
+                and (rdn_attribute is None or rdn_attribute == attribute)):
+            return first[1]
+        conn.search(dn, "(objectClass=*)", search_scope=BASE,
+                    attributes=[self._settings.username_attribute], time_limit=self.timeout)
+        if conn.result["result"] == _NO_SUCH_OBJECT:
+            return None
+        self._check_result(conn, f"reading the member {dn}")
+        entries = _entries(conn)
+        values = entries[0].values(attribute) if entries else []
+        return values[0] if values else None
+
     # -- re-checks (deprovisioning) -------------------------------------------
 
     def _status(
@@ -809,6 +978,14 @@ def _entries(conn: Connection) -> list[_Entry]:
         }
         found.append(_Entry(item["dn"], attributes, raw))
     return found
+
+
+def _dn_parts(dn: str) -> list[tuple[str, str]]:
+    """A DN as comparable (attribute, value) pairs, lower-cased; [] if it is not one."""
+    try:
+        return [(attribute.lower(), value.strip().lower()) for attribute, value, _ in parse_dn(dn)]
+    except (LDAPInvalidDnError, ValueError):
+        return []
 
 
 def _describe_result(result: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ from chateau.handlers.context import (
     require_permission,
 )
 from chateau.handlers.safety import keep_apart
+from chateau.handlers.synced_groups import refuse_synced
 from chateau.messages import (
     GroupInfoRequest,
     GroupLeaveRequest,
@@ -180,6 +181,7 @@ async def group_leave(ctx: Services, conn: Connection, request: GroupLeaveReques
         raise ChateauError(NOT_FOUND, f"no such group: {request.chatname!r}")
     if user not in group.members:
         raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
+    await refuse_synced(ctx, target)
     delivery.check_reachable(group.members)
     heir = await ctx.store.groups.remove_group_member(target, user)
     registry.remove_member(target, user)
@@ -234,7 +236,8 @@ async def group_info(ctx: Services, conn: Connection, request: GroupInfoRequest)
         "who_can_add": info.who_can_add, "who_can_send": info.who_can_send,
     }
     reply = messages.group_info_response(
-        info.chatname, info.creator, iso_timestamp(info.created_at), info.topic, settings, members
+        info.chatname, info.creator, iso_timestamp(info.created_at), info.topic, settings, members,
+        directory=info.directory_dn is not None,
     )
     # Who is banned, and why, is for those who may unban.
     role = next((m.role for m in info.members if m.username == user), None)

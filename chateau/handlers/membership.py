@@ -22,6 +22,7 @@ from chateau import messages, permissions
 from chateau.connection import Connection
 from chateau.errors import BAD_REQUEST, CONFLICT, FORBIDDEN, NOT_FOUND, TOO_LARGE, ChateauError
 from chateau.handlers.context import Reply, Services, group_event, lookup, require_permission
+from chateau.handlers.synced_groups import refuse_synced, synced_refusal
 from chateau.messages import (
     GroupAddRequest,
     GroupInviteRequest,
@@ -64,6 +65,8 @@ def _refuse_add(outcome: AddOutcome, ctx: Services, joiner: str | None = None) -
         return
     if refusal == "no_group":
         raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")
+    if refusal == "synced":
+        raise synced_refusal(chatname)
     if refusal == "no_code":
         raise ChateauError(NOT_FOUND, NO_CODE)
     if refusal == "closed":
@@ -112,6 +115,7 @@ async def group_add(ctx: Services, conn: Connection, request: GroupAddRequest) -
     user = conn.username
     assert user is not None
     chatname, group = _group(ctx, request.chatname)
+    await refuse_synced(ctx, chatname)
     who_can_add = await ctx.store.membership.who_can_add(chatname) or "admins"
     await require_permission(
         ctx, user, permissions.ADD, group.role_of(user),
@@ -147,6 +151,7 @@ async def group_remove(ctx: Services, conn: Connection, request: GroupRemoveRequ
     user = conn.username
     assert user is not None
     chatname, group = _group(ctx, request.chatname)
+    await refuse_synced(ctx, chatname)
     target = lookup(request.user)
     if target == user:
         raise ChateauError(BAD_REQUEST, "you cannot remove yourself: use GroupLeaveRequest")
@@ -176,6 +181,8 @@ async def group_remove(ctx: Services, conn: Connection, request: GroupRemoveRequ
     )
     if outcome == "no_group":
         raise ChateauError(NOT_FOUND, f"no such group: {chatname!r}")
+    if outcome == "synced":
+        raise synced_refusal(chatname)
     if outcome == "not_member":
         raise ChateauError(NOT_FOUND, f"{request.user!r} is not a member of {chatname!r}")
     if outcome == "forbidden":
@@ -260,6 +267,7 @@ async def group_invite(ctx: Services, conn: Connection, request: GroupInviteRequ
     user = conn.username
     assert user is not None
     chatname, group = _group(ctx, request.chatname)
+    await refuse_synced(ctx, chatname)
     who_can_add = await ctx.store.membership.who_can_add(chatname) or "admins"
     await require_permission(
         ctx, user, permissions.INVITE, group.role_of(user),
@@ -296,6 +304,7 @@ async def group_join(ctx: Services, conn: Connection, request: GroupJoinRequest)
         outcome = await ctx.store.membership.join_by_code(code, user, online, limit, most)
     else:
         chatname, group = _group(ctx, request.chatname or "")
+        await refuse_synced(ctx, chatname)
         ctx.delivery.check_reachable([*group.members, user])
         outcome = await ctx.store.membership.join_public(chatname, user, online, limit, most)
     _refuse_add(outcome, ctx, joiner=user)

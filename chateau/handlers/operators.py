@@ -135,7 +135,7 @@ async def apply_group_changed(ctx: Services, body: dict[str, Any]) -> None:
         members = sorted(set(body.get("members") or ()) | (group.members if group else set()))
         deliver(members, messages.group_removed(chatname, by, str(body.get("reason", "")), False))
         return
-    await _reload_group(ctx, chatname)
+    await reload_group(ctx, chatname)
     members = [str(m) for m in body.get("members") or ()]
     if change == "added":
         added = [str(u) for u in body.get("users") or ()]
@@ -162,7 +162,7 @@ async def apply_group_changed(ctx: Services, body: dict[str, Any]) -> None:
             chatname, "role", str(body["user"]), by, role=str(body["role"])))
 
 
-async def _reload_group(ctx: Services, chatname: str) -> None:
+async def reload_group(ctx: Services, chatname: str) -> None:
     """Read the group's members, roles and mutes again (after an operator's change)."""
     info = await ctx.store.groups.group_info(chatname)
     if info is None:

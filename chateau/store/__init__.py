@@ -11,7 +11,7 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
 - one module per domain (``accounts``, ``messages``, ``groups``,
   ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
   ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``,
-  ``deprovisioning``, ``identity``),
+  ``deprovisioning``, ``identity``, ``group_sync``),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -37,6 +37,7 @@ from chateau.store.deprovisioning import Deprovisioning
 from chateau.store.engine import Engine, Runner
 from chateau.store.errors import StoreUnavailable
 from chateau.store.group_settings import GroupSettings
+from chateau.store.group_sync import GroupSyncStore
 from chateau.store.groups import Groups
 from chateau.store.identity import Identity
 from chateau.store.invites import Invites
@@ -90,6 +91,7 @@ class Store:
         self.notices = Notices(self.runner)
         self.deprovisioning = Deprovisioning(self.runner)
         self.identity = Identity(self.runner, self.writer)
+        self.group_sync = GroupSyncStore(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

@@ -179,12 +179,20 @@ def update_group_txn(
     final = new_name if renaming else chatname
     assert final is not None
     if renaming:
-        connection.execute(insert(groups).values({**current, **values, "chatname": final}))
+        # The directory group's DN is unique: it moves once the old row is gone.
+        directory_dn = current.get("directory_dn")
+        connection.execute(insert(groups).values(
+            {**current, **values, "chatname": final, "directory_dn": None}))
         for column in GROUP_NAME_COLUMNS:
             connection.execute(
                 update(column.table).where(column == chatname).values({column.name: final})
             )
         connection.execute(delete(groups).where(groups.c.chatname == chatname))
+        if directory_dn is not None:
+            connection.execute(
+                update(groups).where(groups.c.chatname == final)
+                .values(directory_dn=directory_dn)
+            )
         release_name_txn(connection, chatname, final)
         record_txn(connection, by, "group_rename", chatname, "", {"new_name": final})
     elif values:

@@ -56,7 +56,8 @@ class Membership:
         """Remove (and/or ban) *username*: (outcome, their role, new owner).
 
         outcome is "removed", "banned", or a refusal: "no_group",
-        "not_member", "forbidden" (their role is not in *may_act_on*).
+        "not_member", "forbidden" (their role is not in *may_act_on*), "synced"
+        (the group's membership follows the directory).
         With *tell_later* (they are offline everywhere), a member removed is
         told at their next sign-in (:func:`take_removal_notices_txn`).
         """
@@ -114,7 +115,8 @@ class Membership:
 
 def _lock_group(connection: Connection, chatname: str) -> Any:
     return connection.execute(
-        select(groups.c.chatname, groups.c.creator, groups.c.join_rule, groups.c.visibility)
+        select(groups.c.chatname, groups.c.creator, groups.c.join_rule, groups.c.visibility,
+               groups.c.directory_dn)
         .where(groups.c.chatname == chatname)
         .with_for_update(key_share=True)
     ).first()
@@ -125,6 +127,9 @@ def _add_locked(
     max_members: int, max_groups: int,
 ) -> AddOutcome:
     chatname = group.chatname
+    if group.directory_dn is not None:
+        # Its membership follows the directory (chateau.store.group_sync).
+        return AddOutcome(chatname, refusal="synced")
     current = set(connection.execute(
         select(group_members.c.username).where(group_members.c.chatname == chatname)
     ).scalars())
@@ -181,8 +186,11 @@ def remove_txn(
     connection: Connection, chatname: str, by: str, username: str, ban: bool, reason: str,
     may_act_on: frozenset[str], tell_later: bool = False,
 ) -> tuple[str, str | None, str | None]:
-    if _lock_group(connection, chatname) is None:
+    group = _lock_group(connection, chatname)
+    if group is None:
         return "no_group", None, None
+    if group.directory_dn is not None:
+        return "synced", None, None
     role = role_of_txn(connection, chatname, username)
     if role is None and not ban:
         return "not_member", None, None
@@ -192,13 +200,7 @@ def remove_txn(
     if role is not None:
         heir = remove_group_member_txn(connection, chatname, username)
         if tell_later:
-            where = (removal_notices.c.username == username) & (
-                removal_notices.c.chatname == chatname)
-            connection.execute(delete(removal_notices).where(where))
-            connection.execute(insert(removal_notices).values(
-                username=username, chatname=chatname, removed_by=by, reason=reason,
-                banned=ban, removed_at=now_millis(),
-            ))
+            note_removal_txn(connection, username, chatname, by, reason, ban)
     if ban:
         connection.execute(
             delete(group_bans).where(
@@ -212,6 +214,18 @@ def remove_txn(
     record_txn(connection, by, "group_ban" if ban else "group_remove", username, reason,
                {"chatname": chatname, "was_member": role is not None})
     return ("banned" if ban else "removed"), role, heir
+
+
+def note_removal_txn(
+    connection: Connection, username: str, chatname: str, by: str, reason: str, banned: bool,
+) -> None:
+    """Keep a removal for *username* to be told of at their next sign-in (the latest wins)."""
+    where = (removal_notices.c.username == username) & (removal_notices.c.chatname == chatname)
+    connection.execute(delete(removal_notices).where(where))
+    connection.execute(insert(removal_notices).values(
+        username=username, chatname=chatname, removed_by=by, reason=reason,
+        banned=banned, removed_at=now_millis(),
+    ))
 
 
 def take_removal_notices_txn(connection: Connection, username: str) -> list[RemovalNotice]:

@@ -144,7 +144,8 @@ class AddOutcome:
     *refusal* names why nobody was added: "no_group", "missing" (*who* is no
     user), "banned" (*who*), "full" (the group would pass its limit),
     "too_many_groups" (*who* is in the most groups allowed), "closed" (not
-    public and open), "no_code"; else *added* and *already* (members before).
+    public and open), "no_code", "synced" (its membership follows the
+    directory); else *added* and *already* (members before).
     """
 
     chatname: str
@@ -184,6 +185,8 @@ class GroupInfoRecord:
     who_can_send: str
     # Oldest member first.
     members: tuple[MemberRecord, ...]
+    # The directory group it follows ([ldap] sync_base); None for others.
+    directory_dn: str | None = None
 
 
 @dataclass(frozen=True)

@@ -127,11 +127,16 @@ groups = Table(
     Column("visibility", String(8), nullable=False, server_default="private"),
     Column("who_can_add", String(8), nullable=False, server_default="admins"),
     Column("who_can_send", String(8), nullable=False, server_default="everyone"),
+    # The DN of the directory group this group follows ([ldap] sync_base);
+    # NULL for a group people made. Its membership is the directory's.
+    Column("directory_dn", Text, nullable=True),
     # Groups are never deleted, so the groups a user created in the last
     # hour are counted here ([limits] groups_created_per_hour).
     Index("ix_groups_creator_created_at", "creator", "created_at"),
     # The public directory (GroupDirectoryRequest) reads only public groups.
     Index("ix_groups_visibility", "visibility"),
+    # A directory group is one chat group at most; the sync finds it by DN.
+    Index("ux_groups_directory_dn", "directory_dn", unique=True),
 )
 
 group_members = Table(
@@ -367,6 +372,16 @@ admin_notices = Table(
     Column("kind", String(32), nullable=False),
     Column("body", Text, nullable=False),
     Index("ix_admin_notices_at", "at"),
+)
+
+# One row (id 1): when a node last started a directory group sync, so that
+# one node at a time runs it (chateau.store.group_sync.claim_run_txn).
+group_sync_runs = Table(
+    "group_sync_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("node", String(64), nullable=False, server_default=""),
 )
 
 
