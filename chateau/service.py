@@ -38,6 +38,7 @@ from chateau.metrics import Metrics
 from chateau.notices import NoticeWatch
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
+from chateau.session_use import TOUCH_INTERVAL, SessionUse
 from chateau.signout import SignOut
 from chateau.store import Store
 from chateau.store.engine import in_transaction, make_engine, pool_size_for, redacted_url
@@ -190,6 +191,10 @@ class Chateau(MultiService):
         self.sign_out = SignOut(registry, self.store)
         self._revocation_check = LoopingCall(self.sign_out.check)
         self._revocation_check.clock = reactor
+        # Marks the session keys in use here used, every few minutes.
+        self.session_use = SessionUse(registry, self.store)
+        self._session_touch = LoopingCall(self.session_use.touch)
+        self._session_touch.clock = reactor
         # Applies what chateau-admin (or another node) changed for every node:
         # announcements, messages and groups deleted by an operator.
         self.notices = NoticeWatch(self.store, notice_appliers(self.context))
@@ -249,6 +254,7 @@ class Chateau(MultiService):
         await self.sign_out.start()
         self._revocation_check.start(self.config.chat.revocation_check_interval, now=False)
         self._notice_check.start(self.config.chat.revocation_check_interval, now=False)
+        self._session_touch.start(TOUCH_INTERVAL, now=False)
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
             # before the database goes.
@@ -296,6 +302,8 @@ class Chateau(MultiService):
             self._revocation_check.stop()
         if self._notice_check.running:
             self._notice_check.stop()
+        if self._session_touch.running:
+            self._session_touch.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()
