@@ -1,4 +1,6 @@
-"""The governance commands of ``chateau-client``: typed line -> request -> words.
+"""The table commands of ``chateau-client``: typed line -> request -> words.
+
+Governance, safety, server admins' and your account's commands.
 
 Each command is one row of :data:`COMMANDS`: how it is typed, a parser from
 the typed arguments to the request(s) to send (or a :class:`Usage` error
@@ -9,6 +11,8 @@ docs are checked against this one table.
 
 Nothing here touches the network: every function is pure, so every
 command's parsing and words are tested without a server.
+
+One concern, the table of typed commands, hence its length.
 """
 
 from __future__ import annotations
