@@ -66,7 +66,9 @@ class Devices:
         """Mark keys in use now, those not marked within *every* ms; how many were."""
         return self._runner.run(touch_keys_txn, sorted(set(key_hashes)), every)
 
-    def list_devices(self, username: str, current_key_hash: str | None) -> Deferred[list[DeviceRecord]]:
+    def list_devices(
+        self, username: str, current_key_hash: str | None
+    ) -> Deferred[list[DeviceRecord]]:
         return self._runner.run(list_devices_txn, username, current_key_hash)
 
     def revoke(
