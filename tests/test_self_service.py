@@ -347,3 +347,11 @@ def test_sign_ins_and_changes_are_audited_without_passwords_or_keys(
                hash_session_key(first["session_key"])]
     for secret in secrets:
         assert secret not in everything
+
+
+def test_many_keys_are_marked_in_batches(chat: InProcessChat) -> None:
+    _, first = register(chat, "alice")
+    with chat.engine.begin() as connection:
+        connection.execute(update(sessions).values(last_used_at=1000))
+    keys = [f"{n:064x}" for n in range(1201)] + [hash_session_key(first["session_key"])]
+    assert chat.wait(chat.store.devices.touch(keys, 150_000)) == 1

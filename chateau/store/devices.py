@@ -34,6 +34,8 @@ from chateau.store.tables import sessions, users
 UNKNOWN_KEY = "?"
 # How much of a client's address is kept (sessions.address, audit_log.address).
 ADDRESS_LENGTH = 64
+# How many keys one UPDATE of touch_keys_txn marks used.
+TOUCH_BATCH = 500
 # ProfileRequest: a field given as this is left as it is.
 UNCHANGED: Any = object()
 
@@ -137,15 +139,21 @@ def resume_with_key_txn(
 
 
 def touch_keys_txn(connection: Connection, key_hashes: list[str], every: int) -> int:
-    if not key_hashes:
-        return 0
+    """Mark *key_hashes* used now, those not marked within *every* ms; how many were.
+
+    In batches of :data:`TOUCH_BATCH` keys, so a node with many connections
+    stays within the databases' limits on bound parameters.
+    """
     now = now_millis()
-    return connection.execute(
-        update(sessions)
-        .where(sessions.c.key_hash.in_(key_hashes)
-               & (sessions.c.last_used_at.is_(None) | (sessions.c.last_used_at <= now - every)))
-        .values(last_used_at=now)
-    ).rowcount
+    stale = sessions.c.last_used_at.is_(None) | (sessions.c.last_used_at <= now - every)
+    touched = 0
+    for start in range(0, len(key_hashes), TOUCH_BATCH):
+        batch = key_hashes[start:start + TOUCH_BATCH]
+        touched += connection.execute(
+            update(sessions).where(sessions.c.key_hash.in_(batch) & stale)
+            .values(last_used_at=now)
+        ).rowcount
+    return touched
 
 
 def list_devices_txn(
