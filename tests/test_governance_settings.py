@@ -197,7 +197,8 @@ def test_a_rename_moves_history_membership_roles_and_bans(chat: InProcessChat) -
     assert chat.registry.group("club") is None
     assert chat.registry.group_count("carol") == 1
     # The rename is in the moderation log.
-    log = in_transaction(chat.engine, entries_txn, 10)
+    log = [e for e in in_transaction(chat.engine, entries_txn, 10)
+           if not e.action.startswith("sign_in")]
     assert [(e.actor, e.action, e.target, e.detail) for e in log] == [
         ("bob", "group_rename", "club", {"new_name": "study hall"})]
     # The old name is free again, for a user or a group.
@@ -492,7 +493,6 @@ def test_upgrading_to_0009_keeps_groups_and_indexes_visibility(database_url) -> 
     from chateau.store import migrate
     from chateau.store.engine import make_engine
     from chateau.store.group_settings import directory_txn
-    from chateau.store.groups import group_info_txn
 
     engine = make_engine(database_url)
     try:
@@ -513,7 +513,9 @@ def test_upgrading_to_0009_keeps_groups_and_indexes_visibility(database_url) -> 
             command.upgrade(migrate._alembic_config(connection), "0009")
             indexes = {i["name"] for i in inspect(connection).get_indexes("groups")}
             assert "ix_groups_visibility" in indexes
-            assert group_info_txn(connection, "club").visibility == "public"
+            # (Read directly: today's group_info_txn reads columns of later revisions.)
+            assert connection.execute(text(
+                "SELECT visibility FROM groups WHERE chatname = 'club'")).scalar() == "public"
             assert [e.chatname for e in directory_txn(connection, "", 5)] == ["club"]
             command.downgrade(migrate._alembic_config(connection), "0007")
             assert "ix_groups_visibility" not in {
