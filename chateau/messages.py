@@ -39,6 +39,8 @@ class RegisterRequest(Request):
     auth: bool = False
     # An invite code (``[auth] registration = invite``): may create the account.
     invite: str | None = None
+    # What the client calls itself ("Firefox on Linux"), kept with the key.
+    client: str | None = None
     needs_user: ClassVar[bool] = False
 
 
@@ -72,6 +74,7 @@ class GroupLeaveRequest(Request):
 @dataclass(frozen=True)
 class ResumeRequest(Request):
     session_key: str
+    client: str | None = None
     needs_user: ClassVar[bool] = False
 
 
@@ -273,6 +276,30 @@ class UserUnbanRequest(Request):
     username: str
 
 
+@dataclass(frozen=True)
+class PasswordChangeRequest(Request):
+    old_password: str
+    new_password: str
+
+
+@dataclass(frozen=True)
+class SessionListRequest(Request):
+    pass
+
+
+@dataclass(frozen=True)
+class SessionRevokeRequest(Request):
+    id: str
+
+
+@dataclass(frozen=True)
+class ProfileRequest(Request):
+    """Reads the profile (no fields) or changes those given ("" clears)."""
+
+    display_name: str | None = None
+    status_text: str | None = None
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -315,6 +342,10 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "AnnounceRequest": AnnounceRequest,
     "UserBanRequest": UserBanRequest,
     "UserUnbanRequest": UserUnbanRequest,
+    "PasswordChangeRequest": PasswordChangeRequest,
+    "SessionListRequest": SessionListRequest,
+    "SessionRevokeRequest": SessionRevokeRequest,
+    "ProfileRequest": ProfileRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -615,16 +646,24 @@ def group_member_left(chatname: str, user: str) -> dict[str, Any]:
     return {"type": "GroupMemberLeftRecv", "status": 200, "chatname": chatname, "user": user}
 
 
-def register_response_with_key(username: str, session_key: str, display_name: str | None) -> dict[str, Any]:
+def register_response_with_key(
+    username: str, session_key: str, display_name: str | None, session_id: str | None = None
+) -> dict[str, Any]:
     reply = register_response(username)
     reply["session_key"] = session_key
+    if session_id is not None:
+        reply["session_id"] = session_id
     if display_name:
         reply["display_name"] = display_name
     return reply
 
 
-def resume_response(username: str, display_name: str | None) -> dict[str, Any]:
+def resume_response(
+    username: str, display_name: str | None, session_id: str | None = None
+) -> dict[str, Any]:
     reply: dict[str, Any] = {"type": "ResumeResponse", "status": 200, "username": username}
+    if session_id is not None:
+        reply["session_id"] = session_id
     if display_name:
         reply["display_name"] = display_name
     return reply
@@ -809,6 +848,25 @@ def announcement_recv(
 
 def user_ban_response(username: str, until: str | None) -> dict[str, Any]:
     return {"type": "UserBanResponse", "status": 200, "username": username, "until": until}
+
+
+def password_change_response() -> dict[str, Any]:
+    return {"type": "PasswordChangeResponse", "status": 200}
+
+
+def session_list_response(sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "SessionListResponse", "status": 200, "sessions": sessions}
+
+
+def session_revoke_response(session_id: str) -> dict[str, Any]:
+    return {"type": "SessionRevokeResponse", "status": 200, "id": session_id}
+
+
+def profile_response(
+    username: str, display_name: str | None, status_text: str | None
+) -> dict[str, Any]:
+    return {"type": "ProfileResponse", "status": 200, "username": username,
+            "display_name": display_name, "status_text": status_text}
 
 
 def user_unban_response(username: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from chateau.metrics import Metrics
 from chateau.notices import NoticeWatch
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
+from chateau.session_use import TOUCH_INTERVAL, SessionUse
 from chateau.signout import SignOut
 from chateau.store import Store
 from chateau.store.engine import in_transaction, make_engine, pool_size_for, redacted_url
@@ -210,6 +211,10 @@ class Chateau(MultiService):
         self.sign_out = SignOut(registry, self.store)
         self._revocation_check = LoopingCall(self.sign_out.check)
         self._revocation_check.clock = reactor
+        # Marks the session keys in use here used, every few minutes.
+        self.session_use = SessionUse(registry, self.store)
+        self._session_touch = LoopingCall(self.session_use.touch)
+        self._session_touch.clock = reactor
         # Applies what chateau-admin (or another node) changed for every node:
         # announcements, messages and groups deleted by an operator.
         context = self.context
@@ -290,6 +295,7 @@ class Chateau(MultiService):
             self.deprovisioner.start()
         if self.group_sync is not None:
             self.group_sync.start()
+        self._session_touch.start(TOUCH_INTERVAL, now=False)
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
             # before the database goes.
@@ -341,6 +347,8 @@ class Chateau(MultiService):
             self.deprovisioner.stop()
         if self.group_sync is not None:
             self.group_sync.stop()
+        if self._session_touch.running:
+            self._session_touch.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()

@@ -200,6 +200,7 @@ class UserResource(Resource):
                 body = {
                     "username": user.username,
                     "display_name": user.display_name,
+                    "status_text": user.status_text,
                     "online": online,
                 }
         self._finish(request, body)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from chateau.client import commands
+from chateau.client.replies import moment
 from chateau.client.session import EXIT_SIGN_IN, HELP
 from chateau.client.text import format_time
 from tests.test_client_units import Harness
@@ -105,6 +106,16 @@ REQUESTS = [
     ("/userban bob 24 cool down", {"type": "UserBanRequest", "username": "bob", "hours": 24,
                                    "reason": "cool down"}),
     ("/userunban bob", {"type": "UserUnbanRequest", "username": "bob"}),
+    ("/password old new", {"type": "PasswordChangeRequest", "old_password": "old",
+                           "new_password": "new"}),
+    ('/password "old one" "new one"', {"type": "PasswordChangeRequest",
+                                       "old_password": "old one", "new_password": "new one"}),
+    ("/sessions", {"type": "SessionListRequest"}),
+    ("/revoke 0123456789abcdef", {"type": "SessionRevokeRequest", "id": "0123456789abcdef"}),
+    ("/profile", {"type": "ProfileRequest"}),
+    ("/profile name Alice Liddell", {"type": "ProfileRequest", "display_name": "Alice Liddell"}),
+    ("/profile Status in the lab", {"type": "ProfileRequest", "status_text": "in the lab"}),
+    ('/profile status ""', {"type": "ProfileRequest", "status_text": ""}),
 ]
 
 
@@ -188,6 +199,13 @@ BAD_USAGE = [
     ("/userban bob 12", "! /userban: give a REASON (the user is told it when signing in)"
                         " (usage: /userban USER [HOURS] REASON)"),
     ("/userunban", "! usage: /userunban USER"),
+    ("/password onlyone", "! usage: /password OLD NEW"),
+    ("/password a b c", "! usage: /password OLD NEW"),
+    ("/sessions all", "! usage: /sessions"),
+    ("/revoke", "! usage: /revoke ID"),
+    ("/revoke a b", "! usage: /revoke ID"),
+    ("/profile mood happy", "! /profile: say what you set: name or status, not 'mood'"
+                            " (usage: /profile [name|status TEXT])"),
 ]
 
 
@@ -327,6 +345,26 @@ REPLIES = [
      ["* banned bob from the server until unbanned"]),
     ("/userunban bob", {"type": "UserUnbanResponse", "username": "bob"},
      ["* bob may sign in again"]),
+    ("/password old new", {"type": "PasswordChangeResponse"},
+     ["* password changed; your other sessions were signed out"]),
+    ("/sessions", {"type": "SessionListResponse", "sessions": [
+        {"id": "aaaa000011112222", "created": WHEN, "last_used": WHEN, "address": "192.0.2.1",
+         "client": "chateau-client", "current": True},
+        {"id": "bbbb000011112222", "created": WHEN, "last_used": None, "address": None,
+         "client": None, "current": False}]},
+     ["--- your sessions: 2 ---",
+      f"  aaaa000011112222  chateau-client, from 192.0.2.1, last used {moment(WHEN)} (this one)",
+      f"  bbbb000011112222  unnamed client, last used {moment(WHEN)}",
+      "  (/revoke ID signs one out)"]),
+    ("/sessions", {"type": "SessionListResponse", "sessions": []}, ["* no sessions"]),
+    ("/revoke aaaa000011112222", {"type": "SessionRevokeResponse", "id": "aaaa000011112222"},
+     ["* session aaaa000011112222 signed out"]),
+    ("/profile status away", {"type": "ProfileResponse", "username": "alice",
+                              "display_name": "Alice L.", "status_text": "away"},
+     ['* alice: display name "Alice L.", status "away"']),
+    ("/profile", {"type": "ProfileResponse", "username": "alice", "display_name": None,
+                  "status_text": None},
+     ["* alice: display name not set, status not set"]),
 ]
 
 
@@ -581,3 +619,14 @@ def test_piped_input_is_read_from_the_descriptor_line_by_line():
         assert list(ui.lines()) == ["/who", "café\r", "", "last without newline"]
     finally:
         os.close(read_end)
+
+
+def test_a_changed_password_is_the_one_used_to_sign_in_again():
+    h = started()
+    h.session.handle_line("/password pw brand-new")
+    h.reply(type="PasswordChangeResponse", status=200)
+    assert h.session.password == "brand-new"
+    h.session.connection_closed(h.conn, 1006, None)  # no key: signs in afresh
+    assert h.conn.sent[-1]["type"] == "RegisterRequest"
+    assert h.conn.sent[-1]["password"] == "brand-new"
+    assert not any("brand-new" in line for line in h.ui.lines)

@@ -93,7 +93,7 @@ def test_sign_in_then_chat_and_commands():
     h = Harness()
     h.start()
     assert h.conn.sent[0] == {"type": "RegisterRequest", "username": "alice", "password": "pw",
-                              "auth": False, "msg_id": 1}
+                              "auth": False, "client": "chateau-client", "msg_id": 1}
     assert h.ui.prompt == "> "
     h.session.handle_line("hello")
     assert "no current chat" in h.ui.lines[-1]
@@ -157,7 +157,7 @@ def test_reconnect_resumes_with_session_key_or_falls_back():
     h.start(session_key="k1")
     h.session.connection_closed(h.conn, 1006, None)
     assert h.conn.sent[-1] == {"type": "ResumeRequest", "session_key": "k1",
-                               "msg_id": h.conn.sent[-1]["msg_id"]}
+                               "client": "chateau-client", "msg_id": h.conn.sent[-1]["msg_id"]}
     h.reply(type="ResumeResponse", status=200, username="alice")
     assert h.ui.lines[-1] == "* reconnected: session resumed"
 

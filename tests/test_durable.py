@@ -141,6 +141,7 @@ async def test_resume_logout_and_bad_keys(server):
     key = reply["session_key"]
     other = await server.client()
     resumed = await other.request({"type": "ResumeRequest", "session_key": key, "msg_id": 1})
+    assert resumed.pop("session_id") == reply["session_id"]
     assert resumed == {"type": "ResumeResponse", "status": 200, "username": "alice", "msg_id": 1}
     assert (await other.request({"type": "ResumeRequest", "session_key": key}))["status"] == 302
     bad = await server.client()
@@ -298,9 +299,10 @@ async def test_group_members_with_presence(server):
     await make_group(alice, "team", "bob", "carol")
     await carol.close()
     reply = await alice.request({"type": "GroupMembersRequest", "chatname": "team"})
-    assert reply["members"] == [{"username": "alice", "online": True},
-                                {"username": "bob", "online": True},
-                                {"username": "carol", "online": False}]
+    none = {"display_name": None, "status_text": None}
+    assert reply["members"] == [{"username": "alice", "online": True, **none},
+                                {"username": "bob", "online": True, **none},
+                                {"username": "carol", "online": False, **none}]
     eve = await server.client("eve")
     assert (await eve.request({"type": "GroupMembersRequest", "chatname": "team"}))["status"] == 403
 
@@ -404,7 +406,8 @@ async def test_http_user_api(server):
     await bob.close()
     http_get = functools.partial(_http_get_as, key)
     code, body = await http_get(server.http_url + "api/users/Alice")
-    assert code == 200 and body == {"username": "alice", "display_name": None, "online": True}
+    assert code == 200 and body == {"username": "alice", "display_name": None,
+                                    "status_text": None, "online": True}
     code, body = await http_get(server.http_url + "api/users/bob")
     assert code == 200 and body["online"] is False
     code, body = await http_get(server.http_url + "api/users/nobody")

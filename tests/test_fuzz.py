@@ -430,7 +430,23 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     | st.text(ANY_TEXT, max_size=10),
     "random_chat": st.none() | st.booleans(),
     "read_receipts": st.none() | st.booleans(),
+    "client": st.none() | st.text(ANY_TEXT, max_size=70)
+    | st.sampled_from(["Firefox on Linux", "x" * 64, "y" * 65, "a\tb", ""]),
+    # Never the fuzzed users' password: a change that succeeded would lock the
+    # arena's sign-ins out (its success is tested in tests/test_self_service.py).
+    "old_password": st.text(ANY_TEXT, max_size=30).filter(lambda p: p != PASSWORD)
+    | st.sampled_from(["", " ", "é" * 40]),
+    "new_password": st.just(PASSWORD) | st.text(ANY_TEXT, max_size=30)
+    | st.sampled_from(["", "é" * 40, "a\x00b"]),
+    "display_name": st.none() | st.text(ANY_TEXT, max_size=70)
+    | st.sampled_from(["", " ", "x" * 64, "y" * 65, "new\nline"]),
+    "status_text": st.none() | st.text(ANY_TEXT, max_size=150)
+    | st.sampled_from(["", "x" * 140, "y" * 141, "\x07"]),
 }
+# SessionRevokeRequest's id is a string (a session's public id), unlike the
+# message ids of the other requests: random ones are never anybody's.
+session_ids = st.text(ANY_TEXT, max_size=20) | st.sampled_from(
+    ["", "0123456789abcdef", "x" * 500])
 
 
 def handler_field_value(spec: FieldSpec) -> st.SearchStrategy[Any]:
@@ -442,6 +458,8 @@ def handler_field_value(spec: FieldSpec) -> st.SearchStrategy[Any]:
         return strategy | st.none()
     if spec.name == "user" and spec.annotation == str:
         return names
+    if spec.name == "id" and spec.annotation == str:
+        return session_ids
     return strategy
 
 
@@ -520,6 +538,10 @@ SUCCESS = {
     "AnnounceRequest": "AnnounceResponse",
     "UserBanRequest": "UserBanResponse",
     "UserUnbanRequest": "UserUnbanResponse",
+    "PasswordChangeRequest": "PasswordChangeResponse",
+    "SessionListRequest": "SessionListResponse",
+    "SessionRevokeRequest": "SessionRevokeResponse",
+    "ProfileRequest": "ProfileResponse",
 }
 # Successes that are not 200: a new report or invite code is 201 (created).
 SUCCESS_STATUS = {"ReportRequest": 201, "GroupInviteRequest": 201, "AnnounceRequest": 201}

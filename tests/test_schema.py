@@ -509,3 +509,54 @@ def test_upgrading_to_0016_keeps_groups_ordinary_and_lets_the_sync_take_turns(da
                 connection, "cli:ops", "lab", "ann", False, "") == ("synced", None, None)
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0017_gives_every_existing_key_an_id_and_keeps_it_working(database_url):
+    """Keys made before 0017 still resume, each with a public id of its own, last
+    used when it was made; users start with no status text."""
+    from alembic import command
+
+    from chateau.store.devices import list_devices_txn, resume_with_key_txn, set_profile_txn
+    from chateau.store.records import now_millis
+
+    engine = make_engine(database_url)
+    future = now_millis() + 86_400_000
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0013")
+            connection.execute(text(
+                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user')"
+            ))
+            connection.execute(text(
+                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at, "
+                "delivered_until, display_name) VALUES ('ann', 'x', 'local', false, 1, 0, 'Ann'), "
+                "('ben', 'x', 'ldap', false, 1, 0, NULL)"
+            ))
+            connection.execute(text(
+                "INSERT INTO sessions (key_hash, username, created_at, expires_at) VALUES "
+                f"('h1', 'ann', 100, {future}), ('h2', 'ann', 200, {future}), "
+                f"('h3', 'ben', 300, {future})"
+            ))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            rows = list(connection.execute(text(
+                "SELECT key_hash, id, last_used_at, address, client_name FROM sessions "
+                "ORDER BY key_hash")))
+            assert [(r.key_hash, r.last_used_at, r.address, r.client_name) for r in rows] == [
+                ("h1", 100, None, None), ("h2", 200, None, None), ("h3", 300, None, None)]
+            ids = [r.id for r in rows]
+            assert len(set(ids)) == 3 and all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+            assert [d.id for d in list_devices_txn(connection, "ann", "h1")] == [ids[1], ids[0]]
+            use = resume_with_key_txn(connection, "h1", "192.0.2.1", "old app")
+            assert use.user.username == "ann" and use.session_id == ids[0]
+            profile = set_profile_txn(connection, "ann", "Ann", "hi", None)
+            assert (profile.display_name, profile.status_text) == ("Ann", "hi")
+            # The public id is unique.
+            with pytest.raises(Exception):
+                with connection.begin_nested():
+                    connection.execute(text(
+                        "INSERT INTO sessions (key_hash, username, created_at, expires_at, id) "
+                        f"VALUES ('h4', 'ben', 1, {future}, '{ids[2]}')"))
+    finally:
+        engine.dispose()

@@ -23,6 +23,7 @@ from zope.interface import Interface, implementer
 
 from chateau.auth.passwords import password_problem
 from chateau.errors import (
+    BAD_REQUEST,
     CONFLICT,
     FORBIDDEN,
     NOT_AUTHENTICATED,
@@ -132,6 +133,7 @@ class Authenticator:
         # tried mostly with right ones, which the failure throttle never sees.
         self._successes = successes
         realm = realm or ChateauRealm()
+        self._checkers = dict(checkers)
         self._portals = {name: Portal(realm, [checker]) for name, checker in checkers.items()}
         self._max_pending = max_pending
         self._pending = 0
@@ -182,14 +184,7 @@ class Authenticator:
                 detail=detail,
             )
             raise ChateauError(NOT_AUTHENTICATED, detail)
-        if self._throttle is not None:
-            wait = self._throttle.retry_after(address, key)
-            if wait:
-                raise ChateauError(
-                    TOO_MANY_REQUESTS,
-                    f"too many failed sign-ins: wait {math.ceil(wait)} s before trying again",
-                    retry_after=round(wait, 3),
-                )
+        self._check_throttle(address, key)
         if self._successes is not None:
             wait = self._successes.wait(address)
             if wait:
@@ -199,10 +194,7 @@ class Authenticator:
                     "before trying again",
                     retry_after=round(wait, 3),
                 )
-        if self._pending >= self._max_pending:
-            raise ChateauError(
-                UNAVAILABLE, "server busy: too many sign-ins in progress, retry shortly"
-            )
+        self._check_pending()
         self._pending += 1
         try:
             _iface, account, _logout = await portal.login(
@@ -236,3 +228,74 @@ class Authenticator:
         )
         return account
 
+
+    def _check_throttle(self, address: str, key: str) -> None:
+        if self._throttle is not None:
+            wait = self._throttle.retry_after(address, key)
+            if wait:
+                raise ChateauError(
+                    TOO_MANY_REQUESTS,
+                    f"too many failed sign-ins: wait {math.ceil(wait)} s before trying again",
+                    retry_after=round(wait, 3),
+                )
+
+    def _check_pending(self) -> None:
+        if self._pending >= self._max_pending:
+            raise ChateauError(
+                UNAVAILABLE, "server busy: too many sign-ins in progress, retry shortly"
+            )
+
+    async def change_password(
+        self, username: str, old_password: str, new_password: str, address: str = "?"
+    ) -> str:
+        """Check a local account's *old_password*; the bcrypt hash of *new_password*.
+
+        The old password is checked as a sign-in of *username* from
+        *address* is: the same throttle key, its failures counted and its
+        delays applied (429), the same bound on checks in flight (503), on
+        the hashing pool. The new one follows the password rule
+        (chateau.auth.passwords: 400 when refused). The caller stores the hash.
+        """
+        checker = self._checkers.get(LOCAL)
+        portal = self._portals.get(LOCAL)
+        if checker is None or portal is None or not hasattr(checker, "hash_password"):
+            raise ChateauError(
+                BAD_REQUEST, "local accounts are switched off on this server: "
+                "there is no password to change here"
+            )
+        problem = password_problem(new_password, local=True)
+        if problem is not None:
+            raise ChateauError(BAD_REQUEST, f"the new password is refused: {problem.reason}")
+        wrong = "authentication failed: the old password is wrong"
+        # An empty old password is refused as a sign-in would refuse it:
+        # before the throttle, and never counted as a guess.
+        if password_problem(old_password, local=True) is not None:
+            raise ChateauError(NOT_AUTHENTICATED, wrong)
+        self._check_throttle(address, username)
+        self._check_pending()
+        self._pending += 1
+        try:
+            try:
+                await portal.login(
+                    SignInCredentials(username, old_password, address), None, IAccount
+                )
+            except LoginFailed as failure:
+                if self._throttle is not None and failure.status not in (CONFLICT, FORBIDDEN):
+                    self._throttle.failed(address, username)
+                self._log.info(
+                    "password change refused for {username} from {address}: {detail}",
+                    username=username, address=address, detail=failure.detail,
+                )
+                if failure.status == NOT_AUTHENTICATED:
+                    raise ChateauError(NOT_AUTHENTICATED, wrong) from None
+                raise ChateauError(failure.status, failure.detail) from None
+            except UnauthorizedLogin:
+                if self._throttle is not None:
+                    self._throttle.failed(address, username)
+                raise ChateauError(NOT_AUTHENTICATED, wrong) from None
+            hashed: str = await checker.hash_password(new_password)
+        finally:
+            self._pending -= 1
+        if self._throttle is not None:
+            self._throttle.succeeded(address, username)
+        return hashed

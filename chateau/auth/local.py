@@ -142,6 +142,10 @@ class LocalChecker:
         # directory user's). Failing to ask refuses the registration.
         self._reserved = reserved
 
+    def hash_password(self, password: str) -> Deferred[str]:
+        """The bcrypt hash of a new password, made on the hashing pool."""
+        return self._hasher.hash(password)
+
     def requestAvatarId(self, credentials: Any) -> Deferred[Identity]:
         return ensureDeferred(self._check(
             credentials.username, credentials.password,

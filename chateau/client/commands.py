@@ -1,4 +1,6 @@
-"""The governance commands of ``chateau-client``: typed line -> request -> words.
+"""The table commands of ``chateau-client``: typed line -> request -> words.
+
+Governance, safety, server admins' and your account's commands.
 
 Each command is one row of :data:`COMMANDS`: how it is typed, a parser from
 the typed arguments to the request(s) to send (or a :class:`Usage` error
@@ -9,6 +11,8 @@ docs are checked against this one table.
 
 Nothing here touches the network: every function is pure, so every
 command's parsing and words are tested without a server.
+
+One concern, the table of typed commands, hence its length.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ from chateau.client.replies import (
     show_invite,
     show_join,
     show_mute,
+    show_password,
+    show_profile,
     show_removal,
     show_report,
     show_reports,
     show_resolve,
+    show_revoke,
     show_role,
+    show_sessions,
     show_settings,
     show_unban,
     show_update,
@@ -361,6 +369,42 @@ def build_userban(rest: str) -> list[Request]:
     return [request]
 
 
+# -- your account ----------------------------------------------------------------------
+
+PROFILE_FIELDS = {"name": "display_name", "status": "status_text"}
+
+
+def build_password(rest: str) -> list[Request]:
+    words = all_words(rest)
+    if len(words) != 2:
+        raise Usage()
+    return [{"type": "PasswordChangeRequest", "old_password": words[0],
+             "new_password": words[1]}]
+
+
+def build_sessions(rest: str) -> list[Request]:
+    if rest.strip():
+        raise Usage()
+    return [{"type": "SessionListRequest"}]
+
+
+def build_revoke(rest: str) -> list[Request]:
+    words = all_words(rest)
+    if len(words) != 1:
+        raise Usage()
+    return [{"type": "SessionRevokeRequest", "id": words[0]}]
+
+
+def build_profile(rest: str) -> list[Request]:
+    if not rest.strip():
+        return [{"type": "ProfileRequest"}]
+    (which,), text = take(rest, 1)
+    field = PROFILE_FIELDS.get(which.lower())
+    if field is None:
+        raise Usage(f"say what you set: name or status, not {clean(which)!r}")
+    return [{"type": "ProfileRequest", field: text_argument(text)}]
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("info", "/info GROUP", "the group's topic, settings and members with their roles",
             build_info, lambda r: f"no information on {quoted(r['chatname'])}", show_info),
@@ -410,6 +454,18 @@ COMMANDS: tuple[Command, ...] = (
             "report a person, a message (by ID) or a group to the server's moderators",
             build_report, lambda r: f"report on {report_target(r)} not sent", show_report,
             section="safety"),
+    Command("password", "/password OLD NEW",
+            "change your password (quote one with spaces); your other sessions are signed out",
+            build_password, lambda r: "password not changed", show_password, section="account"),
+    Command("sessions", "/sessions", "where you are signed in: each session's ID, client and"
+            " address, newest used first",
+            build_sessions, lambda r: "no session list", show_sessions, section="account"),
+    Command("revoke", "/revoke ID", "sign the session ID (from /sessions) out",
+            build_revoke, lambda r: f"session {clean(r['id'])} not signed out", show_revoke,
+            section="account"),
+    Command("profile", "/profile [name|status TEXT]",
+            'show your profile, or set your display name or status ("" clears it)',
+            build_profile, lambda r: "profile not changed", show_profile, section="account"),
     Command("announce", "/announce TEXT", "tell everyone on the server, now or at their sign-in",
             build_announce, lambda r: "announcement not sent", show_announce, section="admin"),
     Command("reports", "/reports [open|closed|all] [--before ID]",
@@ -431,6 +487,7 @@ COMMANDS: tuple[Command, ...] = (
 SECTIONS = {
     "groups": "running groups (admins and owners; /info, /join and /groups for everyone):",
     "safety": "your safety:",
+    "account": "your account:",
     "admin": "server admins:",
 }
 

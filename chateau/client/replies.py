@@ -250,3 +250,37 @@ def show_resolve(request: Request, reply: dict[str, Any], label: Label) -> list[
 
 def show_userunban(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
     return [f"* {user_name(request, reply)} may sign in again"]
+
+
+def show_password(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    return ["* password changed; your other sessions were signed out"]
+
+
+def show_sessions(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    found = [s for s in reply.get("sessions", []) if isinstance(s, dict)]
+    if not found:
+        return ["* no sessions"]
+    lines = [f"--- your sessions: {len(found)} ---"]
+    for session in found:
+        notes = [clean(str(session.get("client") or "unnamed client"))]
+        if session.get("address"):
+            notes.append(f"from {clean(str(session['address']))}")
+        used = session.get("last_used") or session.get("created")
+        if used:
+            notes.append(f"last used {moment(used)}")
+        this = " (this one)" if session.get("current") else ""
+        lines.append(f"  {clean(str(session.get('id')))}  {', '.join(notes)}{this}")
+    lines.append("  (/revoke ID signs one out)")
+    return lines
+
+
+def show_revoke(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    return [f"* session {clean(str(reply.get('id', request['id'])))} signed out"]
+
+
+def show_profile(request: Request, reply: dict[str, Any], label: Label) -> list[str]:
+    name = reply.get("display_name")
+    status = reply.get("status_text")
+    return [f"* {user_name(request, reply)}: display name "
+            + (f'"{clean(str(name))}"' if name else "not set")
+            + ", status " + (f'"{clean(str(status))}"' if status else "not set")]

@@ -26,6 +26,8 @@ from chateau.client.text import clean, format_time, message_line, split_name, sp
 from chateau.client.wire import ClientConnection, ConnectionFailed
 from chateau.names import canonical
 
+# What the server's session list calls this client (SessionListResponse).
+CLIENT_NAME = "chateau-client"
 EXIT_OK = 0
 EXIT_CONNECTION = 1
 EXIT_USAGE = 2
@@ -210,7 +212,8 @@ class ChatSession:
         how = "signed in again" if self._ever_signed_in else "signed in"
         if self.session_key is not None:
             reply = await self._call(
-                {"type": "ResumeRequest", "session_key": self.session_key}, signing_in=True
+                {"type": "ResumeRequest", "session_key": self.session_key,
+                 "client": CLIENT_NAME}, signing_in=True
             )
             if reply.get("type") == "ResumeResponse":
                 self.username = reply.get("username") or self.username
@@ -221,7 +224,7 @@ class ChatSession:
             self.session_key = None
         reply = await self._call(
             {"type": "RegisterRequest", "username": self.username, "password": self.password,
-             "auth": self.directory},
+             "auth": self.directory, "client": CLIENT_NAME},
             signing_in=True,
         )
         if reply.get("type") != "RegisterResponse":
@@ -466,7 +469,11 @@ class ChatSession:
         self.ui.show(f"! {failed}: {'; '.join(refusals)}")
 
     def _learn(self, request: dict[str, Any], reply: dict[str, Any]) -> None:
-        """What a reply tells about the groups this person is in."""
+        """What a reply tells about the groups this person is in, and their password."""
+        if reply.get("type") == "PasswordChangeResponse":
+            # Signing in again after a lost key uses the new password.
+            self.password = str(request["new_password"])
+            return
         chatname = reply.get("chatname")
         if not isinstance(chatname, str):
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import json
+import unicodedata
 from typing import Any, Awaitable, Callable, Iterable
 
 from twisted.internet.defer import Deferred, succeed
@@ -100,6 +101,11 @@ def require_stored_messages(ctx: Services, feature: str) -> None:
             NOT_IMPLEMENTED,
             f"{feature} is off: this server keeps no messages ([chat] store_messages = false)",
         )
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether *text* holds a control character (Unicode Cc: NUL, tab, newline, escape...)."""
+    return any(unicodedata.category(char) == "Cc" for char in text)
 
 
 def check_content(ctx: Services, content: str) -> None:

@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred, fail
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
-    contacts, group_settings, groups, history, membership, operators, reports, safety, sending,
-    sessions,
+    account, contacts, group_settings, groups, history, membership, operators, reports, safety,
+    sending, sessions,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
@@ -49,6 +49,8 @@ from chateau.messages import (
     LogoutRequest,
     MessageDeleteRequest,
     MessageEditRequest,
+    PasswordChangeRequest,
+    ProfileRequest,
     RandomMessageRequest,
     RegisterRequest,
     ReportListRequest,
@@ -56,6 +58,8 @@ from chateau.messages import (
     ReportResolveRequest,
     Request,
     ResumeRequest,
+    SessionListRequest,
+    SessionRevokeRequest,
     SettingsRequest,
     UnblockRequest,
     UserBanRequest,
@@ -101,6 +105,10 @@ HANDLERS: dict[type[Request], Handler] = {
     AnnounceRequest: operators.announce,
     UserBanRequest: operators.user_ban,
     UserUnbanRequest: operators.user_unban,
+    PasswordChangeRequest: account.password_change,
+    SessionListRequest: account.session_list,
+    SessionRevokeRequest: account.session_revoke,
+    ProfileRequest: account.profile,
 }
 
 

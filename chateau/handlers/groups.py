@@ -199,11 +199,18 @@ async def group_members(ctx: Services, conn: Connection, request: GroupMembersRe
     user = conn.username
     assert user is not None
     chatname = canonical(request.chatname)
-    members = require_membership(ctx, user, chatname)
+    members = sorted(require_membership(ctx, user, chatname))
     seen = ctx.registry.seen_online
-    return messages.group_members_response(
-        chatname, [{"username": name, "online": seen(name, user)} for name in sorted(members)]
-    )
+    profiles = await ctx.store.devices.profiles(members)
+    entries = []
+    for name in members:
+        found = profiles.get(name)
+        entries.append({
+            "username": name, "online": seen(name, user),
+            "display_name": found.display_name if found else None,
+            "status_text": found.status_text if found else None,
+        })
+    return messages.group_members_response(chatname, entries)
 
 
 async def group_info(ctx: Services, conn: Connection, request: GroupInfoRequest) -> Reply:
@@ -227,6 +234,7 @@ async def group_info(ctx: Services, conn: Connection, request: GroupInfoRequest)
         entry: dict[str, Any] = {
             "username": member.username, "role": member.role,
             "online": seen(member.username, user), "muted": muted,
+            "display_name": member.display_name, "status_text": member.status_text,
         }
         if muted:
             entry["muted_until"] = iso_timestamp(member.muted_until)

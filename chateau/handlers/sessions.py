@@ -4,12 +4,17 @@ requests about the connection itself: HeartbeatRequest, ClientListRequest."""
 from __future__ import annotations
 
 import secrets
+from typing import Any
+
+from twisted.logger import Logger
 
 from chateau import messages
 from chateau.auth import DIRECTORY, Account
 from chateau.connection import Connection
-from chateau.errors import ALREADY_SIGNED_IN, FORBIDDEN, NOT_AUTHENTICATED, ChateauError
-from chateau.handlers.context import Reply, Services
+from chateau.errors import (
+    ALREADY_SIGNED_IN, FORBIDDEN, NOT_AUTHENTICATED, BadRequest, ChateauError,
+)
+from chateau.handlers.context import Reply, Services, has_control_characters
 from chateau.handlers.identity import rename_here
 from chateau.messages import (
     ClientListRequest,
@@ -18,7 +23,10 @@ from chateau.messages import (
     RegisterRequest,
     ResumeRequest,
 )
-from chateau.store.records import hash_session_key
+from chateau.names import check_username
+from chateau.store.records import hash_session_key, new_session_id
+
+_log = Logger()
 
 # A directory account the directory no longer lets in (chateau.deprovisioning).
 DEPROVISIONED_DETAIL = (
@@ -26,18 +34,58 @@ DEPROVISIONED_DETAIL = (
 )
 
 
-async def new_session_key(ctx: Services, conn: Connection, username: str) -> str:
-    """Issue a session key for *username*; only its hash is stored."""
+# The longest client name a sign-in may give (RegisterRequest, ResumeRequest).
+MAX_CLIENT_LENGTH = 64
+# Who the audit log names for a sign-in whose name fails the name rule (what
+# was typed may be a password in the wrong field: it is never recorded).
+INVALID_NAME = "(invalid name)"
+
+
+def client_name(raw: str | None) -> str | None:
+    """The ``client`` of a sign-in, trimmed ("" is none); 400 when too long or with controls."""
+    if raw is None:
+        return None
+    name = raw.strip()
+    if len(name) > MAX_CLIENT_LENGTH:
+        raise BadRequest(f"'client' must be at most {MAX_CLIENT_LENGTH} characters")
+    if has_control_characters(name):
+        raise BadRequest("'client' must not contain control characters")
+    return name or None
+
+
+async def new_session_key(
+    ctx: Services, conn: Connection, username: str, client: str | None = None,
+    audit: dict[str, Any] | None = None,
+) -> tuple[str, str]:
+    """Issue a session key for *username*: the key and its public id.
+
+    Only the key's hash is stored. With *audit* (the detail), the sign-in is
+    recorded in the audit log in the same transaction.
+    """
     key = secrets.token_urlsafe(32)
     key_hash = hash_session_key(key)
+    session_id = new_session_id()
     lifetime = ctx.config.chat.session_lifetime_days * 86400
     # Past [limits] max_sessions_per_user the oldest keys are revoked, and
     # their connections closed by chateau.signout (4001).
     await ctx.store.sessions.create_session(
-        username, key_hash, lifetime, ctx.config.limits.max_sessions_per_user
+        username, key_hash, lifetime, ctx.config.limits.max_sessions_per_user,
+        session_id=session_id, address=conn.address, client_name=client, audit=audit,
     )
     conn.session_key_hash = key_hash
-    return key
+    return key, session_id
+
+
+async def audit_failed_sign_in(
+    ctx: Services, conn: Connection, name: str, reason: str, method: str | None, via: str
+) -> None:
+    """Record a refused sign-in; a failure to record it is logged, never the caller's."""
+    try:
+        await ctx.store.audit.record(
+            name, "sign_in_failed", name, reason, conn.address, method=method, via=via
+        )
+    except Exception:
+        _log.failure("could not record a refused sign-in in the audit log")
 
 
 async def register(ctx: Services, conn: Connection, request: RegisterRequest) -> Reply:
@@ -47,6 +95,7 @@ async def register(ctx: Services, conn: Connection, request: RegisterRequest) ->
         )
     if conn.signing_in:
         raise ChateauError(ALREADY_SIGNED_IN, "a sign-in is already in progress on this connection")
+    client = client_name(request.client)
     conn.signing_in = True
     method = "ldap" if request.auth else "local"
     try:
@@ -57,6 +106,8 @@ async def register(ctx: Services, conn: Connection, request: RegisterRequest) ->
     except ChateauError as refusal:
         result = {429: "throttled", 503: "busy"}.get(refusal.status, "refused")
         ctx.metrics.signins.labels(method, result).inc()
+        tried = check_username(request.username) or INVALID_NAME
+        await audit_failed_sign_in(ctx, conn, tried, refusal.detail, method, "register")
         raise
     finally:
         conn.signing_in = False
@@ -68,11 +119,15 @@ async def register(ctx: Services, conn: Connection, request: RegisterRequest) ->
         await rename_here(ctx, old, new, rename_id)
     if not conn.live:
         return None
-    key = await new_session_key(ctx, conn, account.username)
+    key, session_id = await new_session_key(
+        ctx, conn, account.username, client, {"method": account.method, "via": "register"}
+    )
     admin = await ctx.store.accounts.is_admin(account.username)
     if not conn.live:
         return None
-    reply = messages.register_response_with_key(account.username, key, account.display_name)
+    reply = messages.register_response_with_key(
+        account.username, key, account.display_name, session_id
+    )
     if admin:
         reply["admin"] = True
     reply["msg_id"] = request.msg_id
@@ -86,12 +141,16 @@ async def resume(ctx: Services, conn: Connection, request: ResumeRequest) -> Rep
         raise ChateauError(
             ALREADY_SIGNED_IN, "this connection is already signed in or signing in"
         )
+    client = client_name(request.client)
     conn.signing_in = True
     try:
         key_hash = hash_session_key(request.session_key)
-        user = await ctx.store.sessions.resume_session(key_hash)
+        # Marks the key used now from this address, and records the sign-in
+        # (or its failure) in the audit log, in one transaction.
+        use = await ctx.store.devices.resume(key_hash, conn.address, client)
     finally:
         conn.signing_in = False
+    user = use.user
     if user is None:
         raise ChateauError(
             NOT_AUTHENTICATED, "session key is invalid, expired or revoked: sign in again"
@@ -105,7 +164,7 @@ async def resume(ctx: Services, conn: Connection, request: ResumeRequest) -> Rep
         return None
     conn.session_key_hash = key_hash
     account = Account(user.username, user.auth_method, user.display_name)
-    reply = messages.resume_response(user.username, user.display_name)
+    reply = messages.resume_response(user.username, user.display_name, use.session_id)
     if user.is_admin:
         reply["admin"] = True
     reply["msg_id"] = request.msg_id

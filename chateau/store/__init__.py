@@ -11,7 +11,8 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
 - one module per domain (``accounts``, ``messages``, ``groups``,
   ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
   ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``,
-  ``deprovisioning``, ``identity``, ``group_sync``),
+  ``deprovisioning``, ``identity``, ``group_sync``, ``devices``: a user's
+  own keys, password and profile),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -34,6 +35,7 @@ from chateau.store.announcements import Announcements
 from chateau.store.contacts import Contacts
 from chateau.store.cursors import Cursors
 from chateau.store.deprovisioning import Deprovisioning
+from chateau.store.devices import Devices
 from chateau.store.engine import Engine, Runner
 from chateau.store.errors import StoreUnavailable
 from chateau.store.group_settings import GroupSettings
@@ -92,6 +94,8 @@ class Store:
         self.deprovisioning = Deprovisioning(self.runner)
         self.identity = Identity(self.runner, self.writer)
         self.group_sync = GroupSyncStore(self.runner)
+        # A user's own keys (as devices), password and profile.
+        self.devices = Devices(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

@@ -26,6 +26,7 @@ from chateau.store.records import (
     NameClaim,
     NameCollision,
     UserRecord,
+    new_session_id,
     now_millis,
 )
 from chateau.store.tables import messages, name_collisions, names, sessions, users
@@ -99,10 +100,20 @@ class Sessions:
         self._runner = runner
 
     def create_session(
-        self, username: str, key_hash: str, lifetime: float, most: int | None = None
+        self, username: str, key_hash: str, lifetime: float, most: int | None = None,
+        session_id: str | None = None, address: str | None = None,
+        client_name: str | None = None, audit: dict[str, Any] | None = None,
     ) -> Deferred[int]:
-        """Store a new key; past *most* live keys, the oldest are revoked. How many were."""
-        return self._runner.run(create_session_txn, username, key_hash, lifetime, most)
+        """Store a new key; past *most* live keys, the oldest are revoked. How many were.
+
+        *session_id* is its public name (random when None); *address* and
+        *client_name* where and what it is used from; with *audit* (the
+        detail) the sign-in is recorded in the same transaction.
+        """
+        return self._runner.run(
+            create_session_txn, username, key_hash, lifetime, most, session_id, address,
+            client_name, audit,
+        )
 
     def resume_session(self, key_hash: str) -> Deferred[UserRecord | None]:
         """The account of a live, unexpired key, unless the account is disabled.
@@ -133,6 +144,7 @@ def _user_record(row: Any) -> UserRecord:
         row.username, row.password_hash, row.auth_method, row.display_name,
         bool(row.disabled), int(row.delivered_until), bool(row.is_admin),
         None if row.banned_until is None else int(row.banned_until), row.ban_reason,
+        getattr(row, "status_text", None),
     )
 
 
@@ -390,7 +402,8 @@ def banned_among_txn(connection: Connection, usernames: list[str]) -> list[str]:
 
 def create_session_txn(
     connection: Connection, username: str, key_hash: str, lifetime: float,
-    most: int | None = None,
+    most: int | None = None, session_id: str | None = None, address: str | None = None,
+    client_name: str | None = None, audit: dict[str, Any] | None = None,
 ) -> int:
     now = now_millis()
     connection.execute(
@@ -399,9 +412,13 @@ def create_session_txn(
     connection.execute(
         insert(sessions).values(
             key_hash=key_hash, username=username, created_at=now,
-            expires_at=now + int(lifetime * 1000),
+            expires_at=now + int(lifetime * 1000), id=session_id or new_session_id(),
+            last_used_at=now, address=address[:64] if address else None,
+            client_name=client_name,
         )
     )
+    if audit is not None:
+        record_txn(connection, username, "sign_in", username, "", audit, address)
     if most is None:
         return 0
     # The newest *most* keys stay; older ones are revoked, and the stamp

@@ -26,7 +26,7 @@ from chateau.store.records import (
     NameClaim,
     now_millis,
 )
-from chateau.store.tables import group_members, groups, messages
+from chateau.store.tables import group_members, groups, messages, users
 
 
 class Groups:
@@ -211,10 +211,13 @@ def group_info_txn(connection: Connection, chatname: str) -> GroupInfoRecord | N
         return None
     members = tuple(
         MemberRecord(member.username, member.role, int(member.joined_at),
-                     None if member.muted_until is None else int(member.muted_until))
+                     None if member.muted_until is None else int(member.muted_until),
+                     member.display_name, member.status_text)
         for member in connection.execute(
             select(group_members.c.username, group_members.c.role, group_members.c.joined_at,
-                   group_members.c.muted_until)
+                   group_members.c.muted_until, users.c.display_name, users.c.status_text)
+            .select_from(group_members.outerjoin(
+                users, users.c.username == group_members.c.username))
             .where(group_members.c.chatname == chatname)
             .order_by(group_members.c.joined_at, group_members.c.username)
         )

@@ -8,6 +8,7 @@ see a row or a connection.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,6 +33,11 @@ def direct_chat(first: str, second: str) -> str:
 
 def hash_session_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_session_id() -> str:
+    """A session key's public name (16 hex characters): random, never derived from the key."""
+    return secrets.token_hex(8)
 
 
 def iso_timestamp(millis: int) -> str:
@@ -64,6 +70,8 @@ class UserRecord:
     # A server-wide ban: until when (ms; BAN_FOREVER until unbanned), and why.
     banned_until: int | None = None
     ban_reason: str | None = None
+    # What the user shows next to their name (ProfileRequest).
+    status_text: str | None = None
 
     def ban_refusal(self, now: int | None = None) -> str | None:
         """Why a sign-in is refused now ("banned until ...: reason"), or None.
@@ -171,6 +179,30 @@ class MemberRecord:
     joined_at: int
     # Until when (ms) the member may not send; None when not muted.
     muted_until: int | None
+    # Their profile (ProfileRequest), shown in member lists.
+    display_name: str | None = None
+    status_text: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """One live session key of a user, as SessionListResponse shows it (never the key)."""
+
+    id: str
+    created_at: int
+    last_used_at: int | None
+    address: str | None
+    client_name: str | None
+    # Whether it is the key of the connection that asked.
+    current: bool
+
+
+@dataclass(frozen=True)
+class ProfileRecord:
+    username: str
+    auth_method: str
+    display_name: str | None
+    status_text: str | None
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,8 @@ users = Table(
     Column("directory_checked_at", BigInteger, nullable=True),
     Column("deprovisioned_at", BigInteger, nullable=True),
     Column("deprovision_reason", String(16), nullable=True),
+    # What the user shows next to their name (ProfileRequest); NULL: nothing.
+    Column("status_text", String(140), nullable=True),
     Index("ix_users_revoked_at", "revoked_at"),
     Index("ux_users_directory_id", "directory_id", unique=True),
 )
@@ -203,7 +205,17 @@ sessions = Table(
     Column("username", String(64), ForeignKey("users.username"), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
+    # The key's public name (16 random hex characters, never derived from the
+    # key): SessionListRequest shows it, SessionRevokeRequest takes it.
+    Column("id", String(16), nullable=False),
+    # When the key was last used (ms): set at sign-in and resume, refreshed
+    # while a connection uses it at most every few minutes (chateau.session_use).
+    Column("last_used_at", BigInteger, nullable=True),
+    # Where it was last used from, and what the client called itself.
+    Column("address", String(64), nullable=True),
+    Column("client_name", String(64), nullable=True),
     Index("ix_sessions_username", "username"),
+    Index("ux_sessions_id", "id", unique=True),
 )
 
 # Cluster mode: how far each user has had the messages of each origin node
