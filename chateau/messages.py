@@ -273,6 +273,13 @@ class UserUnbanRequest(Request):
     username: str
 
 
+@dataclass(frozen=True)
+class AccountDeleteRequest(Request):
+    """Erase one's own (local) account; the password says it is really them."""
+
+    password: str
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -315,6 +322,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "AnnounceRequest": AnnounceRequest,
     "UserBanRequest": UserBanRequest,
     "UserUnbanRequest": UserUnbanRequest,
+    "AccountDeleteRequest": AccountDeleteRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -811,6 +819,10 @@ def user_ban_response(username: str, until: str | None) -> dict[str, Any]:
 
 def user_unban_response(username: str) -> dict[str, Any]:
     return {"type": "UserUnbanResponse", "status": 200, "username": username}
+
+
+def account_delete_response() -> dict[str, Any]:
+    return {"type": "AccountDeleteResponse", "status": 200}
 
 
 # A group's system events in words: the content of the stored event, which is

@@ -32,6 +32,7 @@ from chateau.config import Config
 from chateau.delivery import Delivery
 from chateau.handlers.context import Services
 from chateau.handlers.dispatch import Dispatcher
+from chateau.handlers import erasure
 from chateau.handlers.operators import notice_appliers
 from chateau.limits import AddressRates, SignInThrottle
 from chateau.metrics import Metrics
@@ -191,8 +192,10 @@ class Chateau(MultiService):
         self._revocation_check = LoopingCall(self.sign_out.check)
         self._revocation_check.clock = reactor
         # Applies what chateau-admin (or another node) changed for every node:
-        # announcements, messages and groups deleted by an operator.
-        self.notices = NoticeWatch(self.store, notice_appliers(self.context))
+        # announcements, messages and groups deleted by an operator, erased accounts.
+        self.notices = NoticeWatch(
+            self.store, {**notice_appliers(self.context), **erasure.notice_appliers(self.context)}
+        )
         self._notice_check = LoopingCall(self.notices.check)
         self._notice_check.clock = reactor
         self.ports: list[IListeningPort] = []

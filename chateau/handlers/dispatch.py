@@ -16,11 +16,12 @@ from twisted.internet.defer import Deferred, fail
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
-    contacts, group_settings, groups, history, membership, operators, reports, safety, sending,
+    contacts, erasure, group_settings, groups, history, membership, operators, reports, safety, sending,
     sessions,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
+    AccountDeleteRequest,
     AnnounceRequest,
     BlockListRequest,
     BlockRequest,
@@ -101,6 +102,7 @@ HANDLERS: dict[type[Request], Handler] = {
     AnnounceRequest: operators.announce,
     UserBanRequest: operators.user_ban,
     UserUnbanRequest: operators.user_unban,
+    AccountDeleteRequest: erasure.account_delete,
 }
 
 

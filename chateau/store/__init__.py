@@ -10,7 +10,8 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
   ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
-  ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``),
+  ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``,
+  ``erasure``),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -33,6 +34,7 @@ from chateau.store.announcements import Announcements
 from chateau.store.contacts import Contacts
 from chateau.store.cursors import Cursors
 from chateau.store.engine import Engine, Runner
+from chateau.store.erasure import Erasure
 from chateau.store.errors import StoreUnavailable
 from chateau.store.group_settings import GroupSettings
 from chateau.store.groups import Groups
@@ -85,6 +87,7 @@ class Store:
         self.safety = Safety(self.runner)
         self.announcements = Announcements(self.runner)
         self.notices = Notices(self.runner)
+        self.erasure = Erasure(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""
