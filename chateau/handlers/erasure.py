@@ -74,8 +74,14 @@ async def account_delete(ctx: Services, conn: Connection, request: AccountDelete
 async def apply_account_erased(ctx: Services, body: dict[str, Any]) -> None:
     """Forget an erased account on this node (twice is harmless)."""
     username = str(body["username"])
-    for connection in ctx.registry.connections(username):
+    connections = ctx.registry.connections(username)
+    for connection in connections:
         connection.close_for(ACCOUNT_DELETED, ACCOUNT_DELETED_REASON)
+    if connections and ctx.stores_messages:
+        # A message they sent here just before may have been committed after
+        # the erasure: once the writer has committed it, it goes the same way.
+        await ctx.store.writer.drain()
+        await ctx.store.erasure.erase_leftovers(username, ctx.config.chat.erase_messages)
     registry = ctx.registry
     for other in registry.local_users():
         registry.unlink_contacts(other, username)

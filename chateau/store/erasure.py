@@ -89,6 +89,10 @@ class Erasure:
     ) -> Deferred[ErasedAccount | None]:
         return self._runner.run(erase_account_txn, actor, username, mode, held_until, address)
 
+    def erase_leftovers(self, username: str, mode: str) -> Deferred[int]:
+        """Erase what an erased account wrote that was committed after its erasure."""
+        return self._runner.run(erase_leftovers_txn, username, mode)
+
 
 # -- export ---------------------------------------------------------------------
 
@@ -209,6 +213,20 @@ def erase_account_txn(
         "username": username, "groups": [[chat, heir] for chat, heir in left],
     })
     return ErasedAccount(username, mode, left, written, held_until)
+
+
+def erase_leftovers_txn(connection: Connection, username: str, mode: str) -> int:
+    """Messages of an erased *username* that the message writer committed after
+    the erasure (sent just before it): treated as the erasure treated the rest.
+
+    A no-op while the account exists. How many messages it changed.
+    """
+    if connection.execute(select(users.c.username).where(users.c.username == username)).first():
+        return 0
+    _rekey_direct_chats(connection, username)
+    written = _anonymise_messages(connection, username, mode)
+    _anonymise_events(connection, username)
+    return written
 
 
 def _rekey_direct_chats(connection: Connection, username: str) -> None:
