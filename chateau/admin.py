@@ -14,7 +14,8 @@ and are never renamed.
 
 ``user admin|unadmin|ban|unban``, ``message delete``, ``announce`` and
 ``group show|delete`` are the operators' moderation commands
-(chateau.admin_moderation).
+(chateau.admin_moderation); ``user export|erase`` act on a user's data
+(chateau.admin_data).
 
 ``ldap-check USERNAME`` walks through a directory sign-in step by step
 (connect, TLS, search, bind, group) and prints one line per step with OK or
@@ -36,6 +37,7 @@ import sys
 import unicodedata
 from typing import Any, Callable, Sequence
 
+from chateau.admin_data import add_data_commands
 from chateau.admin_reports import add_reports_commands
 from chateau.admin_moderation import add_moderation_commands
 from chateau.admin_sync import add_sync_command
@@ -455,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upgrade.set_defaults(handler=_db_command)
     add_moderation_commands(commands, actions, common, _on_prepared_database)
+    add_data_commands(actions, common, _on_prepared_database)
     return parser
 
 

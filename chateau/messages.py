@@ -300,6 +300,13 @@ class ProfileRequest(Request):
     status_text: str | None = None
 
 
+@dataclass(frozen=True)
+class AccountDeleteRequest(Request):
+    """Erase one's own (local) account; the password says it is really them."""
+
+    password: str
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -346,6 +353,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "SessionListRequest": SessionListRequest,
     "SessionRevokeRequest": SessionRevokeRequest,
     "ProfileRequest": ProfileRequest,
+    "AccountDeleteRequest": AccountDeleteRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -871,6 +879,10 @@ def profile_response(
 
 def user_unban_response(username: str) -> dict[str, Any]:
     return {"type": "UserUnbanResponse", "status": 200, "username": username}
+
+
+def account_delete_response() -> dict[str, Any]:
+    return {"type": "AccountDeleteResponse", "status": 200}
 
 
 # A group's system events in words: the content of the stored event, which is

@@ -54,6 +54,12 @@ _CHATNAME = re.compile(r"[\w.\-]+(?: [\w.\-]+)*")
 # user or group name can contain.
 RANDOM_PREFIX = "~"
 
+# The sender (and direct-message recipient) of what an erased account wrote
+# (chateau.store.erasure): parentheses and the space pass neither the
+# username nor the chatname rule, so no account or group can ever be called
+# this, now or later. Clients show it as "deleted user".
+DELETED_USER = "(deleted user)"
+
 # The directional marks the confusables data carries around right-to-left
 # characters (they come from the comments of Unicode's confusables.txt).
 _DIRECTION_MARKS = str.maketrans("", "", "\u200e\u200f")

@@ -33,6 +33,7 @@ from chateau.delivery import Delivery
 from chateau.deprovisioning import Deprovisioner
 from chateau.handlers.context import Services
 from chateau.handlers.dispatch import Dispatcher
+from chateau.handlers import erasure
 from chateau.handlers.operators import notice_appliers
 from chateau.handlers.synced_groups import apply_synced_notice
 from chateau.group_sync import GroupSync
@@ -216,10 +217,11 @@ class Chateau(MultiService):
         self._session_touch = LoopingCall(self.session_use.touch)
         self._session_touch.clock = reactor
         # Applies what chateau-admin (or another node) changed for every node:
-        # announcements, messages and groups deleted by an operator.
+        # announcements, messages and groups deleted by an operator, erased accounts.
         context = self.context
         self.notices = NoticeWatch(self.store, {
             **notice_appliers(context),
+            **erasure.notice_appliers(context),
             # What chateau-admin ldap-sync changed (chateau.handlers.synced_groups).
             "group_synced": lambda body: apply_synced_notice(context, body),
         })

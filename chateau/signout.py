@@ -36,6 +36,11 @@ SIGNED_OUT_REASON = "signed out: sign in again"
 # signing in again is refused with the ban's end and reason.
 BANNED = 4003
 BANNED_REASON = "banned"
+# The close code of an erased account's connections (AccountDeleteRequest,
+# chateau-admin user erase), on every node: the account is gone, so
+# clients must not offer to sign in again with its key.
+ACCOUNT_DELETED = 4005
+ACCOUNT_DELETED_REASON = "account deleted"
 
 
 class SignOut:

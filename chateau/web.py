@@ -1,5 +1,5 @@
 """The HTTP side of the port: the WebSocket at ``/ws``, ``/api/users/``,
-``/health``, ``/metrics``, and the web client's files at ``/``."""
+``/api/me/export``, ``/health``, ``/metrics``, and the web client's files at ``/``."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from chateau.backplane import Backplane
+from chateau.export import ExportProducer, export_chunks
 from chateau.httplimits import HTTPLimits, LimitedSite
 from chateau.metrics import Metrics
 from chateau.names import check_username
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
 from chateau.store import Store
-from chateau.store.records import hash_session_key
+from chateau.store.records import UserRecord, hash_session_key, iso_timestamp, now_millis
 from chateau.webclient import STATIC_DIR
 
 # The web client's Content-Security-Policy, around its connect-src sources.
@@ -113,6 +114,101 @@ def web_client_root(directory: str = STATIC_DIR) -> Resource:
     return root
 
 
+async def session_user(store: Store, request: Request) -> UserRecord | None:
+    """The account of the request's live session key (``Authorization: Bearer
+    KEY``, checked on the store's pool), or None."""
+    header = request.getHeader(b"authorization") or b""
+    scheme, _, key = header.partition(b" ")
+    key = key.strip()
+    # Session keys are 43 URL-safe characters; anything else is no key.
+    if scheme.lower() != b"bearer" or not 0 < len(key) <= 256:
+        return None
+    try:
+        text = key.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return await store.sessions.resume_session(hash_session_key(text))
+
+
+def _unauthorised(request: Request) -> bytes:
+    request.setResponseCode(401)
+    request.setHeader(b"www-authenticate", b'Bearer realm="chateau"')
+    return json.dumps({
+        "status": 401,
+        "detail": "sign in first: send your session key as Authorization: Bearer KEY",
+    }).encode()
+
+
+class ExportResource(Resource):
+    """``GET /api/me/export``: everything stored about the signed-in user, as
+    one JSON document (docs/accounts.md), streamed.
+
+    The request carries a live session key (``Authorization: Bearer KEY``);
+    401 otherwise. The document is written by chateau.export's producer,
+    a page of messages at a time as the client takes it. Each export is
+    audited (``export``).
+    """
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self._store = store
+
+    def render_GET(self, request: Request) -> Any:
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        if request.postpath not in ([], [b""]):
+            request.setResponseCode(404)
+            return json.dumps({"status": 404, "detail": "use /api/me/export"}).encode()
+        ensureDeferred(self._render(request))
+        return NOT_DONE_YET
+
+    async def _render(self, request: Request) -> None:
+        try:
+            user = await session_user(self._store, request)
+            head = None if user is None else await self._store.erasure.export_head(user.username)
+            if head is not None:
+                address = getattr(request.getClientAddress(), "host", None)
+                await self._store.audit.record(
+                    head.account["username"], "export", head.account["username"],
+                    address=address, via="http",
+                )
+        except Exception:
+            self._log.failure("export failed")
+            request.setResponseCode(503)
+            UserResource._finish(request, {"status": 503, "detail": "the database is unavailable"})
+            return
+        if request.finished or request._disconnected:
+            return
+        if head is None:
+            request.write(_unauthorised(request))
+            request.finish()
+            return
+        username = head.account["username"]
+        request.setHeader(
+            b"content-disposition",
+            f'attachment; filename="chateau-export-{username}.json"'.encode(),
+        )
+        producer = ExportProducer(
+            request, export_chunks(head, iso_timestamp(now_millis())),
+            lambda after, limit: self._store.erasure.export_messages(username, after, limit),
+        )
+        request.notifyFinish().addErrback(lambda _: producer.stopProducing())
+        try:
+            complete = await producer.start()
+        except Exception:
+            # The status is sent: cut the document short, so that it does not parse.
+            self._log.failure("export of {username} failed midway", username=username)
+            channel = request.channel
+            if channel is not None and channel.transport is not None:
+                channel.transport.abortConnection()
+            return
+        if complete and not request.finished and not request._disconnected:
+            request.finish()
+
+
 class UserResource(Resource):
     """``GET /api/users/{username}``: profile and presence, as JSON.
 
@@ -146,17 +242,7 @@ class UserResource(Resource):
         Without a live session key only a public lookup is allowed, and it
         shows presence only of users who show it to everyone.
         """
-        header = request.getHeader(b"authorization") or b""
-        scheme, _, key = header.partition(b" ")
-        key = key.strip()
-        # Session keys are 43 URL-safe characters; anything else is no key.
-        if scheme.lower() != b"bearer" or not 0 < len(key) <= 256:
-            return self._public, None
-        try:
-            text = key.decode("ascii")
-        except UnicodeDecodeError:
-            return self._public, None
-        user = await self._store.sessions.resume_session(hash_session_key(text))
+        user = await session_user(self._store, request)
         if user is None:
             return self._public, None
         return True, user.username
@@ -178,12 +264,7 @@ class UserResource(Resource):
         try:
             allowed, viewer = await self._viewer(request)
             if not allowed:
-                request.setResponseCode(401)
-                request.setHeader(b"www-authenticate", b'Bearer realm="chateau"')
-                body = {
-                    "status": 401,
-                    "detail": "sign in first: send your session key as Authorization: Bearer KEY",
-                }
+                body = json.loads(_unauthorised(request))
                 self._finish(request, body)
                 return
             user = await self._store.accounts.get_user(username) if username else None
@@ -282,6 +363,9 @@ def make_site(
     api.putChild(
         b"users", UserResource(store, registry, factory.config.server.public_user_lookup)
     )
+    me = Resource()
+    me.putChild(b"export", ExportResource(store))
+    api.putChild(b"me", me)
     root.putChild(b"api", api)
     root.putChild(b"ws", WebSocketResource(factory))
     # The HTTP side of the opening handshake gets the same time limit as the

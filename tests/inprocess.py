@@ -34,6 +34,7 @@ from chateau.delivery import Delivery
 from chateau.errors import ChateauError
 from chateau.handlers.context import Services
 from chateau.handlers.dispatch import Dispatcher
+from chateau.handlers import erasure
 from chateau.handlers.operators import notice_appliers
 from chateau.limits import SignInThrottle
 from chateau.messages import Request
@@ -267,7 +268,9 @@ class InProcessChat:
             announcer=Announcer(self.registry, self.store, self.delivery),
         )
         # Changes made in the database by chateau-admin (tests call check()).
-        self.notices = NoticeWatch(self.store, notice_appliers(self.services))
+        self.notices = NoticeWatch(
+            self.store, {**notice_appliers(self.services), **erasure.notice_appliers(self.services)}
+        )
         self.dispatcher = Dispatcher(self.services)
         self.connections: list[FakeConnection] = []
         self.metrics.watch(

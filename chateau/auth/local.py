@@ -27,6 +27,7 @@ from chateau.errors import CONFLICT, FORBIDDEN, TOO_MANY_REQUESTS, UNAVAILABLE, 
 from chateau.limits import AddressRates
 from chateau.names import USERNAME_RULE, check_new_username, check_username
 from chateau.store import Store
+from chateau.store.records import iso_timestamp
 from chateau.threads import in_thread_with_deadline, run_in_background_priority
 
 T = TypeVar("T")
@@ -203,6 +204,12 @@ class LocalChecker:
             # Someone took the name meanwhile (or it is a group): check as usual.
             account = await self._store.accounts.get_user(username)
             if account is None:
+                held = await self._store.accounts.held_until(username)
+                if held is not None:
+                    raise LoginFailed(
+                        f"authentication failed: the name {username!r} is reserved until "
+                        f"{iso_timestamp(held)}; please choose another name"
+                    )
                 raise LoginFailed(f"authentication failed: {username!r} is a group name")
         if account is not None and account.auth_method != LOCAL:
             raise LoginFailed(

@@ -37,6 +37,7 @@ EXIT_SERVER_ERROR = 4
 # whose user was banned from the server (docs/protocol.md).
 SIGNED_OUT = 4001
 BANNED = 4003
+ACCOUNT_DELETED = 4005
 # Replies to table commands after which the next of their requests is tried.
 TRY_NEXT = (400, 404)
 
@@ -314,6 +315,12 @@ class ChatSession:
                 + ": your password was changed, your account disabled, or you signed in "
                 "elsewhere too often; start the client again to sign in"
             )
+            self._finish(EXIT_SIGN_IN)
+            return
+        if code == ACCOUNT_DELETED:
+            # The account was erased: there is nothing to sign in to any more.
+            self.session_key = None
+            self.ui.show("! the server closed the connection: your account was deleted")
             self._finish(EXIT_SIGN_IN)
             return
         if code == BANNED:

@@ -16,11 +16,12 @@ from twisted.internet.defer import Deferred, fail
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
-    account, contacts, group_settings, groups, history, membership, operators, reports, safety,
-    sending, sessions,
+    account, contacts, erasure, group_settings, groups, history, membership, operators, reports,
+    safety, sending, sessions,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
+    AccountDeleteRequest,
     AnnounceRequest,
     BlockListRequest,
     BlockRequest,
@@ -109,6 +110,7 @@ HANDLERS: dict[type[Request], Handler] = {
     SessionListRequest: account.session_list,
     SessionRevokeRequest: account.session_revoke,
     ProfileRequest: account.profile,
+    AccountDeleteRequest: erasure.account_delete,
 }
 
 

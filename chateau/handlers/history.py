@@ -17,7 +17,7 @@ from chateau.handlers.context import (
     require_stored_messages,
 )
 from chateau.messages import HistoryRequest, MessageDeleteRequest, MessageEditRequest
-from chateau.names import canonical
+from chateau.names import DELETED_USER, canonical
 from chateau.store.records import MessageRecord, direct_chat
 
 MAX_HISTORY = 100
@@ -33,7 +33,9 @@ async def history(ctx: Services, conn: Connection, request: HistoryRequest) -> R
         raise BadRequest(f"HistoryRequest: 'limit' must be between 1 and {MAX_HISTORY}")
     if request.user is not None:
         other = lookup(request.user)
-        if not ctx.registry.is_online(other) and not await ctx.store.accounts.user_exists(other):
+        # DELETED_USER: the conversations of erased accounts (chateau.store.erasure).
+        if other != DELETED_USER and not ctx.registry.is_online(other) \
+                and not await ctx.store.accounts.user_exists(other):
             raise ChateauError(NOT_FOUND, f"no such user: {request.user!r}")
         key, name, chat_key = "user", other, direct_chat(user, other)
     else:

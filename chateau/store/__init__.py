@@ -12,7 +12,7 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
   ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``,
   ``deprovisioning``, ``identity``, ``group_sync``, ``devices``: a user's
-  own keys, password and profile),
+  own keys, password and profile, ``erasure``),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -37,6 +37,7 @@ from chateau.store.cursors import Cursors
 from chateau.store.deprovisioning import Deprovisioning
 from chateau.store.devices import Devices
 from chateau.store.engine import Engine, Runner
+from chateau.store.erasure import Erasure
 from chateau.store.errors import StoreUnavailable
 from chateau.store.group_settings import GroupSettings
 from chateau.store.group_sync import GroupSyncStore
@@ -96,6 +97,7 @@ class Store:
         self.group_sync = GroupSyncStore(self.runner)
         # A user's own keys (as devices), password and profile.
         self.devices = Devices(self.runner)
+        self.erasure = Erasure(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

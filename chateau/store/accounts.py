@@ -88,6 +88,10 @@ class Accounts:
         there is no such user."""
         return self._runner.run(unban_user_txn, actor, username)
 
+    def held_until(self, name: str) -> Deferred[int | None]:
+        """Until when (ms) *name* is held (an erased or renamed account's), or None."""
+        return self._runner.run(held_until_txn, name)
+
     def banned_among(self, usernames: Iterable[str]) -> Deferred[list[str]]:
         """Those of *usernames* under a server-wide ban now."""
         return self._runner.run(banned_among_txn, list(usernames))
@@ -202,6 +206,13 @@ def name_in_the_way_txn(connection: Connection, name: str, shape: str) -> str:
         select(names.c.name).where(names.c.skeleton == shape)
     ).scalar()
     return holder or name
+
+
+def held_until_txn(connection: Connection, name: str) -> int | None:
+    until = connection.execute(
+        select(names.c.held_until).where((names.c.name == name) & (names.c.kind == "held"))
+    ).scalar()
+    return None if until is None else int(until)
 
 
 def confusable_holder_txn(connection: Connection, name: str) -> str | None:

@@ -90,6 +90,12 @@ def save_cursors_txn(connection: Connection, rows: list[tuple[str, Any, int]]) -
     for value, usernames in plain.items():
         set_delivered_until_txn(connection, usernames, value)
     if named:
+        # An account erased while its connection closed has no row to point at.
+        existing = set(connection.execute(
+            select(users.c.username).where(users.c.username.in_({row[0] for row in named}))
+        ).scalars())
+        named = [row for row in named if row[0] in existing]
+    if named:
         _upsert_cursors(connection, named)
 
 
