@@ -14,7 +14,10 @@ and are never renamed.
 
 ``user admin|unadmin|ban|unban``, ``message delete``, ``announce`` and
 ``group show|delete`` are the operators' moderation commands
-(chateau.admin_moderation).
+(chateau.admin_moderation); ``audit`` reads the audit log and ``purge``
+runs the retention purge once (chateau.admin_audit). Every command that
+changes something records it in the audit log, with the actor ``cli:`` +
+the operator's login name.
 
 ``ldap-check USERNAME`` walks through a directory sign-in step by step
 (connect, TLS, search, bind, group) and prints one line per step with OK or
@@ -32,6 +35,7 @@ import sys
 import unicodedata
 from typing import Any, Callable, Sequence
 
+from chateau.admin_audit import add_audit_commands
 from chateau.admin_reports import add_reports_commands
 from chateau.admin_moderation import add_moderation_commands
 from chateau.config import Config, check_ldap, load_config
@@ -418,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upgrade.set_defaults(handler=_db_command)
     add_moderation_commands(commands, actions, common, _on_prepared_database)
+    add_audit_commands(commands, common, _on_prepared_database)
     return parser
 
 

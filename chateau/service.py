@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import sys
 from typing import Any
 
@@ -38,6 +39,7 @@ from chateau.metrics import Metrics
 from chateau.notices import NoticeWatch
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
+from chateau.retention import RetentionPurge
 from chateau.signout import SignOut
 from chateau.store import Store
 from chateau.store.engine import in_transaction, make_engine, pool_size_for, redacted_url
@@ -195,6 +197,11 @@ class Chateau(MultiService):
         self.notices = NoticeWatch(self.store, notice_appliers(self.context))
         self._notice_check = LoopingCall(self.notices.check)
         self._notice_check.clock = reactor
+        # Deletes messages past their chat's retention and old audit rows,
+        # daily, on one node of a cluster at a time (chateau.retention).
+        self.retention = RetentionPurge(
+            config.chat, self.store, reactor, self.node or socket.gethostname()
+        )
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -249,6 +256,7 @@ class Chateau(MultiService):
         await self.sign_out.start()
         self._revocation_check.start(self.config.chat.revocation_check_interval, now=False)
         self._notice_check.start(self.config.chat.revocation_check_interval, now=False)
+        self.retention.start()
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
             # before the database goes.
@@ -296,6 +304,7 @@ class Chateau(MultiService):
             self._revocation_check.stop()
         if self._notice_check.running:
             self._notice_check.stop()
+        self.retention.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()

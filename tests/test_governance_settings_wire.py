@@ -38,7 +38,8 @@ async def test_update_topic_settings_and_the_directory_over_the_wire(server):
     assert reply == {"type": "GroupUpdateResponse", "status": 200, "chatname": "chess",
                      "topic": "Blitz on Tuesdays", "msg_id": 1,
                      "settings": {"join": "open", "visibility": "public",
-                                  "who_can_add": "admins", "who_can_send": "everyone"}}
+                                  "who_can_add": "admins", "who_can_send": "everyone",
+                                  "retention_days": None}}
     topic = without_stamp(await bob.expect("GroupEventRecv", event="topic"))
     assert topic == {"type": "GroupEventRecv", "status": 200, "chatname": "chess",
                      "event": "topic", "user": "alice", "by": "alice",

@@ -10,7 +10,8 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
 - ``writer``: the single thread that commits chat messages in batches;
 - one module per domain (``accounts``, ``messages``, ``groups``,
   ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
-  ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``),
+  ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``,
+  ``retention``),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -41,6 +42,7 @@ from chateau.store.membership import Membership
 from chateau.store.messages import Messages, add_messages_txn
 from chateau.store.audit import Audit
 from chateau.store.reports import Reports
+from chateau.store.retention import Retention
 from chateau.store.safety import Safety
 from chateau.store.notices import Notices
 from chateau.store.writer import MessageWriter
@@ -85,6 +87,7 @@ class Store:
         self.safety = Safety(self.runner)
         self.announcements = Announcements(self.runner)
         self.notices = Notices(self.runner)
+        self.retention = Retention(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

@@ -221,7 +221,7 @@ def group_info_txn(connection: Connection, chatname: str) -> GroupInfoRecord | N
     )
     return GroupInfoRecord(
         row.chatname, row.creator, int(row.created_at), row.topic, row.join_rule,
-        row.visibility, row.who_can_add, row.who_can_send, members,
+        row.visibility, row.who_can_add, row.who_can_send, members, row.retention_days,
     )
 
 

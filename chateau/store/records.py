@@ -178,6 +178,8 @@ class GroupInfoRecord:
     who_can_send: str
     # Oldest member first.
     members: tuple[MemberRecord, ...]
+    # Days its messages are kept (0: forever); None: the server's retention.
+    retention_days: int | None = None
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,9 @@ groups = Table(
     Column("visibility", String(8), nullable=False, server_default="private"),
     Column("who_can_add", String(8), nullable=False, server_default="admins"),
     Column("who_can_send", String(8), nullable=False, server_default="everyone"),
+    # Days its messages are kept (0: forever); NULL: the server's [chat]
+    # retention_days (chateau.retention purges them daily).
+    Column("retention_days", Integer, nullable=True),
     # Groups are never deleted, so the groups a user created in the last
     # hour are counted here ([limits] groups_created_per_hour).
     Index("ix_groups_creator_created_at", "creator", "created_at"),
@@ -207,6 +210,17 @@ cluster_nodes = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("first_seen", BigInteger, nullable=False),
+)
+
+# Periodic jobs only one node of a cluster runs at a time (the daily
+# retention purge): a node runs one after claiming its row, when the last
+# run started long enough ago (chateau.store.retention.claim_run_txn).
+scheduled_runs = Table(
+    "scheduled_runs",
+    metadata,
+    Column("job", String(32), primary_key=True),
+    Column("started_at", BigInteger, nullable=False),
+    Column("node", String(64), nullable=True),
 )
 
 # One row per pair of users: pending until the addressee accepts.
