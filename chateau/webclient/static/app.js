@@ -506,7 +506,7 @@
     renamed: (e) => `${e.by} renamed the group from ${e.old_name} to ${e.new_name}`,
     topic: (e) => (e.topic ? `${e.by} set the topic: ${e.topic}` : `${e.by} cleared the topic`),
     settings: (e) => `${e.by} changed the group's settings` + (e.settings && typeof e.settings === "object"
-      ? ` (${Object.entries(e.settings).map(([key, value]) => `${key}: ${value}`).join(", ")})` : ""),
+      ? ` (${Object.entries(e.settings).map(([key, value]) => `${key}: ${value === null ? "default" : value}`).join(", ")})` : ""),
   };
 
   function eventWords(event, fallback) {
