@@ -81,12 +81,15 @@ class PurgeReport:
 
 async def purge_once(
     run: Run, chat: ChatConfig, now: int, batch: int = BATCH, dry_run: bool = False,
+    going_on: Callable[[], bool] = lambda: True,
 ) -> PurgeReport:
     """Delete every message past its chat's retention, then old audit rows, batch by batch.
 
     Groups with their own retention first (each read through its chat's
     index), then every other chat at the server's. With *dry_run* nothing
-    is deleted and the report says what would be.
+    is deleted and the report says what would be. Between batches it stops
+    early when *going_on* says no (the server is stopping): what is left
+    waits for the next run.
     """
     plan: PurgePlan = await run(plan_txn, chat.retention_days, now)
     passes: list[str | None] = sorted(plan.own)
@@ -96,7 +99,7 @@ async def purge_once(
     per_chat: dict[str, int] = {}
     for which in passes:
         after = 0
-        while True:
+        while going_on():
             done: PurgedBatch = await run(purge_batch_txn, plan, which, after, batch, dry_run)
             removed += done.removed
             for name, count in done.chats.items():
@@ -110,7 +113,7 @@ async def purge_once(
         if dry_run:
             audit_removed = await run(audit_older_txn, audit_before)
         else:
-            while True:
+            while going_on():
                 gone = await run(purge_audit_txn, audit_before, batch)
                 audit_removed += gone
                 if gone < batch:
@@ -135,6 +138,9 @@ class RetentionPurge:
         self._loop = LoopingCall(self.run)
         self._loop.clock = clock
         self._first: IDelayedCall | None = None
+        self._stopping = False
+        # The run in progress, if any: stop() waits for its current batch.
+        self._current: Deferred[PurgeReport | None] | None = None
 
     def now(self) -> int:
         """Milliseconds since the epoch, by this service's clock."""
@@ -147,16 +153,38 @@ class RetentionPurge:
         self._first = None
         self._loop.start(INTERVAL, now=True)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """Stop the loop; fires once a run in progress has finished its current batch."""
+        self._stopping = True
         if self._first is not None and self._first.active():
             self._first.cancel()
         self._first = None
         if self._loop.running:
             self._loop.stop()
+        waiting: Deferred[None] = Deferred()
+        if self._current is None:
+            waiting.callback(None)
+        else:
+
+            def release(result: Any) -> Any:
+                waiting.callback(None)
+                return result
+
+            self._current.addBoth(release)
+        return waiting
 
     def run(self) -> Deferred[PurgeReport | None]:
         """One daily run: claim it, purge, log and audit. Never fails (failures are logged)."""
-        return ensureDeferred(self._run())
+        current = ensureDeferred(self._run())
+        if not current.called:
+            self._current = current
+
+            def done(result: PurgeReport | None) -> PurgeReport | None:
+                self._current = None
+                return result
+
+            current.addBoth(done)
+        return current
 
     async def _run(self) -> PurgeReport | None:
         now = self.now()
@@ -165,7 +193,8 @@ class RetentionPurge:
                 self.log.info("retention purge: another node ran it in the last day; skipped")
                 return None
             started = self._clock.seconds()
-            report = await purge_once(self._store.runner.run, self._chat, now, self._batch)
+            report = await purge_once(self._store.runner.run, self._chat, now, self._batch,
+                                      going_on=lambda: not self._stopping)
             self.log.info(
                 "retention purge: removed {removed} message(s) from {chats} chat(s) and "
                 "{audit_removed} audit row(s) in {seconds:.1f} s",

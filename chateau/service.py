@@ -304,7 +304,7 @@ class Chateau(MultiService):
             self._revocation_check.stop()
         if self._notice_check.running:
             self._notice_check.stop()
-        self.retention.stop()
+        retention_stopped = self.retention.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()
@@ -312,6 +312,8 @@ class Chateau(MultiService):
         if closing:
             self._log.info("closing {count} connections", count=closing)
         await self.store.writer.drain()
+        # A purge in progress ends after its current batch.
+        await retention_stopped
         deadline = self.reactor.seconds() + SHUTDOWN_GRACE
         while self.factory.connections and self.reactor.seconds() < deadline:
             await deferLater(self.reactor, 0.05, lambda: None)

@@ -250,6 +250,65 @@ def test_a_failing_run_is_logged_and_the_loop_goes_on(engine):
     purge_.stop()
 
 
+class SteppedStore(BlockingStore):
+    """BlockingStore whose transactions run only when the test says (a slow database)."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.pending: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+
+    def run(self, txn, *args):
+        waiting: Deferred[Any] = Deferred()
+        self.pending.append((waiting, txn, args))
+        return waiting
+
+    def step(self) -> None:
+        waiting, txn, args = self.pending.pop(0)
+        waiting.callback(in_transaction(self.engine, txn, *args))
+
+
+def test_stopping_ends_a_purge_after_its_current_batch(engine):
+    populate(engine)
+    store = SteppedStore(engine)
+    clock = task.Clock()
+    clock.advance(NOW / 1000)
+    purge_ = RetentionPurge(ChatConfig(retention_days=30), store, clock, "n", batch=2)
+    finished = purge_.run()
+    for _ in range(3):  # the claim, the plan, the first batch ("longer": 2 rows)
+        store.step()
+    assert not finished.called
+    stopped = purge_.stop()
+    assert not stopped.called
+    store.step()  # the batch under way when told to stop ("longer" has no more)
+    store.step()  # the audit row of what went
+    assert stopped.called and finished.called
+    assert finished.result.per_chat == {"longer": 2} and not store.pending
+    left = remaining(engine)
+    assert left["longer"] == [50, 20, 5, 1]
+    # The rest waits for the next run.
+    assert left["shorter"][0] == 400 and left["plain"][0] == 400
+
+
+def test_nodes_claiming_at_the_same_moment_get_one_run(engine):
+    """Several threads (as several nodes) claim at once: exactly one wins."""
+    import threading
+
+    results: list[bool] = []
+    start = threading.Barrier(4)
+
+    def claim(node: str) -> None:
+        start.wait()
+        results.append(in_transaction(engine, claim_run_txn, "retention", node, NOW,
+                                      CLAIM_GAP_MS))
+
+    threads = [threading.Thread(target=claim, args=(f"node-{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [False, False, False, True]
+
+
 # -- over the wire ---------------------------------------------------------------
 
 async def make_group(creator, chatname: str, *members: str) -> None:
