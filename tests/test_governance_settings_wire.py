@@ -168,4 +168,13 @@ async def test_a_rename_on_one_node_holds_on_the_other(two_nodes):
     await bob.expect("GroupMessageRecv", chatname="lounge", content="hello again")
     page = await bob.request({"type": "HistoryRequest", "chatname": "lounge"})
     assert "hello from n2" in [m["content"] for m in page["messages"]]
+    # The group's retention, set on n1, is the group's on n2 (the database holds it).
+    reply = await alice.request({"type": "GroupUpdateRequest", "chatname": "lounge",
+                                 "retention_days": 7})
+    assert reply["status"] == 200 and reply["settings"]["retention_days"] == 7, reply
+    for member in (bob, carol):
+        event = await member.expect("GroupEventRecv", event="settings", chatname="lounge")
+        assert event["settings"] == {"retention_days": 7}
+    info = await carol.request({"type": "GroupInfoRequest", "chatname": "lounge"})
+    assert info["settings"]["retention_days"] == 7
     await cluster.close()

@@ -8,14 +8,12 @@ loop on ``task.Clock``, and over real sockets: GroupUpdateRequest's
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 from typing import Any, Callable
 
 import pytest
 from sqlalchemy import func, insert, select, text
 from twisted.internet import task
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
