@@ -6,11 +6,14 @@ thread with :func:`~chateau.store.engine.in_transaction` and built from the
 store's own account functions (chateau.store.accounts), so the rules and
 the SQL are the server's. Revoking an account's keys stamps it, and every
 running server closes its connections within ``[chat]
-revocation_check_interval`` seconds (see chateau.signout).
+revocation_check_interval`` seconds (see chateau.signout). Each change is
+recorded in the audit log in its transaction, with the actor ``cli:`` + the
+operator's login name (:func:`cli_actor`) unless another is given.
 """
 
 from __future__ import annotations
 
+import getpass
 import secrets
 from dataclasses import dataclass
 
@@ -19,6 +22,7 @@ import bcrypt
 from chateau.auth import LOCAL
 from chateau.auth.passwords import PasswordProblem, password_problem
 from chateau.names import USERNAME_RULE, check_new_username, check_username
+from chateau.store.audit import record_txn
 from chateau.store.accounts import (
     create_user_txn,
     get_user_txn,
@@ -37,12 +41,17 @@ from chateau.store.invites import (
     list_invites_txn,
     revoke_invite_txn,
 )
-from chateau.store.records import InviteRecord, NameCollision, now_millis
+from chateau.store.records import InviteRecord, NameClaim, NameCollision, now_millis
 from chateau.store.migrate import upgrade_to_head
 
 
 class AdminError(Exception):
     """The operation cannot be done; the message says why."""
+
+
+def cli_actor() -> str:
+    """Who the audit log records for a command-line action: ``cli:`` + the login name."""
+    return "cli:" + getpass.getuser()
 
 
 @dataclass(frozen=True)
@@ -72,12 +81,22 @@ def hash_password(password: str, cost: int) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
 
 
-def add_user(engine: Engine, raw: str, password: str, cost: int) -> str:
+def add_user(
+    engine: Engine, raw: str, password: str, cost: int, actor: str | None = None,
+) -> str:
     username = check_new_username(raw)
     if username is None:
         raise AdminError(f"invalid username {raw!r}: {USERNAME_RULE}")
     hashed = hash_password(password, cost)
-    claim = in_transaction(engine, create_user_txn, username, hashed, LOCAL, None)
+
+    def txn(connection: Connection) -> NameClaim:
+        claim = create_user_txn(connection, username, hashed, LOCAL, None)
+        if claim:
+            record_txn(connection, actor or cli_actor(), "user_add", username, "",
+                       {"method": LOCAL})
+        return claim
+
+    claim = in_transaction(engine, txn)
     if claim.confusable:
         raise AdminError(f"{username!r} looks like the existing name {claim.blocked_by!r}")
     if not claim:
@@ -85,7 +104,9 @@ def add_user(engine: Engine, raw: str, password: str, cost: int) -> str:
     return username
 
 
-def set_password(engine: Engine, raw: str, password: str, cost: int) -> int:
+def set_password(
+    engine: Engine, raw: str, password: str, cost: int, actor: str | None = None,
+) -> int:
     """Reset a local account's password; every session key is revoked. How many were."""
     username = _username(raw)
     hashed = hash_password(password, cost)
@@ -97,12 +118,17 @@ def set_password(engine: Engine, raw: str, password: str, cost: int) -> int:
         if user.auth_method != LOCAL:
             raise AdminError(f"{username!r} is a directory account: change it in the directory")
         set_password_hash_txn(connection, username, hashed)
-        return revoke_all_sessions_txn(connection, username)
+        revoked = revoke_all_sessions_txn(connection, username)
+        record_txn(connection, actor or cli_actor(), "password_reset", username, "",
+                   {"sessions_revoked": revoked})
+        return revoked
 
     return in_transaction(engine, txn)
 
 
-def set_disabled(engine: Engine, raw: str, disabled: bool = True) -> int:
+def set_disabled(
+    engine: Engine, raw: str, disabled: bool = True, actor: str | None = None,
+) -> int:
     """Disable (or enable) an account; disabling revokes every session key."""
     username = _username(raw)
 
@@ -110,7 +136,10 @@ def set_disabled(engine: Engine, raw: str, disabled: bool = True) -> int:
         if get_user_txn(connection, username) is None:
             raise AdminError(f"no such user: {username!r}")
         set_disabled_txn(connection, username, disabled)
-        return revoke_all_sessions_txn(connection, username) if disabled else 0
+        revoked = revoke_all_sessions_txn(connection, username) if disabled else 0
+        record_txn(connection, actor or cli_actor(), "user_disable" if disabled else "user_enable",
+                   username, "", {"sessions_revoked": revoked} if disabled else {})
+        return revoked
 
     return in_transaction(engine, txn)
 
@@ -128,7 +157,9 @@ def list_users(engine: Engine) -> list[UserSummary]:
     return in_transaction(engine, txn)
 
 
-def create_invite(engine: Engine, uses: int = 1, hours: float | None = None) -> tuple[int, str]:
+def create_invite(
+    engine: Engine, uses: int = 1, hours: float | None = None, actor: str | None = None,
+) -> tuple[int, str]:
     """A new invite code (128 random bits) for *uses* accounts, expiring after *hours*.
 
     Returns its id and the code; only the code's hash is stored, so this is
@@ -140,7 +171,15 @@ def create_invite(engine: Engine, uses: int = 1, hours: float | None = None) -> 
         raise AdminError("--hours must be more than 0")
     code = secrets.token_urlsafe(16)
     expires = None if hours is None else now_millis() + int(hours * 3_600_000)
-    return in_transaction(engine, create_invite_txn, hash_invite(code), uses, expires), code
+
+    def txn(connection: Connection) -> int:
+        invite_id = create_invite_txn(connection, hash_invite(code), uses, expires)
+        # The code itself is never recorded: whoever reads the log could use it.
+        record_txn(connection, actor or cli_actor(), "invite_create", f"invite {invite_id}", "",
+                   {"uses": uses, "expires_at": expires})
+        return invite_id
+
+    return in_transaction(engine, txn), code
 
 
 def list_invites(engine: Engine) -> list[InviteRecord]:
@@ -148,8 +187,14 @@ def list_invites(engine: Engine) -> list[InviteRecord]:
     return in_transaction(engine, list_invites_txn)
 
 
-def revoke_invite(engine: Engine, code_or_id: str) -> None:
-    if not in_transaction(engine, revoke_invite_txn, code_or_id):
+def revoke_invite(engine: Engine, code_or_id: str, actor: str | None = None) -> None:
+    def txn(connection: Connection) -> list[int]:
+        revoked = revoke_invite_txn(connection, code_or_id)
+        for invite_id in revoked:
+            record_txn(connection, actor or cli_actor(), "invite_revoke", f"invite {invite_id}")
+        return revoked
+
+    if not in_transaction(engine, txn):
         raise AdminError(f"no such invite: {code_or_id!r}")
 
 
@@ -158,6 +203,18 @@ def name_collisions(engine: Engine) -> list[NameCollision]:
     return in_transaction(engine, name_collisions_txn)
 
 
-def upgrade_database(engine: Engine) -> tuple[str | None, str]:
-    """Apply the packaged migrations; the revisions before and after."""
-    return in_transaction(engine, upgrade_to_head)
+def upgrade_database(engine: Engine, actor: str | None = None) -> tuple[str | None, str]:
+    """Apply the packaged migrations; the revisions before and after.
+
+    An upgrade of an existing schema is audited (``db_upgrade``) once the
+    audit log is there; creating the schema from nothing is not.
+    """
+
+    def txn(connection: Connection) -> tuple[str | None, str]:
+        before, after = upgrade_to_head(connection)
+        if before is not None and before != after:
+            record_txn(connection, actor or cli_actor(), "db_upgrade", "schema", "",
+                       {"from": before, "to": after})
+        return before, after
+
+    return in_transaction(engine, txn)

@@ -16,6 +16,10 @@ and are never renamed.
 ``group show|delete`` are the operators' moderation commands
 (chateau.admin_moderation); ``user export|erase`` act on a user's data
 (chateau.admin_data).
+(chateau.admin_moderation); ``audit`` reads the audit log and ``purge``
+runs the retention purge once (chateau.admin_audit). Every command that
+changes something records it in the audit log, with the actor ``cli:`` +
+the operator's login name.
 
 ``ldap-check USERNAME`` walks through a directory sign-in step by step
 (connect, TLS, search, bind, group) and prints one line per step with OK or
@@ -38,6 +42,7 @@ import unicodedata
 from typing import Any, Callable, Sequence
 
 from chateau.admin_data import add_data_commands
+from chateau.admin_audit import add_audit_commands
 from chateau.admin_reports import add_reports_commands
 from chateau.admin_moderation import add_moderation_commands
 from chateau.admin_sync import add_sync_command
@@ -458,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.set_defaults(handler=_db_command)
     add_moderation_commands(commands, actions, common, _on_prepared_database)
     add_data_commands(actions, common, _on_prepared_database)
+    add_audit_commands(commands, common, _on_prepared_database)
     return parser
 
 

@@ -20,7 +20,6 @@ online through the notices every node polls (chateau.notices), within
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from typing import Any, Callable
 
@@ -34,8 +33,10 @@ MAX_REASON_LENGTH = 500
 
 
 def actor() -> str:
-    """Who the moderation log records for a command-line action."""
-    return "cli:" + getpass.getuser()
+    """Who the audit log records for a command-line action: ``cli:`` + the login name."""
+    from chateau.accounts import cli_actor
+
+    return cli_actor()
 
 
 # chateau.admin's runner of one command on the prepared database.
@@ -197,7 +198,8 @@ def _group_command(args: argparse.Namespace) -> int:
         print(f"created    {iso_timestamp(info.created_at)} by {info.creator}")
         print(f"topic      {info.topic}")
         print(f"settings   join={info.join_rule} visibility={info.visibility} "
-              f"who_can_add={info.who_can_add} who_can_send={info.who_can_send}")
+              f"who_can_add={info.who_can_add} who_can_send={info.who_can_send} "
+              f"retention_days={_retention(info.retention_days, config)}")
         for member in info.members:
             muted = ("" if member.muted_until is None
                      else f"  muted until {iso_timestamp(member.muted_until)}")
@@ -206,6 +208,13 @@ def _group_command(args: argparse.Namespace) -> int:
         return OK
 
     return _run(args, work)
+
+
+def _retention(days: int | None, config: Config) -> str:
+    """A group's retention as ``group show`` prints it."""
+    if days is None:
+        return f"{config.chat.retention_days} (the server's)"
+    return str(days)
 
 
 def _group_add(config: Config, engine: Any, chatname: str, raw_names: list[str]) -> int:

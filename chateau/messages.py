@@ -23,6 +23,20 @@ from chateau.errors import BadRequest
 MISSING: Any = dataclasses.MISSING
 
 
+class _Absent:
+    """The value of an optional field a request did not carry, where null means something."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+# The default of a field whose null is a value of its own (GroupUpdateRequest's
+# retention_days: null gives the group the server's retention back).
+ABSENT: Any = _Absent()
+
+
 @dataclass(frozen=True)
 class Request:
     """Base of every request; ``msg_id`` is any JSON value, echoed back."""
@@ -183,6 +197,9 @@ class GroupUpdateRequest(Request):
     visibility: str | None = None
     who_can_add: str | None = None
     who_can_send: str | None = None
+    # Days the group's messages are kept (0: forever); null: the server's
+    # [chat] retention_days again; ABSENT when not given.
+    retention_days: int | None = ABSENT
 
 
 @dataclass(frozen=True)
@@ -740,7 +757,7 @@ def group_members_response(chatname: str, members: list[dict[str, Any]]) -> dict
 
 
 def group_info_response(
-    chatname: str, creator: str, created: str, topic: str, settings: dict[str, str],
+    chatname: str, creator: str, created: str, topic: str, settings: dict[str, Any],
     members: list[dict[str, Any]], directory: bool = False,
 ) -> dict[str, Any]:
     """*directory*: the group's membership follows the campus directory (group sync)."""
@@ -756,7 +773,7 @@ def group_role_response(chatname: str, user: str, role: str) -> dict[str, Any]:
             "role": role}
 
 
-def group_update_response(chatname: str, topic: str, settings: dict[str, str]) -> dict[str, Any]:
+def group_update_response(chatname: str, topic: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {"type": "GroupUpdateResponse", "status": 200, "chatname": chatname, "topic": topic,
             "settings": settings}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import sys
 from typing import Any
 
@@ -43,6 +44,7 @@ from chateau.notices import NoticeWatch
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
 from chateau.session_use import TOUCH_INTERVAL, SessionUse
+from chateau.retention import RetentionPurge
 from chateau.signout import SignOut
 from chateau.store import Store
 from chateau.store.engine import in_transaction, make_engine, pool_size_for, redacted_url
@@ -239,6 +241,11 @@ class Chateau(MultiService):
                 "[ldap] sync_base is set but directory sign-in is off ([auth] methods has no "
                 "ldap): directory groups are not synced"
             )
+        # Deletes messages past their chat's retention and old audit rows,
+        # daily, on one node of a cluster at a time (chateau.retention).
+        self.retention = RetentionPurge(
+            config.chat, self.store, reactor, self.node or socket.gethostname()
+        )
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -298,6 +305,7 @@ class Chateau(MultiService):
         if self.group_sync is not None:
             self.group_sync.start()
         self._session_touch.start(TOUCH_INTERVAL, now=False)
+        self.retention.start()
         if isinstance(self.backplane, RedisBackplane):
             # Not a child service: it must start after the chat and stop
             # before the database goes.
@@ -351,6 +359,7 @@ class Chateau(MultiService):
             self.group_sync.stop()
         if self._session_touch.running:
             self._session_touch.stop()
+        retention_stopped = self.retention.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()
@@ -358,6 +367,8 @@ class Chateau(MultiService):
         if closing:
             self._log.info("closing {count} connections", count=closing)
         await self.store.writer.drain()
+        # A purge in progress ends after its current batch.
+        await retention_stopped
         deadline = self.reactor.seconds() + SHUTDOWN_GRACE
         while self.factory.connections and self.reactor.seconds() < deadline:
             await deferLater(self.reactor, 0.05, lambda: None)

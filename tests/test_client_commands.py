@@ -68,6 +68,10 @@ REQUESTS = [
     ('/rename club "book club"', {"type": "GroupUpdateRequest", "chatname": "club",
                                   "name": "book club"}),
     ("/set club join open", {"type": "GroupUpdateRequest", "chatname": "club", "join": "open"}),
+    ("/set club retention_days 30", {"type": "GroupUpdateRequest", "chatname": "club",
+                                     "retention_days": 30}),
+    ("/set club retention_days default join open",
+     {"type": "GroupUpdateRequest", "chatname": "club", "retention_days": None, "join": "open"}),
     ("/set club visibility public who_can_send admins",
      {"type": "GroupUpdateRequest", "chatname": "club", "visibility": "public",
       "who_can_send": "admins"}),
@@ -154,7 +158,10 @@ BAD_USAGE = [
                                " (usage: /rename GROUP NEWNAME)"),
     ("/set club join", "! usage: /set GROUP KEY VALUE..."),
     ("/set club colour red", "! /set: KEY must be one of join, visibility, who_can_add,"
-                             " who_can_send, not 'colour' (usage: /set GROUP KEY VALUE...)"),
+                             " who_can_send, retention_days, not 'colour'"
+                             " (usage: /set GROUP KEY VALUE...)"),
+    ("/set club retention_days -1", "! /set: retention_days must be a whole number from 0 to"
+                                    " 36500, not '-1' (usage: /set GROUP KEY VALUE...)"),
     ("/set club join maybe", "! /set: join must be invite or open, not 'maybe'"
                              " (usage: /set GROUP KEY VALUE...)"),
     ("/invite", "! usage: /invite GROUP [--uses N] [--hours H]"),

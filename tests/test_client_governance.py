@@ -62,7 +62,7 @@ def test_info_and_role_over_a_real_server(chateau, tmp_path: Path):
     assert "  no topic" in shown
     assert any(re.fullmatch(r"  created by alice (at|on) [-\d: ]+", line) for line in shown)
     assert ("  settings: join invite, visibility private, who_can_add admins,"
-            " who_can_send everyone") in shown
+            " who_can_send everyone, retention_days default") in shown
     assert ("  members (3): alice (owner, online), bob (member, offline),"
             " carol (member, offline)") in shown
 
@@ -215,11 +215,11 @@ def test_group_settings_and_directory_over_a_real_server(chateau, tmp_path: Path
     shown = typed(chateau.url, "alice", "/topic club Dune, chapters 1-5")
     assert shown[-3:] == ["* updated club", "  topic: Dune, chapters 1-5",
                           "  settings: join invite, visibility private, who_can_add admins,"
-                          " who_can_send everyone"]
+                          " who_can_send everyone, retention_days default"]
     bob.expect(re.escape("[#club] * alice set the topic: Dune, chapters 1-5"))
     shown = typed(chateau.url, "alice", "/set club join open visibility public")
     assert ("  settings: join open, visibility public, who_can_add admins,"
-            " who_can_send everyone") in shown
+            " who_can_send everyone, retention_days default") in shown
     bob.expect(re.escape("[#club] * alice changed the settings: join open, visibility public"))
     assert "* renamed club to #readers" in typed(chateau.url, "alice", "/rename club Readers")
     bob.expect(re.escape("[#readers] * alice renamed the group from club to readers"))

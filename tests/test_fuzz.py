@@ -51,6 +51,7 @@ from twisted.internet import defer
 from chateau.config import Config, documented_keys
 from chateau.errors import BadRequest
 from chateau.messages import (
+    ABSENT,
     REQUEST_TYPES,
     RegisterRequest,
     Request,
@@ -278,10 +279,12 @@ def is_utf8_bytes(payload: bytes) -> bool:
 
 def check_usable(request: Request, wire: str) -> None:
     """An accepted request can be echoed back and stored: what the handlers rely on."""
-    values = {spec.name: getattr(request, spec.name) for spec in FIELDS[wire]}
+    # A field the request did not carry, where null is a value of its own, is ABSENT: never echoed.
+    values = {spec.name: getattr(request, spec.name) for spec in FIELDS[wire]
+              if getattr(request, spec.name) is not ABSENT}
     encode({"msg_id": request.msg_id, **values})  # replies echo msg_id, payload, names...
     for spec in FIELDS[wire]:
-        value = values[spec.name]
+        value = values.get(spec.name)
         if spec.annotation in (int, int | None) and value is not None:
             assert -(2**63) <= value < 2**63, f"{wire}.{spec.name} = {value} fits no database"
 
@@ -446,6 +449,8 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     | st.sampled_from(["", " ", "x" * 64, "y" * 65, "new\nline"]),
     "status_text": st.none() | st.text(ANY_TEXT, max_size=150)
     | st.sampled_from(["", "x" * 140, "y" * 141, "\x07"]),
+    "retention_days": st.none() | st.integers(-1, 3) | st.sampled_from([36500, 36501])
+    | INT64_EDGES,
 }
 # SessionRevokeRequest's id is a string (a session's public id), unlike the
 # message ids of the other requests: random ones are never anybody's.

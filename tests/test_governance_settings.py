@@ -17,7 +17,7 @@ from chateau.store.audit import entries_txn
 from tests.inprocess import FakeConnection, InProcessChat, make_test_config
 
 SETTINGS = {"join": "invite", "visibility": "private", "who_can_add": "admins",
-            "who_can_send": "everyone"}
+            "who_can_send": "everyone", "retention_days": None}
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_topic_and_settings_are_stored_told_and_shown(chat: InProcessChat) -> No
     info = chat.request(bob, {"type": "GroupInfoRequest", "chatname": "club"})
     assert info["topic"] == "Exams on Friday"
     assert info["settings"] == {"join": "open", "visibility": "public", "who_can_add": "admins",
-                                "who_can_send": "admins"}
+                                "who_can_send": "admins", "retention_days": None}
     page = chat.request(bob, {"type": "HistoryRequest", "chatname": "club"})
     assert [(m["content"], m["event"]["event"]) for m in reversed(page["messages"])] == [
         ("alice set the topic: Exams on Friday", "topic"),

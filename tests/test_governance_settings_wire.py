@@ -38,7 +38,8 @@ async def test_update_topic_settings_and_the_directory_over_the_wire(server):
     assert reply == {"type": "GroupUpdateResponse", "status": 200, "chatname": "chess",
                      "topic": "Blitz on Tuesdays", "msg_id": 1,
                      "settings": {"join": "open", "visibility": "public",
-                                  "who_can_add": "admins", "who_can_send": "everyone"}}
+                                  "who_can_add": "admins", "who_can_send": "everyone",
+                                  "retention_days": None}}
     topic = without_stamp(await bob.expect("GroupEventRecv", event="topic"))
     assert topic == {"type": "GroupEventRecv", "status": 200, "chatname": "chess",
                      "event": "topic", "user": "alice", "by": "alice",
@@ -167,4 +168,13 @@ async def test_a_rename_on_one_node_holds_on_the_other(two_nodes):
     await bob.expect("GroupMessageRecv", chatname="lounge", content="hello again")
     page = await bob.request({"type": "HistoryRequest", "chatname": "lounge"})
     assert "hello from n2" in [m["content"] for m in page["messages"]]
+    # The group's retention, set on n1, is the group's on n2 (the database holds it).
+    reply = await alice.request({"type": "GroupUpdateRequest", "chatname": "lounge",
+                                 "retention_days": 7})
+    assert reply["status"] == 200 and reply["settings"]["retention_days"] == 7, reply
+    for member in (bob, carol):
+        event = await member.expect("GroupEventRecv", event="settings", chatname="lounge")
+        assert event["settings"] == {"retention_days": 7}
+    info = await carol.request({"type": "GroupInfoRequest", "chatname": "lounge"})
+    assert info["settings"]["retention_days"] == 7
     await cluster.close()

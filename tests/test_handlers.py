@@ -165,7 +165,8 @@ def test_group_info_shows_roles_settings_and_who_is_online(chat: InProcessChat) 
     assert (info["chatname"], info["creator"], info["topic"], info["msg_id"]) == (
         "club", "alice", "", 4)
     assert info["settings"] == {"join": "invite", "visibility": "private",
-                                "who_can_add": "admins", "who_can_send": "everyone"}
+                                "who_can_add": "admins", "who_can_send": "everyone",
+                                "retention_days": None}
     assert {m["username"]: (m["role"], m["online"], m["muted"]) for m in info["members"]} == {
         "alice": ("owner", True, False), "bob": ("member", True, False),
         "carol": ("member", False, False)}

@@ -60,6 +60,9 @@ GROUP_SETTINGS = {
     "who_can_add": ("admins", "members"),
     "who_can_send": ("everyone", "admins"),
 }
+# The group's own retention (days, 0 forever), or "default" for the server's.
+RETENTION = "retention_days"
+MAX_RETENTION_DAYS = 36500
 # SettingsRequest's fields: their values, or None for yes/no ones.
 USER_SETTINGS: dict[str, tuple[str, ...] | None] = {
     "direct_messages": ("everyone", "contacts"),
@@ -226,8 +229,13 @@ def build_set(rest: str) -> list[Request]:
     request: Request = {"type": "GroupUpdateRequest", "chatname": words[0]}
     for key, value in zip(words[1::2], words[2::2]):
         key = key.lower()
+        if key == RETENTION:
+            request[key] = (None if value.lower() == "default"
+                            else whole_number(value, key, 0, MAX_RETENTION_DAYS))
+            continue
         if key not in GROUP_SETTINGS:
-            raise Usage(f"KEY must be one of {', '.join(GROUP_SETTINGS)}, not {clean(key)!r}")
+            raise Usage(f"KEY must be one of {', '.join((*GROUP_SETTINGS, RETENTION))}, "
+                        f"not {clean(key)!r}")
         request[key] = choice(value, key, GROUP_SETTINGS[key])
     return [request]
 
@@ -428,7 +436,8 @@ COMMANDS: tuple[Command, ...] = (
             build_rename, lambda r: f"{quoted(r['chatname'])} not renamed", show_update),
     Command("set", "/set GROUP KEY VALUE...",
             "change settings: join invite|open, visibility private|public,"
-            " who_can_add admins|members, who_can_send everyone|admins",
+            " who_can_add admins|members, who_can_send everyone|admins,"
+            " retention_days DAYS|default (0 keeps forever)",
             build_set, lambda r: "settings not changed", show_update),
     Command("invite", "/invite GROUP [--uses N] [--hours H]",
             "an invite code (unlimited uses and 168 hours unless told)",

@@ -35,10 +35,16 @@ Label = Callable[[str], str]
 
 
 def settings_words(settings: Any) -> str:
-    """``join open, visibility public``: a group's settings (or some of them) in a line."""
+    """``join open, visibility public``: a group's settings (or some of them) in a line.
+
+    A null value (``retention_days``: the server's) reads "default".
+    """
     if not isinstance(settings, dict) or not settings:
         return "nothing"
-    return ", ".join(f"{clean(str(key))} {clean(str(value))}" for key, value in settings.items())
+    return ", ".join(
+        f"{clean(str(key))} {'default' if value is None else clean(str(value))}"
+        for key, value in settings.items()
+    )
 
 
 def event_words(event: dict[str, Any], me: str, fallback: Any = None) -> str:

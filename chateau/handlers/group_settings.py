@@ -12,22 +12,24 @@ from chateau.connection import Connection
 from chateau.errors import CONFLICT, NOT_FOUND, BadRequest, ChateauError
 from chateau.handlers.context import Reply, Services, group_event, lookup, require_permission
 from chateau.handlers.groups import _refuse_directory_names
-from chateau.messages import GroupDirectoryRequest, GroupUpdateRequest
+from chateau.messages import ABSENT, GroupDirectoryRequest, GroupUpdateRequest
 from chateau.names import CHATNAME_RULE, check_new_chatname
-from chateau.store.group_settings import SETTINGS
+from chateau.store.group_settings import RETENTION, SETTINGS
 
 # The longest topic, in characters.
 MAX_TOPIC_LENGTH = 500
 # The longest directory search, in characters, and the most groups a page lists.
 MAX_QUERY_LENGTH = 100
 MAX_DIRECTORY_LIMIT = 200
+# The longest retention a group may set, in days (a hundred years); 0 keeps forever.
+MAX_RETENTION_DAYS = 36500
 
 log = Logger()
 
 
-def _settings_asked(request: GroupUpdateRequest) -> dict[str, str]:
+def _settings_asked(request: GroupUpdateRequest) -> dict[str, Any]:
     """The settings the request sets, each checked against the values it may take."""
-    asked = {}
+    asked: dict[str, Any] = {}
     for key, (_, allowed) in SETTINGS.items():
         value = getattr(request, key)
         if value is None:
@@ -37,6 +39,14 @@ def _settings_asked(request: GroupUpdateRequest) -> dict[str, str]:
                 f"{key} must be one of {', '.join(repr(v) for v in allowed)}, not {value!r}"
             )
         asked[key] = value
+    days = request.retention_days
+    if days is not ABSENT:
+        if days is not None and not 0 <= days <= MAX_RETENTION_DAYS:
+            raise BadRequest(
+                f"retention_days must be between 0 (keep forever) and {MAX_RETENTION_DAYS}, "
+                f"or null (the server's), not {days}"
+            )
+        asked[RETENTION] = days
     return asked
 
 
@@ -56,7 +66,9 @@ async def group_update(ctx: Services, conn: Connection, request: GroupUpdateRequ
     A rename moves the group whole (history, members, roles, bans) in one
     transaction, then in the registry of every node; the old name finds
     nothing afterwards. Members are told by stored events: ``renamed``,
-    ``topic``, ``settings`` (the changed keys only).
+    ``topic``, ``settings`` (the changed keys only). A group's
+    ``retention_days`` lives only in the database, which the purge of
+    whichever node runs it reads (chateau.retention): no node keeps it.
     """
     user = conn.username
     assert user is not None
@@ -71,7 +83,7 @@ async def group_update(ctx: Services, conn: Connection, request: GroupUpdateRequ
     if topic is None and new_name is None and not settings:
         raise BadRequest(
             "GroupUpdateRequest: give at least one of 'topic', 'name', "
-            + ", ".join(repr(key) for key in SETTINGS)
+            + ", ".join(repr(key) for key in (*SETTINGS, RETENTION))
         )
     group = ctx.registry.group(chatname)
     if group is None:

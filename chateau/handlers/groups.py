@@ -242,6 +242,7 @@ async def group_info(ctx: Services, conn: Connection, request: GroupInfoRequest)
     settings = {
         "join": info.join_rule, "visibility": info.visibility,
         "who_can_add": info.who_can_add, "who_can_send": info.who_can_send,
+        "retention_days": info.retention_days,
     }
     reply = messages.group_info_response(
         info.chatname, info.creator, iso_timestamp(info.created_at), info.topic, settings, members,

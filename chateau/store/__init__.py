@@ -12,7 +12,7 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
   ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``,
   ``deprovisioning``, ``identity``, ``group_sync``, ``devices``: a user's
-  own keys, password and profile, ``erasure``),
+  own keys, password and profile, ``erasure``, ``retention``),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -48,6 +48,7 @@ from chateau.store.membership import Membership
 from chateau.store.messages import Messages, add_messages_txn
 from chateau.store.audit import Audit
 from chateau.store.reports import Reports
+from chateau.store.retention import Retention
 from chateau.store.safety import Safety
 from chateau.store.notices import Notices
 from chateau.store.writer import MessageWriter
@@ -98,6 +99,7 @@ class Store:
         # A user's own keys (as devices), password and profile.
         self.devices = Devices(self.runner)
         self.erasure = Erasure(self.runner)
+        self.retention = Retention(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

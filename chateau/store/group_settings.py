@@ -58,6 +58,8 @@ SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "who_can_add": ("who_can_add", ("admins", "members")),
     "who_can_send": ("who_can_send", ("everyone", "admins")),
 }
+# The group's own retention (days; 0 forever; None: the server's), beside SETTINGS.
+RETENTION = "retention_days"
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,8 @@ class GroupUpdate:
     chatname: str
     old_name: str
     topic: str = ""
-    settings: dict[str, str] | None = None
-    changed: dict[str, str] | None = None
+    settings: dict[str, Any] | None = None
+    changed: dict[str, Any] | None = None
     topic_changed: bool = False
     claim: NameClaim | None = None
 
@@ -105,9 +107,12 @@ class GroupSettings:
 
     def update_group(
         self, chatname: str, by: str, new_name: str | None, topic: str | None,
-        settings: dict[str, str],
+        settings: dict[str, Any],
     ) -> Deferred[GroupUpdate]:
-        """Change a group's topic, settings and name together, or nothing."""
+        """Change a group's topic, settings and name together, or nothing.
+
+        *settings* holds :data:`SETTINGS` keys and :data:`RETENTION`.
+        """
         return self._runner.run(update_group_txn, chatname, by, new_name, topic, settings)
 
     def move_stragglers(self, old_name: str, new_name: str) -> Deferred[int]:
@@ -148,7 +153,7 @@ def _claim_new_name(connection: Connection, old: str, new: str) -> NameClaim:
 
 def update_group_txn(
     connection: Connection, chatname: str, by: str, new_name: str | None, topic: str | None,
-    settings: dict[str, str],
+    settings: dict[str, Any],
 ) -> GroupUpdate:
     """Apply a GroupUpdateRequest in one transaction (the group's row locked).
 
@@ -167,9 +172,9 @@ def update_group_txn(
         if not claim:
             return GroupUpdate("name_taken", chatname, chatname, claim=claim)
     values: dict[str, Any] = {}
-    changed: dict[str, str] = {}
+    changed: dict[str, Any] = {}
     for key, value in settings.items():
-        column = SETTINGS[key][0]
+        column = RETENTION if key == RETENTION else SETTINGS[key][0]
         if current[column] != value:
             values[column] = value
             changed[key] = value
@@ -197,11 +202,12 @@ def update_group_txn(
         record_txn(connection, by, "group_rename", chatname, "", {"new_name": final})
     elif values:
         connection.execute(update(groups).where(groups.c.chatname == chatname).values(values))
+    if RETENTION in changed:
+        record_txn(connection, by, "group_retention", final, "",
+                   {"retention_days": changed[RETENTION]})
     now = {**current, **values}
     return GroupUpdate(
-        "updated", final, chatname, now["topic"],
-        {key: now[column] for key, (column, _) in SETTINGS.items()},
-        changed, topic_changed,
+        "updated", final, chatname, now["topic"], settings_of(now), changed, topic_changed,
     )
 
 

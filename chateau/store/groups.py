@@ -225,7 +225,7 @@ def group_info_txn(connection: Connection, chatname: str) -> GroupInfoRecord | N
     return GroupInfoRecord(
         row.chatname, row.creator, int(row.created_at), row.topic, row.join_rule,
         row.visibility, row.who_can_add, row.who_can_send, members,
-        directory_dn=row.directory_dn,
+        directory_dn=row.directory_dn, retention_days=row.retention_days,
     )
 
 

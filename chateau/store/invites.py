@@ -106,9 +106,12 @@ def list_invites_txn(connection: Connection) -> list[InviteRecord]:
     return [InviteRecord(row.id, row.uses, row.created_at, row.expires_at) for row in rows]
 
 
-def revoke_invite_txn(connection: Connection, code_or_id: str) -> bool:
-    """Delete a code, named by itself or by its id; whether there was one."""
+def revoke_invite_txn(connection: Connection, code_or_id: str) -> list[int]:
+    """Delete a code, named by itself or by its id; the ids deleted (none: no such code)."""
     where = invites.c.code_hash == hash_invite(code_or_id)
     if code_or_id.strip().isdigit():
         where = where | (invites.c.id == int(code_or_id))
-    return connection.execute(delete(invites).where(where)).rowcount > 0
+    ids = [int(i) for i in connection.execute(select(invites.c.id).where(where)).scalars()]
+    if ids:
+        connection.execute(delete(invites).where(invites.c.id.in_(ids)))
+    return ids

@@ -219,6 +219,8 @@ class GroupInfoRecord:
     members: tuple[MemberRecord, ...]
     # The directory group it follows ([ldap] sync_base); None for others.
     directory_dn: str | None = None
+    # Days its messages are kept (0: forever); None: the server's retention.
+    retention_days: int | None = None
 
 
 @dataclass(frozen=True)

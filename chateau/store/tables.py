@@ -132,6 +132,9 @@ groups = Table(
     # The DN of the directory group this group follows ([ldap] sync_base);
     # NULL for a group people made. Its membership is the directory's.
     Column("directory_dn", Text, nullable=True),
+    # Days its messages are kept (0: forever); NULL: the server's [chat]
+    # retention_days (chateau.retention purges them daily).
+    Column("retention_days", Integer, nullable=True),
     # Groups are never deleted, so the groups a user created in the last
     # hour are counted here ([limits] groups_created_per_hour).
     Index("ix_groups_creator_created_at", "creator", "created_at"),
@@ -235,6 +238,17 @@ cluster_nodes = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("first_seen", BigInteger, nullable=False),
+)
+
+# Periodic jobs only one node of a cluster runs at a time (the daily
+# retention purge): a node runs one after claiming its row, when the last
+# run started long enough ago (chateau.store.retention.claim_run_txn).
+scheduled_runs = Table(
+    "scheduled_runs",
+    metadata,
+    Column("job", String(32), primary_key=True),
+    Column("started_at", BigInteger, nullable=False),
+    Column("node", String(64), nullable=True),
 )
 
 # One row per pair of users: pending until the addressee accepts.
