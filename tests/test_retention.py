@@ -422,7 +422,7 @@ async def test_after_a_purge_history_catch_up_and_edits_hold(server_factory, con
             if e.action == "retention_purge"] == [("server", "retention_purge", 5)]
 
 
-def test_upgrading_to_0019_keeps_groups_and_messages(database_url):
+def test_upgrading_to_0018_keeps_groups_and_messages(database_url):
     """A populated 0013 database gains groups.retention_days (NULL) and scheduled_runs."""
     from alembic import command
 
