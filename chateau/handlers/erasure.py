@@ -18,7 +18,7 @@ from chateau.auth import LOCAL
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, NOT_FOUND, BadRequest, ChateauError
 from chateau.handlers.context import Reply, Services
-from chateau.handlers.operators import _reload_group
+from chateau.handlers.operators import reload_group
 from chateau.messages import AccountDeleteRequest
 from chateau.names import DELETED_USER
 from chateau.notices import Applier
@@ -91,7 +91,7 @@ async def apply_account_erased(ctx: Services, body: dict[str, Any]) -> None:
         group = registry.group(str(chatname))
         if group is None or username not in group.members:
             continue
-        await _reload_group(ctx, str(chatname))
+        await reload_group(ctx, str(chatname))
         reloaded = registry.group(str(chatname))
         if reloaded is not None:
             ctx.delivery.deliver_here(

@@ -6,6 +6,10 @@ and :class:`Sessions`, whose methods return Deferreds; ``chateau-admin``
 (chateau.accounts) runs the same functions synchronously with
 :func:`~chateau.store.engine.in_transaction`, composing several in one
 transaction where an operation needs it.
+
+One concern, an account's own rows (its user row, its name, its session
+keys), hence its length; what a user does with their keys as devices is in
+``devices``, what the directory changes in ``deprovisioning`` and ``identity``.
 """
 
 from __future__ import annotations
