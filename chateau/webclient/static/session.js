@@ -63,8 +63,9 @@ export function createSession(app) {
     /* Close code 4001: the session key was revoked; no reconnecting, sign in again. */
     forgetSession();
     connectionLost();
-    showSignIn("You were signed out: your password was changed, your account was disabled, " +
-      "or you signed in on too many devices. Please sign in again.");
+    showSignIn("You were signed out: this device was signed out from another one, your password " +
+      "was changed, your account was disabled, or you signed in on too many devices. " +
+      "Please sign in again.");
   }
 
   function bannedByServer(reason) {
