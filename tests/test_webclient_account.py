@@ -117,6 +117,25 @@ def test_profile_retention_and_a_synced_group_in_the_group_panel(chateau, browse
     expect(bob_panel.locator("#panel-directory")).to_be_visible()
     expect(bob.get_by_role("button", name="Leave group")).to_be_hidden()
 
+    # A directory account's tab (as its sign-in with "Directory account" marks the saved session):
+    # the display name is the directory's, and there is no password to change or account to delete.
+    alice.evaluate("""() => {
+        const saved = JSON.parse(sessionStorage.getItem('chateau.session'));
+        sessionStorage.setItem('chateau.session', JSON.stringify({...saved, directory: true}));
+    }""")
+    alice.reload()
+    expect(alice.locator("#me")).to_contain_text("alice")
+    dialog = open_account(alice)
+    expect(dialog.get_by_label("Display name")).to_have_value("Alice Liddell")
+    expect(dialog.get_by_label("Display name")).not_to_be_editable()
+    expect(dialog.locator("#profile-name-note")).to_have_text(
+        "Your display name comes from the campus directory.")
+    expect(dialog.get_by_role("button", name="Change password")).to_be_hidden()
+    expect(dialog.get_by_role("button", name="Delete my account")).to_be_hidden()
+    dialog.get_by_label("Status").fill("")
+    dialog.get_by_role("button", name="Save profile").click()
+    expect(dialog.locator(".dialog-message")).to_have_text("Profile saved.")
+
 
 def test_devices_are_listed_and_revoking_one_signs_it_out(chateau, browser):
     """Two browsers as one user: both listed with their client; revoking the other signs it
