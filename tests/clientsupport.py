@@ -359,7 +359,7 @@ def open_page(browser: Any, url: str) -> Any:
 
 def web_sign_in(page: Any, username: str, password: str = "pw") -> None:
     page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
+    page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Sign in").click()
 
 

@@ -181,7 +181,7 @@ def test_web_reload_resumes_with_history(chateau, browser, tmp_path: Path):
     alice.reload()
     # No password asked: the stored key resumes the session...
     expect(alice.locator("#me")).to_have_text("alice")
-    expect(alice.get_by_label("Password")).to_be_hidden()
+    expect(alice.get_by_label("Password", exact=True)).to_be_hidden()
     expect(alice.locator("#status")).to_have_text("Connected")
     # ...and the open chat is back, filled from the server's history.
     expect(alice.get_by_role("heading", name="# night owls")).to_be_visible()
@@ -220,7 +220,7 @@ def test_web_reconnects_after_a_dropped_connection(chateau, proxy, browser):
     proxy.drop()
     expect(carol.locator("#status")).to_contain_text("reconnecting")
     expect(carol.locator("#status")).to_have_text("Connected")
-    expect(carol.get_by_label("Password")).to_be_hidden()
+    expect(carol.get_by_label("Password", exact=True)).to_be_hidden()
     send(dave, "after the drop")
     expect(carol_log).to_contain_text("after the drop")
     send(carol, "still here")

@@ -137,7 +137,7 @@ def test_two_browser_users_chat(chateau, browser, tmp_path: Path):
     expect(alice.get_by_role("button", name="Sign in")).to_be_visible()
     sign_in(alice, "Alice")
     expect(alice.locator("#me")).to_have_text("alice")
-    expect(alice.get_by_label("Password")).to_be_hidden()
+    expect(alice.get_by_label("Password", exact=True)).to_be_hidden()
 
     # A refused sign-in is explained with the server's words.
     bob = open_page(browser, chateau.http_url)

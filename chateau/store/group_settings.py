@@ -151,6 +151,13 @@ def _claim_new_name(connection: Connection, old: str, new: str) -> NameClaim:
     return claim
 
 
+def settings_of(row: Any) -> dict[str, Any]:
+    """A group row's settings as the wire shows them (GroupInfoResponse, GroupUpdateResponse)."""
+    shown: dict[str, Any] = {key: row[column] for key, (column, _) in SETTINGS.items()}
+    shown[RETENTION] = row[RETENTION]
+    return shown
+
+
 def update_group_txn(
     connection: Connection, chatname: str, by: str, new_name: str | None, topic: str | None,
     settings: dict[str, Any],

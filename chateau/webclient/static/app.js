@@ -17,6 +17,7 @@
  * words.js, dom.js, connection.js's unsupported).
  */
 
+import { createAccount } from "./account.js";
 import { createChats } from "./chats.js";
 import { createConnection } from "./connection.js";
 import { createConversation } from "./conversation.js";
@@ -57,9 +58,10 @@ app.groups = createGroups(app);
 app.joining = createJoining(app);
 app.safety = createSafety(app);
 app.moderation = createModeration(app);
+app.account = createAccount(app);
 
 const parts = [app.dialogs, app.conn, app.session, app.people, app.chats, app.conversation,
-  app.groups, app.joining, app.safety, app.moderation];
+  app.groups, app.joining, app.safety, app.moderation, app.account];
 app.pushes = mergePushes(parts);
 Object.freeze(app);
 

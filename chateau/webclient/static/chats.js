@@ -9,7 +9,7 @@
 
 import { chatId, compareMessages, newChat } from "./state.js";
 import { VIEW_KEY, loadJSON, saveView } from "./storage.js";
-import { chatTitle, eventKey, eventWords } from "./words.js";
+import { DELETED_USER, chatTitle, eventKey, eventWords } from "./words.js";
 
 const HISTORY_PAGE = 50;
 
@@ -266,7 +266,7 @@ export function createChats(app) {
       avatar.className = "avatar";
       avatar.setAttribute("aria-hidden", "true");
       avatar.textContent = chat.kind === "group" ? "#"
-        : chat.kind === "direct" ? chat.name.charAt(0).toUpperCase() : "?";
+        : chat.kind === "direct" && chat.name !== DELETED_USER ? chat.name.charAt(0).toUpperCase() : "?";
       const name = document.createElement("span");
       name.className = "chat-name";
       name.textContent = chat.kind === "group" ? chat.name : chatTitle(chat);  // the avatar shows the #

@@ -8,7 +8,7 @@
 
 import { chatPerson, compareMessages } from "./state.js";
 import { saveView } from "./storage.js";
-import { chatTitle, formatTime, removedText } from "./words.js";
+import { DELETED_USER, chatTitle, formatTime, removedText } from "./words.js";
 
 export function createConversation(app) {
   const { state, el } = app;
@@ -95,7 +95,9 @@ export function createConversation(app) {
 
   function renderConversation(scrollToEnd) {
     const chat = state.chats.get(state.current);
-    el.leave.hidden = !chat || chat.kind === "direct";
+    // A synced group's membership follows the campus directory: nobody leaves it by hand.
+    el.leave.hidden = !chat || chat.kind === "direct"
+      || Boolean(chat.kind === "group" && !chat.removed && chat.info && chat.info.directory);
     el.infoButton.hidden = !chat || chat.kind !== "group" || Boolean(chat.removed);
     const person = chat ? chatPerson(chat) : null;
     el.blockButton.hidden = !person;
@@ -153,11 +155,16 @@ export function createConversation(app) {
       const sender = document.createElement("span");
       sender.className = "sender";
       sender.textContent = message.own ? "You" : message.sender;
+      if (!message.own && message.sender === DELETED_USER) {
+        sender.textContent = "deleted user";
+        sender.classList.add("deleted-user");
+        li.classList.add("from-deleted-user");
+      }
       const time = document.createElement("time");
       time.dateTime = message.timestamp || "";
       time.textContent = formatTime(message.timestamp);
       meta.append(sender, time);
-      if (!message.own && message.id != null && !message.deleted) {
+      if (!message.own && message.id != null && !message.deleted && message.sender !== DELETED_USER) {
         const report = document.createElement("button");
         report.type = "button";
         report.className = "link";
@@ -189,12 +196,14 @@ export function createConversation(app) {
 
   function updateComposer() {
     const chat = state.chats.get(state.current);
-    const usable = Boolean(state.signedIn && chat && !chat.ended && !chat.removed);
+    const gone = Boolean(chat && chat.kind === "direct" && chat.name === DELETED_USER);
+    const usable = Boolean(state.signedIn && chat && !chat.ended && !chat.removed && !gone);
     el.message.disabled = !usable;
     el.send.disabled = !usable;
     el.message.placeholder = !chat ? "Pick a chat first"
       : chat.ended ? "This random chat has ended"
       : chat.removed ? "You are no longer in this group"
+      : gone ? "This account was deleted"
       : !state.signedIn ? "Reconnecting…"
       : `Message ${chatTitle(chat)}`;
   }

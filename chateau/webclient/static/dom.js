@@ -39,7 +39,8 @@ export function findElements(document) {
     settingsSection: $("settings-section"), groupSettingsForm: $("group-settings-form"),
     renameInput: $("rename-input"), joinSelect: $("join-select"),
     visibilitySelect: $("visibility-select"), whoAddSelect: $("who-add-select"),
-    whoSendSelect: $("who-send-select"),
+    whoSendSelect: $("who-send-select"), retentionInput: $("retention-input"),
+    panelDirectory: $("panel-directory"),
     askDialog: $("ask-dialog"), askForm: $("ask-form"), askTitle: $("ask-title"),
     askLabel: $("ask-label"), askInput: $("ask-input"), askCancel: $("ask-cancel"),
     settingsDialog: $("settings-dialog"), settingsForm: $("settings-form"),
@@ -51,6 +52,15 @@ export function findElements(document) {
     reportsList: $("reports-list"), moderationClose: $("moderation-close"),
     userbanForm: $("userban-form"), userbanName: $("userban-name"), userbanHours: $("userban-hours"),
     userbanReason: $("userban-reason"), userunbanButton: $("userunban-button"),
+    accountButton: $("account-button"), accountDialog: $("account-dialog"),
+    accountClose: $("account-close"), profileForm: $("profile-form"), profileName: $("profile-name"),
+    profileNameNote: $("profile-name-note"), profileStatus: $("profile-status"),
+    passwordSection: $("password-section"), passwordForm: $("password-form"),
+    oldPassword: $("old-password"), newPassword: $("new-password"),
+    confirmPassword: $("confirm-password"), devicesList: $("devices-list"),
+    downloadButton: $("download-button"), deleteSection: $("delete-section"),
+    deleteButton: $("delete-button"), deleteDialog: $("delete-dialog"), deleteForm: $("delete-form"),
+    deletePassword: $("delete-password"), deleteCancel: $("delete-cancel"),
   };
 }
 

@@ -4,7 +4,10 @@
  * answers (topic, settings, members with role, online and muted state, bans)
  * and offers only the controls the permission table allows (the server
  * decides all the same): roles, adding, removing and banning, muting,
- * unbanning, the topic, the group's settings and renames, invite codes.
+ * unbanning, the topic, the group's settings (retention too) and renames,
+ * invite codes. A group synced from the campus directory says so and offers
+ * no membership controls (adding, removing, banning, inviting, leaving).
+ * Members show their display name and status text when they set them.
  * Also the pushes about groups: being added, members leaving, group events,
  * being removed.
  */
@@ -13,7 +16,7 @@ import { unsupported } from "./connection.js";
 import { smallButton } from "./dom.js";
 import { chatId } from "./state.js";
 import { saveView } from "./storage.js";
-import { eventKey, formatTime, removedText } from "./words.js";
+import { eventKey, formatTime, personName, removedText } from "./words.js";
 
 export function createGroups(app) {
   const { state, el } = app;
@@ -61,6 +64,8 @@ export function createGroups(app) {
     if (!(role in ROLE_RANK)) return false;
     const rank = ROLE_RANK[role];
     const settings = (chat.info && chat.info.settings) || {};
+    const synced = Boolean(chat.info && chat.info.directory);  // membership follows the directory
+    if (synced && ["add", "invite", "remove"].includes(action)) return false;
     if (action === "add" || action === "invite") return settings.who_can_add === "members" || rank >= 1;
     if (action === "update" || action === "unban") return rank >= 1;
     if (action === "role") return role === "owner";
@@ -92,11 +97,13 @@ export function createGroups(app) {
     if (!info) {
       el.panelTopic.textContent = chat.infoError ? `No group info: ${chat.infoError}` : "Loading…";
       el.panelMembers.replaceChildren();
-      for (const part of [el.topicForm, el.addForm, el.bansSection, el.inviteSection, el.settingsSection]) {
+      for (const part of [el.topicForm, el.addForm, el.bansSection, el.inviteSection, el.settingsSection,
+        el.panelDirectory]) {
         part.hidden = true;
       }
       return;
     }
+    el.panelDirectory.hidden = !info.directory;
     el.panelTopic.textContent = info.topic || "No topic yet.";
     el.panelTopic.classList.toggle("muted", !info.topic);
     el.topicForm.hidden = !may(chat, "update");
@@ -129,7 +136,10 @@ export function createGroups(app) {
     dot.title = member.online ? "online" : "offline";
     const name = document.createElement("span");
     name.className = "member-name";
-    name.textContent = member.username === state.me ? `${member.username} (you)` : member.username;
+    const who = member.display_name ? `${member.display_name} (${personName(member.username)})`
+      : personName(member.username);
+    name.textContent = member.username === state.me ? `${who} (you)` : who;
+    if (member.status_text) li.title = member.status_text;
     const role = document.createElement("span");
     role.className = `role ${member.role}`;
     role.textContent = member.role;
@@ -142,6 +152,12 @@ export function createGroups(app) {
     presence.className = "member-state muted";
     presence.textContent = status.join(", ");
     li.append(line, presence);
+    if (member.status_text) {
+      const statusText = document.createElement("span");
+      statusText.className = "member-status-text";
+      statusText.textContent = member.status_text;
+      li.append(statusText);
+    }
     const controls = document.createElement("div");
     controls.className = "member-controls";
     if (may(chat, "role")) {
@@ -191,6 +207,7 @@ export function createGroups(app) {
     delete form.dataset.dirty;
     const settings = info.settings || {};
     el.renameInput.value = info.chatname || chat.name;
+    el.retentionInput.value = settings.retention_days == null ? "" : String(settings.retention_days);
     el.joinSelect.value = settings.join || "invite";
     el.visibilitySelect.value = settings.visibility || "private";
     el.whoAddSelect.value = settings.who_can_add || "admins";
@@ -310,6 +327,14 @@ export function createGroups(app) {
       ["who_can_add", el.whoAddSelect], ["who_can_send", el.whoSendSelect]]) {
       if (select.value !== before[key]) changed[key] = select.value;
     }
+    const retention = el.retentionInput.value.trim();
+    const days = retention === "" ? null : Number(retention);
+    if (days !== null && !(Number.isInteger(days) && days >= 0 && days <= 36500)) {
+      app.dialogs.showError("Keep messages for: a whole number of days from 0 (forever) to 36500, " +
+        "or empty for the server's default.");
+      return;
+    }
+    if (days !== (before.retention_days == null ? null : before.retention_days)) changed.retention_days = days;
     Object.assign(message, changed);
     if (Object.keys(message).length === 2) {
       app.dialogs.showNotice("Nothing to change.");

@@ -3,16 +3,20 @@
  * The session key from sign-in lives in sessionStorage (per tab, kept across
  * reloads), so a reload or a dropped connection resumes (ResumeRequest)
  * without asking for the password; a lost connection is retried 1, 2, 4 ...
- * up to 30 seconds apart. Close codes 4001 (signed out) and 4003 (banned)
- * forget the key and show the sign-in form. Also the screens: sign-in,
- * resuming, chat, and the connection status in the top bar.
+ * up to 30 seconds apart. Close codes 4001 (signed out), 4003 (banned) and
+ * 4005 (account deleted) forget the key and show the sign-in form. Sign-in
+ * and resume name this client ("Web: Chrome on Linux") for the user's list
+ * of devices. Also the screens: sign-in, resuming, chat, and the connection
+ * status in the top bar.
  */
 
 import { RETRY_FIRST_MS } from "./state.js";
 import { SESSION_KEY, VIEW_KEY, saveJSON } from "./storage.js";
+import { clientName } from "./words.js";
 
 const SIGNED_OUT = 4001;  // close code: the session key was revoked (docs/protocol.md)
 const BANNED = 4003;      // close code: a server admin banned the account
+const DELETED = 4005;     // close code: the account was erased
 const RETRY_MAX_MS = 30000;
 
 export function createSession(app) {
@@ -32,6 +36,7 @@ export function createSession(app) {
   function closed(event) {
     if (event.code === SIGNED_OUT) signedOutByServer();
     else if (event.code === BANNED) bannedByServer(event.reason);
+    else if (event.code === DELETED) deletedByServer();
     else connectionLost();
   }
 
@@ -58,8 +63,9 @@ export function createSession(app) {
     /* Close code 4001: the session key was revoked; no reconnecting, sign in again. */
     forgetSession();
     connectionLost();
-    showSignIn("You were signed out: your password was changed, your account was disabled, " +
-      "or you signed in on too many devices. Please sign in again.");
+    showSignIn("You were signed out: this device was signed out from another one, your password " +
+      "was changed, your account was disabled, or you signed in on too many devices. " +
+      "Please sign in again.");
   }
 
   function bannedByServer(reason) {
@@ -68,6 +74,15 @@ export function createSession(app) {
     connectionLost();
     showSignIn(`You were signed out: your account has been banned from this server` +
       `${reason ? ` (${reason})` : ""}. Signing in again tells you until when and why.`);
+  }
+
+  function deletedByServer() {
+    /* Close code 4005: the account was erased (here or on another device); nothing to resume. */
+    forgetSession();
+    saveJSON(VIEW_KEY, null);
+    connectionLost();
+    clearAccount();
+    showSignIn("Your account was deleted. Its name cannot be used to sign in any more.");
   }
 
   function scheduleReconnect() {
@@ -87,10 +102,12 @@ export function createSession(app) {
       return;
     }
     setStatus("connecting", "Resuming your session…");
-    const reply = await app.conn.request({ type: "ResumeRequest", session_key: state.session.key });
+    const reply = await app.conn.request({
+      type: "ResumeRequest", session_key: state.session.key, client: clientName(navigator.userAgent),
+    });
     if (reply.type === "ResumeResponse") {
       signedIn(reply.username || state.session.username, state.session.key, reply.display_name,
-        reply.admin);
+        reply.admin, state.session.directory, reply.session_id);
       return;
     }
     if (reply.status === 0) return;  // dropped again; connectionLost retries
@@ -122,12 +139,15 @@ export function createSession(app) {
     el.signinButton.textContent = "Signing in…";
     try {
       if (!app.conn.isOpen()) await connect();
+      const directory = el.directory.checked;
       const reply = await app.conn.request({
-        type: "RegisterRequest", username, password, auth: el.directory.checked,
+        type: "RegisterRequest", username, password, auth: directory,
+        client: clientName(navigator.userAgent),
       });
       if (reply.type === "RegisterResponse") {
         el.password.value = "";
-        signedIn(reply.username, reply.session_key || null, reply.display_name, reply.admin);
+        signedIn(reply.username, reply.session_key || null, reply.display_name, reply.admin,
+          directory, reply.session_id);
       } else {
         showSignInError(reply.detail || "The server refused the sign-in.");
       }
@@ -139,7 +159,7 @@ export function createSession(app) {
     }
   }
 
-  function signedIn(username, key, displayName, admin) {
+  function signedIn(username, key, displayName, admin, directory, sessionId) {
     if (state.me !== null && state.me !== username) {
       state.chats.clear();   // someone else on this tab: their chats are not ours
       state.current = null;
@@ -150,8 +170,9 @@ export function createSession(app) {
     state.signedIn = true;
     state.admin = Boolean(admin);
     el.moderationButton.hidden = !state.admin;
+    state.sessionId = sessionId || null;
     if (key) {
-      state.session = { key, username };
+      state.session = { key, username, directory: Boolean(directory) };
       saveJSON(SESSION_KEY, state.session);
     }
     el.me.textContent = displayName ? `${displayName} (${username})` : username;
@@ -173,21 +194,35 @@ export function createSession(app) {
 
   async function signOut() {
     if (state.session && app.conn.isOpen()) await app.conn.request({ type: "LogoutRequest" });
+    endHere("You have signed out.");
+  }
+
+  function endHere(notice) {
+    /* This tab's session is over (signed out, this device revoked, the account deleted):
+     * forget it and close the socket before the server does, so no close code is awaited. */
     forgetSession();
     saveJSON(VIEW_KEY, null);
     state.signedIn = false;
+    app.people.stop();
+    app.conn.close();
+    app.conn.lost();
+    clearAccount();
+    showSignIn(notice);
+  }
+
+  function clearAccount() {
+    /* Nothing of the last account stays in the page for whoever signs in next. */
     state.me = null;
     state.chats.clear();
     state.current = null;
     state.admin = false;
+    state.sessionId = null;
+    state.profile = null;
     state.blocked.clear();
     state.announcements = [];
     state.panelOpen = false;
     app.moderation.renderAnnouncements();
     app.dialogs.closeDialogs();
-    app.people.stop();
-    app.conn.close();
-    showSignIn("You have signed out.");
   }
 
   // -- screens ---------------------------------------------------------------
@@ -236,5 +271,5 @@ export function createSession(app) {
     }
   }
 
-  return { opened, closed, wire, start };
+  return { opened, closed, endHere, wire, start };
 }

@@ -8,7 +8,7 @@
 export const RETRY_FIRST_MS = 1000;
 
 export function createState(session) {
-  /* session: the saved {key, username} of this tab, or null. */
+  /* session: the saved {key, username, directory} of this tab, or null. */
   return {
     ws: null,
     signedIn: false,
@@ -29,6 +29,8 @@ export function createState(session) {
     panelOpen: false,                 // the group panel beside the conversation
     announcements: [],                // AnnouncementRecv frames not yet dismissed
     toastTimer: null,                 // hides the notice above the message box
+    sessionId: null,                  // this tab's session's public id (RegisterResponse/ResumeResponse)
+    profile: null,                    // {display_name, status_text} as the Account dialog last read them
   };
 }
 
@@ -45,8 +47,8 @@ export function newChat(id, kind, name) {
 }
 
 export function chatPerson(chat) {
-  /* The person a conversation is with, for Block and Report. */
-  if (chat.kind === "direct") return chat.name;
+  /* The person a conversation is with, for Block and Report (an erased account is nobody). */
+  if (chat.kind === "direct") return chat.name === "(deleted user)" ? null : chat.name;
   if (chat.kind === "random" && chat.partner) return chat.partner;
   return null;
 }

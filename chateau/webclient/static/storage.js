@@ -4,7 +4,7 @@
  * without the password) and the view: the open conversation and the chats.
  */
 
-export const SESSION_KEY = "chateau.session";   // {key, username}
+export const SESSION_KEY = "chateau.session";   // {key, username, directory}
 export const VIEW_KEY = "chateau.view";         // {current, chats: [...]}
 
 export function loadJSON(key) {

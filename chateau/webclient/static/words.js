@@ -12,11 +12,31 @@ export function formatTime(timestamp) {
   return `${moment.toLocaleDateString([], { day: "numeric", month: "short" })} ${time}`;
 }
 
+// The sender of what an erased account wrote: no username can ever be this (docs/protocol.md).
+export const DELETED_USER = "(deleted user)";
+
+export function personName(name) {
+  /* A user's name in words: an erased account is "deleted user". */
+  return name === DELETED_USER ? "deleted user" : name;
+}
+
 export function chatTitle(chat) {
   if (chat.kind === "group") return `# ${chat.name}`;
-  if (chat.kind === "random") return chat.partner ? `Random: ${chat.partner}` : "Random chat";
+  if (chat.kind === "random") return chat.partner ? `Random: ${personName(chat.partner)}` : "Random chat";
   if (chat.kind === "random-new") return "New random chat";
-  return chat.name;
+  return personName(chat.name);
+}
+
+export function clientName(userAgent) {
+  /* What this page calls itself in the user's list of devices: "Web: Chrome on Linux". */
+  const ua = String(userAgent || "");
+  const browser = /Edg\//.test(ua) ? "Edge" : /OPR\/|Opera/.test(ua) ? "Opera"
+    : /Firefox\//.test(ua) ? "Firefox" : /Chrom(e|ium)\//.test(ua) ? "Chrome"
+    : /Safari\//.test(ua) ? "Safari" : "a browser";
+  const system = /Android/.test(ua) ? "Android" : /iPhone|iPad|iPod/.test(ua) ? "iOS"
+    : /Windows/.test(ua) ? "Windows" : /CrOS/.test(ua) ? "ChromeOS"
+    : /Mac OS X|Macintosh/.test(ua) ? "macOS" : /Linux/.test(ua) ? "Linux" : "";
+  return `Web: ${browser}${system ? ` on ${system}` : ""}`.slice(0, 64);
 }
 
 const EVENT_WORDS = {
@@ -32,11 +52,19 @@ const EVENT_WORDS = {
   renamed: (e) => `${e.by} renamed the group from ${e.old_name} to ${e.new_name}`,
   topic: (e) => (e.topic ? `${e.by} set the topic: ${e.topic}` : `${e.by} cleared the topic`),
   settings: (e) => `${e.by} changed the group's settings` + (e.settings && typeof e.settings === "object"
-    ? ` (${Object.entries(e.settings).map(([key, value]) => `${key}: ${value}`).join(", ")})` : ""),
+    ? ` (${Object.entries(e.settings).map(([key, value]) => settingWords(key, value)).join(", ")})` : ""),
 };
 
-export function eventWords(event, fallback) {
+function settingWords(key, value) {
+  if (key === "retention_days") {
+    return `keep messages: ${value === null ? "server default" : value === 0 ? "forever" : `${value} days`}`;
+  }
+  return `${key}: ${value}`;
+}
+
+export function eventWords(original, fallback) {
   /* A system event in words ("bob added carol"), as the server words it in history. */
+  const event = { ...original, user: personName(original.user), by: personName(original.by) };
   const words = EVENT_WORDS[event.event];
   const text = words ? words(event) : (fallback || `${event.by}: ${event.event} ${event.user}`);
   return event.reason ? `${text} (${event.reason})` : text;
