@@ -244,7 +244,8 @@ async def test_leaving_the_required_group_signs_out_and_coming_back_reprovisions
     people.join(group, uid)
     back, _ = await sign_in(running, uid, password)
     assert await running.service.store.deprovisioning.deprovisioned() == {}
-    assert audit(running, uid)[0].action == "reprovision"
+    assert [e.action for e in audit(running, uid) if not e.action.startswith("sign_in")][0] == (
+        "reprovision")
     await sleep(1.5)
     assert (await back.request({"type": "HeartbeatRequest"}))["status"] == 200
 
