@@ -212,6 +212,12 @@ class Slapd:
                                              delete_old_dn=True))
         return user_dn(new_uid)
 
+    def set_display_name(self, uid: str, cn: str) -> None:
+        """Change the person's cn (the default display_name_attribute)."""
+        from ldap3 import MODIFY_REPLACE
+
+        self._admin_do(lambda c: c.modify(user_dn(uid), {"cn": [(MODIFY_REPLACE, [cn])]}))
+
     def delete_person(self, uid: str) -> None:
         self._admin_do(lambda c: c.delete(user_dn(uid)))
 

@@ -233,6 +233,20 @@ async def test_a_held_name_is_free_after_the_hold_and_the_newcomer_starts_afresh
     assert await store.identity.directory_id_of(new) == slapd.entry_uuid(new)
 
 
+@inline
+async def test_the_directory_display_name_follows_the_directory_at_each_sign_in(start, slapd):
+    uid = fresh("dee")
+    slapd.add_person(uid, "dee-pw", cn="Dee First")
+    running = await start()
+    store = running.service.store
+    _, reply = await sign_in(running, uid, "dee-pw")
+    assert reply["display_name"] == "Dee First"
+    slapd.set_display_name(uid, "Dee Second")
+    _, reply = await sign_in(running, uid, "dee-pw")
+    assert reply["display_name"] == "Dee Second"
+    assert (await store.accounts.get_user(uid)).display_name == "Dee Second"
+
+
 # -- a recycled uid ----------------------------------------------------------------
 
 @inline

@@ -22,6 +22,8 @@ last. The audit log is history and keeps the old names. A notice
 
 from __future__ import annotations
 
+import dataclasses
+
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -245,7 +247,7 @@ def directory_account_txn(
     bound = account_by_directory_id_txn(connection, directory_id)
     if bound is not None:
         if bound.username == username:
-            return DirectorySignIn("ok", bound)
+            return DirectorySignIn("ok", _display_name_now(connection, bound, display_name))
         if not may_take:
             return DirectorySignIn("unacceptable", bound)
         renamed = rename_account_txn(
@@ -255,7 +257,7 @@ def directory_account_txn(
             return DirectorySignIn("taken", bound, claim=renamed.claim)
         if renamed.outcome != "renamed":
             return DirectorySignIn("taken", bound, claim=NameClaim(username, username))
-        record = get_user_txn(connection, username)
+        record = _display_name_now(connection, get_user_txn(connection, username), display_name)
         return DirectorySignIn("renamed", record, old_name=bound.username,
                                rename_id=renamed.rename_id)
     record = get_user_txn(connection, username)
@@ -278,8 +280,23 @@ def directory_account_txn(
         connection.execute(
             update(users).where(users.c.username == username).values(directory_id=directory_id)
         )
-        return DirectorySignIn("ok", record, bound=True)
+        return DirectorySignIn("ok", _display_name_now(connection, record, display_name),
+                               bound=True)
     return DirectorySignIn("recycled", record, other_id=other)
+
+
+def _display_name_now(
+    connection: Connection, record: UserRecord | None, display_name: str | None
+) -> UserRecord | None:
+    """A directory account's display name is the directory's: kept up to date at
+    each sign-in, so member lists and /api/users show what the directory says."""
+    if record is None or display_name is None or record.display_name == display_name:
+        return record
+    connection.execute(
+        update(users).where(users.c.username == record.username)
+        .values(display_name=display_name)
+    )
+    return dataclasses.replace(record, display_name=display_name)
 
 
 def rename_account_txn(
