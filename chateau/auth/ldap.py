@@ -40,7 +40,7 @@ from chateau.errors import CONFLICT, FORBIDDEN
 from chateau.names import USERNAME_RULE, check_new_username, check_username
 from chateau.store import Store
 from chateau.store.identity import DirectorySignIn
-from chateau.store.records import iso_timestamp, now_millis
+from chateau.store.records import NameClaim, iso_timestamp, now_millis
 from chateau.threads import in_thread_with_deadline, run_in_background_priority
 
 T = TypeVar("T")
@@ -195,6 +195,19 @@ class LdapChecker:
             tuple(renames),
         )
 
+    def _confusable(self, user: DirectoryUser, name: str, claim: NameClaim) -> LoginFailed:
+        """The refusal of a directory name that looks like an existing one here."""
+        self._log.warn(
+            "directory user {dn} refused: {username!r} looks like the existing name "
+            "{other!r} here; rename one of them to let them in",
+            dn=user.dn, username=name, other=claim.blocked_by,
+        )
+        return LoginFailed(
+            f"authentication failed: the name {name!r} looks like the existing name "
+            f"{claim.blocked_by!r} on this server; please tell the server administrator",
+            CONFLICT,
+        )
+
     async def _settle_recycled(
         self, user: DirectoryUser, result: DirectorySignIn
     ) -> list[tuple[str, str, str]]:
@@ -276,17 +289,7 @@ class LdapChecker:
             )
             return LoginFailed(held_refusal(held, claim.held_until))
         if claim is not None and claim.confusable:
-            self._log.warn(
-                "directory user {dn} refused: {username!r} looks like the existing name "
-                "{other!r} here; rename one of them to let them in",
-                dn=user.dn, username=name, other=claim.blocked_by,
-            )
-            return LoginFailed(
-                f"authentication failed: the name {name!r} looks like the existing name "
-                f"{claim.blocked_by!r} on this server; please tell the server "
-                "administrator",
-                CONFLICT,
-            )
+            return self._confusable(user, name, claim)
         if result.record is not None:
             self._log.warn(
                 "directory account {old} could not be renamed to {username!r} (its new uid "
@@ -344,17 +347,7 @@ class LdapChecker:
                 )
                 return Identity(name, DIRECTORY, user.display_name)
             if claim.confusable:
-                self._log.warn(
-                    "directory user {dn} refused: {username!r} looks like the existing name "
-                    "{other!r} here; rename one of them to let them in",
-                    dn=user.dn, username=name, other=claim.blocked_by,
-                )
-                raise LoginFailed(
-                    f"authentication failed: the name {name!r} looks like the existing name "
-                    f"{claim.blocked_by!r} on this server; please tell the server "
-                    "administrator",
-                    CONFLICT,
-                )
+                raise self._confusable(user, name, claim)
             record = await self._store.accounts.get_user(name)
             if record is None:
                 self._log.warn(
