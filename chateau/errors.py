@@ -14,6 +14,9 @@ from __future__ import annotations
 BAD_REQUEST = 400
 NOT_AUTHENTICATED = 301
 ALREADY_SIGNED_IN = 302
+# A signed-in user gave their password again (PasswordChangeRequest,
+# AccountDeleteRequest) and it was wrong: the session itself is fine, so not 301.
+WRONG_PASSWORD = 401
 FORBIDDEN = 403
 NOT_FOUND = 404
 CONFLICT = 409

@@ -45,7 +45,7 @@ def test_sessions_revoke_profile_and_password_over_a_real_server(chateau):
                for line in shown), shown
 
     shown = typed(chateau.url, "alice", "/password wrong new-pw", "/password pw new-pw")
-    assert any(line.startswith("! password not changed: ") and line.endswith("(301)")
+    assert any(line.startswith("! password not changed: ") and line.endswith("(401)")
                for line in shown), shown
     assert "* password changed; your other sessions were signed out" in shown
     assert not any("new-pw" in line for line in shown)

@@ -16,7 +16,9 @@ from typing import Any, Iterator
 import pytest
 from sqlalchemy import select, update
 
-from chateau.errors import BAD_REQUEST, FORBIDDEN, NOT_AUTHENTICATED, NOT_FOUND, TOO_MANY_REQUESTS
+from chateau.errors import (
+    BAD_REQUEST, FORBIDDEN, NOT_AUTHENTICATED, NOT_FOUND, TOO_MANY_REQUESTS, WRONG_PASSWORD,
+)
 from chateau.session_use import SessionUse
 from chateau.signout import SIGNED_OUT
 from chateau.store.records import hash_session_key
@@ -167,9 +169,9 @@ def test_a_wrong_old_password_is_refused_and_throttled_like_a_sign_in(
     for _ in range(free):
         reply = chat.request(laptop, wrong)
         assert (reply["status"], reply["detail"]) == (
-            NOT_AUTHENTICATED, "authentication failed: the old password is wrong")
+            WRONG_PASSWORD, "authentication failed: the old password is wrong")
     reply = chat.request(laptop, wrong)
-    assert reply["status"] == NOT_AUTHENTICATED
+    assert reply["status"] == WRONG_PASSWORD
     throttled = chat.request(laptop, {**wrong, "old_password": "old"})
     assert throttled["status"] == TOO_MANY_REQUESTS and throttled["retry_after"] > 0
     # The same key as a sign-in of that name from that address.

@@ -121,7 +121,7 @@ async def test_a_wrong_old_password_is_refused_then_throttled(server_factory, co
     laptop, _ = await register(running, "alice", "right")
     wrong = {"type": "PasswordChangeRequest", "old_password": "wrong", "new_password": "new"}
     statuses = [(await ask(laptop, wrong))["status"] for _ in range(4)]
-    assert statuses[:3] == [301, 301, 301] and statuses[3] == 429
+    assert statuses[:3] == [401, 401, 401] and statuses[3] == 429
     reply = await ask(laptop, {**wrong, "old_password": "right"})
     assert reply["status"] == 429 and reply["retry_after"] > 0
     # The connection and everyone else carry on.

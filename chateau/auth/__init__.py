@@ -29,6 +29,7 @@ from chateau.errors import (
     NOT_AUTHENTICATED,
     TOO_MANY_REQUESTS,
     UNAVAILABLE,
+    WRONG_PASSWORD,
     ChateauError,
 )
 from chateau.limits import AddressRates, SignInThrottle
@@ -270,7 +271,7 @@ class Authenticator:
         # An empty old password is refused as a sign-in would refuse it:
         # before the throttle, and never counted as a guess.
         if password_problem(old_password, local=True) is not None:
-            raise ChateauError(NOT_AUTHENTICATED, wrong)
+            raise ChateauError(WRONG_PASSWORD, wrong)
         self._check_throttle(address, username)
         self._check_pending()
         self._pending += 1
@@ -287,12 +288,12 @@ class Authenticator:
                     username=username, address=address, detail=failure.detail,
                 )
                 if failure.status == NOT_AUTHENTICATED:
-                    raise ChateauError(NOT_AUTHENTICATED, wrong) from None
+                    raise ChateauError(WRONG_PASSWORD, wrong) from None
                 raise ChateauError(failure.status, failure.detail) from None
             except UnauthorizedLogin:
                 if self._throttle is not None:
                     self._throttle.failed(address, username)
-                raise ChateauError(NOT_AUTHENTICATED, wrong) from None
+                raise ChateauError(WRONG_PASSWORD, wrong) from None
             hashed: str = await checker.hash_password(new_password)
         finally:
             self._pending -= 1

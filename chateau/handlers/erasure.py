@@ -16,7 +16,9 @@ from typing import Any
 from chateau import messages
 from chateau.auth import LOCAL
 from chateau.connection import Connection
-from chateau.errors import NOT_AUTHENTICATED, NOT_FOUND, BadRequest, ChateauError
+from chateau.errors import (
+    NOT_AUTHENTICATED, NOT_FOUND, WRONG_PASSWORD, BadRequest, ChateauError,
+)
 from chateau.handlers.context import Reply, Services
 from chateau.handlers.operators import reload_group
 from chateau.messages import AccountDeleteRequest
@@ -25,9 +27,6 @@ from chateau.notices import Applier
 from chateau.safety import Settings
 from chateau.signout import ACCOUNT_DELETED, ACCOUNT_DELETED_REASON
 from chateau.store.records import now_millis
-
-# The status of a wrong password (the spec's "not authorised").
-WRONG_PASSWORD = 401
 
 
 def held_until(ctx: Services, now: int | None = None) -> int:
