@@ -269,15 +269,7 @@ class LdapChecker:
         name = user.username
         claim = result.claim
         if result.outcome == "unacceptable":
-            self._log.warn(
-                "directory user {dn} refused: {username!r} follows only the older "
-                "NFKC name rule, and new names must pass PRECIS",
-                dn=user.dn, username=name,
-            )
-            return LoginFailed(
-                f"authentication failed: the directory name {name!r} cannot be used "
-                f"here: {USERNAME_RULE}"
-            )
+            return self._unacceptable(user)
         if result.outcome == "local":
             return self._local_refusal(user)
         if claim is not None and claim.held_until is not None:
@@ -300,6 +292,24 @@ class LdapChecker:
                 f"authentication failed: your directory name is now {name!r}, which is "
                 "taken on this server; please tell the server administrator"
             )
+        return self._group_name(user)
+
+    def _unacceptable(self, user: DirectoryUser) -> LoginFailed:
+        """A new account's name must pass PRECIS; the directory's uid does not."""
+        name = user.username
+        self._log.warn(
+            "directory user {dn} refused: {username!r} follows only the older "
+            "NFKC name rule, and new names must pass PRECIS",
+            dn=user.dn, username=name,
+        )
+        return LoginFailed(
+            f"authentication failed: the directory name {name!r} cannot be used "
+            f"here: {USERNAME_RULE}"
+        )
+
+    def _group_name(self, user: DirectoryUser) -> LoginFailed:
+        """The directory's uid is a group's name here."""
+        name = user.username
         self._log.warn(
             "directory user {dn} refused: {username!r} is a group name here; "
             "rename the group to let them in",
@@ -329,15 +339,7 @@ class LdapChecker:
         record = await self._store.accounts.get_user(name)
         if record is None:
             if check_new_username(name) != name:
-                self._log.warn(
-                    "directory user {dn} refused: {username!r} follows only the older "
-                    "NFKC name rule, and new names must pass PRECIS",
-                    dn=user.dn, username=name,
-                )
-                raise LoginFailed(
-                    f"authentication failed: the directory name {name!r} cannot be used "
-                    f"here: {USERNAME_RULE}"
-                )
+                raise self._unacceptable(user)
             claim = await self._store.accounts.create_user(
                 name, None, DIRECTORY, user.display_name
             )
@@ -350,26 +352,9 @@ class LdapChecker:
                 raise self._confusable(user, name, claim)
             record = await self._store.accounts.get_user(name)
             if record is None:
-                self._log.warn(
-                    "directory user {dn} refused: {username!r} is a group name here; "
-                    "rename the group to let them in",
-                    dn=user.dn, username=name,
-                )
-                raise LoginFailed(
-                    f"authentication failed: the name {name!r} is taken by a group on this "
-                    "server; please tell the server administrator"
-                )
+                raise self._group_name(user)
         if record.auth_method != DIRECTORY:
-            self._log.warn(
-                "directory user {dn} refused: {username!r} is a local account on this "
-                "server; rename or remove the local account to let the directory user in",
-                dn=user.dn, username=name,
-            )
-            raise LoginFailed(
-                f"authentication failed: the name {name!r} belongs to a local account on "
-                "this server, not to your directory account; please tell the server "
-                "administrator"
-            )
+            raise self._local_refusal(user)
         if record.disabled:
             raise LoginFailed("authentication failed: this account is disabled")
         banned = record.ban_refusal()
