@@ -12,6 +12,7 @@ import json
 import signal
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -95,18 +96,35 @@ class Cluster:
             node.stop()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, postgres: Any, redis: RedisServer) -> Iterator[Cluster]:
+@contextmanager
+def started(
+    tmp_path: Path, postgres: Any, redis: RedisServer, *names: str
+) -> Iterator[Cluster]:
+    """Nodes *names* of one cluster on a fresh database and an emptied Redis;
+    stopped afterwards, and none may have logged a traceback."""
     redis.command("FLUSHALL")
     group = Cluster(tmp_path, postgres.new_database(), redis.url)
     try:
-        for name in ("n1", "n2", "n3"):
+        for name in names:
             group.start(name)
         yield group
     finally:
         group.stop()
         for name, node in group.nodes.items():
             assert "Traceback" not in node.output(), f"{name}:\n{node.output()}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres: Any, redis: RedisServer) -> Iterator[Cluster]:
+    with started(tmp_path, postgres, redis, "n1", "n2", "n3") as group:
+        yield group
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path, postgres: Any, redis: RedisServer) -> Iterator[Cluster]:
+    """Two nodes: n1 and n2."""
+    with started(tmp_path, postgres, redis, "n1", "n2") as group:
+        yield group
 
 
 @pytest.fixture

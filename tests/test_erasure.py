@@ -18,7 +18,6 @@ from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import insert, select
 
 from chateau.names import (
@@ -28,8 +27,9 @@ from chateau.names import (
 from chateau.store.engine import make_engine
 from chateau.store.records import direct_chat, hash_session_key, now_millis
 from chateau.store.tables import audit_log, direct_chats, messages, names
-from tests.deferreds import inline, sleep
+from tests.deferreds import inline
 from tests.processes import TwistdServer, checkout_env, resident_kib
+from tests.test_cluster import two_nodes  # noqa: F401  (a fixture)
 from tests.test_durable import http_get, make_group
 from tests.wsclient import Client
 
@@ -522,20 +522,6 @@ async def test_admin_export_and_erase(tmp_path, database_url, server_factory, co
 
 # -- a cluster -----------------------------------------------------------------------
 
-@pytest.fixture
-def two_nodes(tmp_path: Path, postgres: Any, redis: Any):
-    from tests.test_cluster import Cluster
-
-    redis.command("FLUSHALL")
-    group = Cluster(tmp_path, postgres.new_database(), redis.url)
-    try:
-        group.start("n1")
-        group.start("n2")
-        yield group
-    finally:
-        group.stop()
-        for name, node in group.nodes.items():
-            assert "Traceback" not in node.output(), f"{name}:\n{node.output()}"
 
 
 @inline

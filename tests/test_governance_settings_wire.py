@@ -3,14 +3,12 @@ PostgreSQL (the ``server`` fixture), a restart, and two clustered nodes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 from tests.deferreds import inline
-from tests.redis import RedisServer
-from tests.test_cluster import Cluster, until, wait_presence
+from tests.test_cluster import (  # noqa: F401  (two_nodes is a fixture)
+    two_nodes, until, wait_presence,
+)
 from tests.wsclient import send_message as send
 
 
@@ -117,18 +115,6 @@ async def test_a_rename_moves_history_and_membership_and_survives_a_restart(
     assert recv["status"] == 200  # the group had started: no 201 after the restart
 
 
-@pytest.fixture
-def two_nodes(tmp_path: Path, postgres: Any, redis: RedisServer) -> Iterator[Cluster]:
-    redis.command("FLUSHALL")
-    group = Cluster(tmp_path, postgres.new_database(), redis.url)
-    try:
-        group.start("n1")
-        group.start("n2")
-        yield group
-    finally:
-        group.stop()
-        for name, node in group.nodes.items():
-            assert "Traceback" not in node.output(), f"{name}:\n{node.output()}"
 
 
 @inline

@@ -7,14 +7,12 @@ on the other). The rules themselves, in detail, are in tests/test_safety.py.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 from tests.deferreds import inline
-from tests.redis import RedisServer
-from tests.test_cluster import Cluster, wait_presence
+from tests.test_cluster import (  # noqa: F401  (two_nodes is a fixture)
+    two_nodes, wait_presence,
+)
 from tests.test_durable import http_get, make_group
 from tests.wsclient import Client
 from tests.wsclient import send_message as send
@@ -204,18 +202,6 @@ async def test_blocks_and_settings_hold_after_a_restart(server_factory, config_f
 
 # -- two clustered nodes -----------------------------------------------------------
 
-@pytest.fixture
-def two_nodes(tmp_path: Path, postgres: Any, redis: RedisServer) -> Iterator[Cluster]:
-    redis.command("FLUSHALL")
-    group = Cluster(tmp_path, postgres.new_database(), redis.url)
-    try:
-        group.start("n1")
-        group.start("n2")
-        yield group
-    finally:
-        group.stop()
-        for name, node in group.nodes.items():
-            assert "Traceback" not in node.output(), f"{name}:\n{node.output()}"
 
 
 @inline
