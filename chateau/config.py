@@ -191,6 +191,15 @@ def _sync_prefix(text: str) -> str:
     return value
 
 
+def _search_language(text: str) -> str:
+    value = text.strip().lower()
+    if not re.fullmatch(r"[a-z][a-z_]{0,62}", value):
+        raise ValueError(
+            f"{text.strip()!r}: a text search language such as simple, english or french"
+        )
+    return value
+
+
 def _erase_messages(text: str) -> str:
     value = text.strip().lower()
     if value == "anonymize":
@@ -347,6 +356,18 @@ class ChatConfig:
     retention_days: int = 0
     # Days audit log rows are kept (0: forever).
     audit_retention_days: int = 365
+    # Other members are told of a read (ReadRecv) only in groups of at most
+    # this many members; the reader's own devices always are.
+    read_receipts_max_group: int = 100
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Message search (SearchRequest); docs/protocol.md explains it."""
+
+    # The word stemming of PostgreSQL's text search configuration of this
+    # name, and of SQLite's FTS5 tokenizer (docs/protocol.md, Search).
+    language: str = "simple"
 
 
 @dataclass(frozen=True)
@@ -407,6 +428,7 @@ class Config:
     ldap: LdapConfig = field(default_factory=LdapConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 # (section, key) -> parser. The section name is also the Config attribute.
@@ -434,6 +456,8 @@ _PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("chat", "erase_messages"): _erase_messages,
     ("chat", "retention_days"): _non_negative_int,
     ("chat", "audit_retention_days"): _non_negative_int,
+    ("chat", "read_receipts_max_group"): _positive_int,
+    ("search", "language"): _search_language,
     ("limits", "message_rate"): _positive_float,
     ("limits", "message_burst"): _positive_int,
     ("limits", "rate_strikes"): _positive_int,

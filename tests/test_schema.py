@@ -560,3 +560,52 @@ def test_upgrading_to_0017_gives_every_existing_key_an_id_and_keeps_it_working(d
                         f"VALUES ('h4', 'ben', 1, {future}, '{ids[2]}')"))
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0019_starts_every_conversation_read_up_to_what_was_delivered(database_url):
+    """Existing users' conversations start read up to their delivered_until, and their
+    keys' sync positions there; existing messages mention nobody and change nothing."""
+    from alembic import command
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0018")
+            connection.execute(text(
+                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user'), "
+                "('club', 'group')"))
+            connection.execute(text(
+                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at, "
+                "delivered_until) VALUES ('ann', 'x', 'local', false, 1, 3), "
+                "('ben', 'x', 'local', false, 1, 1)"))
+            connection.execute(text(
+                "INSERT INTO groups (chatname, creator, created_at) VALUES ('club', 'ann', 1)"))
+            connection.execute(text(
+                "INSERT INTO group_members (chatname, username) VALUES ('club', 'ann'), "
+                "('club', 'ben')"))
+            connection.execute(text(
+                "INSERT INTO messages (chat, recipient, sender, content, created_at, edited, "
+                "deleted) VALUES ('club', NULL, 'ann', 'hi', 10, false, false), "
+                "('@ann:ben', 'ben', 'ann', 'yo', 20, false, false), "
+                "('club', NULL, 'ben', 'hey', 30, false, false)"))
+            connection.execute(text(
+                "INSERT INTO direct_chats (username, chat) VALUES ('ann', '@ann:ben'), "
+                "('ben', '@ann:ben')"))
+            connection.execute(text(
+                "INSERT INTO sessions (key_hash, username, created_at, expires_at, id) VALUES "
+                "('h1', 'ann', 1, 99999999999999, '0000000000000001'), "
+                "('h2', 'ben', 1, 99999999999999, '0000000000000002')"))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            markers = sorted(tuple(r) for r in connection.execute(text(
+                "SELECT username, chat, last_read_id, updated_at FROM read_markers")))
+            assert markers == [("ann", "@ann:ben", 3, 30), ("ann", "club", 3, 30),
+                               ("ben", "@ann:ben", 1, 30), ("ben", "club", 1, 30)]
+            positions = sorted(tuple(r) for r in connection.execute(text(
+                "SELECT key_hash, sync_position FROM sessions")))
+            assert positions == [("h1", 3), ("h2", 1)]
+            rows = list(connection.execute(text("SELECT mentions, changes FROM messages")))
+            assert rows and all(r.mentions is None and r.changes is None for r in rows)
+    finally:
+        engine.dispose()

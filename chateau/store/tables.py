@@ -183,6 +183,16 @@ messages = Table(
     # "by", ...}; NULL for what people wrote. Its content is the event in
     # words, for clients that know nothing of events.
     Column("event", Text, nullable=True),
+    # Who a group message mentions (chateau.mentions): a JSON list of
+    # canonical usernames, with "@all" for everyone; NULL for none. Unread
+    # mentions are counted from it (ConversationsRequest), never by parsing.
+    Column("mentions", Text, nullable=True),
+    # A change row: the id of the message this row records an edit or a
+    # deletion of (event {"change": "edited"|"deleted"}, content NULL); NULL
+    # for every message and group event. Edits and deletions thus take an id
+    # in the same order as messages, so SyncRequest returns them after a
+    # position, gap-free; history, catch-up, search and counts leave them out.
+    Column("changes", BigInteger, nullable=True),
     # History and offline delivery both read a chat's messages in id order.
     # There is deliberately no index on recipient: every message would then
     # rewrite a second index page at each commit (see direct_chats).
@@ -198,6 +208,19 @@ direct_chats = Table(
     metadata,
     Column("username", String(64), primary_key=True),
     Column("chat", String(160), primary_key=True),
+)
+
+# How far each user has read each conversation (ReadRequest): chat is a
+# group's chatname or a direct chat's "@a:b". The marker only moves up.
+# Unread counts are the chat's messages after it (ix_messages_chat_id), not
+# kept per message, so sending costs nothing here.
+read_markers = Table(
+    "read_markers",
+    metadata,
+    Column("username", String(64), ForeignKey("users.username"), primary_key=True),
+    Column("chat", String(160), primary_key=True),
+    Column("last_read_id", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )
 
 # Session keys are stored only as their SHA-256: a stolen table resumes nobody.
@@ -217,6 +240,10 @@ sessions = Table(
     # Where it was last used from, and what the client called itself.
     Column("address", String(64), nullable=True),
     Column("client_name", String(64), nullable=True),
+    # This key's sync position (SyncRequest without since): the id up to
+    # which the device was given everything. A new key starts at the newest
+    # message id when it is made.
+    Column("sync_position", BigInteger, nullable=False, server_default="0"),
     Index("ix_sessions_username", "username"),
     Index("ux_sessions_id", "id", unique=True),
 )
