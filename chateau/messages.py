@@ -106,6 +106,15 @@ class HistoryRequest(Request):
 
 
 @dataclass(frozen=True)
+class TypingRequest(Request):
+    """Whether the user is typing in a conversation (``chatname`` or ``user``)."""
+
+    typing: bool
+    chatname: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
 class ContactRequest(Request):
     username: str
 
@@ -337,6 +346,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "ResumeRequest": ResumeRequest,
     "LogoutRequest": LogoutRequest,
     "HistoryRequest": HistoryRequest,
+    "TypingRequest": TypingRequest,
     "ContactRequest": ContactRequest,
     "ContactAccept": ContactAccept,
     "ContactDeny": ContactDeny,
@@ -702,6 +712,17 @@ def history_response(
     key: str, name: str, entries: list[dict[str, Any]], more: bool
 ) -> dict[str, Any]:
     return {"type": "HistoryResponse", "status": 200, key: name, "messages": entries, "more": more}
+
+
+def typing_response() -> dict[str, Any]:
+    return {"type": "TypingResponse", "status": 200}
+
+
+def typing_recv(key: str, name: str, username: str, typing: bool) -> dict[str, Any]:
+    """*username* is typing (or stopped) in a group or random chat (*key* "chatname"),
+    or in a direct chat with the reader (*key* "user", *name* the typer)."""
+    return {"type": "TypingRecv", "status": 200, key: name, "username": username,
+            "typing": typing}
 
 
 def contact_response(kind: str, username: str, **extra: Any) -> dict[str, Any]:

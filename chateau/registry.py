@@ -301,13 +301,18 @@ class Registry:
         self._settings = {name: s for name, s in settings.items() if not s.is_default}
 
     def shows_presence(self, username: str, viewer: str | None) -> bool:
-        """Whether *username*'s presence setting lets *viewer* (online here, or None) see it."""
+        """Whether *username*'s presence setting lets *viewer* (or None: anyone) see it.
+
+        Contacts are known for users online here: one of the two must be.
+        """
         presence = self.settings(username).presence
         if presence == "everyone" or viewer == username:
             return True
         if presence == "nobody" or viewer is None:
             return False
-        return username in self._contacts.get(viewer, ())
+        return username in self._contacts.get(viewer, ()) or viewer in self._contacts.get(
+            username, ()
+        )
 
     def seen_online(self, username: str, viewer: str | None) -> bool:
         """Whether *viewer* sees *username* online (presence setting applied)."""

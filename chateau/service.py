@@ -48,6 +48,7 @@ from chateau.retention import RetentionPurge
 from chateau.signout import SignOut
 from chateau.store import Store
 from chateau.store.engine import in_transaction, make_engine, pool_size_for, redacted_url
+from chateau.typing import Typing
 from chateau.web import make_site
 
 
@@ -187,10 +188,13 @@ class Chateau(MultiService):
                 config.ldap, self.store, ldap_checker.account_status, self.metrics,
                 registry.local_users, reactor,
             )
+        # Who is typing where; its timers run on the reactor's clock.
+        self.typing = Typing(registry, self.delivery, reactor)
         self.context = Services(
             config=config, registry=registry, store=self.store, auth=self.authenticator,
             delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
             announcer=Announcer(registry, self.store, self.delivery),
+            typing=self.typing,
             directory_has=reserved,
             directory_recheck=(
                 self.deprovisioner.recheck_on_resume if self.deprovisioner else None
@@ -374,6 +378,7 @@ class Chateau(MultiService):
             await deferLater(self.reactor, 0.05, lambda: None)
         for connection in list(self.factory.connections):
             connection.transport.abortConnection()
+        self.typing.stop()
         if isinstance(self.backplane, RedisBackplane) and self.backplane.running:
             await self.backplane.stopService()
         await super().stopService()

@@ -43,6 +43,7 @@ from chateau.notices import NoticeWatch
 from chateau.registry import Registry
 from chateau.store import Store
 from chateau.store.engine import make_engine
+from chateau.typing import Typing
 
 
 class SyncClock(Clock):
@@ -262,10 +263,12 @@ class InProcessChat:
         self.delivery = Delivery(self.registry, self.backplane)
         self.catch_up = CatchUp(config, self.registry, self.store, self.delivery, self.backplane)
         ClusterSync(self.registry, self.store, self.delivery, self.catch_up, self.backplane)
+        self.typing = Typing(self.registry, self.delivery, self.clock)
         self.services = Services(
             config=config, registry=self.registry, store=self.store, auth=self.auth,
             delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
             announcer=Announcer(self.registry, self.store, self.delivery),
+            typing=self.typing,
         )
         # Changes made in the database by chateau-admin (tests call check()).
         self.notices = NoticeWatch(

@@ -437,6 +437,7 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     | st.text(ANY_TEXT, max_size=10),
     "random_chat": st.none() | st.booleans(),
     "read_receipts": st.none() | st.booleans(),
+    "typing": st.booleans(),
     "client": st.none() | st.text(ANY_TEXT, max_size=70)
     | st.sampled_from(["Firefox on Linux", "x" * 64, "y" * 65, "a\tb", ""]),
     # Never the fuzzed users' password: a change that succeeded would lock the
@@ -518,6 +519,7 @@ SUCCESS = {
     "ResumeRequest": "ResumeResponse",
     "LogoutRequest": "LogoutResponse",
     "HistoryRequest": "HistoryResponse",
+    "TypingRequest": "TypingResponse",
     "ContactRequest": "ContactRequestResponse",
     "ContactAccept": "ContactAcceptResponse",
     "ContactDeny": "ContactDenyResponse",
@@ -562,6 +564,7 @@ PUSHED = {
     "ModerationWarningRecv",
     "GroupRemovedRecv",
     "AnnouncementRecv",
+    "TypingRecv",
 }
 # docs/protocol.md's statuses, less those that cannot be right here: 500 never,
 # 501 only with store_messages off, 503 only when the server or its database is

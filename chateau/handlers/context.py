@@ -22,6 +22,7 @@ from chateau.names import canonical
 from chateau.registry import Registry
 from chateau.store import Store
 from chateau.store.records import OWNER, StoredMessage, iso_timestamp, now_millis
+from chateau.typing import Typing
 
 Reply = dict[str, Any] | None
 
@@ -43,6 +44,8 @@ class Services:
     metrics: Metrics
     # Announcements to users online here, and at sign-in (chateau.announcements).
     announcer: Announcer
+    # Who is typing where, with the rate and expiry of TypingRecv (chateau.typing).
+    typing: Typing
     # Whether the campus directory has a user of this name (on its pool, with
     # its timeout); None when directory sign-in is off. Users and groups share
     # one namespace, so a group may not take a name the directory may give.

@@ -17,7 +17,7 @@ from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
     account, contacts, erasure, group_settings, groups, history, membership, operators, reports,
-    safety, sending, sessions,
+    safety, sending, sessions, typing,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
@@ -62,6 +62,7 @@ from chateau.messages import (
     SessionListRequest,
     SessionRevokeRequest,
     SettingsRequest,
+    TypingRequest,
     UnblockRequest,
     UserBanRequest,
     UserUnbanRequest,
@@ -89,6 +90,7 @@ HANDLERS: dict[type[Request], Handler] = {
     GroupInviteRequest: membership.group_invite,
     GroupJoinRequest: membership.group_join,
     HistoryRequest: history.history,
+    TypingRequest: typing.typing,
     MessageEditRequest: history.message_edit,
     MessageDeleteRequest: history.message_delete,
     ContactRequest: contacts.contact_request,
@@ -156,8 +158,11 @@ class Dispatcher:
         )
 
     def closed(self, connection: Connection) -> None:
-        """A connection went away: sign it off."""
+        """A connection went away: sign it off (and end its user's typing if it was their last)."""
+        username = connection.username
         self.services.catch_up.sign_off(connection)
+        if username is not None:
+            self.services.typing.left(username)
 
     @property
     def last_routed_id(self) -> int:

@@ -184,6 +184,8 @@ def _route_direct(
         skip=conn, message_id=stored.id, sender=sender,
     )
     ctx.delivery.routed(stored.id)
+    # The message ends the sender's typing there (clients clear it on the message).
+    ctx.typing.message_sent(sender, "user", target)
     return messages.message_send_response(stored.id, stored.timestamp)
 
 
@@ -209,6 +211,7 @@ def _route_to_chat(
         skip=conn, message_id=stored.id, sender=sender,
     )
     ctx.delivery.routed(stored.id)
+    ctx.typing.message_sent(sender, "chatname", target)
     return messages.message_send_response(stored.id, stored.timestamp)
 
 

@@ -192,7 +192,10 @@ async def directory_recheck(ctx: Services, conn: Connection, username: str) -> N
 
 async def logout(ctx: Services, conn: Connection, request: LogoutRequest) -> Reply:
     key_hash = conn.session_key_hash
+    username = conn.username
     ctx.catch_up.sign_off(conn)
+    if username is not None:
+        ctx.typing.left(username)
     if key_hash is not None:
         await ctx.store.sessions.revoke_session(key_hash)
     return messages.logout_response()
