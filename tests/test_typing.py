@@ -349,3 +349,18 @@ def test_typing_works_on_a_server_that_keeps_no_messages(tmp_path: Path) -> None
                                "username": "alice", "typing": True}]
     finally:
         running.stop()
+
+
+def test_contacts_only_typing_reaches_a_contact_on_another_node(
+    chat: InProcessChat, club: Any,
+) -> None:
+    """The typer's node knows the typer's contacts, not a remote viewer's: that is enough."""
+    alice, bob, carol = club
+    assert chat.request(alice, {"type": "SettingsRequest", "presence": "contacts"})["status"] == 200
+    chat.registry.remote_connect("erin", "n2")
+    chat.registry.add_members("club", ["erin"])
+    assert chat.typing.audience("alice", ("chatname", "club")) == []
+    chat.registry.link_contacts("alice", "erin")
+    assert chat.typing.audience("alice", ("chatname", "club")) == ["erin"]
+    assert chat.registry.shows_presence("alice", "erin")
+    assert not chat.registry.shows_presence("alice", "carol")
