@@ -78,11 +78,6 @@ class Typing:
         # typer -> conversation -> state; a typer without any state has no entry.
         self._states: dict[str, dict[Conversation, _State]] = {}
 
-    def is_typing(self, typer: str, conversation: Conversation) -> bool:
-        """Whether *typer* is typing in *conversation* now (as this node knows)."""
-        state = self._states.get(typer, {}).get(conversation)
-        return state is not None and state.typing
-
     # -- what the typer says ------------------------------------------------
 
     def say(self, typer: str, conversation: Conversation, typing: bool) -> None:
