@@ -272,3 +272,50 @@ def test_mentions_count_against_the_frame_limit(tmp_path: Path) -> None:
         assert send(chat, users["owner"], "big", content.replace("@", "#"))["status"] == 200
     finally:
         chat.stop()
+
+
+# -- a user's rename ------------------------------------------------------------------
+
+def test_a_rename_moves_the_users_name_in_the_mentions_of_their_groups(database_url) -> None:
+    """On both databases: re-sorted; a name that only starts alike and a group the user
+    left are untouched."""
+    from sqlalchemy import insert
+
+    from chateau.store import migrate
+    from chateau.store import tables as t
+    from chateau.store.accounts import create_user_txn
+    from chateau.store.engine import make_engine
+    from chateau.store.identity import rename_user_txn
+    from chateau.store.messages import mentions_json
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            migrate.prepare(connection)
+            for name in ("ivan", "bob", "iva_", "carol"):
+                assert create_user_txn(connection, name, None, "ldap", None)
+            for chatname in ("club", "left"):
+                connection.execute(insert(t.names).values(name=chatname, kind="group",
+                                                          skeleton=chatname))
+                connection.execute(insert(t.groups).values(chatname=chatname, creator="bob",
+                                                           created_at=1))
+            connection.execute(insert(t.group_members), [
+                {"chatname": "club", "username": name, "role": "member"}
+                for name in ("ivan", "bob", "iva_")] + [
+                {"chatname": "left", "username": "bob", "role": "owner"}])
+            message = {"created_at": 1, "edited": False, "deleted": False, "sender": "bob",
+                       "recipient": None, "content": "..."}
+            connection.execute(insert(t.messages), [
+                {**message, "chat": "club", "mentions": mentions_json(["ivan", "bob"])},
+                {**message, "chat": "club", "mentions": mentions_json(["@all", "ivan"])},
+                {**message, "chat": "club", "mentions": mentions_json(["iva_"])},
+                {**message, "chat": "club", "mentions": None},
+                {**message, "chat": "left", "mentions": mentions_json(["ivan"])}])
+        with engine.begin() as connection:
+            assert rename_user_txn(connection, "ivan", "zed", None).outcome == "renamed"
+        with engine.begin() as connection:
+            stored = connection.execute(
+                select(t.messages.c.mentions).order_by(t.messages.c.id)).scalars().all()
+        assert stored == ['["bob","zed"]', '["@all","zed"]', '["iva_"]', None, '["ivan"]']
+    finally:
+        engine.dispose()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, or_, select, true, union_all, update
+from sqlalchemy import bindparam, func, insert, or_, select, true, union_all, update
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
@@ -326,6 +326,36 @@ def delete_message_txn(connection: Connection, message_id: int) -> None:
     connection.execute(
         update(messages).where(messages.c.id == message_id).values(content=None, deleted=True)
     )
+
+
+def rename_mentions_txn(connection: Connection, old: str, new: str) -> int:
+    """Write *new* for *old* in the mentions of the messages of *new*'s groups.
+
+    Part of a user's rename (chateau.store.identity), after group_members
+    moved: the groups the user is in now, read through ix_messages_chat_id,
+    so a rename never scans every message. (Groups they left keep the old
+    name in their mentions, as in their content.) How many messages changed.
+    """
+    their_groups = select(group_members.c.chatname).where(group_members.c.username == new)
+    rows = connection.execute(
+        select(messages.c.id, messages.c.mentions).where(
+            messages.c.chat.in_(their_groups)
+            & messages.c.mentions.contains(f'"{old}"', autoescape=True)
+        )
+    ).all()
+    changed = [
+        {"target": row.id, "renamed": mentions_json(
+            [new if name == old else name for name in json.loads(row.mentions)]
+        )}
+        for row in rows
+    ]
+    if changed:
+        connection.execute(
+            update(messages).where(messages.c.id == bindparam("target"))
+            .values(mentions=bindparam("renamed")),
+            changed,
+        )
+    return len(changed)
 
 
 def has_written_txn(connection: Connection, chat: str, username: str) -> bool:
