@@ -249,6 +249,7 @@ def test_a_deleted_message_shows_no_mentions(chat, club) -> None:
     assert ask(chat, club["mia"], "MessageDeleteRequest", id=sent["id"])["status"] == 200
     page = ask(chat, club["bob"], "HistoryRequest", chatname="club", limit=1)
     assert page["messages"][0]["deleted"] is True and "mentions" not in page["messages"][0]
+    assert stored_mentions(chat, "club")[-1] == (None, None)  # gone with the words
 
 
 def test_mentions_count_against_the_frame_limit(tmp_path: Path) -> None:
@@ -319,3 +320,11 @@ def test_a_rename_moves_the_users_name_in_the_mentions_of_their_groups(database_
         assert stored == ['["bob","zed"]', '["@all","zed"]', '["iva_"]', None, '["ivan"]']
     finally:
         engine.dispose()
+
+
+def test_erasing_an_account_in_erase_mode_drops_its_messages_mentions(chat, club) -> None:
+    send(chat, club["mia"], "club", "@bob @olga hi")
+    kept = send(chat, club["bob"], "club", "@olga hello")
+    assert chat.wait(chat.store.erasure.erase("cli:ops", "mia", "erase", 0)) is not None
+    assert stored_mentions(chat, "club")[-2:] == [(None, None), ("@olga hello", '["olga"]')]
+    assert kept["mentions"] == ["olga"]

@@ -324,7 +324,9 @@ def edit_message_txn(
 
 def delete_message_txn(connection: Connection, message_id: int) -> None:
     connection.execute(
-        update(messages).where(messages.c.id == message_id).values(content=None, deleted=True)
+        # Who it mentioned goes with its words.
+        update(messages).where(messages.c.id == message_id)
+        .values(content=None, deleted=True, mentions=None)
     )
 
 
