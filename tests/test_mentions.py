@@ -328,3 +328,20 @@ def test_erasing_an_account_in_erase_mode_drops_its_messages_mentions(chat, club
     assert chat.wait(chat.store.erasure.erase("cli:ops", "mia", "erase", 0)) is not None
     assert stored_mentions(chat, "club")[-2:] == [(None, None), ("@olga hello", '["olga"]')]
     assert kept["mentions"] == ["olga"]
+
+
+def test_an_ephemeral_server_still_carries_mentions_live(tmp_path: Path) -> None:
+    chat = InProcessChat(make_test_config(tmp_path, chat={"store_messages": "false"}))
+    chat.start()
+    try:
+        alice, bob = chat.sign_in("alice"), chat.sign_in("bob")
+        assert ask(chat, alice, "GroupMessageInitRequest", chatname="club",
+                   recipients=["bob"])["status"] == 200
+        bob.take()
+        reply = send(chat, bob, "club", "@alice hi")
+        assert reply["mentions"] == ["alice"]
+        (push,) = alice.take()
+        assert push["mentions"] == ["alice"]
+        assert send(chat, bob, "club", "@all hi")["status"] == 403
+    finally:
+        chat.stop()
