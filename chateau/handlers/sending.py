@@ -79,9 +79,9 @@ def _refuse_send(
     ``@all``; None to go on.
 
     Read from the registry (kept current on every node), never the
-    database: a plain member of an admins-only group, or one writing
-    ``@all``, is the one case that asks whether they are a server admin,
-    and only then.
+    database: a plain member of an admins-only group, and one writing
+    ``@all``, are the only senders asked about (whether they are a server
+    admin), and only then.
     """
     until = group.muted_until.get(sender)
     if until is not None:
