@@ -564,6 +564,7 @@ def missed_message(record: MessageRecord) -> dict[str, Any]:
         message = messages.group_message_recv(
             first=False, sender=record.sender, chatname=record.chat,
             content=record.content or "", message_id=record.id, timestamp=record.timestamp,
+            mentions=record.mentions,
         )
     message["offline"] = True
     if record.edited:

@@ -16,7 +16,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 from chateau.errors import BadRequest
 
@@ -572,9 +572,14 @@ def content_wire_size(content: str) -> int:
     return len(json.dumps(content, ensure_ascii=False).encode()) - 2
 
 
-def largest_message_frame(content: str) -> int:
+def mentions_wire_size(mentions: Sequence[str]) -> int:
+    """The bytes a message's ``mentions`` field adds to a frame (0 for none)."""
+    return len(encode({"mentions": list(mentions)})) - 1 if mentions else 0
+
+
+def largest_message_frame(content: str, mentions: Sequence[str] = ()) -> int:
     """The bytes of the largest frame that will ever carry a message of *content*."""
-    return MESSAGE_ENVELOPE + content_wire_size(content)
+    return MESSAGE_ENVELOPE + content_wire_size(content) + mentions_wire_size(mentions)
 
 
 # ---------------------------------------------------------------------------
@@ -604,19 +609,26 @@ def group_init_notice(chatname: str, creator: str, members: list[str]) -> dict[s
     }
 
 
-def message_send_response(message_id: int, timestamp: str) -> dict[str, Any]:
-    return {
+def message_send_response(
+    message_id: int, timestamp: str, mentions: Sequence[str] = ()
+) -> dict[str, Any]:
+    response = {
         "type": "MessageSendResponse",
         "status": 200,
         "id": message_id,
         "timestamp": timestamp,
     }
+    if mentions:
+        response["mentions"] = list(mentions)
+    return response
 
 
 def group_message_recv(
-    *, first: bool, sender: str, chatname: str, content: str, message_id: int, timestamp: str
+    *, first: bool, sender: str, chatname: str, content: str, message_id: int, timestamp: str,
+    mentions: Sequence[str] = (),
 ) -> dict[str, Any]:
-    return {
+    """*mentions* (chateau.mentions) is carried only when someone is mentioned."""
+    message = {
         "type": "GroupMessageRecv",
         "status": 201 if first else 200,
         "sender": sender,
@@ -625,6 +637,9 @@ def group_message_recv(
         "id": message_id,
         "timestamp": timestamp,
     }
+    if mentions:
+        message["mentions"] = list(mentions)
+    return message
 
 
 def message_recv(
@@ -759,9 +774,14 @@ def message_delete_response(message_id: int) -> dict[str, Any]:
     return {"type": "MessageDeleteResponse", "status": 200, "id": message_id}
 
 
-def message_edited(message_id: int, chatname: str, sender: str, content: str) -> dict[str, Any]:
-    return {"type": "MessageEdited", "status": 200, "id": message_id, "chatname": chatname,
-            "sender": sender, "content": content}
+def message_edited(
+    message_id: int, chatname: str, sender: str, content: str, mentions: Sequence[str] = ()
+) -> dict[str, Any]:
+    edited = {"type": "MessageEdited", "status": 200, "id": message_id, "chatname": chatname,
+              "sender": sender, "content": content}
+    if mentions:
+        edited["mentions"] = list(mentions)
+    return edited
 
 
 def message_deleted(message_id: int, chatname: str, sender: str) -> dict[str, Any]:

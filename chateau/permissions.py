@@ -17,12 +17,13 @@ INVITE = "invite"    # GroupInviteRequest (an invite code adds whoever uses it)
 UPDATE = "update"    # GroupUpdateRequest: topic, name, join, visibility, who_can_*
 UNBAN = "unban"      # GroupUnbanRequest
 ROLE = "role"        # GroupRoleRequest
+MENTION_ALL = "mention_all"  # @all in a group message or its edit (chateau.mentions)
 # Actions on one member (the target): allowed only on a lower role.
 REMOVE = "remove"    # GroupRemoveRequest, with or without ban
 MUTE = "mute"        # GroupMuteRequest
 
 ON_MEMBER = frozenset({REMOVE, MUTE})
-ACTIONS = (SEND, ADD, INVITE, UPDATE, UNBAN, ROLE, REMOVE, MUTE)
+ACTIONS = (SEND, ADD, INVITE, UPDATE, UNBAN, ROLE, MENTION_ALL, REMOVE, MUTE)
 
 _RANK = {MEMBER: 0, ADMIN: 1, OWNER: 2}
 
@@ -50,7 +51,7 @@ def may(
         return who_can_send == "everyone" or rank >= _RANK[ADMIN]
     if action in (ADD, INVITE):
         return who_can_add == "members" or rank >= _RANK[ADMIN]
-    if action in (UPDATE, UNBAN):
+    if action in (UPDATE, UNBAN, MENTION_ALL):
         return rank >= _RANK[ADMIN]
     if action == ROLE:
         return role == OWNER

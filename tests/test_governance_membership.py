@@ -413,7 +413,7 @@ def test_permission_cell_through_the_handlers(
     chatname = f"cell{table_chat['count'][0]}"
     owner = users["olga"]
     members = ["adam", "mia", "otto", "ann", "mo"]
-    if actor == "server admin" and action == p.SEND:
+    if actor == "server admin" and action in (p.SEND, p.MENTION_ALL):
         members.append("root")  # sending needs membership; the admin is a plain member
     make_group(chat, owner, chatname, *members)
     for name, role in (("adam", "admin"), ("otto", "owner"), ("ann", "admin")):
@@ -424,6 +424,10 @@ def test_permission_cell_through_the_handlers(
     me = users[ACTOR_USER[actor]]
     if action == p.SEND:
         reply = send(chat, me, chatname)
+    elif action == p.MENTION_ALL:
+        reply = send(chat, me, chatname, "@all meeting now")
+        if expected:
+            assert reply["mentions"] == ["@all"], reply
     elif action == p.ADD:
         reply = ask(chat, me, "GroupAddRequest", chatname=chatname, users=["newcomer"])
     elif action == p.INVITE:

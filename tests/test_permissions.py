@@ -26,6 +26,7 @@ GROUP_ACTIONS = [
     (p.UPDATE, {}, {"owner": True, "admin": True, "member": False, None: False}),
     (p.UNBAN, {}, {"owner": True, "admin": True, "member": False, None: False}),
     (p.ROLE, {}, {"owner": True, "admin": False, "member": False, None: False}),
+    (p.MENTION_ALL, {}, {"owner": True, "admin": True, "member": False, None: False}),
 ]
 
 # action, target role, {actor role: allowed}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import json
 import unicodedata
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 
@@ -62,11 +62,11 @@ class Services:
 
 def record_message(
     ctx: Services, chat: str, sender: str, content: str, recipient: str | None = None,
-    event: str | None = None,
+    event: str | None = None, mentions: list[str] | None = None,
 ) -> Deferred[StoredMessage]:
     """Commit a message (or, with storage off, just number it)."""
     if ctx.stores_messages:
-        return ctx.store.messages.add_message(chat, sender, content, recipient, event)
+        return ctx.store.messages.add_message(chat, sender, content, recipient, event, mentions)
     return succeed(StoredMessage(ctx.delivery.next_unstored_id(), iso_timestamp(now_millis())))
 
 
@@ -122,24 +122,29 @@ def check_content(ctx: Services, content: str) -> None:
     check_wire_size(ctx, content)
 
 
-def check_wire_size(ctx: Services, content: str) -> None:
+def check_wire_size(ctx: Services, content: str, mentions: Sequence[str] = ()) -> None:
     """Refuse (413) content some frame carrying it could not fit in ``max_message_size``.
 
     A stored message is pushed live, pushed again at catch-up (with more
     fields), edited, and paged in history; every one of those frames must
     fit the limit that clients may apply to what they read. Short content
     cannot come near it, so only long content is measured (once, exactly,
-    as it will be encoded).
+    as it will be encoded). A group message's *mentions* ride in the same
+    frames, so they count too.
     """
     frame_limit = ctx.config.server.max_message_size
-    if len(content) * messages.MAX_CHARACTER_BYTES + messages.MESSAGE_ENVELOPE <= frame_limit:
+    extra = messages.mentions_wire_size(mentions)
+    if len(content) * messages.MAX_CHARACTER_BYTES + messages.MESSAGE_ENVELOPE + extra \
+            <= frame_limit:
         return
-    size = messages.largest_message_frame(content)
+    size = messages.largest_message_frame(content, mentions)
     if size > frame_limit:
         room = frame_limit - messages.MESSAGE_ENVELOPE
+        taken = messages.content_wire_size(content) + messages.mentions_wire_size(mentions)
+        what = "content and its mentions take" if mentions else "content takes"
         raise ChateauError(
             TOO_LARGE,
-            f"content takes {messages.content_wire_size(content)} bytes on the wire (as JSON, "
+            f"{what} {taken} bytes on the wire (as JSON, "
             f"UTF-8); at most {room} fit in a frame of [server] max_message_size "
             f"({frame_limit} bytes): send it in parts",
         )

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from chateau import messages
+from chateau import messages, permissions
 from chateau.connection import Connection
 from chateau.errors import FORBIDDEN, NOT_FOUND, BadRequest, ChateauError
 from chateau.handlers.context import (
     Reply,
     Services,
     check_content,
+    check_wire_size,
     fill_page,
     lookup,
     require_membership,
+    require_permission,
     require_stored_messages,
 )
+from chateau.mentions import ALL, ALL_REFUSAL, find_mentions
 from chateau.messages import HistoryRequest, MessageDeleteRequest, MessageEditRequest
 from chateau.names import DELETED_USER, canonical
 from chateau.store.records import MessageRecord, direct_chat
@@ -150,13 +153,37 @@ async def message_edit(ctx: Services, conn: Connection, request: MessageEditRequ
     assert user is not None
     check_content(ctx, request.content)
     record = await _own_message(ctx, user, request.id)
+    mentions = await _edited_mentions(ctx, user, record, request.content)
     ctx.delivery.check_reachable(message_audience(ctx, record))
-    await ctx.store.messages.edit_message(record.id, request.content)
+    await ctx.store.messages.edit_message(record.id, request.content, mentions)
     _announce_change(
         ctx, conn, record,
-        lambda chatname: messages.message_edited(record.id, chatname, user, request.content),
+        lambda chatname: messages.message_edited(
+            record.id, chatname, user, request.content, mentions
+        ),
     )
     return messages.message_edit_response(record.id)
+
+
+async def _edited_mentions(
+    ctx: Services, user: str, record: MessageRecord, content: str
+) -> list[str]:
+    """The mentions of a group message's new *content*, by the group's members now.
+
+    ``@all`` follows the rule of a send (403, nothing changed); direct
+    messages and random chats have no mentions.
+    """
+    group = ctx.registry.group(record.chat) if record.recipient is None else None
+    if group is None:
+        return []
+    mentions = find_mentions(content, group.members)
+    if mentions:
+        check_wire_size(ctx, content, mentions)
+    if ALL in mentions:
+        await require_permission(
+            ctx, user, permissions.MENTION_ALL, group.role_of(user), ALL_REFUSAL
+        )
+    return mentions
 
 
 async def message_delete(ctx: Services, conn: Connection, request: MessageDeleteRequest) -> Reply:

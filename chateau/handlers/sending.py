@@ -11,7 +11,7 @@ database first (:func:`_send_to_offline`).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from twisted.internet.defer import Deferred
 
@@ -22,10 +22,12 @@ from chateau.handlers.context import (
     Reply,
     Services,
     check_content,
+    check_wire_size,
     lookup,
     record_message,
     require_permission,
 )
+from chateau.mentions import ALL, ALL_REFUSAL, find_mentions
 from chateau.messages import GroupMessageRequest, RandomMessageRequest
 from chateau.registry import Group
 from chateau.store.records import StoredMessage, direct_chat, iso_timestamp, now_millis
@@ -52,13 +54,16 @@ def send_message(ctx: Services, conn: Connection, request: GroupMessageRequest) 
     if group is not None:
         if sender not in group.members:
             raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
-        if group.muted_until or group.who_can_send != "everyone":
-            refused = _refuse_send(ctx, conn, sender, request, target, group)
+        mentions = find_mentions(request.content, group.members)
+        if mentions:
+            check_wire_size(ctx, request.content, mentions)
+        if group.muted_until or group.who_can_send != "everyone" or ALL in mentions:
+            refused = _refuse_send(ctx, conn, sender, request, target, group, mentions)
             if refused is not None:
                 return refused
         ctx.delivery.check_reachable(group.members)
-        return record_message(ctx, target, sender, request.content).addCallback(
-            _route_to_chat, ctx, conn, sender, request, target, group.members, group
+        return record_message(ctx, target, sender, request.content, mentions=mentions).addCallback(
+            _route_to_chat, ctx, conn, sender, request, target, group.members, group, mentions
         )
 
     if not registry.is_online(target):
@@ -68,13 +73,15 @@ def send_message(ctx: Services, conn: Connection, request: GroupMessageRequest) 
 
 def _refuse_send(
     ctx: Services, conn: Connection, sender: str, request: GroupMessageRequest, target: str,
-    group: Group,
+    group: Group, mentions: list[str],
 ) -> Deferred[Reply] | None:
-    """403 for a muted member, or a member where only admins send; None to go on.
+    """403 for a muted member, a member where only admins send, or a member's
+    ``@all``; None to go on.
 
     Read from the registry (kept current on every node), never the
-    database: a plain member of an admins-only group is the one case that
-    asks whether they are a server admin, and only then.
+    database: a plain member of an admins-only group, and one writing
+    ``@all``, are the only senders asked about (whether they are a server
+    admin), and only then.
     """
     until = group.muted_until.get(sender)
     if until is not None:
@@ -83,19 +90,26 @@ def _refuse_send(
                 FORBIDDEN, f"you are muted in {target!r} until {iso_timestamp(until)}"
             )
         del group.muted_until[sender]
-    if permissions.may(permissions.SEND, group.role_of(sender), who_can_send=group.who_can_send):
+    role = group.role_of(sender)
+    if permissions.may(permissions.SEND, role, who_can_send=group.who_can_send) and (
+        ALL not in mentions or permissions.may(permissions.MENTION_ALL, role)
+    ):
         return None
 
     async def as_server_admin() -> Reply:
         await require_permission(
-            ctx, sender, permissions.SEND, group.role_of(sender),
+            ctx, sender, permissions.SEND, role,
             f"only admins send in {target!r}", who_can_send=group.who_can_send,
         )
+        if ALL in mentions:
+            await require_permission(ctx, sender, permissions.MENTION_ALL, role, ALL_REFUSAL)
         if sender not in group.members:  # removed while the database was asked
             raise ChateauError(FORBIDDEN, f"you are not a member of {target!r}")
         ctx.delivery.check_reachable(group.members)
-        return await record_message(ctx, target, sender, request.content).addCallback(
-            _route_to_chat, ctx, conn, sender, request, target, group.members, group
+        return await record_message(
+            ctx, target, sender, request.content, mentions=mentions
+        ).addCallback(
+            _route_to_chat, ctx, conn, sender, request, target, group.members, group, mentions
         )
 
     return Deferred.fromCoroutine(as_server_admin())
@@ -113,9 +127,14 @@ def pipelines(ctx: Services, request: GroupMessageRequest, sender: str | None = 
     registry = ctx.registry
     group = registry.group(target)
     if group is not None:
-        return group.who_can_send == "everyone" or permissions.may(
-            permissions.SEND, group.role_of(sender or ""), who_can_send=group.who_can_send
-        )
+        role = group.role_of(sender or "")
+        if not (group.who_can_send == "everyone" or permissions.may(
+            permissions.SEND, role, who_can_send=group.who_can_send
+        )):
+            return False
+        # A plain member's @all asks too (refused unless a server admin).
+        return "@" not in request.content or permissions.may(permissions.MENTION_ALL, role) \
+            or ALL not in find_mentions(request.content, group.members)
     return registry.pair(target) is not None or registry.is_online(target) and (
         # Asking the database whether the two are contacts is a wait too.
         registry.settings(target).direct_messages == "everyone" or registry.is_local(target)
@@ -192,8 +211,12 @@ def _route_direct(
 def _route_to_chat(
     stored: StoredMessage, ctx: Services, conn: Connection, sender: str,
     request: GroupMessageRequest, target: str, members: Iterable[str], group: Group | None,
+    mentions: Sequence[str] = (),
 ) -> Reply:
-    """Route a committed message to a random chat's pair, or to a group (*group* set)."""
+    """Route a committed message to a random chat's pair, or to a group (*group* set).
+
+    *mentions* are the same for every member, so the push is still encoded once.
+    """
     if group is None:
         ctx.metrics.messages_of["random"].inc()
         first = False
@@ -206,13 +229,13 @@ def _route_to_chat(
         members,
         messages.group_message_recv(
             first=first, sender=sender, chatname=target, content=request.content,
-            message_id=stored.id, timestamp=stored.timestamp,
+            message_id=stored.id, timestamp=stored.timestamp, mentions=mentions,
         ),
         skip=conn, message_id=stored.id, sender=sender,
     )
     ctx.delivery.routed(stored.id)
     ctx.typing.message_sent(sender, "chatname", target)
-    return messages.message_send_response(stored.id, stored.timestamp)
+    return messages.message_send_response(stored.id, stored.timestamp, mentions)
 
 
 async def random_message(ctx: Services, conn: Connection, request: RandomMessageRequest) -> Reply:

@@ -260,7 +260,7 @@ def _anonymise_messages(connection: Connection, username: str, mode: str) -> int
     written = (messages.c.sender == username) & messages.c.event.is_(None)
     values: dict[str, Any] = {"sender": DELETED_USER}
     if mode == ERASE:
-        values.update(content=None, deleted=True)
+        values.update(content=None, deleted=True, mentions=None)
     count = connection.execute(update(messages).where(written).values(**values)).rowcount
     return int(count or 0)
 

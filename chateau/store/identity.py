@@ -43,6 +43,7 @@ from chateau.store.accounts import (
 )
 from chateau.store.audit import record_txn
 from chateau.store.engine import Runner
+from chateau.store.messages import rename_mentions_txn
 from chateau.store.notices import append_notice_txn
 from chateau.store.records import HELD, NameClaim, UserRecord, direct_chat, now_millis
 from chateau.store.tables import (
@@ -372,6 +373,7 @@ def rename_user_txn(
             update(column.table).where(column == old).values({column.name: new})
         )
     _move_direct_chats(connection, old, new)
+    rename_mentions_txn(connection, old, new)
     connection.execute(delete(users).where(users.c.username == old))
     if hold_until is None:
         release_name_txn(connection, old, new)

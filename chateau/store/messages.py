@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, or_, select, true, union_all, update
+from sqlalchemy import bindparam, func, insert, or_, select, true, union_all, update
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
@@ -40,14 +40,15 @@ class Messages:
 
     def add_message(
         self, chat: str, sender: str, content: str, recipient: str | None = None,
-        event: str | None = None,
+        event: str | None = None, mentions: list[str] | None = None,
     ) -> Deferred[StoredMessage]:
         """Commit a message; the Deferred fires only once it is durable.
 
         *event* (JSON) makes it a group's system event; it goes through the
         same writer so that ids stay in routing order (see MessageWriter).
+        *mentions* (chateau.mentions) goes in ``messages.mentions``.
         """
-        return self._writer.add(chat, sender, content, recipient, event)
+        return self._writer.add(chat, sender, content, recipient, event, mentions_json(mentions))
 
     def last_message_id(self, origin: str | None | object = ANY_ORIGIN) -> Deferred[int]:
         """The newest message id (of one origin node, in cluster mode)."""
@@ -82,8 +83,10 @@ class Messages:
     def get_message(self, message_id: int) -> Deferred[MessageRecord | None]:
         return self._runner.run(get_message_txn, message_id)
 
-    def edit_message(self, message_id: int, content: str) -> Deferred[None]:
-        return self._runner.run(edit_message_txn, message_id, content)
+    def edit_message(
+        self, message_id: int, content: str, mentions: list[str] | None = None
+    ) -> Deferred[None]:
+        return self._runner.run(edit_message_txn, message_id, content, mentions)
 
     def delete_message(self, message_id: int) -> Deferred[None]:
         return self._runner.run(delete_message_txn, message_id)
@@ -108,11 +111,12 @@ def add_messages_txn(
     """
     created = now_millis()
     timestamp = iso_timestamp(created)
-    # Each item is (chat, sender, content, recipient[, event]).
+    # Each item is (chat, sender, content, recipient[, event[, mentions]]).
     rows = [
         {"chat": item[0], "recipient": item[3], "sender": item[1], "content": item[2],
          "created_at": created, "edited": False, "deleted": False, "origin": origin,
-         "event": item[4] if len(item) > 4 else None}
+         "event": item[4] if len(item) > 4 else None,
+         "mentions": item[5] if len(item) > 5 else None}
         for item in batch
     ]
     if connection.dialect.name == "sqlite":
@@ -131,6 +135,17 @@ def add_messages_txn(
     return [StoredMessage(int(message_id), timestamp) for message_id in ids]
 
 
+def mentions_json(mentions: list[str] | None) -> str | None:
+    """``messages.mentions``: a sorted JSON list (``["@all","bob"]``), NULL for none.
+
+    Written compactly and unescaped, so that ``"bob"`` appears in it exactly
+    so (what counting a reader's mentions looks for).
+    """
+    if not mentions:
+        return None
+    return json.dumps(sorted(set(mentions)), ensure_ascii=False, separators=(",", ":"))
+
+
 def _record_direct_chats(connection: Connection, members: list[tuple[str, str]]) -> None:
     """Add ``(username, chat)`` rows to direct_chats; those already there stay as they are."""
     connection.execute(
@@ -144,7 +159,7 @@ _SQLITE_INSERT_MESSAGE = str(
     insert(messages).compile(
         dialect=sqlite_dialect.dialect(paramstyle="named"),
         column_keys=["chat", "recipient", "sender", "content", "created_at", "edited",
-                     "deleted", "origin", "event"],
+                     "deleted", "origin", "event", "mentions"],
     )
 )
 
@@ -176,6 +191,7 @@ def _message_record(row: Any) -> MessageRecord:
         iso_timestamp(row.created_at), bool(row.edited), bool(row.deleted), row.origin,
         None if row.event is None else json.loads(row.event),
         bool(getattr(row, "hidden", False)),
+        tuple(json.loads(row.mentions)) if getattr(row, "mentions", None) else (),
     )
 
 
@@ -295,16 +311,53 @@ def get_message_txn(connection: Connection, message_id: int) -> MessageRecord | 
     return None if row is None else _message_record(row)
 
 
-def edit_message_txn(connection: Connection, message_id: int, content: str) -> None:
+def edit_message_txn(
+    connection: Connection, message_id: int, content: str, mentions: list[str] | None = None
+) -> None:
+    """New content, and the mentions recomputed from it (chateau.mentions)."""
     connection.execute(
-        update(messages).where(messages.c.id == message_id).values(content=content, edited=True)
+        update(messages).where(messages.c.id == message_id).values(
+            content=content, edited=True, mentions=mentions_json(mentions)
+        )
     )
 
 
 def delete_message_txn(connection: Connection, message_id: int) -> None:
     connection.execute(
-        update(messages).where(messages.c.id == message_id).values(content=None, deleted=True)
+        # Who it mentioned goes with its words.
+        update(messages).where(messages.c.id == message_id)
+        .values(content=None, deleted=True, mentions=None)
     )
+
+
+def rename_mentions_txn(connection: Connection, old: str, new: str) -> int:
+    """Write *new* for *old* in the mentions of the messages of *new*'s groups.
+
+    Part of a user's rename (chateau.store.identity), after group_members
+    moved: the groups the user is in now, read through ix_messages_chat_id,
+    so a rename never scans every message. (Groups they left keep the old
+    name in their mentions, as in their content.) How many messages changed.
+    """
+    their_groups = select(group_members.c.chatname).where(group_members.c.username == new)
+    rows = connection.execute(
+        select(messages.c.id, messages.c.mentions).where(
+            messages.c.chat.in_(their_groups)
+            & messages.c.mentions.contains(f'"{old}"', autoescape=True)
+        )
+    ).all()
+    changed = [
+        {"target": row.id, "renamed": mentions_json(
+            [new if name == old else name for name in json.loads(row.mentions)]
+        )}
+        for row in rows
+    ]
+    if changed:
+        connection.execute(
+            update(messages).where(messages.c.id == bindparam("target"))
+            .values(mentions=bindparam("renamed")),
+            changed,
+        )
+    return len(changed)
 
 
 def has_written_txn(connection: Connection, chat: str, username: str) -> bool:

@@ -257,6 +257,8 @@ class MessageRecord:
     event: dict[str, Any] | None = None
     # Written by someone the reader of history blocks: shown as a gap only.
     hidden: bool = False
+    # Who a group message mentions (messages.mentions; chateau.mentions).
+    mentions: tuple[str, ...] = ()
 
     def history_entry(self) -> dict[str, Any]:
         if self.hidden:
@@ -271,6 +273,8 @@ class MessageRecord:
         }
         if self.event is not None:
             entry["event"] = self.event
+        if self.mentions and not self.deleted:
+            entry["mentions"] = list(self.mentions)
         return entry
 
 

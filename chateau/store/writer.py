@@ -61,7 +61,10 @@ class MessageWriter:
         self._engine = engine
         self._pool = pool
         self._max_batch = max_batch
-        self._queue: list[tuple[tuple[str, str, str, str | None, str | None], Deferred[StoredMessage]]] = []
+        # (chat, sender, content, recipient, event, mentions: JSON or None)
+        self._queue: list[
+            tuple[tuple[str, str, str, str | None, str | None, str | None], Deferred[StoredMessage]]
+        ] = []
         self._writing = False
         self._idle_waiters: list[Deferred[None]] = []
         # Started every *checkpoint_every* committed messages, on the store's
@@ -86,10 +89,10 @@ class MessageWriter:
 
     def add(
         self, chat: str, sender: str, content: str, recipient: str | None,
-        event: str | None = None,
+        event: str | None = None, mentions: str | None = None,
     ) -> Deferred[StoredMessage]:
         done: Deferred[StoredMessage] = Deferred()
-        self._queue.append(((chat, sender, content, recipient, event), done))
+        self._queue.append(((chat, sender, content, recipient, event, mentions), done))
         if not self._writing:
             self._start_soon()
         return done
