@@ -103,6 +103,18 @@ class HistoryRequest(Request):
     user: str | None = None
     before: int | None = None
     limit: int = 50
+    # At most one of before, before_time, after, after_time (ISO 8601 UTC).
+    before_time: str | None = None
+    after: int | None = None
+    after_time: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncRequest(Request):
+    """Everything after *since* the user may see (None: this key's sync position)."""
+
+    since: int | None = None
+    limit: int = 100
 
 
 @dataclass(frozen=True)
@@ -337,6 +349,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "ResumeRequest": ResumeRequest,
     "LogoutRequest": LogoutRequest,
     "HistoryRequest": HistoryRequest,
+    "SyncRequest": SyncRequest,
     "ContactRequest": ContactRequest,
     "ContactAccept": ContactAccept,
     "ContactDeny": ContactDeny,
@@ -702,6 +715,13 @@ def history_response(
     key: str, name: str, entries: list[dict[str, Any]], more: bool
 ) -> dict[str, Any]:
     return {"type": "HistoryResponse", "status": 200, key: name, "messages": entries, "more": more}
+
+
+def sync_response(
+    since: int, until: int, more: bool, entries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"type": "SyncResponse", "status": 200, "since": since, "until": until,
+            "more": more, "messages": entries}
 
 
 def contact_response(kind: str, username: str, **extra: Any) -> dict[str, Any]:

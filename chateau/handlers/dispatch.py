@@ -17,7 +17,7 @@ from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
     account, contacts, erasure, group_settings, groups, history, membership, operators, reports,
-    safety, sending, sessions,
+    safety, sending, sessions, sync,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
@@ -62,6 +62,7 @@ from chateau.messages import (
     SessionListRequest,
     SessionRevokeRequest,
     SettingsRequest,
+    SyncRequest,
     UnblockRequest,
     UserBanRequest,
     UserUnbanRequest,
@@ -89,6 +90,7 @@ HANDLERS: dict[type[Request], Handler] = {
     GroupInviteRequest: membership.group_invite,
     GroupJoinRequest: membership.group_join,
     HistoryRequest: history.history,
+    SyncRequest: sync.sync,
     MessageEditRequest: history.message_edit,
     MessageDeleteRequest: history.message_delete,
     ContactRequest: contacts.contact_request,

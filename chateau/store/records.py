@@ -257,6 +257,8 @@ class MessageRecord:
     event: dict[str, Any] | None = None
     # Written by someone the reader of history blocks: shown as a gap only.
     hidden: bool = False
+    # A change row's target (the message edited or deleted); None otherwise.
+    changes: int | None = None
 
     def history_entry(self) -> dict[str, Any]:
         if self.hidden:
