@@ -4,7 +4,9 @@ Transaction functions (``*_txn``) take a connection and return plain
 records; :class:`Messages` runs them on the store's pool and returns
 Deferreds. New messages do not go through the pool: they are queued for the
 single message writer (chateau.store.writer), which commits them in batches
-with :func:`add_messages_txn`.
+with :func:`add_messages_txn`. Edits and deletions also insert a *change
+row* (:func:`record_change_txn`) for SyncRequest (chateau.store.sync);
+every other reader leaves change rows out (:data:`NOT_A_CHANGE`).
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ class Messages:
         max_bytes: int | None = None,
     ) -> Deferred[tuple[list[MessageRecord], bool]]:
         """Messages for *username* in any of *ranges*, oldest first; and whether the page is full.
+
+        Change rows are not messages: offline delivery never pushes them
+        (the live MessageEdited/MessageDeleted pushes and SyncRequest tell
+        of changes).
 
         Each range is ``(origin, after, upto)``: that origin's messages with
         ids in (after, upto], every one committed so far when upto is None.
