@@ -103,6 +103,18 @@ class HistoryRequest(Request):
     user: str | None = None
     before: int | None = None
     limit: int = 50
+    # At most one of before, before_time, after, after_time (ISO 8601 UTC).
+    before_time: str | None = None
+    after: int | None = None
+    after_time: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncRequest(Request):
+    """Everything after *since* the user may see (None: this key's sync position)."""
+
+    since: int | None = None
+    limit: int = 100
 
 
 @dataclass(frozen=True)
@@ -347,6 +359,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "LogoutRequest": LogoutRequest,
     "HistoryRequest": HistoryRequest,
     "TypingRequest": TypingRequest,
+    "SyncRequest": SyncRequest,
     "ContactRequest": ContactRequest,
     "ContactAccept": ContactAccept,
     "ContactDeny": ContactDeny,
@@ -738,6 +751,13 @@ def typing_recv(key: str, name: str, username: str, typing: bool) -> dict[str, A
     or in a direct chat with the reader (*key* "user", *name* the typer)."""
     return {"type": "TypingRecv", "status": 200, key: name, "username": username,
             "typing": typing}
+
+
+def sync_response(
+    since: int, until: int, more: bool, entries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"type": "SyncResponse", "status": 200, "since": since, "until": until,
+            "more": more, "messages": entries}
 
 
 def contact_response(kind: str, username: str, **extra: Any) -> dict[str, Any]:

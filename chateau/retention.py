@@ -105,7 +105,7 @@ async def purge_once(
             for name, count in done.chats.items():
                 per_chat[name] = per_chat.get(name, 0) + count
             after = done.last_id
-            if done.removed < batch:
+            if done.rows < batch:
                 break
     audit_removed = 0
     audit_before = cutoff(chat.audit_retention_days, now)

@@ -400,6 +400,10 @@ recipient_lists = (
     | st.just(["alice"] * 50)
 )
 payloads = HANDLER_JSON | st.integers(1, MAX_DEPTH).map(deep)
+moments = st.none() | st.text(ANY_TEXT, max_size=30) | st.sampled_from([
+    "2026-11-21T13:04:02.789Z", "2026-11-21T13:04:02Z", "0001-01-01T00:00:00+00:00",
+    "9999-12-31T23:59:59.999999999Z", "0000-01-01T00:00:00Z", "2026-02-30T00:00:00Z",
+]) | st.datetimes().map(lambda moment: moment.isoformat() + "Z")
 
 _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "username": names, "recipient": names, "chatname": names, "user": names | st.none(),
@@ -407,6 +411,8 @@ _FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "password": st.just(PASSWORD) | st.text(ANY_TEXT, max_size=30) | st.just("é" * 40),
     "session_key": session_keys, "id": message_ids, "before": message_ids | st.none(),
     "limit": limits, "payload": payloads, "auth": st.booleans(),
+    "after": message_ids | st.none(), "since": message_ids | st.none(),
+    "before_time": moments, "after_time": moments,
     "invite": st.none() | st.text(ANY_TEXT, max_size=40),
     "role": st.sampled_from(["owner", "admin", "member", "Owner", "", "king"])
     | st.text(ANY_TEXT, max_size=10),
@@ -520,6 +526,7 @@ SUCCESS = {
     "LogoutRequest": "LogoutResponse",
     "HistoryRequest": "HistoryResponse",
     "TypingRequest": "TypingResponse",
+    "SyncRequest": "SyncResponse",
     "ContactRequest": "ContactRequestResponse",
     "ContactAccept": "ContactAcceptResponse",
     "ContactDeny": "ContactDenyResponse",

@@ -18,6 +18,7 @@ from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
     account, contacts, erasure, group_settings, groups, history, membership, operators, reports,
     safety, sending, sessions, typing,
+    safety, sending, sessions, sync,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
@@ -63,6 +64,7 @@ from chateau.messages import (
     SessionRevokeRequest,
     SettingsRequest,
     TypingRequest,
+    SyncRequest,
     UnblockRequest,
     UserBanRequest,
     UserUnbanRequest,
@@ -91,6 +93,7 @@ HANDLERS: dict[type[Request], Handler] = {
     GroupJoinRequest: membership.group_join,
     HistoryRequest: history.history,
     TypingRequest: typing.typing,
+    SyncRequest: sync.sync,
     MessageEditRequest: history.message_edit,
     MessageDeleteRequest: history.message_delete,
     ContactRequest: contacts.contact_request,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from chateau import messages, permissions
@@ -34,6 +36,13 @@ async def history(ctx: Services, conn: Connection, request: HistoryRequest) -> R
         raise BadRequest("HistoryRequest: give exactly one of 'chatname' or 'user'")
     if not 1 <= request.limit <= MAX_HISTORY:
         raise BadRequest(f"HistoryRequest: 'limit' must be between 1 and {MAX_HISTORY}")
+    bounds = (request.before, request.before_time, request.after, request.after_time)
+    if sum(bound is not None for bound in bounds) > 1:
+        raise BadRequest(
+            "HistoryRequest: give at most one of 'before', 'before_time', 'after', 'after_time'"
+        )
+    before_time = _moment("before_time", request.before_time)
+    after_time = _moment("after_time", request.after_time)
     if request.user is not None:
         other = lookup(request.user)
         # DELETED_USER: the conversations of erased accounts (chateau.store.erasure).
@@ -50,9 +59,37 @@ async def history(ctx: Services, conn: Connection, request: HistoryRequest) -> R
     # (hidden) in a group or random chat.
     records, more = await ctx.store.messages.history(
         chat_key, request.before, request.limit, max_bytes=frame_limit,
-        viewer=user, direct=key == "user",
+        viewer=user, direct=key == "user", after=request.after,
+        before_time=before_time, after_time=after_time,
     )
     return history_page(key, name, records, more, request.msg_id, frame_limit)
+
+
+# ISO 8601 in UTC, as every timestamp the server gives: milliseconds (or
+# none, or any fraction), "Z" or "+00:00".
+_MOMENT = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:Z|\+00:00)", re.ASCII
+)
+
+
+def _moment(field: str, value: str | None) -> int | None:
+    """*value* (an ISO 8601 UTC time) in ms since the epoch; None for None."""
+    if value is None:
+        return None
+    match = _MOMENT.fullmatch(value)
+    try:
+        if match is None:
+            raise ValueError(value)
+        year, month, day, hour, minute, second, fraction = match.groups()
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                          tzinfo=timezone.utc)
+    except (ValueError, OverflowError):
+        raise BadRequest(
+            f"HistoryRequest: '{field}' must be an ISO 8601 UTC time such as "
+            "2026-11-21T13:04:02.789Z"
+        ) from None
+    millis = int((fraction or "0").ljust(3, "0")[:3])
+    return int(moment.timestamp()) * 1000 + millis
 
 
 def history_page(
@@ -155,7 +192,7 @@ async def message_edit(ctx: Services, conn: Connection, request: MessageEditRequ
     record = await _own_message(ctx, user, request.id)
     mentions = await _edited_mentions(ctx, user, record, request.content)
     ctx.delivery.check_reachable(message_audience(ctx, record))
-    await ctx.store.messages.edit_message(record.id, request.content, mentions)
+    await ctx.store.messages.edit_message(record.id, request.content, user, mentions)
     _announce_change(
         ctx, conn, record,
         lambda chatname: messages.message_edited(
@@ -196,7 +233,7 @@ async def message_delete(ctx: Services, conn: Connection, request: MessageDelete
     if by_admin and not await ctx.store.accounts.is_admin(user):
         raise ChateauError(FORBIDDEN, "only the author may edit or delete a message")
     ctx.delivery.check_reachable(message_audience(ctx, record))
-    await ctx.store.messages.delete_message(record.id)
+    await ctx.store.messages.delete_message(record.id, user)
     if by_admin:
         await ctx.store.audit.record(
             user, "message_delete", record.chat, message_id=record.id, sender=record.sender

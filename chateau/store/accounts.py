@@ -430,6 +430,8 @@ def create_session_txn(
             expires_at=now + int(lifetime * 1000), id=session_id or new_session_id(),
             last_used_at=now, address=address[:64] if address else None,
             client_name=client_name,
+            # A new key (device) syncs from here (SyncRequest without since).
+            sync_position=select(func.coalesce(func.max(messages.c.id), 0)).scalar_subquery(),
         )
     )
     if audit is not None:

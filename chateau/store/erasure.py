@@ -36,7 +36,13 @@ from chateau.names import DELETED_USER
 from chateau.store.audit import record_txn
 from chateau.store.engine import Runner
 from chateau.store.groups import remove_group_member_txn
-from chateau.store.messages import _message_record
+from chateau.store.messages import (
+    CHANGE_DELETED,
+    NOT_A_CHANGE,
+    _message_record,
+    lock_message_ids_txn,
+    record_changes_txn,
+)
 from chateau.store.notices import append_notice_txn
 from chateau.store.records import MessageRecord, direct_chat, iso_timestamp
 from chateau.store.safety import settings_txn
@@ -153,7 +159,7 @@ def export_messages_txn(
     theirs = select(direct_chats.c.chat).where(direct_chats.c.username == username)
     query = (
         select(messages)
-        .where((messages.c.id > after)
+        .where((messages.c.id > after) & NOT_A_CHANGE
                & ((messages.c.sender == username) | messages.c.chat.in_(theirs)))
         .order_by(messages.c.id)
         .limit(limit)
@@ -170,6 +176,9 @@ def erase_account_txn(
     """Erase *username* (see the module's docstring); None when there is no such account."""
     if mode not in (ERASE, ANONYMISE):
         raise ValueError(f"erase_messages must be {ERASE!r} or {ANONYMISE!r}, not {mode!r}")
+    if mode == ERASE:
+        # Before any row lock the message writer could wait on (see MESSAGES_LOCK).
+        lock_message_ids_txn(connection)
     found = connection.execute(
         select(users.c.username).where(users.c.username == username).with_for_update()
     ).first()
@@ -221,6 +230,8 @@ def erase_leftovers_txn(connection: Connection, username: str, mode: str) -> int
 
     A no-op while the account exists. How many messages it changed.
     """
+    if mode == ERASE:
+        lock_message_ids_txn(connection)
     if connection.execute(select(users.c.username).where(users.c.username == username)).first():
         return 0
     _rekey_direct_chats(connection, username)
@@ -260,8 +271,15 @@ def _anonymise_messages(connection: Connection, username: str, mode: str) -> int
     written = (messages.c.sender == username) & messages.c.event.is_(None)
     values: dict[str, Any] = {"sender": DELETED_USER}
     if mode == ERASE:
+        # A "deleted" change row each, in one statement, for SyncRequest.
+        record_changes_txn(connection, written & ~messages.c.deleted, CHANGE_DELETED, DELETED_USER)
         values.update(content=None, deleted=True, mentions=None)
     count = connection.execute(update(messages).where(written).values(**values)).rowcount
+    # The changes the account made to messages: made by DELETED_USER now.
+    connection.execute(
+        update(messages).where((messages.c.sender == username) & ~NOT_A_CHANGE)
+        .values(sender=DELETED_USER)
+    )
     return int(count or 0)
 
 
@@ -274,7 +292,7 @@ def _anonymise_events(connection: Connection, username: str) -> None:
     quoted = json.dumps(username)
     rows = connection.execute(
         select(messages.c.id, messages.c.sender, messages.c.event)
-        .where(messages.c.event.is_not(None)
+        .where(messages.c.event.is_not(None) & NOT_A_CHANGE
                & ((messages.c.sender == username) | messages.c.event.contains(quoted)))
     ).all()
     for row in rows:

@@ -4,7 +4,9 @@ Transaction functions (``*_txn``) take a connection and return plain
 records; :class:`Messages` runs them on the store's pool and returns
 Deferreds. New messages do not go through the pool: they are queued for the
 single message writer (chateau.store.writer), which commits them in batches
-with :func:`add_messages_txn`.
+with :func:`add_messages_txn`. Edits and deletions also insert a *change
+row* (:func:`record_change_txn`) for SyncRequest (chateau.store.sync);
+every other reader leaves change rows out (:data:`NOT_A_CHANGE`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, true, union_all, update
+from sqlalchemy import bindparam, func, insert, literal, null, or_, select, true, union_all, update
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
@@ -29,6 +31,21 @@ from chateau.store.tables import blocks, direct_chats, group_members, messages, 
 
 if TYPE_CHECKING:
     from chateau.store.writer import MessageWriter
+
+# The PostgreSQL advisory lock (pg_advisory_xact_lock) every transaction
+# that inserts into messages takes first: ids are drawn and committed in
+# the same order across threads, processes and cluster nodes, so a reader
+# that sees id N+1 committed sees every id below it (SyncRequest pages on
+# ids). SQLite's single write lock already gives this.
+MESSAGES_LOCK = 0x43686174  # "Chat"
+
+# A change row's kinds (its event {"change": kind}).
+CHANGE_EDITED = "edited"
+CHANGE_DELETED = "deleted"
+
+# Rows that are messages or group events, not change rows: every reader
+# of messages but SyncRequest wants only these.
+NOT_A_CHANGE = messages.c.changes.is_(None)
 
 
 class Messages:
@@ -56,7 +73,8 @@ class Messages:
 
     def history(
         self, chat: str, before: int | None, limit: int, max_bytes: int | None = None,
-        viewer: str | None = None, direct: bool = False,
+        viewer: str | None = None, direct: bool = False, *, after: int | None = None,
+        before_time: int | None = None, after_time: int | None = None,
     ) -> Deferred[tuple[list[MessageRecord], bool]]:
         """Up to *limit* messages of *chat* older than *before*, newest first; and whether more exist.
 
@@ -64,14 +82,23 @@ class Messages:
         brings the total past it (see :func:`read_until_full`). With
         *viewer*, messages from people the viewer blocks are left out of a
         *direct* chat, and in a group come back marked ``hidden``.
+        *before_time* (ms) reads before a moment instead; *after* (an id)
+        or *after_time* (ms) read the messages right after it, oldest first.
         """
-        return self._runner.run(history_txn, chat, before, limit, max_bytes, viewer, direct)
+        return self._runner.run(
+            history_txn, chat, before, limit, max_bytes, viewer, direct, after, before_time,
+            after_time,
+        )
 
     def missed_in_ranges(
         self, username: str, ranges: list[tuple[Any, int, int | None]], limit: int,
         max_bytes: int | None = None,
     ) -> Deferred[tuple[list[MessageRecord], bool]]:
         """Messages for *username* in any of *ranges*, oldest first; and whether the page is full.
+
+        Change rows are not messages: offline delivery never pushes them
+        (the live MessageEdited/MessageDeleted pushes and SyncRequest tell
+        of changes).
 
         Each range is ``(origin, after, upto)``: that origin's messages with
         ids in (after, upto], every one committed so far when upto is None.
@@ -84,12 +111,14 @@ class Messages:
         return self._runner.run(get_message_txn, message_id)
 
     def edit_message(
-        self, message_id: int, content: str, mentions: list[str] | None = None
+        self, message_id: int, content: str, actor: str, mentions: list[str] | None = None
     ) -> Deferred[None]:
-        return self._runner.run(edit_message_txn, message_id, content, mentions)
+        """Edit; *actor* (the author) is recorded in the change row."""
+        return self._runner.run(edit_message_txn, message_id, content, actor, mentions)
 
-    def delete_message(self, message_id: int) -> Deferred[None]:
-        return self._runner.run(delete_message_txn, message_id)
+    def delete_message(self, message_id: int, actor: str) -> Deferred[None]:
+        """Delete; *actor* (the author or a server admin) is recorded in the change row."""
+        return self._runner.run(delete_message_txn, message_id, actor)
 
     def has_written(self, chat: str, username: str) -> Deferred[bool]:
         """Whether *username* sent any message in *chat* (took part in a random chat)."""
@@ -109,6 +138,7 @@ def add_messages_txn(
     direct_chats, in the same transaction, so offline delivery finds the
     message exactly when it is committed.
     """
+    lock_message_ids_txn(connection)
     created = now_millis()
     timestamp = iso_timestamp(created)
     # Each item is (chat, sender, content, recipient[, event[, mentions]]).
@@ -144,6 +174,56 @@ def mentions_json(mentions: list[str] | None) -> str | None:
     if not mentions:
         return None
     return json.dumps(sorted(set(mentions)), ensure_ascii=False, separators=(",", ":"))
+
+
+def lock_message_ids_txn(connection: Connection) -> None:
+    """Take :data:`MESSAGES_LOCK` until the transaction ends (PostgreSQL only).
+
+    Taken before anything else that could wait on the writer, so two
+    inserting transactions never wait on each other in turn.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(MESSAGES_LOCK)))
+
+
+def _change_row(kind: str, actor: str, created: int) -> dict[str, Any]:
+    return {"sender": actor, "content": None, "created_at": created, "edited": False,
+            "deleted": False, "origin": None, "event": json.dumps({"change": kind})}
+
+
+def record_change_txn(connection: Connection, message_id: int, kind: str, actor: str) -> None:
+    """Record that *actor* edited or deleted (*kind*) message *message_id*: a change row.
+
+    Called in the transaction that makes the change, before it, by every
+    path that edits or deletes a message, so that SyncRequest hands the
+    change to every device after the messages committed before it.
+    """
+    lock_message_ids_txn(connection)
+    target = connection.execute(
+        select(messages.c.chat, messages.c.recipient).where(messages.c.id == message_id)
+    ).first()
+    if target is None:
+        return
+    connection.execute(insert(messages).values(
+        chat=target.chat, recipient=target.recipient, changes=message_id,
+        **_change_row(kind, actor, now_millis()),
+    ))
+
+
+def record_changes_txn(connection: Connection, which: Any, kind: str, actor: str) -> int:
+    """One change row each for the messages *which* selects, in one statement; how many."""
+    lock_message_ids_txn(connection)
+    row = _change_row(kind, actor, now_millis())
+    source = select(
+        messages.c.chat, messages.c.recipient, literal(row["sender"]), null(),
+        literal(row["created_at"]), literal(False), literal(False), null(),
+        literal(row["event"]), messages.c.id,
+    ).where(which & NOT_A_CHANGE).order_by(messages.c.id)
+    result = connection.execute(insert(messages).from_select(
+        ["chat", "recipient", "sender", "content", "created_at", "edited", "deleted", "origin",
+         "event", "changes"], source,
+    ))
+    return int(result.rowcount or 0)
 
 
 def _record_direct_chats(connection: Connection, members: list[tuple[str, str]]) -> None:
@@ -192,6 +272,7 @@ def _message_record(row: Any) -> MessageRecord:
         None if row.event is None else json.loads(row.event),
         bool(getattr(row, "hidden", False)),
         tuple(json.loads(row.mentions)) if getattr(row, "mentions", None) else (),
+        None if row.changes is None else int(row.changes),
     )
 
 
@@ -252,18 +333,62 @@ def read_until_full(
 def history_txn(
     connection: Connection, chat: str, before: int | None, limit: int,
     max_bytes: int | None = None, viewer: str | None = None, direct: bool = False,
+    after: int | None = None, before_time: int | None = None, after_time: int | None = None,
 ) -> tuple[list[MessageRecord], bool]:
-    if viewer is None:
-        query = select(messages).where(messages.c.chat == chat)
-    elif direct:
-        query = select(messages).where((messages.c.chat == chat) & ~_from_blocked(viewer))
+    if before_time is not None:
+        before = first_id_at_txn(connection, chat, before_time)
+    if after_time is not None:
+        after = first_id_at_txn(connection, chat, after_time) - 1
+    query = _chat_query(chat, viewer, direct)
+    if after is not None:
+        query = query.where(messages.c.id > after).order_by(messages.c.id)
     else:
-        query = select(messages, _from_blocked(viewer).label("hidden")).where(
-            messages.c.chat == chat
-        )
-    if before is not None:
-        query = query.where(messages.c.id < before)
-    return read_until_full(connection, query.order_by(messages.c.id.desc()), limit, max_bytes)
+        if before is not None:
+            query = query.where(messages.c.id < before)
+        query = query.order_by(messages.c.id.desc())
+    return read_until_full(connection, query, limit, max_bytes)
+
+
+def first_id_at_txn(connection: Connection, chat: str, moment: int) -> int:
+    """The lowest id from which *chat*'s messages were created at or after *moment* (ms).
+
+    Above the chat's newest id when none was. A binary search over the
+    chat's ids, each step one seek in ix_messages_chat_id: no index on
+    created_at is needed, as it grows with the id (one clock per node).
+    """
+    in_chat = (messages.c.chat == chat) & NOT_A_CHANGE
+    low, high = connection.execute(
+        select(func.min(messages.c.id), func.max(messages.c.id)).where(in_chat)
+    ).one()
+    if low is None:
+        return 1
+    # The answer is the first id at or above some x in [low, high + 1]:
+    # the smallest x whose first message was created at or after the moment.
+    low, high = int(low), int(high) + 1
+    while low < high:
+        middle = (low + high) // 2
+        row = connection.execute(
+            select(messages.c.id, messages.c.created_at)
+            .where(in_chat & (messages.c.id >= middle)).order_by(messages.c.id).limit(1)
+        ).one()
+        if row.created_at >= moment:
+            high = middle
+        else:
+            low = int(row.id) + 1
+    first = connection.execute(
+        select(func.min(messages.c.id)).where(in_chat & (messages.c.id >= low))
+    ).scalar()
+    return int(first) if first is not None else low
+
+
+def _chat_query(chat: str, viewer: str | None, direct: bool) -> Any:
+    """The messages and events of *chat* as *viewer* sees them (see history_txn)."""
+    in_chat = (messages.c.chat == chat) & NOT_A_CHANGE
+    if viewer is None:
+        return select(messages).where(in_chat)
+    if direct:
+        return select(messages).where(in_chat & ~_from_blocked(viewer))
+    return select(messages, _from_blocked(viewer).label("hidden")).where(in_chat)
 
 
 def missed_in_ranges_txn(
@@ -292,6 +417,7 @@ def missed_in_ranges_txn(
             # be read from there, whatever the ranges' origins.
             (messages.c.id > min(after for _, after, _ in ranges))
             & wanted
+            & NOT_A_CHANGE
             & (messages.c.sender != username)
             & ~messages.c.deleted
             # Nothing from people the user blocks (chateau.store.safety).
@@ -307,14 +433,19 @@ def missed_in_ranges_txn(
 
 
 def get_message_txn(connection: Connection, message_id: int) -> MessageRecord | None:
-    row = connection.execute(select(messages).where(messages.c.id == message_id)).first()
+    """Message or group event *message_id* (a change row is none)."""
+    row = connection.execute(
+        select(messages).where((messages.c.id == message_id) & NOT_A_CHANGE)
+    ).first()
     return None if row is None else _message_record(row)
 
 
 def edit_message_txn(
-    connection: Connection, message_id: int, content: str, mentions: list[str] | None = None
+    connection: Connection, message_id: int, content: str, actor: str,
+    mentions: list[str] | None = None,
 ) -> None:
     """New content, and the mentions recomputed from it (chateau.mentions)."""
+    record_change_txn(connection, message_id, CHANGE_EDITED, actor)
     connection.execute(
         update(messages).where(messages.c.id == message_id).values(
             content=content, edited=True, mentions=mentions_json(mentions)
@@ -322,7 +453,8 @@ def edit_message_txn(
     )
 
 
-def delete_message_txn(connection: Connection, message_id: int) -> None:
+def delete_message_txn(connection: Connection, message_id: int, actor: str) -> None:
+    record_change_txn(connection, message_id, CHANGE_DELETED, actor)
     connection.execute(
         # Who it mentioned goes with its words.
         update(messages).where(messages.c.id == message_id)
@@ -362,6 +494,6 @@ def rename_mentions_txn(connection: Connection, old: str, new: str) -> int:
 
 def has_written_txn(connection: Connection, chat: str, username: str) -> bool:
     query = select(messages.c.id).where(
-        (messages.c.chat == chat) & (messages.c.sender == username)
+        (messages.c.chat == chat) & (messages.c.sender == username) & NOT_A_CHANGE
     ).limit(1)
     return connection.execute(query).first() is not None

@@ -39,7 +39,7 @@ def delete_message_as_operator_txn(
         return "missing"
     if record.event is not None:
         return "event"
-    delete_message_txn(connection, message_id)
+    delete_message_txn(connection, message_id, actor)
     record_txn(connection, actor, "message_delete", record.chat, reason,
                {"message_id": message_id, "sender": record.sender})
     append_notice_txn(connection, "message_deleted", {

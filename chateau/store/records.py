@@ -259,6 +259,8 @@ class MessageRecord:
     hidden: bool = False
     # Who a group message mentions (messages.mentions; chateau.mentions).
     mentions: tuple[str, ...] = ()
+    # A change row's target (the message edited or deleted); None otherwise.
+    changes: int | None = None
 
     def history_entry(self) -> dict[str, Any]:
         if self.hidden:

@@ -152,7 +152,8 @@ def resolve_report_txn(
         return get_report_txn(connection, report_id)
     if delete_message and record.message_id is not None:
         message = get_message_txn(connection, record.message_id)
-        delete_message_txn(connection, record.message_id)
+        if message is not None and not message.deleted:
+            delete_message_txn(connection, record.message_id, actor)
         if notify and message is not None and not message.deleted:
             append_notice_txn(connection, "message_deleted", {
                 "id": message.id, "chat": message.chat, "recipient": message.recipient,

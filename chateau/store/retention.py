@@ -54,11 +54,13 @@ class PurgePlan:
 
 @dataclass(frozen=True)
 class PurgedBatch:
-    """One batch: how many messages went, how many from each chat, and the last id it saw."""
+    """One batch: how many messages went, how many from each chat, the last id it
+    saw, and how many rows it deleted (change rows too: fewer than asked, the end)."""
 
     removed: int
     chats: dict[str, int]
     last_id: int
+    rows: int = 0
 
 
 class Retention:
@@ -114,17 +116,21 @@ def purge_batch_txn(
     if plan.keep_from is not None:
         where = where & (messages.c.id < plan.keep_from)
     rows = connection.execute(
-        select(messages.c.id, messages.c.chat).where(where).order_by(messages.c.id).limit(batch)
+        select(messages.c.id, messages.c.chat, messages.c.changes)
+        .where(where).order_by(messages.c.id).limit(batch)
     ).all()
     if not rows:
         return PurgedBatch(0, {}, after)
     ids = [int(row.id) for row in rows]
     if not dry_run:
         connection.execute(delete(messages).where(messages.c.id.in_(ids)))
+    # Change rows (SyncRequest's record of edits and deletions) go with the
+    # rest but are not messages: they are not counted.
     chats: dict[str, int] = {}
     for row in rows:
-        chats[row.chat] = chats.get(row.chat, 0) + 1
-    return PurgedBatch(len(ids), chats, ids[-1])
+        if row.changes is None:
+            chats[row.chat] = chats.get(row.chat, 0) + 1
+    return PurgedBatch(sum(chats.values()), chats, ids[-1], len(ids))
 
 
 def claim_run_txn(connection: Connection, job: str, node: str, now: int, gap: int) -> bool:
