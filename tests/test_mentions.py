@@ -112,11 +112,15 @@ def send(chat: InProcessChat, who: FakeConnection, recipient: str, content: str)
 
 
 def stored_mentions(chat: InProcessChat, chat_key: str) -> list[tuple[str | None, Any]]:
-    """(content, messages.mentions as stored) of a chat's messages, oldest first."""
+    """(content, messages.mentions as stored) of a chat's messages, oldest first.
+
+    Change rows (an edit's or a deletion's record) are not messages.
+    """
     with chat.engine.connect() as connection:
         rows = connection.execute(
             select(messages.c.content, messages.c.mentions)
-            .where(messages.c.chat == chat_key).order_by(messages.c.id)
+            .where((messages.c.chat == chat_key) & messages.c.changes.is_(None))
+            .order_by(messages.c.id)
         ).all()
     return [(row.content, row.mentions) for row in rows]
 
