@@ -12,7 +12,8 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
   ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``,
   ``deprovisioning``, ``identity``, ``group_sync``, ``devices``: a user's
-  own keys, password and profile, ``erasure``, ``retention``),
+  own keys, password and profile, ``erasure``, ``retention``, ``search``:
+  full-text search over a user's conversations),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -50,6 +51,7 @@ from chateau.store.audit import Audit
 from chateau.store.reports import Reports
 from chateau.store.retention import Retention
 from chateau.store.safety import Safety
+from chateau.store.search import Search
 from chateau.store.notices import Notices
 from chateau.store.writer import MessageWriter
 
@@ -62,13 +64,13 @@ class Store:
     Everything it uses is passed in: the engine, the pool for transactions,
     the message writer's own pool (the same one when None), the reactor, the
     observer that times each call, and the cluster node name recorded with
-    each message (None alone).
+    each message (None alone), and ``[search] language``.
     """
 
     def __init__(
         self, reactor: Any, engine: Engine, pool: ThreadPool, writer_pool: ThreadPool | None = None,
         observe: Callable[[Deferred[Any]], Deferred[Any]] | None = None,
-        origin: str | None = None,
+        origin: str | None = None, search_language: str = "simple",
     ) -> None:
         self.runner = Runner(reactor, engine, pool, observe)
         self.origin = origin
@@ -100,6 +102,7 @@ class Store:
         self.devices = Devices(self.runner)
         self.erasure = Erasure(self.runner)
         self.retention = Retention(self.runner)
+        self.search = Search(self.runner, search_language)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""
