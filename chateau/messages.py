@@ -106,6 +106,15 @@ class HistoryRequest(Request):
 
 
 @dataclass(frozen=True)
+class SearchRequest(Request):
+    query: str
+    chatname: str | None = None
+    user: str | None = None
+    before: int | None = None
+    limit: int = 20
+
+
+@dataclass(frozen=True)
 class ContactRequest(Request):
     username: str
 
@@ -337,6 +346,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "ResumeRequest": ResumeRequest,
     "LogoutRequest": LogoutRequest,
     "HistoryRequest": HistoryRequest,
+    "SearchRequest": SearchRequest,
     "ContactRequest": ContactRequest,
     "ContactAccept": ContactAccept,
     "ContactDeny": ContactDeny,
@@ -702,6 +712,11 @@ def history_response(
     key: str, name: str, entries: list[dict[str, Any]], more: bool
 ) -> dict[str, Any]:
     return {"type": "HistoryResponse", "status": 200, key: name, "messages": entries, "more": more}
+
+
+def search_response(query: str, results: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    return {"type": "SearchResponse", "status": 200, "query": query, "results": results,
+            "more": more}
 
 
 def contact_response(kind: str, username: str, **extra: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
     account, contacts, erasure, group_settings, groups, history, membership, operators, reports,
-    safety, sending, sessions,
+    safety, search, sending, sessions,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
@@ -47,6 +47,7 @@ from chateau.messages import (
     GroupMessageRequest,
     HeartbeatRequest,
     HistoryRequest,
+    SearchRequest,
     LogoutRequest,
     MessageDeleteRequest,
     MessageEditRequest,
@@ -89,6 +90,7 @@ HANDLERS: dict[type[Request], Handler] = {
     GroupInviteRequest: membership.group_invite,
     GroupJoinRequest: membership.group_join,
     HistoryRequest: history.history,
+    SearchRequest: search.search,
     MessageEditRequest: history.message_edit,
     MessageDeleteRequest: history.message_delete,
     ContactRequest: contacts.contact_request,

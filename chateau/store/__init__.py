@@ -51,7 +51,7 @@ from chateau.store.audit import Audit
 from chateau.store.reports import Reports
 from chateau.store.retention import Retention
 from chateau.store.safety import Safety
-from chateau.store.search import Search
+from chateau.store.search import Search, ensure_language_txn
 from chateau.store.notices import Notices
 from chateau.store.writer import MessageWriter
 
@@ -103,10 +103,16 @@ class Store:
         self.erasure = Erasure(self.runner)
         self.retention = Retention(self.runner)
         self.search = Search(self.runner, search_language)
+        self._search_language = search_language
 
     def prepare_schema(self) -> Deferred[None]:
-        """Create the schema if the database is empty; refuse an outdated one."""
-        return self.runner.run(migrate.prepare)
+        """Create the schema if the database is empty; refuse an outdated one.
+
+        The search index is rebuilt if it was built for another ``[search]
+        language`` (``twistd`` does it before this, see
+        chateau.service.prepare_database; then nothing is left to do).
+        """
+        return self.runner.run(_prepare_schema_txn, self._search_language)
 
     def checkpoint(self) -> Deferred[tuple[int, int, int]]:
         """Copy SQLite's WAL back into the database; (busy, WAL pages, pages copied)."""
@@ -115,3 +121,8 @@ class Store:
     def ping(self) -> Deferred[None]:
         """One round trip to the database (for /health)."""
         return self.runner.ping()
+
+
+def _prepare_schema_txn(connection: Any, search_language: str) -> None:
+    migrate.prepare(connection)
+    ensure_language_txn(connection, search_language)

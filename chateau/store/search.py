@@ -207,9 +207,10 @@ def search_txn(
         "viewer": viewer, "chat": chat, "before": before, "limit": limit + 1,
         "open": _OPEN, "close": _CLOSE,
     }
+    # One conversation is searched only if it is still the viewer's too.
     scope = (
-        "m.chat = :chat" if chat is not None else
-        "m.chat IN (SELECT chatname FROM group_members WHERE username = :viewer "
+        ("m.chat = :chat AND " if chat is not None else "")
+        + "m.chat IN (SELECT chatname FROM group_members WHERE username = :viewer "
         "UNION ALL SELECT chat FROM direct_chats WHERE username = :viewer)"
     )
     conditions = (
