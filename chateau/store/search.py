@@ -35,7 +35,7 @@ from chateau.store.records import iso_timestamp
 # and its shadow tables (SQLite), the generated column and its index
 # (PostgreSQL). Built by migration 0020 and :func:`ensure_language_txn`.
 INDEX_OBJECTS = frozenset({
-    "messages_fts", "messages_fts_data", "messages_fts_idx", "messages_fts_docsize",
+    "messages_fts", "messages_fts_data", "messages_fts_idx",
     "messages_fts_config", "search_vector", "ix_messages_search_vector",
 })
 
@@ -361,7 +361,7 @@ def ensure_language_txn(connection: Connection, language: str) -> str | None:
     connection.execute(text("DROP TABLE IF EXISTS messages_fts"))
     connection.execute(text(
         "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', "
-        f"content_rowid='id', tokenize='{tokenizer}')"
+        f"content_rowid='id', columnsize=0, tokenize='{tokenizer}')"
     ))
     connection.execute(text(
         "INSERT INTO messages_fts (rowid, content) SELECT id, content FROM messages "

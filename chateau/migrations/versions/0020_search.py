@@ -41,7 +41,7 @@ def upgrade() -> None:
         return
     op.execute(
         "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', "
-        "content_rowid='id', tokenize='unicode61 remove_diacritics 2')"
+        "content_rowid='id', columnsize=0, tokenize='unicode61 remove_diacritics 2')"
     )
     new, old = _INDEXED.format(row="new"), _INDEXED.format(row="old")
     op.execute(
