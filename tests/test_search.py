@@ -218,3 +218,13 @@ def test_the_fts5_translation_quotes_every_term():
         '(("a") AND ("b c") AND ("e" OR "f")) NOT "d"'
     assert fts5_query(parse_query('say "hi""')) == '("say") AND ("hi")'
     assert parse_query("*** - ''") == []
+
+
+def test_the_many_conversations_query_keeps_the_same_rules(engine, monkeypatch):
+    """PostgreSQL reads a viewer's few conversations one by one, many through the word's
+    index (store.search.FEW_CHATS): the rules hold both ways."""
+    monkeypatch.setattr("chateau.store.search.FEW_CHATS", 0)
+    test_scope_is_what_the_user_may_read_now(engine)
+    test_blocked_senders_and_deleted_messages_and_change_rows_are_left_out(engine)
+    test_paging_with_before(engine)
+    test_phrases_exclusions_and_or(engine)

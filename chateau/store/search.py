@@ -39,6 +39,9 @@ INDEX_OBJECTS = frozenset({
     "messages_fts_config", "search_vector", "ix_messages_search_vector",
 })
 
+# Up to this many conversations in scope, PostgreSQL reads each one newest
+# first rather than the whole index of the word (docs/performance.md, Search).
+FEW_CHATS = 32
 # Words a snippet holds at most (FTS5 allows 64).
 SNIPPET_WORDS = 30
 # The marks the database puts around matched words; a content holding one
@@ -213,18 +216,38 @@ def search_txn(
         + "m.chat IN (SELECT chatname FROM group_members WHERE username = :viewer "
         "UNION ALL SELECT chat FROM direct_chats WHERE username = :viewer)"
     )
-    conditions = (
-        f"{scope} AND m.deleted = {_false(connection)} "
+    filters = (
+        f"m.deleted = {_false(connection)} "
         "AND m.sender NOT IN (SELECT blocked FROM blocks WHERE blocker = :viewer)"
         + ("" if before is None else " AND m.id < :before")
     )
+    conditions = f"{scope} AND {filters}"
     if connection.dialect.name == "postgresql":
         params.update(query=tsquery_text(clauses), language=language)
+        # psycopg prepares a statement run often; a generic plan cannot see
+        # how rare the words are and would walk the whole table by id.
+        connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        matches = "m.search_vector @@ websearch_to_tsquery(CAST(:language AS regconfig), :query)"
+        chats = _viewer_chats(connection, viewer, chat)
+        if len(chats) <= FEW_CHATS:
+            # Few conversations: each is read newest first through
+            # ix_messages_chat_id (or the GIN index, as the planner finds
+            # cheaper for that chat). The global query below would walk the
+            # whole table's ids to find the rare ones that are the viewer's.
+            params["chats"] = chats
+            found = (
+                "SELECT f.* FROM unnest(CAST(:chats AS text[])) AS c(chat) CROSS JOIN LATERAL ("
+                "SELECT m.id, m.chat, m.recipient, m.sender, m.created_at, m.mentions, m.content "
+                f"FROM messages m WHERE m.chat = c.chat AND {matches} AND {filters} "
+                "ORDER BY m.id DESC LIMIT :limit) f ORDER BY f.id DESC LIMIT :limit"
+            )
+        else:
+            found = (
+                "SELECT m.id, m.chat, m.recipient, m.sender, m.created_at, m.mentions, m.content "
+                f"FROM messages m WHERE {matches} AND {conditions} ORDER BY m.id DESC LIMIT :limit"
+            )
         statement = (
-            "WITH found AS (SELECT m.id, m.chat, m.recipient, m.sender, m.created_at, "
-            "m.mentions, m.content FROM messages m "
-            "WHERE m.search_vector @@ websearch_to_tsquery(CAST(:language AS regconfig), :query) "
-            f"AND {conditions} ORDER BY m.id DESC LIMIT :limit) "
+            f"WITH found AS ({found}) "
             "SELECT id, chat, recipient, sender, created_at, mentions, content, "
             "ts_headline(CAST(:language AS regconfig), content, "
             "websearch_to_tsquery(CAST(:language AS regconfig), :query), "
@@ -253,6 +276,15 @@ def search_txn(
         for row in rows[:limit]
     ]
     return hits, len(rows) > limit
+
+
+def _viewer_chats(connection: Connection, viewer: str, chat: str | None) -> list[str]:
+    """The viewer's conversations now (of them, *chat* alone when given)."""
+    rows = connection.execute(text(
+        "SELECT chatname FROM group_members WHERE username = :viewer "
+        "UNION ALL SELECT chat FROM direct_chats WHERE username = :viewer"
+    ), {"viewer": viewer}).scalars().all()
+    return [c for c in rows if chat is None or c == chat]
 
 
 def _false(connection: Connection) -> str:
