@@ -127,6 +127,15 @@ class TypingRequest(Request):
 
 
 @dataclass(frozen=True)
+class SearchRequest(Request):
+    query: str
+    chatname: str | None = None
+    user: str | None = None
+    before: int | None = None
+    limit: int = 20
+
+
+@dataclass(frozen=True)
 class ContactRequest(Request):
     username: str
 
@@ -360,6 +369,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "HistoryRequest": HistoryRequest,
     "TypingRequest": TypingRequest,
     "SyncRequest": SyncRequest,
+    "SearchRequest": SearchRequest,
     "ContactRequest": ContactRequest,
     "ContactAccept": ContactAccept,
     "ContactDeny": ContactDeny,
@@ -758,6 +768,11 @@ def sync_response(
 ) -> dict[str, Any]:
     return {"type": "SyncResponse", "status": 200, "since": since, "until": until,
             "more": more, "messages": entries}
+
+
+def search_response(query: str, results: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    return {"type": "SearchResponse", "status": 200, "query": query, "results": results,
+            "more": more}
 
 
 def contact_response(kind: str, username: str, **extra: Any) -> dict[str, Any]:

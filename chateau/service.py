@@ -111,7 +111,7 @@ class Chateau(MultiService):
             self.node = cluster.node_name or default_node_name(config.server.listen)
         self.store = Store(
             reactor, self.engine, db_pool, writer_pool, observe=self.metrics.time_db_call,
-            origin=self.node,
+            origin=self.node, search_language=config.search.language,
         )
         checkers = {}
         reserved = None
@@ -388,20 +388,29 @@ class Chateau(MultiService):
         return ensureDeferred(self._stop())
 
 
-def prepare_database(url: str) -> None:
+def prepare_database(url: str, search_language: str = "simple") -> None:
     """Check the database and create the schema, before the reactor runs.
 
     This runs once in ``makeService``, before any listener exists, so that a
     wrong URL or an unreachable server stops start-up with one clear line
-    instead of a server that accepts connections it cannot serve.
+    instead of a server that accepts connections it cannot serve. The search
+    index is rebuilt here when ``[search] language`` changed since it was
+    built (a configuration PostgreSQL does not know stops start-up).
     """
     from chateau.store.migrate import SchemaOutOfDate, prepare
+    from chateau.store.search import UnknownSearchLanguage, ensure_language_txn
 
     shown = redacted_url(url)
     engine = make_engine(url)
     try:
         in_transaction(engine, prepare)
-    except SchemaOutOfDate as exc:
+        rebuilt_from = in_transaction(engine, ensure_language_txn, search_language)
+        if rebuilt_from is not None:
+            Logger(namespace="chateau.service").info(
+                "search index rebuilt for [search] language = {language} (was {was})",
+                language=search_language, was=rebuilt_from or "none",
+            )
+    except (SchemaOutOfDate, UnknownSearchLanguage) as exc:
         raise SystemExit(f"chateau: database {shown}: {exc}") from None
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

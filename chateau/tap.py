@@ -70,5 +70,5 @@ def makeService(options: Options) -> Any:
     from chateau.service import Chateau, prepare_database
 
     assert options.config is not None
-    prepare_database(options.config.database.url)
+    prepare_database(options.config.database.url, options.config.search.language)
     return Chateau(options.config, reactor, exit_on_failure=True, own_process=True)

@@ -527,6 +527,7 @@ SUCCESS = {
     "HistoryRequest": "HistoryResponse",
     "TypingRequest": "TypingResponse",
     "SyncRequest": "SyncResponse",
+    "SearchRequest": "SearchResponse",
     "ContactRequest": "ContactRequestResponse",
     "ContactAccept": "ContactAcceptResponse",
     "ContactDeny": "ContactDenyResponse",
@@ -964,9 +965,10 @@ async def test_regression_out_of_range_ids_are_refused(server: Any) -> None:
             {"type": "MessageEditRequest", "id": number, "content": "x"},
             {"type": "MessageDeleteRequest", "id": number},
             {"type": "HistoryRequest", "user": "bob", "before": number},
+            {"type": "SearchRequest", "query": "x", "before": number},
         ):
             reply = await alice.request(request)
-            assert reply["type"] == "HistoryResponse" or reply["status"] in (400, 404), (
+            assert reply["type"] in ("HistoryResponse", "SearchResponse") or reply["status"] in (400, 404), (
                 request, reply)
 
 
@@ -1033,6 +1035,8 @@ async def test_nul_in_text_is_refused_cleanly(server: Any) -> None:
     for request, status in (
         ({"type": "MessageRequest", "recipient": "bob", "content": "a\x00b"}, 400),
         ({"type": "HistoryRequest", "user": "bo\x00b"}, 404),
+        ({"type": "SearchRequest", "query": "x", "user": "bo\x00b"}, 404),
+        ({"type": "SearchRequest", "query": "a\x00b"}, 200),
         ({"type": "ContactRequest", "username": "\x00"}, 404),
         ({"type": "ContactAccept", "username": "a\x00"}, 404),
         ({"type": "MessageRequest", "recipient": "\x00", "content": "x"}, 404),

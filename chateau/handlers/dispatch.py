@@ -17,8 +17,7 @@ from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
     account, contacts, erasure, group_settings, groups, history, membership, operators, reports,
-    safety, sending, sessions, typing,
-    safety, sending, sessions, sync,
+    safety, search, sending, sessions, sync, typing,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
@@ -48,6 +47,7 @@ from chateau.messages import (
     GroupMessageRequest,
     HeartbeatRequest,
     HistoryRequest,
+    SearchRequest,
     LogoutRequest,
     MessageDeleteRequest,
     MessageEditRequest,
@@ -94,6 +94,7 @@ HANDLERS: dict[type[Request], Handler] = {
     HistoryRequest: history.history,
     TypingRequest: typing.typing,
     SyncRequest: sync.sync,
+    SearchRequest: search.search,
     MessageEditRequest: history.message_edit,
     MessageDeleteRequest: history.message_delete,
     ContactRequest: contacts.contact_request,

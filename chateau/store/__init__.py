@@ -12,7 +12,8 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
   ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``,
   ``deprovisioning``, ``identity``, ``group_sync``, ``devices``: a user's
-  own keys, password and profile, ``erasure``, ``retention``, ``sync``),
+  own keys, password and profile, ``erasure``, ``retention``, ``sync``,
+  ``search``: full-text search over a user's conversations),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -50,6 +51,7 @@ from chateau.store.audit import Audit
 from chateau.store.reports import Reports
 from chateau.store.retention import Retention
 from chateau.store.safety import Safety
+from chateau.store.search import Search, ensure_language_txn
 from chateau.store.notices import Notices
 from chateau.store.sync import Sync
 from chateau.store.writer import MessageWriter
@@ -63,13 +65,13 @@ class Store:
     Everything it uses is passed in: the engine, the pool for transactions,
     the message writer's own pool (the same one when None), the reactor, the
     observer that times each call, and the cluster node name recorded with
-    each message (None alone).
+    each message (None alone), and ``[search] language``.
     """
 
     def __init__(
         self, reactor: Any, engine: Engine, pool: ThreadPool, writer_pool: ThreadPool | None = None,
         observe: Callable[[Deferred[Any]], Deferred[Any]] | None = None,
-        origin: str | None = None,
+        origin: str | None = None, search_language: str = "simple",
     ) -> None:
         self.runner = Runner(reactor, engine, pool, observe)
         self.origin = origin
@@ -103,10 +105,17 @@ class Store:
         self.retention = Retention(self.runner)
         # Every device keeps up: SyncRequest pages and each key's position.
         self.sync = Sync(self.runner)
+        self.search = Search(self.runner, search_language)
+        self._search_language = search_language
 
     def prepare_schema(self) -> Deferred[None]:
-        """Create the schema if the database is empty; refuse an outdated one."""
-        return self.runner.run(migrate.prepare)
+        """Create the schema if the database is empty; refuse an outdated one.
+
+        The search index is rebuilt if it was built for another ``[search]
+        language`` (``twistd`` does it before this, see
+        chateau.service.prepare_database; then nothing is left to do).
+        """
+        return self.runner.run(_prepare_schema_txn, self._search_language)
 
     def checkpoint(self) -> Deferred[tuple[int, int, int]]:
         """Copy SQLite's WAL back into the database; (busy, WAL pages, pages copied)."""
@@ -115,3 +124,8 @@ class Store:
     def ping(self) -> Deferred[None]:
         """One round trip to the database (for /health)."""
         return self.runner.ping()
+
+
+def _prepare_schema_txn(connection: Any, search_language: str) -> None:
+    migrate.prepare(connection)
+    ensure_language_txn(connection, search_language)
