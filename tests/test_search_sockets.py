@@ -61,7 +61,7 @@ async def test_search_finds_group_and_direct_messages_newest_first(server):
              "highlights": [[10, 16]]},
             {"id": first["id"], "chatname": "club", "sender": "alice",
              "timestamp": first["timestamp"], "snippet": "Picnic on Sunday @bob",
-             "highlights": [[0, 6]]},
+             "highlights": [[0, 6]], "mentions": ["bob"]},
         ],
     }
     assert await found(bob, "picnic", user="alice") == ["bring the picnic blanket"]
