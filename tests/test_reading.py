@@ -214,9 +214,12 @@ def test_mentions_of_all_and_the_cap(chat: InProcessChat) -> None:
              "created_at": 2**42, "edited": False, "deleted": False, "origin": None,
              "event": None, "mentions": '["@all"]' if n < 3 else None} for n in range(1005)]
     in_transaction(chat.engine, lambda c: c.execute(messages.insert(), rows))
+    send(chat, alice, "bob", "one more, elsewhere")
     listed = conversations(chat, bob)["conversations"]
-    assert listed[0]["unread"] == 1000 and listed[0]["mentions"] == 3
-    assert chat.wait(chat.store.reading.unread_total("bob")) == 1000
+    assert listed[1]["unread"] == 1000 and listed[1]["mentions"] == 3
+    assert listed[0]["unread"] == 1 and listed[0]["mentions"] == 0
+    # Each conversation is capped on its own.
+    assert chat.wait(chat.store.reading.unread_total("bob")) == 1001
 
 
 def test_conversations_order_paging_and_shapes(chat: InProcessChat) -> None:

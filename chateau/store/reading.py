@@ -174,37 +174,34 @@ def _capped_unread(
 
 
 def _my_conversations(username: str) -> Any:
-    """The user's groups (member now) and direct chats: (chat, kind, since)."""
-    return union_all(
+    """The user's groups (member now) and direct chats, with their marker in each.
+
+    (chat, kind, since, marker): the marker is joined in (0 without a row),
+    so the counts correlated to it compare ids with a value, which lets
+    them read ix_messages_chat_id from the marker on.
+    """
+    both = union_all(
         select(group_members.c.chatname.label("chat"), literal(GROUP, String).label("kind"),
                group_members.c.joined_at.label("since"))
         .where(group_members.c.username == username),
         select(direct_chats.c.chat.label("chat"), literal(DIRECT, String).label("kind"),
                literal(0).label("since"))
         .where(direct_chats.c.username == username),
-    ).subquery("conversations")
-
-
-def _own_marker(username: str, mine: Any) -> Any:
-    """A scalar subquery: *username*'s marker in each of *mine*'s conversations (0 for none).
-
-    Correlated to *mine* explicitly: it is also used inside the FROM
-    subquery of a capped count, where SQLAlchemy would not correlate it.
-    """
-    return func.coalesce(
-        select(read_markers.c.last_read_id)
-        .where((read_markers.c.username == username) & (read_markers.c.chat == mine.c.chat))
-        .correlate(mine).scalar_subquery(), 0,
-    )
+    ).subquery("both_kinds")
+    own = (read_markers.c.username == username) & (read_markers.c.chat == both.c.chat)
+    return select(
+        both.c.chat, both.c.kind, both.c.since,
+        func.coalesce(read_markers.c.last_read_id, 0).label("marker"),
+    ).select_from(both.outerjoin(read_markers, own)).subquery("conversations")
 
 
 def unread_total_txn(connection: Connection, username: str) -> int:
     """One query: every conversation's capped unread, summed."""
     mine = _my_conversations(username)
     per_chat = select(
-        _capped_unread(username, mine.c.chat, _own_marker(username, mine), mine.c.since,
+        _capped_unread(username, mine.c.chat, mine.c.marker, mine.c.since,
                        outer=mine).label("unread")
-    ).subquery("per_chat")
+    ).select_from(mine).subquery("per_chat")
     return int(connection.execute(select(func.coalesce(func.sum(per_chat.c.unread), 0))).scalar()
                or 0)
 
@@ -269,7 +266,7 @@ def _page_details(
 ) -> dict[str, tuple[int, int | None, int, int]]:
     """For each of *chats*: (own marker, the other person's marker, unread, mentions)."""
     mine = _my_conversations(username)
-    marker = _own_marker(username, mine)
+    marker = mine.c.marker
     peer = (
         select(read_markers.c.last_read_id)
         .where((read_markers.c.chat == mine.c.chat) & (read_markers.c.username != username)
