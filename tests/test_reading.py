@@ -314,3 +314,31 @@ def test_markers_move_with_a_user_rename_and_go_with_an_erasure(chat: InProcessC
     from chateau.names import DELETED_USER
     assert in_transaction(
         chat.engine, marker_txn, "alice", direct_chat(DELETED_USER, "alice")) > direct
+
+
+def test_unread_stays_right_after_a_retention_purge(chat: InProcessChat) -> None:
+    from twisted.internet.defer import ensureDeferred
+
+    from chateau.retention import purge_once
+    from chateau.store.records import now_millis
+
+    alice = chat.sign_in("alice")
+    bob = chat.sign_in("bob")
+    make_group(chat, alice, "team", "bob")
+    old = [send(chat, alice, "team", f"old {n}") for n in range(3)]
+    read(chat, bob, chatname="team", id=old[1])
+    new = [send(chat, alice, "team", f"new {n}") for n in range(2)]
+    # The old ones are a year old; the group keeps messages 30 days.
+    in_transaction(chat.engine, lambda c: c.execute(
+        update(messages).where(messages.c.id.in_(old)).values(created_at=1)))
+    reply = chat.request(alice, {"type": "GroupUpdateRequest", "chatname": "team",
+                                 "retention_days": 30})
+    assert reply["status"] == 200, reply
+    chat.wait(ensureDeferred(purge_once(chat.store.runner.run, chat.config.chat, now_millis())))
+    assert chat.wait(chat.store.messages.get_message(old[2])) is None
+    listed = conversations(chat, bob)["conversations"]
+    # old[2] is gone; the two new messages are unread (the settings event is not).
+    assert listed[0]["read"] == old[1] and listed[0]["unread"] == 2
+    assert chat.wait(chat.store.reading.unread_total("bob")) == 2
+    read(chat, bob, chatname="team", id=new[1])
+    assert chat.wait(chat.store.reading.unread_total("bob")) == 0
