@@ -252,6 +252,10 @@ def test_conversations_order_paging_and_shapes(chat: InProcessChat) -> None:
     assert second["conversations"][1]["last_message"] is None
     assert second["conversations"][1]["activity"] == 0
     assert conversations(chat, alice, limit=1, before=1)["conversations"][0]["chatname"] == "quiet"
+    # The other side of the same chat ("@alice:bob" seen by bob, the second of the pair).
+    read(chat, alice, user="bob", id=to_bob)
+    of_bob = {c.get("chatname") or c["user"]: c for c in conversations(chat, bob)["conversations"]}
+    assert of_bob["alice"]["peer_read"] == to_bob and of_bob["alice"]["read"] == to_bob
     for bad in ({"limit": 0}, {"limit": 201}, {"before": 0}):
         reply = chat.request(alice, {"type": "ConversationsRequest", **bad})
         assert reply["status"] == 400, reply

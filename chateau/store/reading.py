@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
 from chateau.store.engine import Runner
-from chateau.store.messages import _from_blocked, _message_record
+from chateau.store.messages import _message_record
 from chateau.store.records import MessageRecord, now_millis
 from chateau.store.tables import blocks, direct_chats, group_members, messages, read_markers, upsert
 
@@ -222,9 +222,10 @@ def conversations_txn(
 
     The order is one query over the user's conversations, each's newest id
     read through ix_messages_chat_id (one index step each); the page's
-    details (markers, capped counts, the last messages) are then read for the
-    page's conversations only. Conversations without any message (activity
-    0) are rare and all come on one page, never split.
+    details (markers, capped counts, the last messages) are one more query,
+    for the page's conversations only. Conversations without any message
+    (activity 0) are rare and all come on one page, never split (a third
+    query lists them when a page reaches them).
     """
     mine = _my_conversations(username)
     activity = func.coalesce(
@@ -249,53 +250,81 @@ def conversations_txn(
         page, more = active + list(quiet), False
     if not page:
         return [], False
-    details = _page_details(connection, username, [row.chat for row in page])
-    last = _last_messages(connection, username, [row.activity for row in page if row.activity])
+    details = _page_details(
+        connection, username, [row.chat for row in page],
+        [row.activity for row in page if row.activity],
+    )
     result = []
     for row in page:
-        read, peer, unread, mentions = details.get(row.chat, (0, None, 0, 0))
+        read, peer, unread, mentions, last, last_mentions = details.get(
+            row.chat, (0, None, 0, 0, None, []))
         result.append(ConversationRow(
-            row.chat, row.kind, int(row.activity), *last.get(int(row.activity), (None, [])),
+            row.chat, row.kind, int(row.activity), last, last_mentions,
             unread, mentions, read, peer if row.kind == DIRECT else None,
         ))
     return result, more
 
 
+# The last message's columns in the page's details query, prefixed apart
+# from the conversation's own.
+_LAST = "last_"
+
+
+class _Prefixed:
+    """A row's ``last_*`` columns under their own names, for _message_record."""
+
+    def __init__(self, row: Any) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, _LAST + name)
+
+
+def _peer_of(username: str, chat: Any) -> Any:
+    """The other person of direct chat *chat* ("@a:b", a and b sorted) of *username*, in SQL.
+
+    So the other person's marker is read by its primary key (username, chat).
+    """
+    prefix = f"@{username}:"
+    return case(
+        (func.substr(chat, 1, len(prefix)) == prefix, func.substr(chat, len(prefix) + 1)),
+        else_=func.substr(chat, 2, func.length(chat) - len(username) - 2),
+    )
+
+
 def _page_details(
-    connection: Connection, username: str, chats: list[str]
-) -> dict[str, tuple[int, int | None, int, int]]:
-    """For each of *chats*: (own marker, the other person's marker, unread, mentions)."""
+    connection: Connection, username: str, chats: list[str], last_ids: list[int]
+) -> dict[str, tuple[int, int | None, int, int, MessageRecord | None, list[str]]]:
+    """For each of *chats*, in one query: (own marker, the other person's marker,
+    unread, mentions, the last message (one of *last_ids*), whom it mentions)."""
     mine = _my_conversations(username)
     marker = mine.c.marker
     peer = (
         select(read_markers.c.last_read_id)
-        .where((read_markers.c.chat == mine.c.chat) & (read_markers.c.username != username)
-               & (mine.c.kind == DIRECT))
-        .correlate(mine).limit(1).scalar_subquery()
+        .where((read_markers.c.username == _peer_of(username, mine.c.chat))
+               & (read_markers.c.chat == mine.c.chat) & (mine.c.kind == DIRECT))
+        .correlate(mine).scalar_subquery()
     )
+    last = messages.alias("last_message")
+    blocked = select(blocks.c.blocked).where(blocks.c.blocker == username)
+    hidden = last.c.sender.in_(blocked) & last.c.event.is_(None)
     query = select(
         mine.c.chat, marker.label("read"), peer.label("peer"),
         _capped_unread(username, mine.c.chat, marker, mine.c.since, outer=mine).label("unread"),
         _capped_unread(username, mine.c.chat, marker, mine.c.since, mentions=True, outer=mine)
         .label("mentions"),
+        *[column.label(_LAST + column.name) for column in last.c],
+        hidden.label(_LAST + "hidden"),
+    ).select_from(
+        # The last message through ix_messages_chat_id: (chat, id) is known.
+        mine.outerjoin(last, (last.c.chat == mine.c.chat) & last.c.id.in_(last_ids or [0]))
     ).where(mine.c.chat.in_(chats))
-    return {
-        row.chat: (int(row.read), None if row.peer is None else int(row.peer),
-                   int(row.unread), int(row.mentions))
-        for row in connection.execute(query)
-    }
-
-
-def _last_messages(
-    connection: Connection, username: str, ids: list[int]
-) -> dict[int, tuple[MessageRecord, list[str]]]:
-    """The messages of *ids* (hidden when from someone *username* blocks), with their mentions."""
-    if not ids:
-        return {}
-    query = select(messages, _from_blocked(username).label("hidden")).where(
-        messages.c.id.in_(ids)
-    )
-    return {
-        int(row.id): (_message_record(row), json.loads(row.mentions) if row.mentions else [])
-        for row in connection.execute(query)
-    }
+    found = {}
+    for row in connection.execute(query):
+        record = None if row.last_id is None else _message_record(_Prefixed(row))
+        found[row.chat] = (
+            int(row.read), None if row.peer is None else int(row.peer),
+            int(row.unread), int(row.mentions), record,
+            json.loads(row.last_mentions) if row.last_mentions else [],
+        )
+    return found
