@@ -44,6 +44,7 @@ from chateau.notices import NoticeWatch
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
 from chateau.session_use import TOUCH_INTERVAL, SessionUse
+from chateau.receipts import ReadReceipts
 from chateau.retention import RetentionPurge
 from chateau.signout import SignOut
 from chateau.store import Store
@@ -190,11 +191,13 @@ class Chateau(MultiService):
             )
         # Who is typing where; its timers run on the reactor's clock.
         self.typing = Typing(registry, self.delivery, reactor)
+        self.receipts = ReadReceipts(self.delivery, reactor)
         self.context = Services(
             config=config, registry=registry, store=self.store, auth=self.authenticator,
             delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
             announcer=Announcer(registry, self.store, self.delivery),
             typing=self.typing,
+            receipts=self.receipts,
             directory_has=reserved,
             directory_recheck=(
                 self.deprovisioner.recheck_on_resume if self.deprovisioner else None
@@ -364,6 +367,7 @@ class Chateau(MultiService):
         if self._session_touch.running:
             self._session_touch.stop()
         retention_stopped = self.retention.stop()
+        self.receipts.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()

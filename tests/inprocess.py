@@ -40,6 +40,7 @@ from chateau.limits import SignInThrottle
 from chateau.messages import Request
 from chateau.metrics import Metrics
 from chateau.notices import NoticeWatch
+from chateau.receipts import ReadReceipts
 from chateau.registry import Registry
 from chateau.store import Store
 from chateau.store.engine import make_engine
@@ -269,6 +270,7 @@ class InProcessChat:
             delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
             announcer=Announcer(self.registry, self.store, self.delivery),
             typing=self.typing,
+            receipts=ReadReceipts(self.delivery, self.clock),
         )
         # Changes made in the database by chateau-admin (tests call check()).
         self.notices = NoticeWatch(

@@ -13,7 +13,8 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``,
   ``deprovisioning``, ``identity``, ``group_sync``, ``devices``: a user's
   own keys, password and profile, ``erasure``, ``retention``, ``sync``,
-  ``search``: full-text search over a user's conversations),
+  ``search``: full-text search over a user's conversations, ``reading``: read
+  markers and unread counts),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -51,6 +52,7 @@ from chateau.store.audit import Audit
 from chateau.store.reports import Reports
 from chateau.store.retention import Retention
 from chateau.store.safety import Safety
+from chateau.store.reading import Reading
 from chateau.store.search import Search, ensure_language_txn
 from chateau.store.notices import Notices
 from chateau.store.sync import Sync
@@ -107,6 +109,8 @@ class Store:
         self.sync = Sync(self.runner)
         self.search = Search(self.runner, search_language)
         self._search_language = search_language
+        # Read markers, unread counts and the conversation list.
+        self.reading = Reading(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one.
