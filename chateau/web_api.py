@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
@@ -314,7 +315,10 @@ class APIResource(Resource):
             raise ChateauError(NOT_IMPLEMENTED, f"this server does not serve {route.template} yet")
         data: dict[str, Any] = {"type": route.request_type}
         allowed = route.query_fields(request_class)
-        for raw_key, values in (request.args or {}).items():
+        # The query string's own parameters: twisted.web also puts a form
+        # body's fields in request.args (curl -d sends a JSON body as a form).
+        query = request.uri.partition(b"?")[2]
+        for raw_key, values in parse_qs(query, keep_blank_values=True).items():
             try:
                 key = raw_key.decode("utf-8")
                 value = values[-1].decode("utf-8")

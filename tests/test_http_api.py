@@ -101,6 +101,11 @@ async def test_a_post_to_a_group_is_stored_before_201_and_reaches_members_at_onc
     assert "type" not in page and "msg_id" not in page
     ws_page = await bob.request({"type": "HistoryRequest", "chatname": "café club"})
     assert ws_page["messages"] == page["messages"]
+    # A JSON body sent as a form (curl -d does so) is still the JSON body.
+    response = await call(base, "POST", chats("café club"), bob_key, data=b'{"content": "a form"}',
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 201, response.text
+    await alice.expect("GroupMessageRecv", content="a form")
     # Paging: limit and before.
     second = json_of(await call(base, "POST", chats("café club"), bob_key,
                                 json={"content": "ok"}))
@@ -108,8 +113,9 @@ async def test_a_post_to_a_group_is_stored_before_201_and_reaches_members_at_onc
     newest = json_of(await call(base, "GET", chats("café club") + "?limit=1", alice_key))
     assert [m["id"] for m in newest["messages"]] == [second["id"]] and newest["more"] is True
     older = json_of(await call(base, "GET", chats("café club"), alice_key,
-                               params={"limit": "1", "before": str(second["id"])}))
-    assert [m["id"] for m in older["messages"]] == [sent["id"]]
+                               params={"limit": "2", "before": str(second["id"])}))
+    assert [m["content"] for m in older["messages"]] == ["a form", "meet at 5 ☕"]
+    assert older["more"] is False
 
 
 @inline
