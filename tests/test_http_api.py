@@ -67,10 +67,13 @@ def json_of(response: requests.Response) -> dict[str, Any]:
 @inline
 async def test_every_route_needs_a_live_key(server):
     base = base_of(server)
-    await signed_in(server, "alice")
+    alice, alice_key = await signed_in(server, "alice")
+    assert (await call(base, "GET", direct("alice"), alice_key)).status_code == 200
+    # A key signed out on its WebSocket is dead over HTTP at once.
+    assert (await alice.request({"type": "LogoutRequest"}))["status"] == 200
     for route in ROUTES:
         path = route.template.replace("{chatname}", "club").replace("{username}", "alice")
-        for key in (None, "not-a-key", "x" * 300):
+        for key in (None, "not-a-key", "x" * 300, alice_key):
             response = await call(base, route.method, path, key, json={"content": "hi"})
             assert response.status_code == 401, (route, key, response.text)
             assert response.headers["www-authenticate"] == 'Bearer realm="chateau"'
