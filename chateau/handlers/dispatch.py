@@ -19,8 +19,8 @@ from chateau import messages
 from chateau.connection import Connection
 from chateau.errors import INTERNAL_ERROR, NOT_AUTHENTICATED, UNAVAILABLE, ChateauError
 from chateau.handlers import (
-    account, contacts, erasure, group_settings, groups, history, membership, operators, reports,
-    safety, sending, sessions,
+    account, contacts, erasure, group_settings, groups, history, membership, operators, reading,
+    reports, safety, sending, sessions,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
@@ -40,6 +40,7 @@ from chateau.messages import (
     ContactListRequest,
     ContactRemove,
     ContactRequest,
+    ConversationsRequest,
     GroupDirectoryRequest,
     GroupLeaveRequest,
     GroupInfoRequest,
@@ -56,6 +57,7 @@ from chateau.messages import (
     PasswordChangeRequest,
     ProfileRequest,
     RandomMessageRequest,
+    ReadRequest,
     RegisterRequest,
     ReportListRequest,
     ReportRequest,
@@ -115,6 +117,8 @@ HANDLERS: dict[type[Request], Handler] = {
     SessionRevokeRequest: account.session_revoke,
     ProfileRequest: account.profile,
     AccountDeleteRequest: erasure.account_delete,
+    ReadRequest: reading.read,
+    ConversationsRequest: reading.conversations,
 }
 
 
