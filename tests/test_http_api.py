@@ -288,6 +288,13 @@ async def test_the_openapi_document_is_valid_and_lists_every_route(server):
     assert mounted == {path.split("/")[2] for _, path in served}
 
 
+def test_every_route_names_a_request_type_the_server_has():
+    """A route whose request type is missing answers 501: this says which."""
+    missing = [route.request_type for route in ROUTES
+               if route.request_type not in messages.REQUEST_TYPES]
+    assert missing == []
+
+
 # -- a cluster -------------------------------------------------------------------
 
 
@@ -313,3 +320,30 @@ async def test_a_post_on_one_node_reaches_members_on_another_at_once(two_nodes):
     page = json_of(await call(n2, "GET", direct("bob"), key))
     assert [m["content"] for m in page["messages"]] == ["dm from n1"]
     await two_nodes.close()
+
+
+@inline
+async def test_conversations_over_http_are_the_websockets(server):
+    base = base_of(server)
+    alice, alice_key = await signed_in(server, "alice")
+    bob, bob_key = await signed_in(server, "bob")
+    await group_of(alice, "club", bob)
+    assert (await call(base, "POST", chats("club"), bob_key, json={"content": "one"})).ok
+    await alice.expect("GroupMessageRecv", content="one")
+    await bob.expect("GroupMessageRecv", content="one")
+    assert (await call(base, "POST", direct("alice"), bob_key, json={"content": "two"})).ok
+    await alice.expect("MessageRecv", content="two")
+    page = json_of(await call(base, "GET", "/api/conversations", alice_key))
+    assert page["status"] == 200 and page["more"] is False, page
+    assert [c.get("user", c.get("chatname")) for c in page["conversations"]] == ["bob", "club"]
+    assert page["conversations"][0]["last_message"]["content"] == "two"
+    ws = await alice.request({"type": "ConversationsRequest"})
+    assert ws["conversations"] == page["conversations"]
+    first = json_of(await call(base, "GET", "/api/conversations?limit=1", alice_key))
+    assert first["more"] is True and len(first["conversations"]) == 1
+    before = first["conversations"][0]["activity"]
+    rest = json_of(await call(base, "GET", f"/api/conversations?limit=1&before={before}",
+                              alice_key))
+    assert [c.get("chatname") for c in rest["conversations"]] == ["club"]
+    response = await call(base, "GET", "/api/conversations?limit=0", alice_key)
+    assert response.status_code == 400 and json_of(response)["status"] == 400
