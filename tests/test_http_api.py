@@ -295,6 +295,19 @@ def test_every_route_names_a_request_type_the_server_has():
     assert missing == []
 
 
+def test_the_documented_query_parameters_are_the_requests_fields():
+    """The document's parameters are those the server takes: HistoryRequest's
+    before_time, after and after_time (Sync's) included."""
+    document = json.loads(openapi_document())
+    for route in ROUTES:
+        if route.method != "GET" or route.request_type not in messages.REQUEST_TYPES:
+            continue
+        operation = document["paths"][route.template]["get"]
+        documented = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        taken = set(route.query_fields(messages.REQUEST_TYPES[route.request_type]))
+        assert documented == taken, route.template
+
+
 # -- a cluster -------------------------------------------------------------------
 
 
@@ -347,3 +360,32 @@ async def test_conversations_over_http_are_the_websockets(server):
     assert [c.get("chatname") for c in rest["conversations"]] == ["club"]
     response = await call(base, "GET", "/api/conversations?limit=0", alice_key)
     assert response.status_code == 400 and json_of(response)["status"] == 400
+
+
+@inline
+async def test_history_by_id_and_time_over_http(server):
+    base = base_of(server)
+    _, alice_key = await signed_in(server, "alice")
+    bob, _ = await signed_in(server, "bob")
+    sent = []
+    for content in ("one", "two", "three"):
+        response = await call(base, "POST", direct("bob"), alice_key, json={"content": content})
+        sent.append(json_of(response))
+    path = direct("bob")
+
+    async def contents(query: str) -> list[str]:
+        page = json_of(await call(base, "GET", path + query, alice_key))
+        assert page["status"] == 200, page
+        return [m["content"] for m in page["messages"]]
+
+    # after / after_time: oldest first; before_time: newest first.
+    assert await contents(f"?after={sent[0]['id']}") == ["two", "three"]
+    assert await contents("?after_time=2000-01-01T00:00:00Z&limit=2") == ["one", "two"]
+    assert await contents("?before_time=2999-01-01T00:00:00.000Z") == ["three", "two", "one"]
+    assert await contents("?before_time=2000-01-01T00:00:00%2B00:00") == []
+    for query, word in (("?before_time=yesterday", "before_time"),
+                        ("?after_time=2026-13-01T00:00:00Z", "after_time"),
+                        (f"?after={sent[0]['id']}&before=9", "")):
+        response = await call(base, "GET", path + query, alice_key)
+        assert response.status_code == 400, (query, response.text)
+        assert word in json_of(response)["detail"]
