@@ -12,7 +12,7 @@ setup(
     packages=find_packages(include=["chateau", "chateau.*"]) + ["twisted.plugins"],
     package_data={
         "twisted.plugins": ["chateau_plugin.py"],
-        "chateau": ["migrations/script.py.mako"],
+        "chateau": ["migrations/script.py.mako", "openapi.json"],
         "chateau.webclient": ["static/*.html", "static/*.js", "static/*.css"],
     },
     install_requires=[
@@ -52,6 +52,9 @@ setup(
             "uvloop>=0.19",
             "websockets>=14",
             "psutil>=5.9",
+            # tests/test_http_api.py: a real HTTP client, and the OpenAPI document's validator.
+            "requests>=2.31",
+            "openapi-spec-validator>=0.7",
         ],
         # Profiling for bench/ (python -m bench.run --profile).
         "bench": ["picows>=2.0", "uvloop>=0.19", "websockets>=14", "psutil>=5.9", "py-spy>=0.3.14"],

@@ -1,7 +1,7 @@
 """The limits of the HTTP side of the port, and the client's real address there.
 
-Every request (``/``, ``/api/users``, ``/health``, ``/metrics`` and the
-WebSocket handshake at ``/ws``) goes through :class:`LimitedHTTPChannel` and
+Every request (``/``, ``/api/users``, the HTTP API, ``/health``, ``/metrics``
+and the WebSocket handshake at ``/ws``) goes through :class:`LimitedHTTPChannel` and
 :class:`LimitedRequest`, which :class:`LimitedSite` uses instead of
 twisted.web's own. They enforce ``[limits]``:
 

@@ -474,6 +474,15 @@ def _build_schemas() -> dict[type[Request], list[tuple[str, Any, bool]]]:
 _SCHEMAS = _build_schemas()
 
 
+def request_fields(cls: type[Request]) -> dict[str, Any]:
+    """The JSON fields *cls* takes, each with its type (``X | None`` as X).
+
+    For building a request from something other than a frame: the HTTP
+    API's query strings (chateau/web_api.py).
+    """
+    return {name: _optional(annotation) for name, annotation, _ in _SCHEMAS[cls]}
+
+
 def peek_msg_id(payload: Any) -> Any:
     """The ``msg_id`` of a frame that may be malformed, for echoing in errors."""
     return payload.get("msg_id") if isinstance(payload, dict) else None
@@ -517,8 +526,9 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def parse_json(payload: bytes) -> Any:
-    """Decode a text frame's payload, or raise :class:`BadRequest`.
+def parse_json(payload: bytes, what: str = "frame") -> Any:
+    """Decode a text frame's payload (or an HTTP body: *what* names it), or raise
+    :class:`BadRequest`.
 
     Besides JSON syntax, refuses what could not be sent back or stored: a
     lone UTF-16 surrogate escape (``"\\ud800"``), which is no character, and
@@ -529,12 +539,12 @@ def parse_json(payload: bytes) -> Any:
     try:
         data = json.loads(payload)
     except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"frame is not valid JSON: {exc}") from None
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
     if (payload.count(b"[") + payload.count(b"{") > MAX_DEPTH
             and _depth_exceeds(data, MAX_DEPTH)):
-        raise BadRequest(f"frame is nested deeper than {MAX_DEPTH} levels")
+        raise BadRequest(f"{what} is nested deeper than {MAX_DEPTH} levels")
     if b"\\ud" in payload.lower() and _has_lone_surrogate(data):
-        raise BadRequest("frame holds a lone UTF-16 surrogate escape, which is not a character")
+        raise BadRequest(f"{what} holds a lone UTF-16 surrogate escape, which is not a character")
     return data
 
 

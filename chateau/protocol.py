@@ -48,15 +48,13 @@ from chateau.errors import (
     BAD_REQUEST,
     INTERNAL_ERROR,
     TOO_MANY_REQUESTS,
-    UNAVAILABLE,
     ChateauError,
 )
 from chateau.frames import DirectTextFrames, prepare_frame, text_frame
-from chateau.handlers.dispatch import Dispatcher
+from chateau.handlers.dispatch import Dispatcher, error_reply
 from chateau.limits import TokenBucket
 from chateau.metrics import Metrics
 from chateau.messages import Request
-from chateau.store.errors import StoreUnavailable
 
 # Requests a connection may have queued behind the one being handled. A
 # client that pipelines more than this is told to slow down.
@@ -564,27 +562,8 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         self._answer(slot, self._error_for(failure, request))
 
     def _error_for(self, failure: Failure, request: Request) -> dict[str, Any]:
-        if failure.check(ChateauError):
-            error: ChateauError = failure.value
-            reply = messages.error_response(error.status, error.detail, request.msg_id)
-            reply.update(error.extra)
-            return reply
-        if failure.check(StoreUnavailable):
-            self._log.warn(
-                "database unavailable while handling {kind}: {error}",
-                kind=type(request).__name__, error=str(failure.value).splitlines()[0],
-            )
-            return messages.error_response(
-                UNAVAILABLE, "the database is unavailable; nothing was changed, retry shortly",
-                request.msg_id,
-            )
-        self._log.failure(
-            "unexpected error handling {kind} from {username}",
-            failure, kind=type(request).__name__, username=self.username,
-        )
-        return messages.error_response(
-            INTERNAL_ERROR, "internal server error; the request was not completed",
-            request.msg_id,
+        return error_reply(
+            failure, type(request).__name__, self.username, self._log, request.msg_id
         )
 
 

@@ -1,5 +1,6 @@
 """The HTTP side of the port: the WebSocket at ``/ws``, ``/api/users/``,
-``/api/me/export``, ``/health``, ``/metrics``, and the web client's files at ``/``."""
+``/api/me/export``, the HTTP API's routes (chateau/web_api.py) and
+``/api/openapi.json``, ``/health``, ``/metrics``, and the web client's files at ``/``."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ from chateau.names import check_username
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
 from chateau.store import Store
-from chateau.store.records import UserRecord, hash_session_key, iso_timestamp, now_millis
+from chateau.store.records import iso_timestamp, now_millis
+from chateau.web_api import (
+    TOP_SEGMENTS, APIResource, OpenAPIResource, session_user, unauthorised,
+)
 from chateau.webclient import STATIC_DIR
 
 # The web client's Content-Security-Policy, around its connect-src sources.
@@ -114,31 +118,6 @@ def web_client_root(directory: str = STATIC_DIR) -> Resource:
     return root
 
 
-async def session_user(store: Store, request: Request) -> UserRecord | None:
-    """The account of the request's live session key (``Authorization: Bearer
-    KEY``, checked on the store's pool), or None."""
-    header = request.getHeader(b"authorization") or b""
-    scheme, _, key = header.partition(b" ")
-    key = key.strip()
-    # Session keys are 43 URL-safe characters; anything else is no key.
-    if scheme.lower() != b"bearer" or not 0 < len(key) <= 256:
-        return None
-    try:
-        text = key.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    return await store.sessions.resume_session(hash_session_key(text))
-
-
-def _unauthorised(request: Request) -> bytes:
-    request.setResponseCode(401)
-    request.setHeader(b"www-authenticate", b'Bearer realm="chateau"')
-    return json.dumps({
-        "status": 401,
-        "detail": "sign in first: send your session key as Authorization: Bearer KEY",
-    }).encode()
-
-
 class ExportResource(Resource):
     """``GET /api/me/export``: everything stored about the signed-in user, as
     one JSON document (docs/accounts.md), streamed.
@@ -183,7 +162,7 @@ class ExportResource(Resource):
         if request.finished or request._disconnected:
             return
         if head is None:
-            request.write(_unauthorised(request))
+            request.write(unauthorised(request))
             request.finish()
             return
         username = head.account["username"]
@@ -264,7 +243,7 @@ class UserResource(Resource):
         try:
             allowed, viewer = await self._viewer(request)
             if not allowed:
-                body = json.loads(_unauthorised(request))
+                body = json.loads(unauthorised(request))
                 self._finish(request, body)
                 return
             user = await self._store.accounts.get_user(username) if username else None
@@ -366,6 +345,11 @@ def make_site(
     me = Resource()
     me.putChild(b"export", ExportResource(store))
     api.putChild(b"me", me)
+    # The HTTP API's conversations and messages (chateau/web_api.py).
+    messages_api = APIResource(store, factory.dispatcher, factory.clock)
+    for segment in TOP_SEGMENTS:
+        api.putChild(segment.encode(), messages_api)
+    api.putChild(b"openapi.json", OpenAPIResource())
     root.putChild(b"api", api)
     root.putChild(b"ws", WebSocketResource(factory))
     # The HTTP side of the opening handshake gets the same time limit as the

@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from chateau import messages
 from chateau.connection import Connection
-from chateau.errors import NOT_AUTHENTICATED, ChateauError
+from chateau.errors import INTERNAL_ERROR, NOT_AUTHENTICATED, UNAVAILABLE, ChateauError
 from chateau.handlers import (
     account, contacts, erasure, group_settings, groups, history, membership, operators, reading,
     reports, safety, search, sending, sessions, sync, typing,
@@ -71,6 +74,7 @@ from chateau.messages import (
     UserBanRequest,
     UserUnbanRequest,
 )
+from chateau.store.errors import StoreUnavailable
 
 HANDLERS: dict[type[Request], Handler] = {
     RegisterRequest: sessions.register,
@@ -176,3 +180,36 @@ class Dispatcher:
     def last_routed_id(self) -> int:
         """The newest message id routed so far (see chateau.catchup)."""
         return self.services.delivery.last_routed_id
+
+
+def error_reply(
+    failure: Failure, kind: str, username: str | None, log: Logger, msg_id: Any = None
+) -> dict[str, Any]:
+    """The ErrorResponse for a request (of type *kind*) that failed with *failure*.
+
+    A refusal (ChateauError) says its own status and detail; the database
+    being unavailable is 503; anything else is a bug, logged, and 500. The
+    WebSocket and the HTTP API (chateau/web_api.py) answer failures alike.
+    """
+    if failure.check(ChateauError):
+        error: ChateauError = failure.value
+        reply = messages.error_response(error.status, error.detail, msg_id)
+        reply.update(error.extra)
+        return reply
+    if failure.check(StoreUnavailable):
+        log.warn(
+            "database unavailable while handling {kind}: {error}",
+            kind=kind, error=str(failure.value).splitlines()[0],
+        )
+        return messages.error_response(
+            UNAVAILABLE, "the database is unavailable; nothing was changed, retry shortly",
+            msg_id,
+        )
+    log.failure(
+        "unexpected error handling {kind} from {username}",
+        failure, kind=kind, username=username,
+    )
+    return messages.error_response(
+        INTERNAL_ERROR, "internal server error; the request was not completed",
+        msg_id,
+    )
