@@ -1069,7 +1069,7 @@ class ChatSession:
         if not isinstance(user, str) or not isinstance(reader, str):
             return
         if canonical(reader) == canonical(user) and self.reads.peer_read(user, frame.get("id")):
-            self.ui.show(f"* {clean(reader)} has seen your message in {self.label(user)}")
+            self.ui.show(f"* {clean(reader)} has seen your message")
 
     def _on_heartbeat(self, frame: dict[str, Any]) -> None:
         if self.connection is not None:
