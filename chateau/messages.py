@@ -324,6 +324,23 @@ class AccountDeleteRequest(Request):
     password: str
 
 
+@dataclass(frozen=True)
+class ReadRequest(Request):
+    """Move one's read marker in a conversation up to message ``id``."""
+
+    id: int
+    chatname: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationsRequest(Request):
+    """One's groups and direct chats by activity, with unread counts."""
+
+    limit: int = 50
+    before: int | None = None
+
+
 # Wire name -> request class. ``MessageRequest`` is what the original server
 # and its Android app really sent for a chat message.
 REQUEST_TYPES: dict[str, type[Request]] = {
@@ -371,6 +388,8 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     "SessionRevokeRequest": SessionRevokeRequest,
     "ProfileRequest": ProfileRequest,
     "AccountDeleteRequest": AccountDeleteRequest,
+    "ReadRequest": ReadRequest,
+    "ConversationsRequest": ConversationsRequest,
 }
 
 _JSON_NAMES = {str: "a string", bool: "true or false", int: "an integer (64-bit)"}
@@ -900,6 +919,20 @@ def user_unban_response(username: str) -> dict[str, Any]:
 
 def account_delete_response() -> dict[str, Any]:
     return {"type": "AccountDeleteResponse", "status": 200}
+
+
+def read_response(key: str, name: str, message_id: int) -> dict[str, Any]:
+    return {"type": "ReadResponse", "status": 200, key: name, "id": message_id}
+
+
+def read_recv(key: str, name: str, username: str, message_id: int) -> dict[str, Any]:
+    """*username* has read up to *message_id* in the conversation named ``{key: name}``."""
+    return {"type": "ReadRecv", "status": 200, key: name, "username": username, "id": message_id}
+
+
+def conversations_response(conversations: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    return {"type": "ConversationsResponse", "status": 200, "conversations": conversations,
+            "more": more}
 
 
 # A group's system events in words: the content of the stored event, which is

@@ -44,6 +44,7 @@ from chateau.notices import NoticeWatch
 from chateau.protocol import ChateauServerFactory
 from chateau.registry import Registry
 from chateau.session_use import TOUCH_INTERVAL, SessionUse
+from chateau.receipts import ReadReceipts
 from chateau.retention import RetentionPurge
 from chateau.signout import SignOut
 from chateau.store import Store
@@ -187,10 +188,12 @@ class Chateau(MultiService):
                 config.ldap, self.store, ldap_checker.account_status, self.metrics,
                 registry.local_users, reactor,
             )
+        self.receipts = ReadReceipts(self.delivery, reactor)
         self.context = Services(
             config=config, registry=registry, store=self.store, auth=self.authenticator,
             delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
             announcer=Announcer(registry, self.store, self.delivery),
+            receipts=self.receipts,
             directory_has=reserved,
             directory_recheck=(
                 self.deprovisioner.recheck_on_resume if self.deprovisioner else None
@@ -360,6 +363,7 @@ class Chateau(MultiService):
         if self._session_touch.running:
             self._session_touch.stop()
         retention_stopped = self.retention.stop()
+        self.receipts.stop()
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()

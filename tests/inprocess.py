@@ -40,6 +40,7 @@ from chateau.limits import SignInThrottle
 from chateau.messages import Request
 from chateau.metrics import Metrics
 from chateau.notices import NoticeWatch
+from chateau.receipts import ReadReceipts
 from chateau.registry import Registry
 from chateau.store import Store
 from chateau.store.engine import make_engine
@@ -266,6 +267,7 @@ class InProcessChat:
             config=config, registry=self.registry, store=self.store, auth=self.auth,
             delivery=self.delivery, catch_up=self.catch_up, metrics=self.metrics,
             announcer=Announcer(self.registry, self.store, self.delivery),
+            receipts=ReadReceipts(self.delivery, self.clock),
         )
         # Changes made in the database by chateau-admin (tests call check()).
         self.notices = NoticeWatch(

@@ -142,7 +142,8 @@ async def test_resume_logout_and_bad_keys(server):
     other = await server.client()
     resumed = await other.request({"type": "ResumeRequest", "session_key": key, "msg_id": 1})
     assert resumed.pop("session_id") == reply["session_id"]
-    assert resumed == {"type": "ResumeResponse", "status": 200, "username": "alice", "msg_id": 1}
+    assert resumed == {"type": "ResumeResponse", "status": 200, "username": "alice", "unread_total": 0,
+                       "msg_id": 1}
     assert (await other.request({"type": "ResumeRequest", "session_key": key}))["status"] == 302
     bad = await server.client()
     reply = await bad.request({"type": "ResumeRequest", "session_key": key + "x"})

@@ -59,7 +59,7 @@ def test_register_creates_a_local_account_with_a_session_key(chat: InProcessChat
                                  "auth": False, "msg_id": {"any": ["json", 1]}})
     key = reply.pop("session_key")
     session_id = reply.pop("session_id")
-    assert reply == {"type": "RegisterResponse", "status": 200, "username": "alice",
+    assert reply == {"type": "RegisterResponse", "status": 200, "username": "alice", "unread_total": 0,
                      "msg_id": {"any": ["json", 1]}}
     assert len(session_id) == 16 and int(session_id, 16) >= 0  # public, not the key
     assert isinstance(key, str) and len(key) >= 43
@@ -96,7 +96,8 @@ def test_resume_signs_a_second_connection_in_and_logout_revokes_the_key(
     other = chat.connect()
     resumed = chat.request(other, {"type": "ResumeRequest", "session_key": key, "msg_id": 1})
     assert len(resumed.pop("session_id")) == 16
-    assert resumed == {"type": "ResumeResponse", "status": 200, "username": "alice", "msg_id": 1}
+    assert resumed == {"type": "ResumeResponse", "status": 200, "username": "alice", "unread_total": 0,
+                       "msg_id": 1}
     assert other.username == "alice"
     assert chat.registry.connections("alice") == [first, other]
     again = chat.request(other, {"type": "ResumeRequest", "session_key": key})
@@ -425,7 +426,8 @@ def test_missed_messages_arrive_once_at_resume_marked_offline(chat: InProcessCha
     bob = chat.connect()
     reply = chat.request(bob, {"type": "ResumeRequest", "session_key": key, "msg_id": 1})
     assert len(reply.pop("session_id")) == 16
-    assert reply == {"type": "ResumeResponse", "status": 200, "username": "bob", "msg_id": 1}
+    assert reply == {"type": "ResumeResponse", "status": 200, "username": "bob", "unread_total": 3,
+                     "msg_id": 1}
     assert bob.wire[0] == reply  # the reply first, then what was missed
     notice, *missed = bob.take()
     assert notice == {"type": "GroupMessageInitResponse", "status": 201, "chatname": "team",

@@ -532,6 +532,10 @@ def test_a_rename_moves_every_user_name_column_in_one_transaction(database_url):
             connection.execute(insert(t.announcements).values(at=1, by="ivan", content="hi"))
             connection.execute(insert(t.audit_log).values(
                 at=1, actor="ivan", action="group_ban", target="carol"))
+            connection.execute(insert(t.read_markers), [
+                {"username": "ivan", "chat": "@bob:ivan", "last_read_id": 2, "updated_at": 1},
+                {"username": "bob", "chat": "@bob:ivan", "last_read_id": 1, "updated_at": 1},
+                {"username": "ivan", "chat": "club", "last_read_id": 3, "updated_at": 1}])
 
         hold = now_millis() + 60_000
         with engine.begin() as connection:
@@ -554,6 +558,11 @@ def test_a_rename_moves_every_user_name_column_in_one_transaction(database_url):
                 ("aaron", "@aaron:bob"), ("bob", "@aaron:bob")]
             assert set(connection.execute(select(t.reports.c.chatname)).scalars()) == {
                 None, "@aaron:bob"}
+            # Read markers: both sides' follow the recomputed key.
+            assert sorted(tuple(row) for row in connection.execute(
+                select(t.read_markers.c.username, t.read_markers.c.chat,
+                       t.read_markers.c.last_read_id))) == [
+                ("aaron", "@aaron:bob", 2), ("aaron", "club", 3), ("bob", "@aaron:bob", 1)]
             user = connection.execute(select(t.users).where(t.users.c.username == "aaron")).one()
             assert user.directory_id == "id-1"
             assert connection.execute(select(t.users).where(t.users.c.username == "ivan")

@@ -26,7 +26,7 @@ async def test_register_creates_account_and_echoes_msg_id(server):
     )
     key = reply.pop("session_key")
     session_id = reply.pop("session_id")
-    assert reply == {"type": "RegisterResponse", "status": 200, "username": "alice",
+    assert reply == {"type": "RegisterResponse", "status": 200, "username": "alice", "unread_total": 0,
                      "msg_id": {"any": ["json", 1]}}
     assert isinstance(key, str) and len(key) >= 43  # 256 random bits, URL-safe base64
     assert len(session_id) == 16 and session_id not in key  # its public name

@@ -18,6 +18,7 @@ from chateau.connection import Connection
 from chateau.delivery import Delivery
 from chateau.errors import FORBIDDEN, NOT_FOUND, NOT_IMPLEMENTED, TOO_LARGE, BadRequest, ChateauError
 from chateau.metrics import Metrics
+from chateau.receipts import ReadReceipts
 from chateau.names import canonical
 from chateau.registry import Registry
 from chateau.store import Store
@@ -43,6 +44,8 @@ class Services:
     metrics: Metrics
     # Announcements to users online here, and at sign-in (chateau.announcements).
     announcer: Announcer
+    # Read receipts to others, one per reader and conversation per 2 s (chateau.receipts).
+    receipts: ReadReceipts
     # Whether the campus directory has a user of this name (on its pool, with
     # its timeout); None when directory sign-in is off. Users and groups share
     # one namespace, so a group may not take a name the directory may give.

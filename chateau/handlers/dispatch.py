@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred, fail
 from chateau.connection import Connection
 from chateau.errors import NOT_AUTHENTICATED, ChateauError
 from chateau.handlers import (
-    account, contacts, erasure, group_settings, groups, history, membership, operators, reports,
-    safety, sending, sessions,
+    account, contacts, erasure, group_settings, groups, history, membership, operators, reading,
+    reports, safety, sending, sessions,
 )
 from chateau.handlers.context import Handler, Services
 from chateau.messages import (
@@ -37,6 +37,7 @@ from chateau.messages import (
     ContactListRequest,
     ContactRemove,
     ContactRequest,
+    ConversationsRequest,
     GroupDirectoryRequest,
     GroupLeaveRequest,
     GroupInfoRequest,
@@ -53,6 +54,7 @@ from chateau.messages import (
     PasswordChangeRequest,
     ProfileRequest,
     RandomMessageRequest,
+    ReadRequest,
     RegisterRequest,
     ReportListRequest,
     ReportRequest,
@@ -111,6 +113,8 @@ HANDLERS: dict[type[Request], Handler] = {
     SessionRevokeRequest: account.session_revoke,
     ProfileRequest: account.profile,
     AccountDeleteRequest: erasure.account_delete,
+    ReadRequest: reading.read,
+    ConversationsRequest: reading.conversations,
 }
 
 

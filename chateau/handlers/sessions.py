@@ -16,6 +16,7 @@ from chateau.errors import (
 )
 from chateau.handlers.context import Reply, Services, has_control_characters
 from chateau.handlers.identity import rename_here
+from chateau.handlers.reading import unread_total
 from chateau.messages import (
     ClientListRequest,
     HeartbeatRequest,
@@ -123,6 +124,7 @@ async def register(ctx: Services, conn: Connection, request: RegisterRequest) ->
         ctx, conn, account.username, client, {"method": account.method, "via": "register"}
     )
     admin = await ctx.store.accounts.is_admin(account.username)
+    unread = await unread_total(ctx, account.username)
     if not conn.live:
         return None
     reply = messages.register_response_with_key(
@@ -130,6 +132,8 @@ async def register(ctx: Services, conn: Connection, request: RegisterRequest) ->
     )
     if admin:
         reply["admin"] = True
+    if unread is not None:
+        reply["unread_total"] = unread
     reply["msg_id"] = request.msg_id
     await ctx.catch_up.sign_on(conn, account, reply)
     await ctx.announcer.sign_on(conn)
@@ -160,6 +164,7 @@ async def resume(ctx: Services, conn: Connection, request: ResumeRequest) -> Rep
         raise ChateauError(FORBIDDEN, refusal)
     if user.auth_method == DIRECTORY and ctx.directory_recheck is not None:
         await directory_recheck(ctx, conn, user.username)
+    unread = await unread_total(ctx, user.username)
     if not conn.live:
         return None
     conn.session_key_hash = key_hash
@@ -167,6 +172,8 @@ async def resume(ctx: Services, conn: Connection, request: ResumeRequest) -> Rep
     reply = messages.resume_response(user.username, user.display_name, use.session_id)
     if user.is_admin:
         reply["admin"] = True
+    if unread is not None:
+        reply["unread_total"] = unread
     reply["msg_id"] = request.msg_id
     await ctx.catch_up.sign_on(conn, account, reply)
     await ctx.announcer.sign_on(conn)

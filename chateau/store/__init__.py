@@ -12,7 +12,7 @@ The package is the only part of Chateau that knows SQLAlchemy. Its layout:
   ``group_settings``, ``membership``, ``contacts``, ``cursors``, ``invites``,
   ``audit``, ``reports``, ``safety``, ``announcements``, ``notices``,
   ``deprovisioning``, ``identity``, ``group_sync``, ``devices``: a user's
-  own keys, password and profile, ``erasure``, ``retention``),
+  own keys, password and profile, ``erasure``, ``retention``, ``reading``: read markers and unread counts),
   each with its transaction functions and a small class that runs them
   through the runner; ``operators`` composes several domains' functions for
   ``chateau-admin``'s moderation commands.
@@ -51,6 +51,7 @@ from chateau.store.reports import Reports
 from chateau.store.retention import Retention
 from chateau.store.safety import Safety
 from chateau.store.notices import Notices
+from chateau.store.reading import Reading
 from chateau.store.writer import MessageWriter
 
 __all__ = ["Store", "StoreUnavailable"]
@@ -100,6 +101,8 @@ class Store:
         self.devices = Devices(self.runner)
         self.erasure = Erasure(self.runner)
         self.retention = Retention(self.runner)
+        # Read markers, unread counts and the conversation list.
+        self.reading = Reading(self.runner)
 
     def prepare_schema(self) -> Deferred[None]:
         """Create the schema if the database is empty; refuse an outdated one."""

@@ -42,7 +42,7 @@ from chateau.store.records import MessageRecord, direct_chat, iso_timestamp
 from chateau.store.safety import settings_txn
 from chateau.store.tables import (
     blocks, contacts, direct_chats, group_bans, group_invites, group_members, groups, messages,
-    metadata, names, random_avoid, removal_notices, upsert, users,
+    metadata, names, random_avoid, read_markers, removal_notices, upsert, users,
 )
 
 # What erase_messages may say ([chat] erase_messages).
@@ -242,6 +242,18 @@ def _rekey_direct_chats(connection: Connection, username: str) -> None:
         other = others[0]
         new_chat = direct_chat(DELETED_USER, other)
         connection.execute(update(messages).where(messages.c.chat == chat).values(chat=new_chat))
+        # The other person's read marker follows the conversation (the
+        # erased account's own went with its rows), over any they had in
+        # an earlier conversation with an erased account.
+        holders = select(read_markers.c.username).where(read_markers.c.chat == chat)
+        connection.execute(delete(read_markers).where(
+            (read_markers.c.chat == new_chat) & read_markers.c.username.in_(holders)
+        ))
+        connection.execute(
+            update(read_markers)
+            .where((read_markers.c.chat == chat) & (read_markers.c.username != username))
+            .values(chat=new_chat)
+        )
         connection.execute(
             update(messages)
             .where((messages.c.chat == new_chat) & (messages.c.recipient == username))

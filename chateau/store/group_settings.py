@@ -33,6 +33,7 @@ from chateau.store.tables import (
     groups,
     messages,
     names,
+    read_markers,
     reports,
 )
 
@@ -48,6 +49,7 @@ GROUP_NAME_COLUMNS: tuple[Column[Any], ...] = (
     group_invites.c.chatname,
     messages.c.chat,
     reports.c.chatname,
+    read_markers.c.chat,
 )
 
 # The settings GroupUpdateRequest changes, their groups column, and the

@@ -58,6 +58,7 @@ from chateau.store.tables import (
     messages,
     names,
     random_avoid,
+    read_markers,
     removal_notices,
     reports,
     sessions,
@@ -95,6 +96,7 @@ USER_NAME_COLUMNS: tuple[Column[Any], ...] = (
     reports.c.username,
     reports.c.resolved_by,
     announcements.c.by,
+    read_markers.c.username,
 )
 
 # The actor of what the directory changed, in the audit log.
@@ -435,12 +437,15 @@ def _move_direct_chats(connection: Connection, old: str, new: str) -> None:
 def _move_direct_chat(connection: Connection, chat: str, old: str, new: str) -> None:
     """Move direct chat *chat*'s messages (through ix_messages_chat_id), its
     reports and both participants' ``direct_chats`` rows to its key once
-    *old* is *new*."""
+    *old* is *new*, with both participants' read markers."""
     moved = _direct_chat_after_rename(chat, old, new)
     if moved is None:
         return
     connection.execute(update(messages).where(messages.c.chat == chat).values(chat=moved))
     connection.execute(update(reports).where(reports.c.chatname == chat).values(chatname=moved))
+    connection.execute(
+        update(read_markers).where(read_markers.c.chat == chat).values(chat=moved)
+    )
     holders = connection.execute(
         select(direct_chats.c.username).where(direct_chats.c.chat == chat)
     ).scalars()

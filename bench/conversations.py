@@ -1,0 +1,249 @@
+"""The conversation list and unread counts over a large history, through a real server.
+
+Builds the history with :mod:`bench.dataset` (one user in 1,000 conversations,
+half groups and half direct chats, over 1,000,000 messages by default),
+starts ``twistd -n chateau`` on it (SQLite, and PostgreSQL when installed)
+and times, over a WebSocket, one request at a time:
+
+- ``ConversationsRequest`` with ``limit`` 50 (the first page);
+- the whole list, paged with ``limit`` 50 and ``before`` (20 requests for
+  1,000 conversations), as one figure;
+- a sign-in's ``unread_total``: a ``ResumeRequest`` round trip on an open
+  connection (the unread total is one query of it).
+
+Each in two states: ``few unread`` (the main user's marker a few messages
+before each conversation's newest) and ``nothing read`` (no marker at all:
+every conversation counts up to the cap of 1,000, the worst case).
+
+    python -m bench.conversations                              # 1M messages, both databases
+    python -m bench.conversations --messages 100000 --databases sqlite
+    python -m bench.conversations --results bench/RESULTS.md   # also record the figures
+
+Reports median and p99 per case, and how long the build took. The
+``--results`` file gets (or has replaced) the section between
+``<!-- bench.conversations -->`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import text
+
+from bench import dataset
+from bench.harness import settings
+from bench.processes import Postgres, ProcessGroup, chateau, postgres_available
+from chateau.store.engine import in_transaction, make_engine
+
+BEGIN, END = "<!-- bench.conversations -->", "<!-- /bench.conversations -->"
+TARGET_MS = 50.0
+# Unread messages left in each conversation in the "few unread" state.
+FEW_UNREAD = 3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.conversations",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--conversations", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=100,
+                        help="timed requests per case (the whole list: a fifth of it)")
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="Markdown file whose bench.conversations section is (re)written")
+    return parser.parse_args(argv)
+
+
+def _percentiles(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {"median_ms": statistics.median(times),
+            "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))]}
+
+
+def measure(url: str, made: dataset.Dataset, requests: int, state: str) -> list[dict[str, Any]]:
+    """Median and p99 (ms) of each case, on one signed-in connection (and one for resumes)."""
+    from websockets.sync.client import connect
+
+    rows = []
+    with connect(url, max_size=None) as socket:
+
+        def ask(conn: Any, message: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+            started = time.perf_counter()
+            conn.send(json.dumps({**message, "msg_id": "q"}))
+            while (reply := json.loads(conn.recv())).get("msg_id") != "q":
+                pass
+            return (time.perf_counter() - started) * 1000, reply
+
+        _, signed_in = ask(socket, {"type": "RegisterRequest", "username": made.main_user,
+                                    "password": made.password})
+        assert signed_in.get("status") == 200, signed_in
+        key = signed_in["session_key"]
+
+        def first_page() -> tuple[float, dict[str, Any]]:
+            return ask(socket, {"type": "ConversationsRequest", "limit": 50})
+
+        def whole_list() -> tuple[float, dict[str, Any]]:
+            total, before, listed, pages = 0.0, None, 0, 0
+            while True:
+                fields: dict[str, Any] = {"type": "ConversationsRequest", "limit": 50}
+                if before is not None:
+                    fields["before"] = before
+                took, reply = ask(socket, fields)
+                assert reply.get("status") == 200, reply
+                total += took
+                pages += 1
+                listed += len(reply["conversations"])
+                if not reply["more"]:
+                    return total, {"conversations": listed, "pages": pages,
+                                   "unread_total": None}
+                before = reply["conversations"][-1]["activity"]
+
+        def resume() -> tuple[float, dict[str, Any]]:
+            # A new connection each time (a signed-in one cannot resume again);
+            # only the ResumeRequest's round trip is timed.
+            with connect(url, max_size=None) as fresh:
+                took, reply = ask(fresh, {"type": "ResumeRequest", "session_key": key})
+            assert reply.get("status") == 200, reply
+            return took, reply
+
+        cases: list[tuple[str, Callable[[], tuple[float, dict[str, Any]]], int]] = [
+            ("ConversationsRequest, limit 50", first_page, requests),
+            ("the whole list, paged by 50", whole_list, max(3, requests // 5)),
+        ]
+        for name, case, count in cases:
+            for _ in range(3):  # warm the caches
+                _, reply = case()
+            times = [case()[0] for _ in range(count)]
+            rows.append({"state": state, "case": name, "requests": count,
+                         "detail": _detail(reply), **_percentiles(times)})
+        times = []
+        total = None
+        for n in range(requests):
+            took, reply = resume()
+            if n >= 3:
+                times.append(took)
+            total = reply.get("unread_total")
+        rows.append({"state": state, "case": "sign-in (ResumeRequest) with unread_total",
+                     "requests": len(times), "detail": f"unread_total {total}",
+                     **_percentiles(times)})
+    return rows
+
+
+def _detail(reply: dict[str, Any]) -> str:
+    if "pages" in reply:
+        return f"{reply['conversations']} conversations in {reply['pages']} pages"
+    unread = sum(c["unread"] for c in reply["conversations"])
+    return f"{len(reply['conversations'])} conversations, {unread} unread on the page"
+
+
+def forget_markers(url: str) -> None:
+    """The worst case: nothing read anywhere."""
+    engine = make_engine(url)
+    try:
+        in_transaction(engine, lambda c: c.execute(text("DELETE FROM read_markers")))
+    finally:
+        engine.dispose()
+
+
+def run_database(kind: str, args: argparse.Namespace, workdir: Path,
+                 group: ProcessGroup) -> dict[str, Any]:
+    if kind == "postgresql":
+        pg = Postgres(None).start()
+        group_stop = pg.stop
+        url = pg.new_database()
+    else:
+        group_stop = None
+        url = f"sqlite:///{workdir / 'conversations.sqlite3'}"
+    try:
+        made = dataset.build(url, users=args.users, conversations=args.conversations,
+                             messages=args.messages)
+        print(f"{kind}: built {made.messages:,} messages in {made.seconds:.0f} s", flush=True)
+        rows = []
+        for state in ("few unread", "nothing read"):
+            if state == "few unread":
+                dataset.mark_read(url, made, FEW_UNREAD)
+            else:
+                forget_markers(url)
+            # The harness's settings: the abuse limits lifted (one client
+            # signs in hundreds of times a minute here).
+            server = group.add(chateau(f"chateau-{kind}-{len(rows)}", workdir / kind, url,
+                                       settings(store_messages=True), None))
+            server.launch()
+            server.wait_ready()
+            try:
+                rows += measure(server.url, made, args.requests, state)
+            finally:
+                server.stop()
+            print(f"{kind}: {state} measured", flush=True)
+        return {"database": kind, "build_s": made.seconds, "rows": rows,
+                "messages": made.messages, "conversations": len(made.last_ids)}
+    finally:
+        if group_stop is not None:
+            group_stop()
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        BEGIN,
+        "## Conversations: ConversationsRequest and unread_total over a large history "
+        "(`python -m bench.conversations`)",
+        "",
+        f"One user in {args.conversations:,} conversations (half groups, half direct chats) over "
+        f"{args.messages:,} messages (`bench/dataset.py`), one request at a time over a "
+        "WebSocket to `twistd`. *few unread*: the user's marker "
+        f"{FEW_UNREAD} messages before each conversation's newest; *nothing read*: no marker "
+        "anywhere, so every count reaches its cap of 1,000 (the worst case). "
+        f"Target: median < {TARGET_MS:.0f} ms. "
+        f"Recorded {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on a shared 2-core "
+        "machine (other work running).",
+        "",
+        "| database | state | case | requests | result | median ms | p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        for row in result["rows"]:
+            lines.append(
+                f"| {result['database']} | {row['state']} | {row['case']} | {row['requests']} | "
+                f"{row['detail']} | {row['median_ms']:.1f} | {row['p99_ms']:.1f} |")
+    lines.append("")
+    lines.append("Build time of the history: " + ", ".join(
+        f"{r['database']} {r['build_s']:.0f} s" for r in results) + ".")
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def record(path: Path, section: str) -> None:
+    text_ = path.read_text(encoding="utf-8") if path.exists() else ""
+    if BEGIN in text_ and END in text_:
+        head, rest = text_.split(BEGIN, 1)
+        text_ = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        text_ = text_.rstrip("\n") + "\n\n" + section
+    path.write_text(text_, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="chateau-bench-conversations-") as tmp:
+        for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
+            if kind == "postgresql" and not postgres_available():
+                print("PostgreSQL is not installed: skipped")
+                continue
+            with ProcessGroup() as group:
+                results.append(run_database(kind, args, Path(tmp), group))
+    section = report(results, args)
+    print(section)
+    if args.results is not None:
+        record(args.results, section)
+
+
+if __name__ == "__main__":
+    main()
