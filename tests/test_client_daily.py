@@ -211,6 +211,9 @@ def test_who_is_typing_shows_in_the_prompt_until_it_ends():
     h = started()
     h.session.handle_line("/to bob")
     shown = len(h.ui.lines)
+    h.push(type="TypingRecv", status=200, user="dave", username="dave", typing=True)
+    assert h.ui.prompt == "(dave is typing to you…) bob> "
+    h.push(type="TypingRecv", status=200, user="dave", username="dave", typing=False)
     h.push(type="TypingRecv", status=200, user="bob", username="bob", typing=True)
     assert h.ui.prompt == "(bob is typing…) bob> "
     h.push(type="TypingRecv", status=200, chatname="club", username="carol", typing=True)

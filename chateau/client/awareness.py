@@ -103,14 +103,17 @@ class Typers:
             self.changed()
 
     def words(self, current: str | None, label: Callable[[str], str]) -> str:
-        """``bob is typing…``; typing elsewhere says where: ``carol is typing in #club…``."""
+        """``bob is typing…`` in the current chat; elsewhere says where:
+        ``carol is typing in #club…``, ``dave is typing to you…`` (a direct chat)."""
         here = sorted(user for chat, user in self._timers if chat == current)
-        elsewhere = sorted((label(chat), user) for chat, user in self._timers if chat != current)
+        elsewhere = sorted((chat, user) for chat, user in self._timers if chat != current)
         parts = []
         if here:
             verb = "is" if len(here) == 1 else "are"
             parts.append(f"{', '.join(here)} {verb} typing…")
-        parts += [f"{user} is typing in {where}…" for where, user in elsewhere]
+        for chat, user in elsewhere:
+            where = "to you" if chat == user else f"in {label(chat)}"
+            parts.append(f"{user} is typing {where}…")
         return "; ".join(parts)
 
 
