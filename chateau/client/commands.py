@@ -170,7 +170,7 @@ def build_search(rest: str) -> list[Request]:
     """``[--before ID] [#GROUP|@USER] QUERY``; the query is sent as typed (its quotes too)."""
     request: Request = {"type": "SearchRequest"}
     rest = rest.strip()
-    if rest.startswith("--before"):
+    if split_name(rest)[0] == "--before":
         (_, before), rest = take(rest, 2)
         request["before"] = whole_number(before, "--before", 1)
     if rest.lstrip("'\"")[:1] in ("#", "@"):
@@ -542,7 +542,7 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 SECTIONS = {
-    "reading": "catching up (and /sync, above):",
+    "reading": "catching up (and /sync):",
     "groups": "running groups (admins and owners; /info, /join and /groups for everyone):",
     "safety": "your safety:",
     "account": "your account:",

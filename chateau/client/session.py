@@ -70,8 +70,7 @@ commands:
   /random text              say text to someone picked at random, and talk there
   /leave [NAME]             leave a group or end a random chat
   /history [NAME]           earlier messages of NAME or of the current chat (repeat for older)
-  /sync                     what is new since this session last synced: messages, edits,
-                            deletions and group events in every conversation
+  /sync                     everything new since you last synced, in every chat
   /contacts                 your contacts and contact requests
   /contacts add|accept|deny|remove NAME
                             ask NAME to be a contact, answer NAME's request, or drop NAME
