@@ -15,14 +15,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from chateau.messages import REQUEST_TYPES
-from tests.clientsupport import chateau, finish, frames, run_cli, spawn  # noqa: F401
-from tests.test_client_governance import new_group, piped, sign_up, typed, wait_for_line
+from tests.clientsupport import chateau, finish, frames, register, run_cli, spawn  # noqa: F401
+from tests.test_client_governance import piped, typed, wait_for_line
+
+# --send stops this long after the last frame: long enough for a sign-in's
+# bcrypt on a loaded machine, so no reply is missed.
+QUIET = "2"
 
 
 def needs(part: str, present: bool) -> pytest.MarkDecorator:
@@ -35,11 +38,26 @@ needs_typing = needs("TypingRequest", "TypingRequest" in REQUEST_TYPES)
 needs_mentions = needs("mentions", importlib.util.find_spec("chateau.mentions") is not None)
 
 
-def send_as(url: str, user: str, *requests: dict) -> list[dict]:
-    result = run_cli(url, "--user", user, "--send", "-", "--wait", "0.5", "--strict",
+def send_as(url: str, user: str | None, *requests: dict) -> list[dict]:
+    """*requests* sent as *user* (signed in first) with ``--send``; every frame received."""
+    signed_in = ("--user", user) if user else ()
+    result = run_cli(url, *signed_in, "--send", "-", "--wait", QUIET, "--strict",
                      password="pw", input="\n".join(json.dumps(r) for r in requests))
     assert result.returncode == 0, result.stdout + result.stderr
-    return frames(result.stdout)
+    received = frames(result.stdout)
+    assert received and received[0]["type"] == "RegisterResponse", received
+    return received
+
+
+def sign_up(url: str, *names: str) -> None:
+    for name in names:
+        send_as(url, None, register(name))
+
+
+def new_group(url: str, creator: str, chatname: str, *members: str) -> None:
+    received = send_as(url, creator, {"type": "GroupMessageInitRequest", "chatname": chatname,
+                                      "recipients": list(members)})
+    assert received[1]["type"] == "GroupMessageInitResponse", received
 
 
 def test_unread_and_unread_total_over_a_real_server(chateau, tmp_path: Path):
@@ -123,8 +141,8 @@ def test_search_over_a_real_server(chateau, tmp_path: Path):
     # More than a page: the last line says how to see the older ones, and that works.
     requests = [{"type": "GroupMessageRequest", "recipient": "alice", "content": f"lunch {n}"}
                 for n in range(23)]
-    run_cli(chateau.url, "--user", "bob", "--send", "-", "--wait", "1", "--strict",
-            password="pw", input="\n".join(json.dumps(r) for r in requests))
+    received = send_as(chateau.url, "bob", *requests)
+    assert [f["type"] for f in received].count("MessageSendResponse") == 23
     shown = typed(chateau.url, "alice", "/search @bob lunch")
     assert "--- search 'lunch' in @bob: 20 results ---" in shown
     assert re.fullmatch(r"  [-\d: ]+ \[@bob\] bob: \*lunch\* 22", shown[shown.index(
