@@ -31,7 +31,7 @@ from tests.processes import checkout_env
 
 def sign_up(url: str, *names: str) -> None:
     for name in names:
-        result = run_cli(url, "--send", "-", "--wait", "0.3", "--strict",
+        result = run_cli(url, "--send", "-", "--wait", "1", "--strict",
                          input=json.dumps(register(name)))
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -47,7 +47,7 @@ def typed(url: str, user: str, *lines: str) -> list[str]:
 def new_group(url: str, creator: str, chatname: str, *members: str) -> None:
     request = {"type": "GroupMessageInitRequest", "chatname": chatname,
                "recipients": list(members)}
-    result = run_cli(url, "--user", creator, "--send", "-", "--wait", "0.5", "--strict",
+    result = run_cli(url, "--user", creator, "--send", "-", "--wait", "1.5", "--strict",
                      password="pw", input=json.dumps(request))
     assert result.returncode == 0, result.stdout + result.stderr
     assert frames(result.stdout)[1]["type"] == "GroupMessageInitResponse"
