@@ -17,9 +17,11 @@ from tests.test_client_governance import typed
 
 def test_sessions_revoke_profile_and_password_over_a_real_server(chateau):
     # A session kept by a scripted sign-in (--send does not sign out), named by its client.
-    result = run_cli(chateau.url, "--send", "-", "--wait", "0.3", "--strict",
+    # --wait 2: the sign-in's reply (bcrypt, unread_total) comes before the quiet end.
+    result = run_cli(chateau.url, "--send", "-", "--wait", "2", "--strict",
                      input=json.dumps(register("alice", client="script")))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert '"RegisterResponse"' in result.stdout, result.stdout
 
     shown = typed(chateau.url, "alice", "/sessions")
     assert "--- your sessions: 2 ---" in shown, shown

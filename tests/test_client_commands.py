@@ -41,6 +41,18 @@ def sent(h: Harness) -> dict[str, Any]:
 # -- what a typed line sends ---------------------------------------------------------
 
 REQUESTS = [
+    ("/unread", {"type": "ConversationsRequest", "limit": 200}),
+    ("/search picnic", {"type": "SearchRequest", "query": "picnic", "limit": 20}),
+    ('/search "picnic blanket" -rain', {"type": "SearchRequest",
+                                        "query": '"picnic blanket" -rain', "limit": 20}),
+    ("/search #club chapter 3", {"type": "SearchRequest", "chatname": "club",
+                                 "query": "chapter 3", "limit": 20}),
+    ('/search "#book club" chapter', {"type": "SearchRequest", "chatname": "book club",
+                                      "query": "chapter", "limit": 20}),
+    ("/search @Bob lunch", {"type": "SearchRequest", "user": "Bob", "query": "lunch",
+                            "limit": 20}),
+    ("/search --before 41 @bob lunch", {"type": "SearchRequest", "before": 41, "user": "bob",
+                                        "query": "lunch", "limit": 20}),
     ("/info club", {"type": "GroupInfoRequest", "chatname": "club"}),
     ('/info "book club"', {"type": "GroupInfoRequest", "chatname": "book club"}),
     ("/role club bob Admin", {"type": "GroupRoleRequest", "chatname": "club", "user": "bob",
@@ -137,6 +149,12 @@ def test_every_command_of_the_table_is_exercised_above():
 
 
 BAD_USAGE = [
+    ("/unread now", "! usage: /unread"),
+    ("/search", "! /search: give the words to look for (usage: /search [#GROUP|@USER] QUERY)"),
+    ("/search #club", "! /search: give the words to look for"
+                      " (usage: /search [#GROUP|@USER] QUERY)"),
+    ("/search --before x lunch", "! /search: --before must be a whole number of at least 1,"
+                                 " not 'x' (usage: /search [#GROUP|@USER] QUERY)"),
     ("/info", "! usage: /info GROUP"),
     ("/info a b", "! usage: /info GROUP"),
     ("/role club bob", "! usage: /role GROUP USER ROLE"),
@@ -233,6 +251,45 @@ def test_every_command_has_a_bad_usage_case():
 # -- the words for each reply ---------------------------------------------------------
 
 REPLIES = [
+    ("/unread", {"type": "ConversationsResponse", "more": False, "conversations": [
+        {"chatname": "book club", "activity": 90, "unread": 1000, "mentions": 2, "read": 3,
+         "members": 4, "last_message": {"id": 90, "sender": "bob", "timestamp": WHEN,
+                                        "content": "has anyone   started\nchapter three of the"
+                                                   " long book yet?", "edited": False,
+                                        "deleted": False, "mentions": ["alice"]}},
+        {"user": "carol", "activity": 80, "unread": 1, "mentions": 0, "read": 79,
+         "last_message": {"id": 80, "sender": "carol", "timestamp": WHEN, "content": "lunch?",
+                          "edited": False, "deleted": False}},
+        {"user": "dave", "activity": 70, "unread": 0, "mentions": 0, "read": 70,
+         "last_message": {"id": 70, "sender": "dave", "timestamp": WHEN, "content": "ok",
+                          "edited": False, "deleted": False}},
+        {"chatname": "den", "activity": 60, "unread": 2, "mentions": 0, "read": 0,
+         "members": 2, "last_message": {"id": 60, "timestamp": WHEN, "hidden": True}},
+        {"chatname": "lab", "activity": 50, "unread": 1, "mentions": 0, "read": 0,
+         "members": 2, "last_message": {"id": 50, "sender": "erin", "timestamp": WHEN,
+                                        "content": None, "edited": False, "deleted": True}}]},
+     ["--- unread: 1004+ in 4 conversations ---",
+      f"  #book club  999+ unread, 2 mentions  {AT} bob: has anyone started chapter three of the…",
+      f"  @carol  1 unread  {AT} carol: lunch?",
+      f"  #den  2 unread  {AT} a message from someone you blocked",
+      f"  #lab  1 unread  {AT} erin: (deleted)"]),
+    ("/unread", {"type": "ConversationsResponse", "more": False, "conversations": [
+        {"user": "dave", "activity": 70, "unread": 0, "mentions": 0, "read": 70,
+         "last_message": None}]},
+     ["* nothing unread"]),
+    ("/search picnic", {"type": "SearchResponse", "query": "picnic", "more": True, "results": [
+        {"id": 981, "user": "bob", "sender": "bob", "timestamp": WHEN,
+         "snippet": "bring the picnic blanket", "highlights": [[10, 16]]},
+        {"id": 950, "chatname": "book club", "sender": "alice", "timestamp": WHEN,
+         "snippet": "…a Picnic, picnics\x1b[2J and more…", "highlights": [[3, 9], [11, 18],
+                                                                      [40, 50], "x"]}]},
+     ["--- search 'picnic': 2 results ---",
+      f"  {AT} [@bob] bob: bring the *picnic* blanket",
+      f"  {AT} [#book club] alice: …a *Picnic*, *picnics*^[[2J and more…",
+      "  (more: /search --before 950 picnic)"]),
+    ('/search "#book club" chapter', {"type": "SearchResponse", "query": "chapter",
+                                      "more": False, "results": []},
+     ["* no messages in \"#book club\" match 'chapter'"]),
     ("/info club",
      {"type": "GroupInfoResponse", "chatname": "club", "creator": "alice", "created": WHEN,
       "topic": "books", "settings": {"join": "invite", "visibility": "private",

@@ -1,6 +1,7 @@
 """The table commands of ``chateau-client``: typed line -> request -> words.
 
-Governance, safety, server admins' and your account's commands.
+Catching up (/unread, /search), governance, safety, server admins' and your
+account's commands.
 
 Each command is one row of :data:`COMMANDS`: how it is typed, a parser from
 the typed arguments to the request(s) to send (or a :class:`Usage` error
@@ -21,6 +22,13 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from chateau.client.daily import (
+    CONVERSATIONS_PAGE,
+    SEARCH_PAGE,
+    next_conversations,
+    show_search,
+    show_unread,
+)
 from chateau.client.replies import (
     report_target,
     show_add,
@@ -97,6 +105,10 @@ class Command:
     # The request and its reply -> the lines to show.
     show: Callable[[Request, dict[str, Any], Label], list[str]]
     section: str = "groups"
+    # A paged reply: the request for the next page (None: the last page was
+    # had), and the reply's list that the pages add up to before show().
+    next_page: Callable[[Request, dict[str, Any]], Request | None] | None = None
+    collect: str = ""
 
 
 # -- typed arguments ------------------------------------------------------------
@@ -143,6 +155,34 @@ def choice(text: str, what: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise Usage(f"{what} must be {' or '.join(choices)}, not {clean(text)!r}")
     return value
+
+
+# -- catching up ------------------------------------------------------------------
+
+
+def build_unread(rest: str) -> list[Request]:
+    if rest.strip():
+        raise Usage()
+    return [{"type": "ConversationsRequest", "limit": CONVERSATIONS_PAGE}]
+
+
+def build_search(rest: str) -> list[Request]:
+    """``[--before ID] [#GROUP|@USER] QUERY``; the query is sent as typed (its quotes too)."""
+    request: Request = {"type": "SearchRequest"}
+    rest = rest.strip()
+    if split_name(rest)[0] == "--before":
+        (_, before), rest = take(rest, 2)
+        request["before"] = whole_number(before, "--before", 1)
+    if rest.lstrip("'\"")[:1] in ("#", "@"):
+        name, after = split_name(rest)
+        if len(name) > 1:
+            request["chatname" if name[0] == "#" else "user"] = name[1:]
+            rest = after
+    if not rest.strip():
+        raise Usage("give the words to look for")
+    request["query"] = rest.strip()
+    request["limit"] = SEARCH_PAGE
+    return [request]
 
 
 # -- group governance -------------------------------------------------------------
@@ -414,6 +454,14 @@ def build_profile(rest: str) -> list[Request]:
 
 
 COMMANDS: tuple[Command, ...] = (
+    Command("unread", "/unread", "the conversations with unread messages: how many, how many"
+            " mention you, and the last message",
+            build_unread, lambda r: "no conversation list", show_unread, section="reading",
+            next_page=next_conversations, collect="conversations"),
+    Command("search", "/search [#GROUP|@USER] QUERY",
+            'messages with all these words, newest first ("a phrase", -word, or);'
+            " --before ID for older ones",
+            build_search, lambda r: "no search", show_search, section="reading"),
     Command("info", "/info GROUP", "the group's topic, settings and members with their roles",
             build_info, lambda r: f"no information on {quoted(r['chatname'])}", show_info),
     Command("role", "/role GROUP USER ROLE", "make USER owner, admin or member (owners only)",
@@ -494,6 +542,7 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 SECTIONS = {
+    "reading": "catching up (and /sync):",
     "groups": "running groups (admins and owners; /info, /join and /groups for everyone):",
     "safety": "your safety:",
     "account": "your account:",

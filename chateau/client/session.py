@@ -21,8 +21,16 @@ from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
-from chateau.client import commands, events
-from chateau.client.text import clean, format_time, message_line, split_name, split_words
+from chateau.client import awareness, commands, daily, events
+from chateau.client.text import (
+    clean,
+    format_time,
+    message_line,
+    render,
+    split_name,
+    split_words,
+    strong,
+)
 from chateau.client.wire import ClientConnection, ConnectionFailed
 from chateau.names import canonical
 
@@ -62,6 +70,7 @@ commands:
   /random text              say text to someone picked at random, and talk there
   /leave [NAME]             leave a group or end a random chat
   /history [NAME]           earlier messages of NAME or of the current chat (repeat for older)
+  /sync                     everything new since you last synced, in every chat
   /contacts                 your contacts and contact requests
   /contacts add|accept|deny|remove NAME
                             ask NAME to be a contact, answer NAME's request, or drop NAME
@@ -143,6 +152,16 @@ class ChatSession:
         # or the "left" GroupEventRecv, whichever came first.
         self._departures: set[tuple[str, str]] = set()
         self._announcements: set[Any] = set()
+        self._sign_in_reply: dict[str, Any] = {}
+        # Typing and read markers, both ways; sent only on an interactive terminal.
+        self.typing_out = awareness.TypingSender(reactor, self._send_typing)
+        self.typers = awareness.Typers(reactor, self._update_prompt)
+        self.reads = awareness.ReadMarks(reactor, self._send_read)
+
+    @property
+    def interactive(self) -> bool:
+        """A person at a terminal (not piped input): typing and reading are told."""
+        return getattr(self.ui, "interactive", False) is True
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -167,8 +186,14 @@ class ChatSession:
             f"* signed in as {self.username}{admin} on {self.server_name};"
             " /help lists the commands"
         )
+        self._show_unread_total()
         self._update_prompt()
         return None
+
+    def _show_unread_total(self) -> None:
+        line = daily.unread_total_line(self._sign_in_reply)
+        if line is not None:
+            self.ui.show(line)
 
     async def quit(self) -> None:
         """Wait briefly for replies still due, revoke the session key, close, finish."""
@@ -217,6 +242,7 @@ class ChatSession:
                  "client": CLIENT_NAME}, signing_in=True
             )
             if reply.get("type") == "ResumeResponse":
+                self._sign_in_reply = reply
                 self.username = reply.get("username") or self.username
                 self.admin = reply.get("admin") is True
                 self._signed_in()
@@ -230,6 +256,7 @@ class ChatSession:
         )
         if reply.get("type") != "RegisterResponse":
             raise SignInRefused(clean(str(reply.get("detail") or "the server refused the sign-in")))
+        self._sign_in_reply = reply
         self.username = reply.get("username") or self.username
         self.admin = reply.get("admin") is True
         key = reply.get("session_key")
@@ -262,6 +289,7 @@ class ChatSession:
                 return
             else:
                 self.ui.show(f"* reconnected: {how}")
+                self._show_unread_total()
                 self._update_prompt()
                 return
             await task.deferLater(self.reactor, delay)
@@ -290,6 +318,9 @@ class ChatSession:
             return
         self.connection = None
         was_signed_in, self.signed_in = self.signed_in, False
+        self.typing_out.forget()
+        self.reads.forget()
+        self.typers.clear()
         pending, self._pending = self._pending, {}
         for waiter in pending.values():
             waiter.errback(ConnectionLost())
@@ -407,6 +438,7 @@ class ChatSession:
     def handle_line(self, line: str) -> None:
         """One line the person typed: a command, or text for the current chat."""
         text = line.rstrip("\r\n")
+        self.typing_out.stopped()
         if not text.strip():
             return
         if text.startswith("//"):
@@ -437,6 +469,7 @@ class ChatSession:
             "random": self._cmd_random,
             "leave": lambda rest: self._spawn(self._leave(split_name(rest)[0] or self.current)),
             "history": lambda rest: self._spawn(self._history(split_name(rest)[0] or None)),
+            "sync": self._cmd_sync,
             "contacts": self._cmd_contacts,
             "ids": self._cmd_ids,
             "quit": lambda rest: self._spawn(self.quit()),
@@ -467,13 +500,41 @@ class ChatSession:
                 self.ui.show(f"! {failed}: the connection was lost before the server answered")
                 return
             if reply.get("type") != "ErrorResponse":
+                if command.next_page is not None:
+                    reply = await self._more_pages(command, request, reply)
+                    if reply is None:
+                        return
                 self._learn(request, reply)
-                self.ui.show("\n".join(command.show(request, reply, self.label)))
+                self._show_marked("\n".join(command.show(request, reply, self.label)))
                 return
             refusals.append(self._detail(reply))
             if reply.get("status") not in TRY_NEXT:
                 break
         self.ui.show(f"! {failed}: {'; '.join(refusals)}")
+
+    async def _more_pages(self, command: commands.Command, request: dict[str, Any],
+                          reply: dict[str, Any]) -> dict[str, Any] | None:
+        """The pages after *reply* while it says ``more``, their lists added up."""
+        assert command.next_page is not None
+        items = list(reply.get(command.collect) or [])
+        page = command.next_page(request, reply)
+        while page is not None:
+            try:
+                reply = await self._call(page)
+            except ConnectionLost:
+                self.ui.show(f"! {command.failed(request)}: the connection was lost"
+                             " before the server answered")
+                return None
+            if reply.get("type") == "ErrorResponse":
+                self.ui.show(f"! {command.failed(request)}: {self._detail(reply)}")
+                return None
+            items += list(reply.get(command.collect) or [])
+            page = command.next_page(page, reply)
+        return {**reply, command.collect: items}
+
+    def _show_marked(self, text: str) -> None:
+        """Show *text*, its marks (text.py) in bold on a terminal, plain otherwise."""
+        self.ui.show(render(text, getattr(self.ui, "interactive", False)))
 
     def _learn(self, request: dict[str, Any], reply: dict[str, Any]) -> None:
         """What a reply tells about the groups this person is in, and their password."""
@@ -481,6 +542,10 @@ class ChatSession:
             # Signing in again after a lost key uses the new password.
             self.password = str(request["new_password"])
             return
+        for field in ("conversations", "results", "messages"):
+            for entry in reply.get(field) or []:
+                if isinstance(entry, dict):
+                    self._learn_entry(entry)
         chatname = reply.get("chatname")
         if not isinstance(chatname, str):
             return
@@ -489,6 +554,13 @@ class ChatSession:
             self.groups.add(chatname)
         elif kind == "GroupUpdateResponse" and "name" in request:
             self._renamed(canonical(str(request["chatname"])), chatname)
+
+    def _learn_entry(self, entry: dict[str, Any]) -> None:
+        """An entry naming its conversation: a group's (chatname) or a direct chat's (user)."""
+        if isinstance(entry.get("chatname"), str):
+            self._learn_chat(entry["chatname"])
+        elif isinstance(entry.get("user"), str):
+            self.users.add(entry["user"])
 
     def _renamed(self, old: str, new: str) -> None:
         if old == new:
@@ -571,6 +643,8 @@ class ChatSession:
         if reply is None:
             return
         self._remember(reply.get("id"))
+        if not self._is_chat(target):
+            self.reads.sent(target, reply.get("id"))
         self.ui.show(message_line(
             format_time(reply.get("timestamp")), self.label(target), self.username, content,
             self._id_note(reply.get("id")),
@@ -706,6 +780,52 @@ class ChatSession:
             self._history_cursor = None
             lines.append("--- start of the conversation ---")
         self.ui.show("\n".join(lines))
+        if before is None and target == self.current and ids:
+            self._read_up_to(target, max(ids))
+
+    def _cmd_sync(self, rest: str) -> None:
+        if rest.strip():
+            self.ui.show("! usage: /sync")
+            return
+        self._spawn(self._sync())
+
+    async def _sync(self) -> None:
+        """SyncRequest from this session's position, page after page, shown as live pushes."""
+        request: dict[str, Any] = {"type": "SyncRequest", "limit": daily.SYNC_PAGE}
+        shown = already = 0
+        while True:
+            reply = await self._request_or_report(request, "not synced")
+            if reply is None:
+                return
+            lines = []
+            for entry in reply.get("messages") or []:
+                if not isinstance(entry, dict):
+                    continue
+                self._learn_entry(entry)
+                message_id = entry.get("id")
+                if "change" not in entry:
+                    if isinstance(message_id, int) and message_id in self._seen:
+                        already += 1
+                        continue
+                    self._remember(message_id)
+                    chat = entry.get("chatname") or entry.get("user")
+                    if chat == self.current and entry.get("sender") != self.username:
+                        self._read_up_to(str(chat), message_id)
+                note = "" if "change" in entry else self._id_note(message_id)
+                lines.append(daily.sync_line(entry, self.username, note))
+                shown += 1
+            if lines:
+                self._show_marked("\n".join(lines))
+            until, since = reply.get("until"), request.get("since", -1)
+            if not reply.get("more") or not isinstance(until, int) or until <= since:
+                break
+            request = {**request, "since": until}
+        groups = reply.get("groups")
+        if isinstance(groups, list):
+            # The last page names every group you are in now: forget the others.
+            self.groups = {g for g in groups if isinstance(g, str)}
+            self._update_prompt()
+        self.ui.show(daily.sync_summary(shown, already))
 
     async def _contacts(self) -> None:
         reply = await self._request_or_report({"type": "ContactListRequest"}, "no contact list")
@@ -782,6 +902,8 @@ class ChatSession:
             "MessageEdited": self._on_edited,
             "MessageDeleted": self._on_deleted,
             "HeartbeatRequest": self._on_heartbeat,
+            "TypingRecv": self._on_typing,
+            "ReadRecv": self._on_read,
             "ContactRequestRecv": lambda f: self.ui.show(
                 f"* {clean(str(f.get('from')))} asks to be your contact:"
                 f" /contacts accept {clean(str(f.get('from')))} (or deny)"
@@ -825,13 +947,21 @@ class ChatSession:
         note = self._id_note(
             message_id, "while you were offline" if frame.get("offline") else ""
         )
-        self.ui.show(message_line(
+        mentioned = (frame.get("type") == "GroupMessageRecv"
+                     and daily.mentions_me(frame, self.username))
+        if mentioned:
+            note = f"{daily.MENTION_NOTE}, {note}" if note else daily.MENTION_NOTE
+        line = message_line(
             format_time(frame.get("timestamp")), self.label(chat), sender,
             str(frame.get("content", "")), note,
-        ))
+        )
+        self._show_marked(strong(line) if mentioned else line)
+        self.typers.message_from(chat, canonical(sender))
         if self.current is None:
             self.current = chat
             self._update_prompt()
+        if chat == self.current and canonical(sender) != self.username:
+            self._read_up_to(chat, message_id)
 
     def _on_group_init(self, frame: dict[str, Any]) -> None:
         # Sent at a group's creation, and when someone adds you to a group
@@ -926,6 +1056,20 @@ class ChatSession:
     def _on_deleted(self, frame: dict[str, Any]) -> None:
         self.ui.show(f"* a message in {self.label(str(frame.get('chatname')))} was deleted")
 
+    def _on_typing(self, frame: dict[str, Any]) -> None:
+        user = frame.get("username")
+        chat = frame.get("chatname") if "chatname" in frame else frame.get("user")
+        if isinstance(user, str) and isinstance(chat, str) and canonical(user) != self.username:
+            self.typers.update(chat, canonical(user), frame.get("typing") is True)
+
+    def _on_read(self, frame: dict[str, Any]) -> None:
+        """The other side of a direct chat read your message: said once. Nothing else shows."""
+        user, reader = frame.get("user"), frame.get("username")
+        if not isinstance(user, str) or not isinstance(reader, str):
+            return
+        if canonical(reader) == canonical(user) and self.reads.peer_read(user, frame.get("id")):
+            self.ui.show(f"* {clean(reader)} has seen your message")
+
     def _on_heartbeat(self, frame: dict[str, Any]) -> None:
         if self.connection is not None:
             self.connection.send_json(
@@ -976,7 +1120,43 @@ class ChatSession:
     def prompt(self) -> str:
         where = self.label(self.current) if self.current is not None else ""
         offline = "" if self.signed_in else "(offline) "
-        return f"{offline}{where}> "
+        typing = self.typers.words(self.current, self.label)
+        return f"{offline}{f'({typing}) ' if typing else ''}{where}> "
+
+    # -- typing and read markers ------------------------------------------
+
+    def line_edited(self, text: str) -> None:
+        """The line being typed changed (interactive terminal only): tell who may see it."""
+        if self.interactive:
+            chat = self.current
+            self.typing_out.edited(None if chat is None else self._chat_key(chat), text)
+
+    def _chat_key(self, chat: str) -> awareness.Chat:
+        return ("chatname", chat) if self._is_chat(chat) else ("user", chat)
+
+    def _read_up_to(self, chat: str, message_id: Any) -> None:
+        """Shown in the current chat on a terminal: mark it read (random chats have no marker)."""
+        if self.interactive and not chat.startswith("~"):
+            self.reads.shown(self._chat_key(chat), message_id)
+
+    def _send_typing(self, chat: awareness.Chat, typing: bool) -> None:
+        self._fire({"type": "TypingRequest", chat[0]: chat[1], "typing": typing})
+
+    def _send_read(self, chat: awareness.Chat, message_id: int) -> None:
+        self._fire({"type": "ReadRequest", chat[0]: chat[1], "id": message_id})
+
+    def _fire(self, request: dict[str, Any]) -> None:
+        """A request whose answer does not matter; while offline it is not sent at all."""
+        if not self.signed_in or self.connection is None:
+            return
+
+        async def call() -> None:
+            try:
+                await self._call(request)
+            except Exception:
+                pass  # typing and read markers are hints: a refusal changes nothing
+
+        self._spawn(call())
 
     def _update_prompt(self) -> None:
         self.ui.set_prompt(self.prompt())

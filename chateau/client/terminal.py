@@ -306,7 +306,14 @@ class _InputReader:
 
 
 class TerminalUI:
-    """A chat prompt on a terminal, with incoming lines printed above it."""
+    """A chat prompt on a terminal, with incoming lines printed above it.
+
+    A person types here, so the session tells others when they type and
+    marks what is shown as read (``interactive``), and shows marked text in
+    bold (text.render).
+    """
+
+    interactive = True
 
     def __init__(self, reactor: Any, in_fd: int = 0, out_fd: int = 1) -> None:
         self.reactor = reactor
@@ -376,6 +383,7 @@ class TerminalUI:
                 self.session.handle_line("/quit")
             elif kind == CLEAR:
                 self._write("\x1b[H\x1b[2J")
+        self.session.line_edited(self.editor.text)
         self._redraw()
 
     def _eof(self) -> None:
@@ -402,7 +410,12 @@ class TerminalUI:
 
 
 class PlainUI:
-    """Lines in, lines out: for input from a pipe or a file, and dumb terminals."""
+    """Lines in, lines out: for input from a pipe or a file, and dumb terminals.
+
+    Not ``interactive``: a script's lines send no typing and mark nothing read.
+    """
+
+    interactive = False
 
     def __init__(self, reactor: Any, stream: Any = None, out: Any = None,
                  in_fd: int = 0) -> None:

@@ -80,3 +80,49 @@ def quoted(name: Any) -> str:
     """A name as it is typed: in quotes when it has a space."""
     text = clean(str(name))
     return f'"{text}"' if " " in text else text
+
+
+# Marks around text to set apart: a search's matched words (EMPHASIS) and a
+# line that mentions you (STRONG). They are control characters, which clean()
+# never lets through from the server, so only this client's own words carry
+# them; render() turns them into the terminal's bold/reverse, or into
+# ``*word*`` (and nothing, for STRONG) on plain output.
+EMPHASIS = ("\x02", "\x03")
+STRONG = ("\x0e", "\x0f")
+_STYLED = {"\x02": "\x1b[1;7m", "\x03": "\x1b[22;27m", "\x0e": "\x1b[1m", "\x0f": "\x1b[22m"}
+_PLAIN = {"\x02": "*", "\x03": "*", "\x0e": "", "\x0f": ""}
+
+
+def marked(text: str, spans: Any) -> str:
+    """*text* cleaned, with EMPHASIS marks around the ``[start, end]`` code-point spans.
+
+    Spans that overlap, run backwards or fall outside the text are left out,
+    so a server's odd offsets never garble the line.
+    """
+    pieces, position = [], 0
+    good = sorted(
+        (start, end) for start, end in (
+            span for span in (spans if isinstance(spans, list) else [])
+            if isinstance(span, list) and len(span) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in span)
+        ) if 0 <= start < end <= len(text)
+    )
+    for start, end in good:
+        if start < position:
+            continue
+        pieces += [clean(text[position:start]), EMPHASIS[0], clean(text[start:end]), EMPHASIS[1]]
+        position = end
+    pieces.append(clean(text[position:]))
+    return "".join(pieces)
+
+
+def strong(text: str) -> str:
+    return f"{STRONG[0]}{text}{STRONG[1]}"
+
+
+def render(text: str, styled: bool) -> str:
+    """The marks of marked()/strong() as the terminal shows them (styled) or as plain text."""
+    table = _STYLED if styled else _PLAIN
+    if not any(mark in text for mark in table):
+        return text
+    return "".join(table.get(char, char) for char in text)
