@@ -107,7 +107,7 @@ export function createSession(app) {
     });
     if (reply.type === "ResumeResponse") {
       signedIn(reply.username || state.session.username, state.session.key, reply.display_name,
-        reply.admin, state.session.directory, reply.session_id);
+        reply.admin, state.session.directory, reply.session_id, true);
       return;
     }
     if (reply.status === 0) return;  // dropped again; connectionLost retries
@@ -159,7 +159,7 @@ export function createSession(app) {
     }
   }
 
-  function signedIn(username, key, displayName, admin, directory, sessionId) {
+  function signedIn(username, key, displayName, admin, directory, sessionId, resumed = false) {
     if (state.me !== null && state.me !== username) {
       state.chats.clear();   // someone else on this tab: their chats are not ours
       state.current = null;
@@ -190,6 +190,9 @@ export function createSession(app) {
     if (state.current) app.chats.openChat(state.current);
     app.chats.renderChats();
     app.conversation.updateComposer();
+    // A resumed session first catches up on what it missed (SyncRequest), then the list's
+    // counts come from the server (ConversationsRequest).
+    (resumed ? app.sync.catchUp() : Promise.resolve()).then(() => app.reading.loadConversations());
   }
 
   async function signOut() {
@@ -221,6 +224,9 @@ export function createSession(app) {
     state.blocked.clear();
     state.announcements = [];
     state.panelOpen = false;
+    state.typingSent = null;
+    state.search = null;
+    app.search.clear();
     app.moderation.renderAnnouncements();
     app.dialogs.closeDialogs();
   }
