@@ -53,6 +53,7 @@ export function createSync(app) {
 
   function apply(entry) {
     if (entry.change) {
+      if (entry.change === "edited" && entry.content == null) return;  // deleted since: comes next
       const changes = entry.change === "deleted" ? { deleted: true }
         : { content: entry.content, edited: true, mentions: entry.mentions || null };
       app.chats.updateMessage({ id: entry.message }, changes);
