@@ -552,6 +552,8 @@ SUCCESS = {
     "SessionRevokeRequest": "SessionRevokeResponse",
     "ProfileRequest": "ProfileResponse",
     "AccountDeleteRequest": "AccountDeleteResponse",
+    "ReadRequest": "ReadResponse",
+    "ConversationsRequest": "ConversationsResponse",
 }
 # Successes that are not 200: a new report or invite code is 201 (created).
 SUCCESS_STATUS = {"ReportRequest": 201, "GroupInviteRequest": 201, "AnnounceRequest": 201}
@@ -562,6 +564,7 @@ PUSHED = {
     "ModerationWarningRecv",
     "GroupRemovedRecv",
     "AnnouncementRecv",
+    "ReadRecv",
 }
 # docs/protocol.md's statuses, less those that cannot be right here: 500 never,
 # 501 only with store_messages off, 503 only when the server or its database is
