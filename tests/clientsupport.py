@@ -382,5 +382,5 @@ def online_user(page: Any, username: str) -> Any:
 
 def chat_item(page: Any, title: str) -> Any:
     """A chat in the sidebar, whatever its unread count."""
-    name = re.compile(rf"^{re.escape(title)}( \d+ unread)?$")
+    name = re.compile(rf"^{re.escape(title)}( \d+\+? unread(, \d+\+? mentioning you)?)?$")
     return page.locator("#chats").get_by_role("button", name=name)

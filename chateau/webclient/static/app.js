@@ -27,9 +27,13 @@ import { createGroups } from "./groups.js";
 import { createJoining } from "./joining.js";
 import { createModeration } from "./moderation.js";
 import { createPeople } from "./people.js";
+import { createReading } from "./reading.js";
 import { createSafety } from "./safety.js";
+import { createSearch } from "./search.js";
 import { createSession } from "./session.js";
 import { createState } from "./state.js";
+import { createSync } from "./sync.js";
+import { createTyping } from "./typing.js";
 import { SESSION_KEY, loadJSON } from "./storage.js";
 
 function mergePushes(parts) {
@@ -59,9 +63,14 @@ app.joining = createJoining(app);
 app.safety = createSafety(app);
 app.moderation = createModeration(app);
 app.account = createAccount(app);
+app.reading = createReading(app);
+app.typing = createTyping(app);
+app.search = createSearch(app);
+app.sync = createSync(app);
 
 const parts = [app.dialogs, app.conn, app.session, app.people, app.chats, app.conversation,
-  app.groups, app.joining, app.safety, app.moderation, app.account];
+  app.groups, app.joining, app.safety, app.moderation, app.account, app.reading, app.typing,
+  app.search, app.sync];
 app.pushes = mergePushes(parts);
 Object.freeze(app);
 

@@ -3,13 +3,16 @@
  * Each chat (direct, group, random) keeps its messages in order: server ids
  * give the order, notes of this page stay where they were added. History is
  * asked for page by page (HistoryRequest); group events become system lines;
- * a renamed group's conversation moves to its new name. Also the chat list in
- * the sidebar, with unread counts, and the pushes that bring messages.
+ * a renamed group's conversation moves to its new name. A window of history
+ * can start anywhere (a search hit, a date: HistoryRequest after/after_time)
+ * and grow both ways. Also the chat list in the sidebar, sorted by activity,
+ * with unread and mention badges and the last message, and the pushes that
+ * bring messages.
  */
 
-import { chatId, compareMessages, newChat } from "./state.js";
+import { badgeText, chatId, compareMessages, conversationKey, isMentioned, newChat } from "./state.js";
 import { VIEW_KEY, loadJSON, saveView } from "./storage.js";
-import { DELETED_USER, chatTitle, eventKey, eventWords } from "./words.js";
+import { DELETED_USER, chatTitle, eventKey, eventWords, previewText } from "./words.js";
 
 const HISTORY_PAGE = 50;
 
@@ -42,29 +45,56 @@ export function createChats(app) {
   function openChat(id) {
     const chat = state.chats.get(id);
     if (!chat) return;
+    if (state.current !== id) app.typing.leftChat();
     state.current = id;
-    chat.unread = 0;
+    chat.focus = null;
     saveView(state);
     renderChats();
     app.conversation.renderConversation(true);
     app.conversation.updateComposer();
     app.groups.renderPanel();
     if (!chat.historyLoaded && state.signedIn) loadHistory(chat, false);
+    app.reading.markRead(chat);
     if (chat.kind === "group" && !chat.info && !chat.removed && state.signedIn) app.groups.loadInfo(chat);
     el.message.focus();
   }
 
   function addMessage(chat, message, { notify = true } = {}) {
     if (message.id != null && chat.messages.some((m) => m.id === message.id)) return;
+    if (chat.newer && message.id != null && !message.own) {
+      // A window of older history is shown: the message waits for "Load newer messages".
+      noteActivity(chat, message, notify);
+      renderChats();
+      return;
+    }
     chat.messages.push(message);
     chat.messages.sort(compareMessages);
     chat.lastActivity = Date.now();
-    if (chat.id !== state.current && notify && !message.own) chat.unread += 1;
+    noteActivity(chat, message, notify);
+    if (message.sender && !message.system) app.typing.stopped(chat, message.sender);
     renderChats();
     if (chat.id === state.current) {
       app.conversation.renderConversation(message.own || app.conversation.nearBottom());
+      app.reading.markRead(chat);
     }
     updateTitle();
+  }
+
+  function noteActivity(chat, message, notify) {
+    /* The list's side of a new message: activity, preview, unread and mention badges. A
+     * message at or below the activity the server last reported is already counted. */
+    if (message.system && message.id == null) return;
+    const fresh = message.id == null || message.id > chat.activity;
+    if (message.id != null && message.id > chat.activity) chat.activity = message.id;
+    if (!message.system && fresh) chat.lastMessage = message;
+    if (!fresh || !notify || message.own || message.event || message.hidden) return;
+    if (message.id != null && message.id <= chat.read) return;
+    if (app.reading.showing(chat)) return;
+    chat.unread += 1;
+    if (isMentioned(message, state.me)) {
+      chat.mentions += 1;
+      app.reading.notifyMention(chat, message);
+    }
   }
 
   function systemNote(chat, text) {
@@ -146,8 +176,7 @@ export function createChats(app) {
 
   async function loadHistory(chat, older) {
     if (!state.historySupported || chat.kind === "random-new" || chat.loadingOlder) return;
-    const message = { type: "HistoryRequest", limit: HISTORY_PAGE };
-    message[chat.kind === "direct" ? "user" : "chatname"] = chat.name;
+    const message = { type: "HistoryRequest", limit: HISTORY_PAGE, ...conversationKey(chat) };
     if (older) {
       const ids = chat.messages.filter((m) => m.id != null).map((m) => m.id);
       if (ids.length) message.before = Math.min(...ids);
@@ -173,8 +202,20 @@ export function createChats(app) {
     }
     chat.historyLoaded = true;
     chat.more = Boolean(reply.more);
-    for (const item of reply.messages || []) {
+    takeHistory(chat, reply.messages || []);
+    if (chat.id === state.current) {
+      app.conversation.renderConversation(!older);
+      if (older) log.scrollTop = log.scrollHeight - fromBottom;  // keep the reader's place
+      app.reading.markRead(chat);
+    }
+    renderChats();
+  }
+
+  function takeHistory(chat, items) {
+    /* History entries into the chat's messages, in order, each once. */
+    for (const item of items) {
       if (chat.messages.some((m) => m.id === item.id)) continue;
+      if (item.id > chat.activity) chat.activity = item.id;
       if (item.hidden) {
         chat.messages.push({ id: item.id, seq: ++state.localSeq, hidden: true, timestamp: item.timestamp });
         continue;
@@ -190,14 +231,83 @@ export function createChats(app) {
       chat.messages.push({
         id: item.id, seq: ++state.localSeq, sender: item.sender, content: item.content,
         timestamp: item.timestamp, own: item.sender === state.me,
-        edited: Boolean(item.edited), deleted: Boolean(item.deleted),
+        edited: Boolean(item.edited), deleted: Boolean(item.deleted), mentions: item.mentions || null,
       });
     }
     chat.messages.sort(compareMessages);
-    if (chat.id === state.current) {
-      app.conversation.renderConversation(!older);
-      if (older) log.scrollTop = log.scrollHeight - fromBottom;  // keep the reader's place
+    const newest = chat.messages.filter((m) => m.id != null && !m.system).at(-1);
+    if (newest && !chat.newer && (!chat.lastMessage || chat.lastMessage.id == null
+        || newest.id >= chat.lastMessage.id)) chat.lastMessage = newest;
+  }
+
+  // -- a window of history: from a search hit or a date ----------------------------
+
+  async function openAt(chat, where, focusId = null) {
+    /* Open the conversation at a point of its history: {after: id} or {after_time: ISO}.
+     * The page after it is shown (oldest first), the message focused; older and newer
+     * pages load on demand. */
+    const loaded = chat.historyLoaded;
+    chat.historyLoaded = true;  // this page, not the latest one
+    if (state.current !== chat.id) openChat(chat.id);
+    const reply = await app.conn.request({
+      type: "HistoryRequest", limit: HISTORY_PAGE, ...conversationKey(chat), ...where,
+    });
+    if (reply.type !== "HistoryResponse") {
+      app.dialogs.failed(`No history for ${chatTitle(chat)}`, reply);
+      if (!loaded) loadHistory(chat, false);
+      return;
     }
+    const items = reply.messages || [];
+    if (!items.length) {
+      app.dialogs.showNotice("No messages after that moment: these are the latest.");
+      if (chat.newer) chat.messages = chat.messages.filter((m) => m.id == null && m.status);
+      chat.newer = false;
+      chat.focus = null;
+      loadHistory(chat, false);  // the latest page
+      return;
+    }
+    chat.messages = chat.messages.filter((m) => m.id == null && m.status);  // keep unsent ones
+    chat.historyLoaded = true;
+    chat.more = true;  // whatever came before the moment: "Load older messages" asks
+    chat.newer = Boolean(reply.more);
+    chat.newestLoaded = items[items.length - 1].id;
+    chat.focus = focusId != null ? focusId : items[0].id;
+    takeHistory(chat, items);
+    if (chat.id === state.current) {
+      app.conversation.renderConversation(false);
+      app.conversation.showFocus();
+    }
+  }
+
+  async function loadNewer(chat) {
+    if (!chat.newer || chat.loadingOlder) return;
+    chat.loadingOlder = true;
+    const reply = await app.conn.request({
+      type: "HistoryRequest", limit: HISTORY_PAGE, ...conversationKey(chat), after: chat.newestLoaded,
+    });
+    chat.loadingOlder = false;
+    if (reply.type !== "HistoryResponse") {
+      app.dialogs.failed(`No history for ${chatTitle(chat)}`, reply);
+      return;
+    }
+    const items = reply.messages || [];
+    chat.newer = Boolean(reply.more) && items.length > 0;
+    if (items.length) chat.newestLoaded = items[items.length - 1].id;
+    takeHistory(chat, items);
+    if (chat.id === state.current) {
+      app.conversation.renderConversation(false);
+      app.reading.markRead(chat);
+    }
+  }
+
+  function jumpToDate(event) {
+    event.preventDefault();
+    const chat = state.chats.get(state.current);
+    const value = el.jumpDate.value;  // YYYY-MM-DD, the start of that day here
+    if (!chat || !value || !state.signedIn) return;
+    const moment = new Date(`${value}T00:00:00`);
+    if (Number.isNaN(moment.getTime())) return;
+    openAt(chat, { after_time: moment.toISOString() });
   }
 
   // -- messages the server pushes --------------------------------------------------
@@ -206,15 +316,18 @@ export function createChats(app) {
     return {
       id: frame.id, seq: ++state.localSeq, sender: frame.sender, content: frame.content,
       timestamp: frame.timestamp, own: frame.sender === state.me, offline: Boolean(frame.offline),
+      mentions: frame.mentions || null,
     };
   }
 
   function updateMessage(frame, changes) {
     for (const chat of state.chats.values()) {
-      const message = chat.messages.find((m) => m.id === frame.id);
+      const message = chat.messages.find((m) => m.id === frame.id)
+        || (chat.lastMessage && chat.lastMessage.id === frame.id ? chat.lastMessage : null);
       if (message) {
         Object.assign(message, changes);
         if (chat.id === state.current) app.conversation.renderConversation(false);
+        renderChats();
         return;
       }
     }
@@ -248,14 +361,23 @@ export function createChats(app) {
           : `${frame.user} left; the random chat has ended.`);
       }
     },
-    MessageEdited(frame) { updateMessage(frame, { content: frame.content, edited: true }); },
+    MessageEdited(frame) {
+      updateMessage(frame, { content: frame.content, edited: true, mentions: frame.mentions || null });
+    },
     MessageDeleted(frame) { updateMessage(frame, { deleted: true }); },
   };
 
   // -- the chat list -----------------------------------------------------------------
 
+  function byActivity(a, b) {
+    /* Newest activity first; a chat opened here with nothing in it yet stays on top. */
+    if (!a.activity !== !b.activity) return a.activity ? 1 : -1;
+    if (a.activity !== b.activity) return b.activity - a.activity;
+    return b.lastActivity - a.lastActivity;
+  }
+
   function renderChats() {
-    const chats = [...state.chats.values()].sort((a, b) => b.lastActivity - a.lastActivity);
+    const chats = [...state.chats.values()].sort(byActivity);
     el.chats.replaceChildren(...chats.map((chat) => {
       const li = document.createElement("li");
       const button = document.createElement("button");
@@ -270,14 +392,38 @@ export function createChats(app) {
       const name = document.createElement("span");
       name.className = "chat-name";
       name.textContent = chat.kind === "group" ? chat.name : chatTitle(chat);  // the avatar shows the #
-      button.append(avatar, name);
+      const text = document.createElement("span");
+      text.className = "chat-text";
+      text.append(name);
+      const preview = chat.lastMessage ? previewText(chat.lastMessage, chat, state.me) : "";
+      if (preview) {
+        const line = document.createElement("span");
+        line.className = "chat-preview";
+        line.textContent = preview;
+        line.setAttribute("aria-hidden", "true");
+        text.append(line);
+        button.title = preview;
+      }
+      button.append(avatar, text);
+      let label = chat.kind === "group" ? chat.name : chatTitle(chat);
+      if (chat.mentions) {
+        const at = document.createElement("span");
+        at.className = "badge mention-badge";
+        at.textContent = `@${chat.mentions > 1 ? badgeText(chat.mentions) : ""}`;
+        at.setAttribute("aria-hidden", "true");
+        button.append(at);
+      }
       if (chat.unread) {
         const badge = document.createElement("span");
         badge.className = "badge";
-        badge.textContent = String(chat.unread);
-        badge.setAttribute("aria-label", `${chat.unread} unread`);
+        badge.textContent = badgeText(chat.unread);
+        badge.setAttribute("aria-hidden", "true");
         button.append(badge);
+        label += ` ${badgeText(chat.unread)} unread`;
+        if (chat.mentions) label += `, ${badgeText(chat.mentions)} mentioning you`;
       }
+      button.setAttribute("aria-label", label);
+      button.dataset.chat = chat.id;
       button.addEventListener("click", () => openChat(chat.id));
       li.append(button);
       return li;
@@ -287,8 +433,8 @@ export function createChats(app) {
   }
 
   function updateTitle() {
-    const unread = [...state.chats.values()].reduce((sum, chat) => sum + chat.unread, 0);
-    document.title = unread ? `(${unread}) Chateau` : "Chateau";
+    const unread = [...state.chats.values()].reduce((sum, chat) => sum + Math.min(chat.unread, 1000), 0);
+    document.title = unread ? `(${unread > 999 ? "999+" : unread}) Chateau` : "Chateau";
   }
 
   function wire() {
@@ -296,14 +442,20 @@ export function createChats(app) {
       const chat = state.chats.get(state.current);
       if (chat) loadHistory(chat, true);
     });
+    el.newer.addEventListener("click", () => {
+      const chat = state.chats.get(state.current);
+      if (chat) loadNewer(chat);
+    });
     el.log.addEventListener("scroll", () => {
       const chat = state.chats.get(state.current);
       if (chat && chat.more && el.log.scrollTop < 40) loadHistory(chat, true);
+      if (chat && chat.newer && app.conversation.nearBottom()) loadNewer(chat);
     });
+    el.jumpForm.addEventListener("submit", jumpToDate);
   }
 
   return {
     ensureChat, restoreView, openChat, addMessage, systemNote, addEvent, renameChat,
-    endRandom, loadHistory, renderChats, pushes, wire,
+    endRandom, loadHistory, openAt, takeHistory, updateMessage, renderChats, updateTitle, pushes, wire,
   };
 }

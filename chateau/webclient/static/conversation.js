@@ -1,12 +1,14 @@
 /* Chateau web client: the open conversation.
  *
- * Its header (title, subtitle, Leave, Block, Report, Group info), its
- * messages drawn as text (system lines, hidden messages, the state of what
- * is being sent), and the composer: sending, leaving a chat, starting a
- * random chat.
+ * Its header (title, subtitle, Leave, Block, Report, Group info, Jump to
+ * date), its messages drawn as text (system lines, hidden messages, the
+ * state of what is being sent, mentions of the user marked, "Seen" under
+ * the last own message the other side of a direct chat has read, a message
+ * found by search marked), and the composer: sending, leaving a chat,
+ * starting a random chat.
  */
 
-import { chatPerson, compareMessages } from "./state.js";
+import { chatPerson, compareMessages, isMentioned } from "./state.js";
 import { saveView } from "./storage.js";
 import { DELETED_USER, chatTitle, formatTime, removedText } from "./words.js";
 
@@ -20,6 +22,7 @@ export function createConversation(app) {
     if (!content.trim() || !chat || !state.signedIn) return;
     el.message.value = "";
     autosize();
+    app.typing.done();
     const local = {
       id: null, seq: ++state.localSeq, sender: state.me, content, own: true,
       timestamp: new Date().toISOString(), status: "sending",
@@ -47,9 +50,13 @@ export function createConversation(app) {
       failMessage(chat, local, reply);
       return;
     }
-    Object.assign(local, { id: reply.id, timestamp: reply.timestamp, status: "sent" });
+    Object.assign(local, { id: reply.id, timestamp: reply.timestamp, status: "sent",
+      mentions: reply.mentions || null });
+    if (reply.id > chat.activity) chat.activity = reply.id;
+    if (reply.id > chat.read) chat.read = reply.id;  // one's own message is read
     chat.messages.sort(compareMessages);
     if (chat.id === state.current) renderConversation(true);
+    app.chats.renderChats();
   }
 
   function failMessage(chat, local, reply) {
@@ -109,6 +116,10 @@ export function createConversation(app) {
       el.reportButton.setAttribute("aria-label", `Report ${person}`);
     }
     el.removedBanner.hidden = !(chat && chat.removed);
+    el.jumpForm.hidden = !chat || chat.kind === "random" || chat.kind === "random-new"
+      || !state.historySupported;
+    el.newer.hidden = !(chat && chat.newer);
+    app.typing.render();
     if (chat && chat.removed) el.removedBanner.textContent = removedText(chat.removed);
     if (!chat) {
       el.title.textContent = "Welcome";
@@ -131,6 +142,7 @@ export function createConversation(app) {
     el.historyStart.hidden = !(chat.historyLoaded && !chat.more && state.historySupported
       && chat.messages.some((m) => !m.system));
     let previousSender = null;
+    const seenId = lastSeen(chat);
     el.messages.replaceChildren(...chat.messages.map((message) => {
       const li = document.createElement("li");
       if (message.system || message.event || message.hidden) {
@@ -145,6 +157,9 @@ export function createConversation(app) {
         return li;
       }
       li.className = message.own ? "message own" : "message";
+      if (message.id != null) li.dataset.id = String(message.id);
+      if (isMentioned(message, state.me) && !message.deleted) li.classList.add("mention");
+      if (message.id != null && message.id === chat.focus) li.classList.add("focus");
       if (message.status === "failed") li.classList.add("failed");
       if (message.status === "sending") li.classList.add("sending");
       const continued = previousSender === message.sender;
@@ -183,6 +198,10 @@ export function createConversation(app) {
       if (message.offline) notes.push("sent while you were away");
       if (message.status === "sending") notes.push("sending…");
       if (message.status === "failed") notes.push(`not sent: ${message.error}`);
+      if (seenId !== null && message.id === seenId) {
+        notes.push("Seen");
+        li.classList.add("seen");
+      }
       if (notes.length) {
         const note = document.createElement("div");
         note.className = "note";
@@ -192,6 +211,26 @@ export function createConversation(app) {
       return li;
     }));
     if (scrollToEnd) el.log.scrollTop = el.log.scrollHeight;
+  }
+
+  function lastSeen(chat) {
+    /* A direct chat: the id of the last own message the other person has read, or null. */
+    if (chat.kind !== "direct" || !chat.peerRead) return null;
+    let seen = null;
+    for (const message of chat.messages) {
+      if (message.own && message.id != null && message.id <= chat.peerRead && !message.system) {
+        seen = message.id;
+      }
+    }
+    return seen;
+  }
+
+  function showFocus() {
+    /* Scroll to the message a search or a date led to. */
+    const chat = state.chats.get(state.current);
+    if (!chat || chat.focus == null) return;
+    const item = el.messages.querySelector(`li[data-id="${Number(chat.focus)}"]`);
+    if (item) item.scrollIntoView({ block: "center" });
   }
 
   function updateComposer() {
@@ -231,5 +270,5 @@ export function createConversation(app) {
     });
   }
 
-  return { renderConversation, updateComposer, nearBottom, wire };
+  return { renderConversation, updateComposer, nearBottom, showFocus, wire };
 }

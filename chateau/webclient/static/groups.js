@@ -386,8 +386,8 @@ export function createGroups(app) {
       }
       chat.info = null;
       if (chat.id === state.current) app.chats.openChat(chat.id);
+      // Being added is a line in the group, not an unread message (as the server counts).
       app.chats.systemNote(chat, `${frame.creator} added you to this group (${(frame.members || []).join(", ")}).`);
-      chat.unread += 1;
       app.chats.renderChats();
     },
     GroupMemberLeftRecv(frame) {

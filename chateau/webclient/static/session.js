@@ -107,7 +107,7 @@ export function createSession(app) {
     });
     if (reply.type === "ResumeResponse") {
       signedIn(reply.username || state.session.username, state.session.key, reply.display_name,
-        reply.admin, state.session.directory, reply.session_id);
+        reply.admin, state.session.directory, reply.session_id, true, reply.unread_total);
       return;
     }
     if (reply.status === 0) return;  // dropped again; connectionLost retries
@@ -147,7 +147,7 @@ export function createSession(app) {
       if (reply.type === "RegisterResponse") {
         el.password.value = "";
         signedIn(reply.username, reply.session_key || null, reply.display_name, reply.admin,
-          directory, reply.session_id);
+          directory, reply.session_id, false, reply.unread_total);
       } else {
         showSignInError(reply.detail || "The server refused the sign-in.");
       }
@@ -159,7 +159,8 @@ export function createSession(app) {
     }
   }
 
-  function signedIn(username, key, displayName, admin, directory, sessionId) {
+  function signedIn(username, key, displayName, admin, directory, sessionId, resumed = false,
+    unreadTotal = null) {
     if (state.me !== null && state.me !== username) {
       state.chats.clear();   // someone else on this tab: their chats are not ours
       state.current = null;
@@ -190,6 +191,13 @@ export function createSession(app) {
     if (state.current) app.chats.openChat(state.current);
     app.chats.renderChats();
     app.conversation.updateComposer();
+    // The server's count of unread (unread_total) until the list's own counts arrive.
+    if (Number.isInteger(unreadTotal) && unreadTotal > 0) {
+      document.title = `(${unreadTotal > 999 ? "999+" : unreadTotal}) Chateau`;
+    }
+    // A resumed session first catches up on what it missed (SyncRequest), then the list's
+    // counts come from the server (ConversationsRequest).
+    (resumed ? app.sync.catchUp() : Promise.resolve()).then(() => app.reading.loadConversations());
   }
 
   async function signOut() {
@@ -221,6 +229,9 @@ export function createSession(app) {
     state.blocked.clear();
     state.announcements = [];
     state.panelOpen = false;
+    state.typingSent = null;
+    state.search = null;
+    app.search.clear();
     app.moderation.renderAnnouncements();
     app.dialogs.closeDialogs();
   }

@@ -31,6 +31,12 @@ export function createState(session) {
     toastTimer: null,                 // hides the notice above the message box
     sessionId: null,                  // this tab's session's public id (RegisterResponse/ResumeResponse)
     profile: null,                    // {display_name, status_text} as the Account dialog last read them
+    conversationsSupported: true,     // ConversationsRequest (an older server answers "unknown request type")
+    readSupported: true,              // ReadRequest
+    typingSupported: true,            // TypingRequest
+    syncSupported: true,              // SyncRequest
+    typingSent: null,                 // {chatId, at}: the last TypingRequest true this page sent
+    search: null,                     // {query, results, more, busy}: the search box's last answer
   };
 }
 
@@ -43,6 +49,17 @@ export function newChat(id, kind, name) {
     id, kind, name, partner: null, members: null, info: null, removed: null,
     messages: [], unread: 0, left: false, ended: false,
     historyLoaded: false, more: false, loadingOlder: false, lastActivity: Date.now(),
+    activity: 0,          // the id of its newest message or event (ConversationsRequest, then pushes)
+    lastMessage: null,    // the newest message, for the list's preview
+    mentions: 0,          // unread messages that mention this user (or @all)
+    read: 0,              // this user's read marker (ReadRequest/ReadRecv)
+    readAsked: 0,         // the highest id this page asked ReadRequest for
+    peerRead: 0,          // a direct chat: the other person's marker (peer_read, their ReadRecv)
+    memberCount: null,    // a group's members, as ConversationsRequest counts them
+    typing: new Map(),    // username -> timer: who is typing here now (TypingRecv)
+    newer: false,         // a window of history (a search hit, a date): newer messages not loaded
+    newestLoaded: 0,      // with newer: the last id of the loaded window
+    focus: null,          // the id of a message to scroll to and mark (search, jump to date)
   };
 }
 
@@ -64,4 +81,20 @@ export function compareMessages(a, b) {
   const ka = orderOf(a);
   const kb = orderOf(b);
   return ka !== kb ? ka - kb : a.seq - b.seq;
+}
+
+export function isMentioned(message, me) {
+  /* A message naming this user, or @all (mentions: the server's list). */
+  return Boolean(message && !message.own && Array.isArray(message.mentions)
+    && (message.mentions.includes(me) || message.mentions.includes("@all")));
+}
+
+export function badgeText(count) {
+  /* The server counts unread up to 1000 ("1000 or more"): 999+ from there. */
+  return count >= 1000 ? "999+" : String(count);
+}
+
+export function conversationKey(chat) {
+  /* The field naming a conversation in requests: {chatname} or {user}. */
+  return chat.kind === "direct" ? { user: chat.name } : { chatname: chat.name };
 }

@@ -75,7 +75,28 @@ export function eventKey(event) {
 }
 
 export function removedText(removed) {
+  if (!removed.by) return "You are no longer in this group. It is read-only now.";
   const how = removed.banned ? "banned you from" : "removed you from";
   return `${removed.by} ${how} this group${removed.reason ? `: ${removed.reason}` : ""}. ` +
     "It is read-only now.";
+}
+
+export function previewText(message, chat, me) {
+  /* The last message in the chat list: "bob: see you at 4", "You: thanks". */
+  if (message.hidden) return "message hidden (blocked user)";
+  if (message.event) return message.content || "";
+  if (message.deleted) return "message deleted";
+  const text = String(message.content || "").replace(/\s+/g, " ").trim();
+  const short = text.length > 80 ? `${text.slice(0, 79)}…` : text;
+  if (message.sender === me || message.own) return `You: ${short}`;
+  return chat.kind === "group" ? `${personName(message.sender)}: ${short}` : short;
+}
+
+export function typingText(names) {
+  /* "bob is typing…", "bob and carol are typing…", "bob, carol and dave are typing…". */
+  const people = names.map(personName);
+  if (!people.length) return "";
+  if (people.length === 1) return `${people[0]} is typing…`;
+  if (people.length > 3) return "Several people are typing…";
+  return `${people.slice(0, -1).join(", ")} and ${people.at(-1)} are typing…`;
 }
