@@ -12,30 +12,18 @@ skipped, saying which part is missing, until then).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from chateau.messages import REQUEST_TYPES
 from tests.clientsupport import chateau, finish, frames, register, run_cli, spawn  # noqa: F401
 from tests.test_client_governance import piped, typed, wait_for_line
 
 # --send stops this long after the last frame: long enough for a sign-in's
 # bcrypt on a loaded machine, so no reply is missed.
 QUIET = "2"
-
-
-def needs(part: str, present: bool) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(not present, reason=f"the server's {part} is not in this tree")
-
-
-needs_search = needs("SearchRequest", "SearchRequest" in REQUEST_TYPES)
-needs_sync = needs("SyncRequest", "SyncRequest" in REQUEST_TYPES)
-needs_typing = needs("TypingRequest", "TypingRequest" in REQUEST_TYPES)
-needs_mentions = needs("mentions", importlib.util.find_spec("chateau.mentions") is not None)
 
 
 def send_as(url: str, user: str | None, *requests: dict) -> list[dict]:
@@ -118,7 +106,6 @@ def test_a_terminal_marks_what_it_shows_read_and_says_when_you_were_seen(chateau
     assert log.count("has seen your message") == 1
 
 
-@needs_search
 def test_search_over_a_real_server(chateau, tmp_path: Path):
     sign_up(chateau.url, "alice", "bob", "carol")
     new_group(chateau.url, "carol", "book club", "alice", "bob")
@@ -158,7 +145,6 @@ def test_search_over_a_real_server(chateau, tmp_path: Path):
     assert any(line.startswith("! no search: ") and line.endswith("(404)") for line in refused)
 
 
-@needs_sync
 def test_sync_over_a_real_server(chateau, tmp_path: Path):
     sign_up(chateau.url, "alice", "bob")
     alice = piped(chateau.url, "alice")
@@ -194,7 +180,6 @@ def test_sync_over_a_real_server(chateau, tmp_path: Path):
             alice.wait()
 
 
-@needs_typing
 def test_typing_is_shown_on_the_other_terminal_until_it_ends(chateau, tmp_path: Path):
     sign_up(chateau.url, "alice", "bob")
     bob = spawn(chateau.url, "bob", tmp_path)
@@ -226,7 +211,6 @@ def test_typing_is_shown_on_the_other_terminal_until_it_ends(chateau, tmp_path: 
     assert "carol is typing" not in (tmp_path / "bob.terminal.log").read_text(encoding="utf-8")
 
 
-@needs_mentions
 def test_a_mention_of_you_stands_out_over_a_real_server(chateau, tmp_path: Path):
     sign_up(chateau.url, "alice", "bob", "carol")
     new_group(chateau.url, "carol", "club", "alice", "bob")
@@ -239,8 +223,6 @@ def test_a_mention_of_you_stands_out_over_a_real_server(chateau, tmp_path: Path)
     assert finish(alice) == 0
     shown = typed(chateau.url, "alice", "/history club")
     assert any(line.endswith("bob: @alice have you read it?") for line in shown)
-    if "ConversationsRequest" not in REQUEST_TYPES:
-        return  # the read state's part is on its own branch too
     typed(chateau.url, "carol", "/msg club @all meeting at noon")
     shown = typed(chateau.url, "bob", "/unread")
     assert any(line.startswith("  #club  1 unread, 1 mention  ") for line in shown), shown

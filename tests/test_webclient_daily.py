@@ -9,7 +9,6 @@ serves the whole module; each test has its own users.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
 import time
@@ -38,20 +37,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChateauProcess]
         yield process
     finally:
         process.stop()
-
-
-def needs(*requests: str, history: tuple[str, ...] = (), module: str | None = None) -> None:
-    """Skip unless this checkout's server has these requests (and HistoryRequest fields):
-    the web client leaves a part out on a server without it, so there is nothing to see."""
-    from chateau import messages
-
-    missing = [name for name in requests if name not in messages.REQUEST_TYPES]
-    fields = getattr(messages.HistoryRequest, "__dataclass_fields__", {})
-    missing += [f"HistoryRequest.{name}" for name in history if name not in fields]
-    if module is not None and importlib.util.find_spec(module) is None:
-        missing.append(module)
-    if missing:
-        pytest.skip(f"this server has no {', '.join(missing)} yet")
 
 
 def db_insert(server: ChateauProcess, rows: list[tuple]) -> None:
@@ -89,7 +74,6 @@ def set_visible(page: Any, visible: bool) -> None:
 def test_unread_badges_last_messages_order_and_reading_on_every_device(server, browser):
     from playwright.sync_api import expect
 
-    needs("ConversationsRequest", "ReadRequest")
     bob = signed_in(browser, server, "bob")
     alice = signed_in(browser, server, "alice")
     new_group(alice, "club", "bob")
@@ -145,7 +129,6 @@ def test_unread_badges_last_messages_order_and_reading_on_every_device(server, b
 def test_seen_under_the_last_message_the_other_side_read(server, browser):
     from playwright.sync_api import expect
 
-    needs("ConversationsRequest", "ReadRequest")
     erin = signed_in(browser, server, "erin")
     fred = signed_in(browser, server, "fred")
     online_user(erin, "fred").click()
@@ -183,7 +166,6 @@ def test_counts_capped_at_999_plus_and_unread_mentions(server, browser):
     group's unread mentions of the user (and of @all) have their own badge."""
     from playwright.sync_api import expect
 
-    needs("ConversationsRequest", "ReadRequest")
     dora = signed_in(browser, server, "dora")
     carl = signed_in(browser, server, "carl")
     online_user(carl, "dora").click()
@@ -217,7 +199,6 @@ def test_counts_capped_at_999_plus_and_unread_mentions(server, browser):
 def test_typing_lines_from_the_others_and_typing_sent_while_writing(server, browser):
     from playwright.sync_api import expect
 
-    needs("TypingRequest")
     gina = signed_in(browser, server, "gina")
     hank = signed_in(browser, server, "hank")
     ivy = signed_in(browser, server, "ivy")
@@ -259,7 +240,6 @@ def test_typing_lines_from_the_others_and_typing_sent_while_writing(server, brow
 def test_search_marks_the_words_and_opens_the_conversation_at_the_message(server, browser):
     from playwright.sync_api import expect
 
-    needs("SearchRequest", history=("after",))
     jill = signed_in(browser, server, "jill")
     kim = signed_in(browser, server, "kim")
     new_group(jill, "books", "kim")
@@ -299,7 +279,6 @@ def test_search_marks_the_words_and_opens_the_conversation_at_the_message(server
 def test_jump_to_date_shows_the_page_after_that_day(server, browser):
     from playwright.sync_api import expect
 
-    needs(history=("after_time",))
     signed_in(browser, server, "moe").context.close()
     lou = signed_in(browser, server, "lou")
     # Older days first (ids grow with time, as on a live server), then the group around them.
@@ -327,7 +306,6 @@ def test_jump_to_date_shows_the_page_after_that_day(server, browser):
 def test_mentions_marked_counted_and_announced(server, browser):
     from playwright.sync_api import expect
 
-    needs(module="chateau.mentions")
 
     mia = signed_in(browser, server, "mia")
     ned = signed_in(browser, server, "ned")
@@ -351,7 +329,6 @@ def test_mentions_marked_counted_and_announced(server, browser):
 def test_catching_up_after_a_reconnect_applies_edits_and_deletions(server, browser):
     from playwright.sync_api import expect
 
-    needs("SyncRequest")
     olga = signed_in(browser, server, "olga")
     proxy = TcpProxy(server.port)
     try:
