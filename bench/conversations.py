@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import text
 
-from bench import dataset
+from bench import dataset, large
 from bench.harness import settings
-from bench.processes import Postgres, ProcessGroup, chateau, postgres_available
+from bench.processes import ProcessGroup, chateau
 from chateau.store.engine import in_transaction, make_engine
 
 BEGIN, END = "<!-- bench.conversations -->", "<!-- /bench.conversations -->"
@@ -61,12 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=None,
                         help="Markdown file whose bench.conversations section is (re)written")
     return parser.parse_args(argv)
-
-
-def _percentiles(times: list[float]) -> dict[str, float]:
-    times = sorted(times)
-    return {"median_ms": statistics.median(times),
-            "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))]}
 
 
 def measure(url: str, made: dataset.Dataset, requests: int, state: str) -> list[dict[str, Any]]:
@@ -124,7 +116,7 @@ def measure(url: str, made: dataset.Dataset, requests: int, state: str) -> list[
                 _, reply = case()
             times = [case()[0] for _ in range(count)]
             rows.append({"state": state, "case": name, "requests": count,
-                         "detail": _detail(reply), **_percentiles(times)})
+                         "detail": _detail(reply), **large.percentiles(times)})
             print(f"  {state}: {name}: {rows[-1]}", flush=True)
         times = []
         total = None
@@ -135,7 +127,7 @@ def measure(url: str, made: dataset.Dataset, requests: int, state: str) -> list[
             total = reply.get("unread_total")
         rows.append({"state": state, "case": "sign-in (ResumeRequest) with unread_total",
                      "requests": len(times), "detail": f"unread_total {total}",
-                     **_percentiles(times)})
+                     **large.percentiles(times)})
         print(f"  {state}: {rows[-1]}", flush=True)
     return rows
 
@@ -171,14 +163,7 @@ def analyze_markers(url: str) -> None:
 
 def run_database(kind: str, args: argparse.Namespace, workdir: Path,
                  group: ProcessGroup) -> dict[str, Any]:
-    if kind == "postgresql":
-        pg = Postgres(None).start()
-        group_stop = pg.stop
-        url = pg.new_database()
-    else:
-        group_stop = None
-        url = f"sqlite:///{workdir / 'conversations.sqlite3'}"
-    try:
+    with large.database(kind, workdir, "conversations") as url:
         made = dataset.build(url, users=args.users, conversations=args.conversations,
                              messages=args.messages)
         print(f"{kind}: built {made.messages:,} messages in {made.seconds:.0f} s", flush=True)
@@ -204,9 +189,6 @@ def run_database(kind: str, args: argparse.Namespace, workdir: Path,
             print(f"{kind}: {state} measured", flush=True)
         return {"database": kind, "build_s": made.seconds, "rows": rows,
                 "messages": made.messages, "conversations": len(made.last_ids)}
-    finally:
-        if group_stop is not None:
-            group_stop()
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -239,30 +221,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record(path: Path, section: str) -> None:
-    text_ = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in text_ and END in text_:
-        head, rest = text_.split(BEGIN, 1)
-        text_ = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text_ = text_.rstrip("\n") + "\n\n" + section
-    path.write_text(text_, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="chateau-bench-conversations-") as tmp:
-        for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
-            if kind == "postgresql" and not postgres_available():
-                print("PostgreSQL is not installed: skipped")
-                continue
-            with ProcessGroup() as group:
-                results.append(run_database(kind, args, Path(tmp), group))
-    section = report(results, args)
-    print(section)
-    if args.results is not None:
-        record(args.results, section)
+    large.run(parse_args(argv), "chateau-bench-conversations-", run_database, report, (BEGIN, END))
 
 
 if __name__ == "__main__":

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import dataset
-from bench.processes import Postgres, ProcessGroup, chateau, postgres_available
+from bench import dataset, large
+from bench.processes import ProcessGroup, chateau
 
 BEGIN, END = "<!-- bench.search -->", "<!-- /bench.search -->"
 TARGET_MS = 100.0
@@ -85,22 +83,14 @@ def measure(url: str, made: dataset.Dataset, requests: int) -> list[dict[str, An
             times = sorted(ask(fields)[0] for _ in range(requests))
             rows.append({
                 "case": name, "query": fields["query"], "results": len(reply["results"]),
-                "median_ms": statistics.median(times),
-                "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))],
+                **large.percentiles(times),
             })
     return rows
 
 
 def run_database(kind: str, args: argparse.Namespace, workdir: Path,
                  group: ProcessGroup) -> dict[str, Any]:
-    if kind == "postgresql":
-        pg = Postgres(None).start()
-        group_stop = pg.stop
-        url = pg.new_database()
-    else:
-        group_stop = None
-        url = f"sqlite:///{workdir / 'search.sqlite3'}"
-    try:
+    with large.database(kind, workdir, "search") as url:
         made = dataset.build(url, users=args.users, conversations=args.conversations,
                              messages=args.messages)
         server = group.add(chateau(f"chateau-{kind}", workdir / kind, url, {
@@ -114,9 +104,6 @@ def run_database(kind: str, args: argparse.Namespace, workdir: Path,
             server.stop()
         return {"database": kind, "build_s": made.seconds, "rows": rows,
                 "messages": made.messages, "conversations": len(made.last_ids)}
-    finally:
-        if group_stop is not None:
-            group_stop()
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -143,30 +130,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="chateau-bench-search-") as tmp:
-        for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
-            if kind == "postgresql" and not postgres_available():
-                print("PostgreSQL is not installed: skipped")
-                continue
-            with ProcessGroup() as group:
-                results.append(run_database(kind, args, Path(tmp), group))
-    section = report(results, args)
-    print(section)
-    if args.results is not None:
-        record(args.results, section)
+    large.run(parse_args(argv), "chateau-bench-search-", run_database, report, (BEGIN, END))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import pytest_twisted
@@ -12,6 +12,7 @@ from twisted.internet import reactor
 
 from chateau.config import Config, load_config
 from chateau.service import Chateau
+from tests.inprocess import InProcessChat, make_test_config
 from tests.postgres import PostgresServer
 from tests.redis import RedisServer
 from tests.wsclient import Client, connect
@@ -126,3 +127,12 @@ async def server_factory() -> AsyncIterator[Callable[[Config], Awaitable[Running
     for running in started:
         await running.close_clients()
         await running.service.stopService()
+
+
+@pytest.fixture
+def chat(tmp_path: Path) -> Iterator[InProcessChat]:
+    """A chat server in-process (tests/inprocess.py): the real handlers on a SQLite store."""
+    running = InProcessChat(make_test_config(tmp_path))
+    running.start()
+    yield running
+    running.stop()

@@ -23,14 +23,6 @@ from tests.inprocess import FakeConnection, InProcessChat, make_test_config
 from tests.test_permissions import GROUP_ACTIONS, MEMBER_ACTIONS
 
 
-@pytest.fixture
-def chat(tmp_path: Path) -> Iterator[InProcessChat]:
-    running = InProcessChat(make_test_config(tmp_path))
-    running.start()
-    yield running
-    running.stop()
-
-
 def ask(chat: InProcessChat, who: FakeConnection, kind: str, **fields: Any) -> dict[str, Any]:
     return chat.request(who, {"type": kind, **fields})
 

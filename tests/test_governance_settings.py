@@ -8,7 +8,7 @@ cluster are in tests/test_governance_settings_wire.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -18,14 +18,6 @@ from tests.inprocess import FakeConnection, InProcessChat, make_test_config
 
 SETTINGS = {"join": "invite", "visibility": "private", "who_can_add": "admins",
             "who_can_send": "everyone", "retention_days": None}
-
-
-@pytest.fixture
-def chat(tmp_path: Path) -> Iterator[InProcessChat]:
-    running = InProcessChat(make_test_config(tmp_path))
-    running.start()
-    yield running
-    running.stop()
 
 
 def make_group(chat: InProcessChat, creator: FakeConnection, chatname: str, *members: str) -> None:

@@ -9,23 +9,13 @@ test_durable.py) see.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
 from chateau.errors import BAD_REQUEST, FORBIDDEN, NOT_AUTHENTICATED, NOT_FOUND
 from chateau.names import RANDOM_PREFIX
 from chateau.store.records import direct_chat, hash_session_key
-from tests.inprocess import FakeConnection, InProcessChat, make_test_config
-
-
-@pytest.fixture
-def chat(tmp_path: Path) -> Iterator[InProcessChat]:
-    running = InProcessChat(make_test_config(tmp_path))
-    running.start()
-    yield running
-    running.stop()
+from tests.inprocess import FakeConnection, InProcessChat
 
 
 def send(

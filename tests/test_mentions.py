@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -94,14 +94,6 @@ def test_adversarial_content_is_parsed_quickly() -> None:
 
 
 # -- through the handlers ---------------------------------------------------------
-
-@pytest.fixture
-def chat(tmp_path: Path) -> Iterator[InProcessChat]:
-    running = InProcessChat(make_test_config(tmp_path))
-    running.start()
-    yield running
-    running.stop()
-
 
 def ask(chat: InProcessChat, who: FakeConnection, kind: str, **fields: Any) -> dict[str, Any]:
     return chat.request(who, {"type": kind, **fields})

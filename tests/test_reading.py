@@ -8,23 +8,14 @@ databases and across two clustered nodes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 from sqlalchemy import update
 
 from chateau.store.engine import in_transaction
 from chateau.store.records import direct_chat
 from chateau.store.tables import messages
 from tests.inprocess import FakeConnection, InProcessChat, make_test_config
-
-
-@pytest.fixture
-def chat(tmp_path: Path) -> Iterator[InProcessChat]:
-    running = InProcessChat(make_test_config(tmp_path))
-    running.start()
-    yield running
-    running.stop()
 
 
 def send(chat: InProcessChat, sender: FakeConnection, recipient: str, content: str) -> int:

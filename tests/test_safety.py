@@ -9,22 +9,13 @@ tests/test_safety_sockets.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
 from chateau.cluster_sync import ClusterSync
 from chateau.messages import encode
 from chateau.safety import Settings
-from tests.inprocess import FakeConnection, InProcessChat, make_test_config
-
-
-@pytest.fixture
-def chat(tmp_path: Path) -> Iterator[InProcessChat]:
-    running = InProcessChat(make_test_config(tmp_path))
-    running.start()
-    yield running
-    running.stop()
+from tests.inprocess import FakeConnection, InProcessChat
 
 
 def send(chat: InProcessChat, sender: FakeConnection, recipient: str, content: str) -> dict[str, Any]:

@@ -10,8 +10,7 @@ a real directory are in tests/test_self_service_sockets.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -23,15 +22,7 @@ from chateau.session_use import SessionUse
 from chateau.signout import SIGNED_OUT
 from chateau.store.records import hash_session_key
 from chateau.store.tables import audit_log, sessions
-from tests.inprocess import FakeConnection, InProcessChat, make_test_config
-
-
-@pytest.fixture
-def chat(tmp_path: Path) -> Iterator[InProcessChat]:
-    running = InProcessChat(make_test_config(tmp_path))
-    running.start()
-    yield running
-    running.stop()
+from tests.inprocess import FakeConnection, InProcessChat
 
 
 def register(chat: InProcessChat, username: str, password: str = "secret",

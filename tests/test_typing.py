@@ -9,21 +9,13 @@ databases and across two nodes, is in tests/test_typing_sockets.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from chateau.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND
 from chateau.typing import EXPIRY, RELAY_INTERVAL
 from tests.inprocess import FakeConnection, InProcessChat, make_test_config
-
-
-@pytest.fixture
-def chat(tmp_path: Path) -> Iterator[InProcessChat]:
-    running = InProcessChat(make_test_config(tmp_path))
-    running.start()
-    yield running
-    running.stop()
 
 
 def typing(
