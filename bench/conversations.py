@@ -46,18 +46,11 @@ FEW_UNREAD = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.conversations",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--conversations", type=int, default=1000)
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--requests", type=int, default=100,
-                        help="timed requests per case (the whole list: a fifth of it)")
-    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser = large.arguments("python -m bench.conversations", __doc__.splitlines()[0], 100,
+                             "timed requests per case (the whole list: a fifth of it)",
+                             "bench.conversations")
     parser.add_argument("--states", default="few unread,nothing read",
                         help="which of 'few unread' and 'nothing read' to measure")
-    parser.add_argument("--results", type=Path, default=None,
-                        help="Markdown file whose bench.conversations section is (re)written")
     return parser.parse_args(argv)
 
 
@@ -164,8 +157,7 @@ def analyze_markers(url: str) -> None:
 def run_database(kind: str, args: argparse.Namespace, workdir: Path,
                  group: ProcessGroup) -> dict[str, Any]:
     with large.database(kind, workdir, "conversations") as url:
-        made = dataset.build(url, users=args.users, conversations=args.conversations,
-                             messages=args.messages)
+        made = large.build(url, args)
         print(f"{kind}: built {made.messages:,} messages in {made.seconds:.0f} s", flush=True)
         rows = []
         for state in [name.strip() for name in args.states.split(",") if name.strip()]:

@@ -17,6 +17,28 @@ from typing import Any, Callable, Iterator
 from bench.processes import Postgres, ProcessGroup, postgres_available
 
 
+def arguments(prog: str, description: str, requests: int, requests_help: str,
+              section: str) -> argparse.ArgumentParser:
+    """The options both benches take: the history's size, the databases, the results file."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--conversations", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=requests, help=requests_help)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--results", type=Path, default=None,
+                        help=f"Markdown file whose {section} section is (re)written")
+    return parser
+
+
+def build(url: str, args: argparse.Namespace) -> Any:
+    """The history of the size the options ask for (bench/dataset.py), at *url*."""
+    from bench import dataset
+
+    return dataset.build(url, users=args.users, conversations=args.conversations,
+                         messages=args.messages)
+
+
 def percentiles(times: list[float]) -> dict[str, float]:
     """Median and p99 of *times* (ms), under the keys the reports print."""
     times = sorted(times)

@@ -36,16 +36,8 @@ TARGET_MS = 100.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.search",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--conversations", type=int, default=1000)
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--requests", type=int, default=200, help="timed searches per case")
-    parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--results", type=Path, default=None,
-                        help="Markdown file whose bench.search section is (re)written")
-    return parser.parse_args(argv)
+    return large.arguments("python -m bench.search", __doc__.splitlines()[0], 200,
+                           "timed searches per case", "bench.search").parse_args(argv)
 
 
 def cases(made: dataset.Dataset) -> list[tuple[str, dict[str, Any]]]:
@@ -91,8 +83,7 @@ def measure(url: str, made: dataset.Dataset, requests: int) -> list[dict[str, An
 def run_database(kind: str, args: argparse.Namespace, workdir: Path,
                  group: ProcessGroup) -> dict[str, Any]:
     with large.database(kind, workdir, "search") as url:
-        made = dataset.build(url, users=args.users, conversations=args.conversations,
-                             messages=args.messages)
+        made = large.build(url, args)
         server = group.add(chateau(f"chateau-{kind}", workdir / kind, url, {
             "auth": {"bcrypt_cost": 4},
             "limits": {"message_rate": 100000, "message_burst": 100000},
