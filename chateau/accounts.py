@@ -170,6 +170,8 @@ def create_invite(
     if hours is not None and not hours > 0:
         raise AdminError("--hours must be more than 0")
     code = secrets.token_urlsafe(16)
+    while code.startswith("-"):  # `chateau-admin invite revoke CODE` would read it as an option
+        code = secrets.token_urlsafe(16)
     expires = None if hours is None else now_millis() + int(hours * 3_600_000)
 
     def txn(connection: Connection) -> int:
