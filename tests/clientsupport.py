@@ -116,6 +116,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._closed = False
+        self._refusing = False
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     def url(self, path: str = "/ws", scheme: str = "ws") -> str:
@@ -127,6 +128,9 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._refusing:
+                _hard_close(client)
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
             except OSError:
@@ -158,6 +162,12 @@ class TcpProxy:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             _hard_close(sock)
+
+    def refuse(self, refusing: bool = True) -> None:
+        """While refusing, every new connection is reset at once: the network is down."""
+        self._refusing = refusing
+        if refusing:
+            self.drop()
 
     def close(self) -> None:
         self._closed = True

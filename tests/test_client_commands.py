@@ -252,7 +252,7 @@ def test_every_command_has_a_bad_usage_case():
 
 REPLIES = [
     ("/unread", {"type": "ConversationsResponse", "more": False, "conversations": [
-        {"chatname": "book club", "activity": 90, "unread": 1000, "mentions": 2, "read": 3,
+        {"chatname": "book club", "activity": 90, "unread": 100, "mentions": 2, "read": 3,
          "members": 4, "last_message": {"id": 90, "sender": "bob", "timestamp": WHEN,
                                         "content": "has anyone   started\nchapter three of the"
                                                    " long book yet?", "edited": False,
@@ -268,8 +268,8 @@ REPLIES = [
         {"chatname": "lab", "activity": 50, "unread": 1, "mentions": 0, "read": 0,
          "members": 2, "last_message": {"id": 50, "sender": "erin", "timestamp": WHEN,
                                         "content": None, "edited": False, "deleted": True}}]},
-     ["--- unread: 1004+ in 4 conversations ---",
-      f"  #book club  999+ unread, 2 mentions  {AT} bob: has anyone started chapter three of the…",
+     ["--- unread: 104+ in 4 conversations ---",
+      f"  #book club  99+ unread, 2 mentions  {AT} bob: has anyone started chapter three of the…",
       f"  @carol  1 unread  {AT} carol: lunch?",
       f"  #den  2 unread  {AT} a message from someone you blocked",
       f"  #lab  1 unread  {AT} erin: (deleted)"]),

@@ -53,6 +53,11 @@ def test_unread_total_is_told_at_sign_in_and_after_a_resume():
     assert h.ui.lines[-2:] == ["* reconnected: session resumed",
                                "* 1 unread message: /unread lists them"]
 
+    many = Harness()
+    Deferred.fromCoroutine(many.session.start())
+    many.reply(type="RegisterResponse", status=200, username="alice", unread_total=1000)
+    assert many.ui.lines[-1] == "* 999+ unread messages: /unread lists them"
+
     quiet = Harness()
     Deferred.fromCoroutine(quiet.session.start())
     quiet.reply(type="RegisterResponse", status=200, username="alice", unread_total=0)

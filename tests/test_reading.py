@@ -207,10 +207,12 @@ def test_mentions_of_all_and_the_cap(chat: InProcessChat) -> None:
     in_transaction(chat.engine, lambda c: c.execute(messages.insert(), rows))
     send(chat, alice, "bob", "one more, elsewhere")
     listed = conversations(chat, bob)["conversations"]
-    assert listed[1]["unread"] == 1000 and listed[1]["mentions"] == 3
+    assert listed[1]["unread"] == 100 and listed[1]["mentions"] == 3
     assert listed[0]["unread"] == 1 and listed[0]["mentions"] == 0
-    # Each conversation is capped on its own.
-    assert chat.wait(chat.store.reading.unread_total("bob")) == 1001
+    # The total counts all conversations together, up to 1000.
+    assert chat.wait(chat.store.reading.unread_total("bob")) == 1000
+    read(chat, bob, chatname="team", id=listed[1]["activity"] - 950)
+    assert chat.wait(chat.store.reading.unread_total("bob")) == 951
 
 
 def test_conversations_order_paging_and_shapes(chat: InProcessChat) -> None:

@@ -17,8 +17,10 @@ from chateau.client.text import clean, format_time, marked, message_line, quoted
 Request = dict[str, Any]
 Label = Callable[[str], str]
 
-# ConversationsResponse counts stop at this many ("1000 or more").
-UNREAD_CAP = 1000
+# ConversationsResponse counts stop at this many per conversation ("100 or more").
+UNREAD_CAP = 100
+# unread_total stops at this many over all conversations ("1000 or more").
+UNREAD_TOTAL_CAP = 1000
 PREVIEW_CHARACTERS = 40
 CONVERSATIONS_PAGE = 200
 SEARCH_PAGE = 20
@@ -36,10 +38,10 @@ def entry_label(entry: dict[str, Any]) -> str:
 
 
 def count(value: Any) -> str:
-    """An unread or mentions count; the server's cap (1000) reads "999+"."""
+    """An unread or mentions count; the server's cap (100) reads "99+"."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         return "0"
-    return "999+" if value >= UNREAD_CAP else str(value)
+    return "99+" if value >= UNREAD_CAP else str(value)
 
 
 def preview(content: Any) -> str:
@@ -64,7 +66,8 @@ def unread_total_line(reply: dict[str, Any]) -> str | None:
     if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
         return None
     plural = "s" if total != 1 else ""
-    return f"* {total} unread message{plural}: /unread lists them"
+    shown = "999+" if total >= UNREAD_TOTAL_CAP else str(total)
+    return f"* {shown} unread message{plural}: /unread lists them"
 
 
 # -- /unread -----------------------------------------------------------------------

@@ -5,7 +5,9 @@ a direct chat's "@a:b") is the id of the newest message they have read; it
 only moves up. Nothing is written per message: unread counts are the
 conversation's messages after the marker, read through ix_messages_chat_id
 and capped at :data:`UNREAD_CAP` per conversation, so a conversation with a
-million unread costs no more to count than one with a thousand.
+million unread costs no more to count than one with a hundred. The total at
+sign-in (``unread_total``) counts across all conversations at once and stops
+at :data:`UNREAD_TOTAL_CAP`, so it reads at most that many rows.
 
 What is counted as unread: messages with an id above the marker (0 without
 a row), not change rows (``changes``), not groups' system events
@@ -37,9 +39,12 @@ from chateau.store.messages import _message_record
 from chateau.store.records import MessageRecord, now_millis
 from chateau.store.tables import blocks, direct_chats, group_members, messages, read_markers, upsert
 
-# Unread (and mentions) are counted up to this many per conversation: 1000
-# means "1000 or more" (clients show "999+").
-UNREAD_CAP = 1000
+# Unread (and mentions) are counted up to this many per conversation: 100
+# means "100 or more" (clients show "99+").
+UNREAD_CAP = 100
+# unread_total is counted up to this many over all conversations together:
+# 1000 means "1000 or more" (clients show "999+").
+UNREAD_TOTAL_CAP = 1000
 
 GROUP = "g"
 DIRECT = "d"
@@ -156,16 +161,8 @@ def _mentions_me(username: str) -> Any:
     )
 
 
-def _capped_unread(
-    username: str, chat: Any, marker: Any, since: Any, mentions: bool = False,
-    outer: Any = None,
-) -> Any:
-    """A scalar subquery: *username*'s unread in *chat* after *marker*, capped (see the docstring).
-
-    *outer* is the enclosing query's table the columns come from: the
-    inner query is correlated to it explicitly (SQLAlchemy does not do so
-    through the FROM subquery that caps the count).
-    """
+def _unread_rows(username: str, chat: Any, marker: Any, since: Any, mentions: bool = False) -> Any:
+    """The rows that count as *username*'s unread in *chat* after *marker* (see the docstring)."""
     blocked = select(blocks.c.blocked).where(blocks.c.blocker == username)
     rows = select(literal(1).label("one")).where(
         (messages.c.chat == chat)
@@ -177,8 +174,20 @@ def _capped_unread(
         & messages.c.sender.not_in(blocked)
         & (messages.c.created_at >= since)
     )
-    if mentions:
-        rows = rows.where(_mentions_me(username))
+    return rows.where(_mentions_me(username)) if mentions else rows
+
+
+def _capped_unread(
+    username: str, chat: Any, marker: Any, since: Any, mentions: bool = False,
+    outer: Any = None,
+) -> Any:
+    """A scalar subquery: *username*'s unread in *chat* after *marker*, capped (see the docstring).
+
+    *outer* is the enclosing query's table the columns come from: the
+    inner query is correlated to it explicitly (SQLAlchemy does not do so
+    through the FROM subquery that caps the count).
+    """
+    rows = _unread_rows(username, chat, marker, since, mentions)
     if outer is not None:
         rows = rows.correlate(outer)
     capped = rows.limit(UNREAD_CAP).subquery()
@@ -208,15 +217,17 @@ def _my_conversations(username: str) -> Any:
 
 
 def unread_total_txn(connection: Connection, username: str) -> int:
-    """One query: every conversation's capped unread, summed."""
+    """One query: the unread rows of all conversations together, up to UNREAD_TOTAL_CAP.
+
+    Each conversation is joined to its messages after its marker through
+    ix_messages_chat_id; the limit stops the scan at the cap, however much
+    is unread.
+    """
     _no_jit(connection)
     mine = _my_conversations(username)
-    per_chat = select(
-        _capped_unread(username, mine.c.chat, mine.c.marker, mine.c.since,
-                       outer=mine).label("unread")
-    ).select_from(mine).subquery("per_chat")
-    return int(connection.execute(select(func.coalesce(func.sum(per_chat.c.unread), 0))).scalar()
-               or 0)
+    rows = (_unread_rows(username, mine.c.chat, mine.c.marker, mine.c.since)
+            .select_from(mine).limit(UNREAD_TOTAL_CAP).subquery("unread_rows"))
+    return int(connection.execute(select(func.count()).select_from(rows)).scalar() or 0)
 
 
 def unread_txn(connection: Connection, username: str, chat: str, since: int = 0) -> tuple[int, int]:

@@ -10,7 +10,9 @@
  * bring messages.
  */
 
-import { badgeText, chatId, compareMessages, conversationKey, isMentioned, newChat } from "./state.js";
+import {
+  UNREAD_CAP, badgeText, chatId, compareMessages, conversationKey, isMentioned, newChat,
+} from "./state.js";
 import { VIEW_KEY, loadJSON, saveView } from "./storage.js";
 import { DELETED_USER, chatTitle, eventKey, eventWords, previewText } from "./words.js";
 
@@ -433,8 +435,12 @@ export function createChats(app) {
   }
 
   function updateTitle() {
-    const unread = [...state.chats.values()].reduce((sum, chat) => sum + Math.min(chat.unread, 1000), 0);
-    document.title = unread ? `(${unread > 999 ? "999+" : unread}) Chateau` : "Chateau";
+    /* The sum of the list's counts; "+" when one of them is capped ("100 or more"). */
+    const chats = [...state.chats.values()];
+    const unread = chats.reduce((sum, chat) => sum + Math.min(chat.unread, UNREAD_CAP), 0);
+    const capped = chats.some((chat) => chat.unread >= UNREAD_CAP);
+    const shown = unread > 999 ? "999+" : `${unread}${capped ? "+" : ""}`;
+    document.title = unread ? `(${shown}) Chateau` : "Chateau";
   }
 
   function wire() {

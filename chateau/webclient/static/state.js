@@ -89,9 +89,12 @@ export function isMentioned(message, me) {
     && (message.mentions.includes(me) || message.mentions.includes("@all")));
 }
 
+/* ConversationsResponse's counts stop at this many per conversation. */
+export const UNREAD_CAP = 100;
+
 export function badgeText(count) {
-  /* The server counts unread up to 1000 ("1000 or more"): 999+ from there. */
-  return count >= 1000 ? "999+" : String(count);
+  /* The server counts unread up to 100 per conversation ("100 or more"): 99+ from there. */
+  return count >= UNREAD_CAP ? "99+" : String(count);
 }
 
 export function conversationKey(chat) {
