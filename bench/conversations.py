@@ -13,7 +13,7 @@ and times, over a WebSocket, one request at a time:
 
 Each in two states: ``few unread`` (the main user's marker a few messages
 before each conversation's newest) and ``nothing read`` (no marker at all:
-every conversation counts up to the cap of 1,000, the worst case).
+every conversation counts up to its cap of 100 and the total to 1,000, the worst case).
 
     python -m bench.conversations                              # 1M messages, both databases
     python -m bench.conversations --messages 100000 --databases sqlite
@@ -193,7 +193,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{args.messages:,} messages (`bench/dataset.py`), one request at a time over a "
         "WebSocket to `twistd`. *few unread*: the user's marker "
         f"{FEW_UNREAD} messages before each conversation's newest; *nothing read*: no marker "
-        "anywhere, so every count reaches its cap of 1,000 (the worst case). "
+        "anywhere, so every count reaches its cap (100 per conversation, 1,000 for "
+        "unread_total: the worst case). "
         f"Target: median < {TARGET_MS:.0f} ms. "
         f"Recorded {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on a shared 2-core "
         "machine (other work running).",

@@ -664,3 +664,41 @@ def test_upgrading_to_0020_makes_existing_messages_searchable(database_url):
         assert [h.snippet for h in hits] == ["a picnic basket", "picnic at noon?"]
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0021_indexes_the_messages_that_mention_someone(database_url):
+    """Existing mentions are in the new partial index, and unread mentions are counted from it."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from chateau.store.reading import conversations_txn
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrate._alembic_config(connection), "0020")
+            connection.execute(text(
+                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user'), "
+                "('club', 'group')"))
+            connection.execute(text(
+                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at) "
+                "VALUES ('ann', 'x', 'local', false, 1), ('ben', 'x', 'local', false, 1)"))
+            connection.execute(text(
+                "INSERT INTO groups (chatname, creator, created_at) VALUES ('club', 'ann', 1)"))
+            connection.execute(text(
+                "INSERT INTO group_members (chatname, username) VALUES ('club', 'ann'), "
+                "('club', 'ben')"))
+            connection.execute(text(
+                "INSERT INTO messages (chat, recipient, sender, content, created_at, edited, "
+                "deleted, mentions) VALUES "
+                "('club', NULL, 'ann', '@ben look', 10, false, false, '[\"ben\"]'), "
+                "('club', NULL, 'ann', 'plain', 20, false, false, NULL)"))
+        with engine.begin() as connection:
+            migrate.upgrade(connection)
+            assert migrate.current_revision(connection) == migrate.head_revision()
+            indexes = {index["name"]: index for index in inspect(connection).get_indexes("messages")}
+            assert indexes["ix_messages_mentioned"]["column_names"] == ["chat", "id"]
+            listed, _ = conversations_txn(connection, "ben", 10, None)
+        assert [(r.chat, r.unread, r.mentions) for r in listed] == [("club", 2, 1)]
+    finally:
+        engine.dispose()
