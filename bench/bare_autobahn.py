@@ -151,10 +151,12 @@ class BareFactory(WebSocketServerFactory):
         self.hub = Hub()
         self.bcrypt_cost = bcrypt_cost
         self.hash_pool = ThreadPool(minthreads=1, maxthreads=common.BCRYPT_THREADS, name="bcrypt")
-        # The same options Chateau sets: no compression, no pings, a size cap.
+        # The same options Chateau sets: no compression, no pings, a size cap,
+        # and a close frame with the reason when a client breaks the protocol.
         self.setProtocolOptions(
             maxMessagePayloadSize=65536, maxFramePayloadSize=65536,
             autoPingInterval=None, perMessageCompressionAccept=lambda offers: None,
+            failByDrop=False,
         )
 
 

@@ -54,9 +54,9 @@ CONNECTION_INTERNALS = (
     "utf8validateIncoming", "websocket_version",
     # The limits it enforces on what is read and sent.
     "maxMessagePayloadSize", "maxFramePayloadSize",
-    # Its state: open or closing, failed by this side, chopped or synchronous
-    # sends waiting, and the parser's frame, message and buffered bytes.
-    "state", "STATE_OPEN", "STATE_CLOSING", "failedByMe", "send_queue",
+    # Its state: open or not, chopped or synchronous sends waiting, and the
+    # parser's frame, message and buffered bytes.
+    "state", "STATE_OPEN", "send_queue",
     "current_frame", "inside_message", "data",
     # The auto-ping timeout that any traffic restarts (the method is private).
     "autoPingTimeoutCall", "autoPingRestartOnAnyTraffic", "_cancelAutoPingTimeoutCall",
@@ -237,16 +237,14 @@ class DirectTextFrames:
         (highlighted with ``click`` when it is importable) even with debug
         logging off. Everything else the adapter does is ``_dataReceived``.
 
-        Once this side has failed the connection (an oversized or malformed
-        frame, answered with a close frame), what follows in the stream
-        cannot be parsed: the rest of that frame would be read as frames and
-        end in a drop, whose reset can overtake the close frame on its way
-        to the client. It is ignored until the closing handshake times out.
+        Once this side has failed the connection (1002, 1007, 1009...),
+        Autobahn's parser still reads what follows, skipping the rest of the
+        bad frame: the client's answering close frame then ends the TCP
+        connection at once, as in bare Autobahn, instead of leaving it open
+        until the closing handshake times out (tests/test_rfc6455.py).
         """
-        if self.failedByMe and self.state == self.STATE_CLOSING:
-            return
         data = self.read_text_frames(data)
-        if data and not (self.failedByMe and self.state == self.STATE_CLOSING):
+        if data:
             self._dataReceived(data)
 
     def write_frame_directly(self: Any, wire: bytes) -> bool:

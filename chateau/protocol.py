@@ -66,6 +66,10 @@ MAX_PIPELINE = 64
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
+# Seconds a client has to answer the server's close frame before the TCP
+# connection is dropped anyway (Autobahn's default, made explicit: a
+# connection the server failed or closed is not held open for longer).
+CLOSE_HANDSHAKE_TIMEOUT = 1.0
 
 
 @implementer(IPushProducer)
@@ -602,9 +606,12 @@ class ChateauServerFactory(WebSocketServerFactory):
             autoPingTimeout=server.auto_ping_timeout or None,
             openHandshakeTimeout=server.open_handshake_timeout,
             perMessageCompressionAccept=lambda offers: None,
-            # Send a close frame with the reason (1009 for an oversized
-            # message) instead of dropping the TCP connection silently.
+            # Send a close frame with the reason (1002 for a protocol error,
+            # 1007 for invalid UTF-8, 1009 for an oversized message) instead
+            # of dropping the TCP connection silently; the connection is
+            # dropped once the client answers it, or after the timeout.
             failByDrop=False,
+            closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
         )
 
     def origin_allowed(self, origin: str) -> bool:
