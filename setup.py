@@ -28,6 +28,10 @@ setup(
         "prometheus_client>=0.17",
         # [cluster]: the Redis backplane (Twisted-native client, no threads).
         "txredisapi>=1.4",
+        # Its C reply parser, which txredisapi uses when installed: the pure-Python
+        # one hands each bulk string of a read on in a reactor turn of its own, so
+        # messages forwarded together were fanned out (and written) one by one.
+        "hiredis>=2",
         # Names: the PRECIS username profile (RFC 8265) and Unicode's
         # confusables data for UTS #39 skeletons (chateau/names.py).
         "precis-i18n>=1.1,<2",

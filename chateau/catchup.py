@@ -377,26 +377,40 @@ class CatchUp:
         self, origin: str, usernames: list[str], payload: bytes, message_id: int | None,
         sender: str | None = None,
     ) -> None:
-        """A message another node routed to users here (*sender*: whose words it carries)."""
+        """A message another node routed to users here (*sender*: whose words it carries).
+
+        This runs once per message per node for every user of the node that
+        it names (half a split group's members, say), so the per-user work is
+        plain dictionary lookups; the sender's blockers here are looked up once.
+        """
         registry = self.registry
-        live: list[str] = []
-        for username in usernames:
-            if not registry.is_local(username):
-                continue  # gone since: offline delivery has it
-            if sender is not None and registry.blocks(username, sender):
-                continue  # this node knows the user's blocks; catch-up skips it too
-            if message_id is not None:
-                held = self._remote_held.get(username)
+        # Users gone since are passed over: offline delivery has it. Those
+        # who block the sender too: this node knows their blocks, and
+        # catch-up skips the message for them as well.
+        names = registry.local_among(usernames)
+        if sender is not None:
+            blockers = registry.blockers_of(sender)
+            if blockers:
+                names = [username for username in names if username not in blockers]
+        if message_id is not None and names:
+            held_for = self._remote_held
+            seen_by = self._remote_seen
+            live: list[str] = []
+            for username in names:
+                held = held_for.get(username)
                 if held is not None:
                     self._hold_remote(username, held, (origin, message_id, payload))
                     continue
-                seen = self._remote_seen.setdefault(username, {})
+                seen = seen_by.get(username)
+                if seen is None:
+                    seen = seen_by[username] = {}
                 if message_id <= seen.get(origin, 0):
                     continue  # already pushed from the database
                 seen[origin] = message_id
-            live.append(username)
-        if live:
-            self.delivery.deliver_payload_here(live, payload)
+                live.append(username)
+            names = live
+        if names:
+            self.delivery.deliver_payload_here(names, payload)
 
     def _hold_remote(
         self, username: str, held: list[tuple[Any, int, bytes]], item: tuple[Any, int, bytes]

@@ -255,6 +255,11 @@ class _Commands(_TellsRefusals, txredisapi.RedisProtocol):
     pass
 
 
+# With hiredis installed (a dependency), txredisapi's protocols parse with it:
+# every reply of one read is handed on in that turn. Its pure-Python parser
+# handed each bulk string after the first on in a reactor turn of its own, so
+# messages forwarded together were fanned out one per turn and their frames
+# to each connection were written one by one (docs/performance.md).
 class _Subscriber(_TellsRefusals, txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
         if self.backplane is not None:

@@ -177,6 +177,11 @@ class Registry:
     def local_users(self) -> list[str]:
         return sorted(self._online)
 
+    def local_among(self, usernames: Iterable[str]) -> list[str]:
+        """Those of *usernames* connected here, in the order given."""
+        online = self._online
+        return [username for username in usernames if username in online]
+
     def connections(self, username: str) -> list[Peer]:
         return list(self._online.get(username, ()))
 
@@ -267,6 +272,13 @@ class Registry:
         blockers.discard(blocker)
         if not blockers:
             del self._blocked_by[blocked]
+
+    def blockers_of(self, blocked: str) -> set[str] | None:
+        """The users online here who block *blocked* (None or empty when nobody does).
+
+        The set is the registry's own: read it, do not keep or change it.
+        """
+        return self._blocked_by.get(blocked)
 
     def blocks(self, blocker: str, blocked: str) -> bool:
         """Whether *blocker* (online here) blocks *blocked*."""
@@ -596,7 +608,11 @@ class Registry:
                 if remote is None:
                     remote = {}
                 for node in nodes:
-                    remote.setdefault(node, []).append(username)
+                    names = remote.get(node)
+                    if names is None:
+                        remote[node] = [username]
+                    else:
+                        names.append(username)
         return count, remote
 
     def deliver_local(self, usernames: Iterable[str], frame: Any) -> int:

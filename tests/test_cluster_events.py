@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
-from chateau.cluster import RedisBackplane
+from chateau.cluster import RedisBackplane, _Subscriber
 from chateau.cluster_events import (
     EVENT_FIELDS, MAX_EVENT_BYTES, BadClusterMessage, parse_event, parse_forward,
 )
@@ -241,3 +242,41 @@ def test_the_backplane_logs_counts_and_drops_what_does_not_fit():
     # Named fields only: the content of what came in is never dumped.
     assert "xxxxxxxxxx" not in text and "[[[[" not in text
     assert not any(event.get("log_failure") for event in logged)
+
+
+def pubsub(channel: bytes, message: bytes) -> bytes:
+    """What Redis sends a subscriber for one PUBLISH (RESP2)."""
+    return b"".join(b"$%d\r\n%s\r\n" % (len(part), part)
+                    for part in (b"message", channel, message)).join((b"*3\r\n", b""))
+
+
+def test_every_message_of_one_read_is_handed_on_at_once():
+    """What Redis sends in one read reaches the node in that turn, in order.
+
+    So a node fans out every forwarded message that arrived together in one
+    reactor turn, and their frames to each connection leave in one write,
+    as they would had the sender been on this node. (txredisapi's pure-Python
+    parser put every bulk string after the first off to a later turn.)
+    """
+    backplane = RedisBackplane(Clock(), Registry(), Metrics(), "here", "redis://127.0.0.1:1/0",
+                               presence_ttl=3, fence_timeout=1, max_payload=1000)
+    listener = Listener()
+    backplane.attach(listener)  # type: ignore[arg-type]
+    subscriber = _Subscriber(charset=None, convertNumbers=False)
+    subscriber.backplane = backplane
+    subscriber.makeConnection(StringTransport())
+    here = b"chateau:0:node:here"
+    reads = b"".join(
+        pubsub(here, b"M" + forward({"o": "n1", "u": ["bob"], "i": i}, b'{"n":%d}' % i))
+        for i in range(1, 5)
+    ) + pubsub(b"chateau:0:events", encode({"t": "reset", "node": "n2"}))
+    subscriber.dataReceived(reads)
+    assert [args[3] for args in listener.forwards] == [1, 2, 3, 4]
+    assert listener.events == [{"t": "reset", "node": "n2"}]
+    # A message split across reads is handed on once its last byte is in.
+    last = pubsub(here, b"M" + forward({"o": "n1", "u": ["bob"], "i": 5}))
+    subscriber.dataReceived(last[:20])
+    subscriber.dataReceived(last[20:-3])
+    assert len(listener.forwards) == 4
+    subscriber.dataReceived(last[-3:])
+    assert [args[3] for args in listener.forwards] == [1, 2, 3, 4, 5]
