@@ -26,6 +26,8 @@ from typing import Any
 
 import autobahn
 
+from chateau.turnwrites import TurnWrites, direct_sends_possible
+
 # The Autobahn releases these paths were checked against: from 25.9.1, the
 # first with USES_NVX, to 26.11.1 (the frame tests passed on 25.9.1, 25.10.x,
 # 25.12.x, 26.6.x and 26.11.1). The upper bound stops before the next major
@@ -140,6 +142,9 @@ class DirectTextFrames:
     # Set once open by enable_direct_frames.
     _direct_read = False
     _direct_write = False
+    # The reactor's TurnWrites when this connection's frames are collected
+    # per turn (a plain TCP transport); None writes to the transport at once.
+    _turn_writes: TurnWrites | None = None
 
     def enable_direct_frames(self) -> None:
         """Decide, once the handshake is done, which frames may bypass Autobahn.
@@ -149,6 +154,9 @@ class DirectTextFrames:
         """
         self._direct_write = self.direct_writes_possible()
         self._direct_read = self.direct_reads_possible()
+        writes = getattr(self.factory, "turn_writes", None)
+        if writes is not None and self._direct_write and direct_sends_possible(self.transport):
+            self._turn_writes = writes
 
     def direct_writes_possible(self: Any) -> bool:
         return (
@@ -262,7 +270,11 @@ class DirectTextFrames:
         """
         if not self._direct_write or self.send_queue or self.state != self.STATE_OPEN:
             return False
-        self.transport.write(wire)
+        writes = self._turn_writes
+        if writes is None:
+            self.transport.write(wire)
+        else:
+            writes.write(self.transport, wire)
         self.trafficStats.outgoingOctetsWireLevel += len(wire)
         return True
 
@@ -276,11 +288,25 @@ class DirectTextFrames:
         """
         wire = prepared.payloadHybi
         if self._direct_write and not self.send_queue and self.state == self.STATE_OPEN:
-            self.transport.write(wire)
+            writes = self._turn_writes
+            if writes is None:
+                self.transport.write(wire)
+            else:
+                writes.write(self.transport, wire)
             self.trafficStats.outgoingOctetsWireLevel += len(wire)
         else:
             self.sendPreparedMessage(prepared)
         return len(wire)
+
+
+    def sendData(self: Any, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """Autobahn's write (control, close and fallback frames), after the frames
+        collected for this connection in the current turn, so the order on the
+        wire is the order of writing."""
+        writes = self._turn_writes
+        if writes is not None:
+            writes.flush(self.transport)
+        super().sendData(data, sync, chopsize)  # type: ignore[misc]
 
 
 def check_autobahn(connection: Any = None, prepared: Any = None) -> None:

@@ -54,6 +54,7 @@ from chateau.frames import DirectTextFrames, prepare_frame, text_frame
 from chateau.handlers.dispatch import Dispatcher, error_reply
 from chateau.limits import TokenBucket
 from chateau.metrics import Metrics
+from chateau.turnwrites import TurnWrites
 from chateau.messages import Request
 
 # Requests a connection may have queued behind the one being handled. A
@@ -590,6 +591,9 @@ class ChateauServerFactory(WebSocketServerFactory):
 
             reactor = default_reactor
         self.clock = reactor
+        # Frames written during a reactor turn leave with one send() per
+        # connection at its end (chateau.turnwrites).
+        self.turn_writes = TurnWrites(reactor)
         self.config = config
         server = config.server
         self.dispatcher = dispatcher

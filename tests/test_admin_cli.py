@@ -64,6 +64,7 @@ def test_db_upgrade_brings_an_old_schema_to_head(tmp_path, database_url):
         # And the search index, which the metadata does not describe (store/search.py).
         if connection.dialect.name == "sqlite":
             connection.execute(text("DROP TABLE IF EXISTS messages_fts"))
+            connection.execute(text("DROP TABLE IF EXISTS messages_fts_by_writer"))
     engine.dispose()
     upgraded = admin(tmp_path, database_url, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr

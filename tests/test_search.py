@@ -228,3 +228,35 @@ def test_the_many_conversations_query_keeps_the_same_rules(engine, monkeypatch):
     test_blocked_senders_and_deleted_messages_and_change_rows_are_left_out(engine)
     test_paging_with_before(engine)
     test_phrases_exclusions_and_or(engine)
+
+
+def test_a_writer_batch_and_a_row_inserted_otherwise_are_both_indexed_and_edited_alike(engine):
+    """The writer indexes its batch itself (migration 0022); any other insert, the trigger.
+
+    Both end up in the index exactly once, so an edit or deletion of either
+    (which the triggers reflect) leaves the index sound.
+    """
+    batch = in_transaction(engine, add_messages_txn, [
+        ("club", "ann", "kiwi one", None), ("club", "ben", "kiwi two", None),
+        ("team", "ben", "kiwi three", None, '{"kind": "joined"}'),  # a group event: not indexed
+    ])
+    with engine.begin() as connection:
+        other = connection.execute(text(
+            "INSERT INTO messages (chat, sender, content, created_at, edited, deleted) "
+            "VALUES ('club', 'ann', 'kiwi four', 5, false, false) RETURNING id")).scalar()
+        if connection.dialect.name == "sqlite":
+            # The writer's marker never outlives its transaction.
+            assert connection.execute(text("SELECT count(*) FROM messages_fts_by_writer")
+                                      ).scalar() == 0
+            # The three messages are in the index (the event is not).
+            connection.execute(text(
+                "CREATE VIRTUAL TABLE temp.words USING fts5vocab(main, messages_fts, instance)"))
+            assert connection.execute(text(
+                "SELECT count(*) FROM temp.words WHERE term = 'kiwi'")).scalar() == 3
+    assert ids(find(engine, "ben", "kiwi")) == [other, batch[1].id, batch[0].id]
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE messages SET content = 'plum' WHERE id IN (:a, :b)"),
+                           {"a": batch[0].id, "b": other})
+        connection.execute(text("DELETE FROM messages WHERE id = :id"), {"id": batch[1].id})
+    assert ids(find(engine, "ben", "kiwi")) == []
+    assert ids(find(engine, "ben", "plum")) == [other, batch[0].id]

@@ -27,6 +27,7 @@ from chateau.store.records import (
     iso_timestamp,
     now_millis,
 )
+from chateau.store.search import WRITER_MARK_SQL, index_writer_batch
 from chateau.store.tables import blocks, direct_chats, group_members, messages, upsert
 
 if TYPE_CHECKING:
@@ -247,19 +248,19 @@ _SQLITE_INSERT_MESSAGE = str(
 def _insert_messages_sqlite(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert *rows* one by one on the DB-API cursor; their ids, in order.
 
-    SQLite cannot return ordered ids from one multi-row INSERT, so
-    SQLAlchemy's ordered insert-many runs one statement per row through its
-    whole execution path: most of the writer thread's Python, all of it
-    holding the GIL the reactor needs. The driver's own per-row execute
-    (its statement cache, ``lastrowid``) gives the same ids in the same
-    order for a fraction of that, inside the same transaction.
+    SQLite cannot return ordered ids from one multi-row INSERT, so SQLAlchemy runs an
+    ordered insert-many row by row through its whole execution path, holding the GIL the
+    reactor needs; the driver's per-row execute (its statement cache, ``lastrowid``) gives
+    the same ids for a fraction of that. A marker sets the search index's trigger aside.
     """
     cursor = connection.connection.driver_connection.cursor()
     try:
         ids = []
+        cursor.execute(WRITER_MARK_SQL)
         for row in rows:
             cursor.execute(_SQLITE_INSERT_MESSAGE, row)
             ids.append(cursor.lastrowid)
+        index_writer_batch(cursor, ids)
         return ids
     finally:
         cursor.close()
