@@ -235,7 +235,10 @@ class DirectMessages(Scenario):
 
 
 class IdleConnections(Scenario):
-    """S3: RSS growth of a fresh server per signed-in idle connection."""
+    """S3: RSS growth of a fresh server per signed-in idle connection.
+
+    ``signin`` says whether Chateau's accounts were made by these sign-ins
+    (``first``: a fresh database) or existed (``resumed``); it names the case."""
 
     async def run(self) -> None:
         count: int = self.params["connections"]
@@ -257,7 +260,9 @@ class IdleConnections(Scenario):
             await asyncio.sleep(self.params["settle"])
             after = process.memory_info().rss
             alive = sum(1 for client in idle if not client.closed)
-            self.result(target, f"{count} connections", rep, {
+            signin = self.params.get("signin")
+            case = f"{count} connections" + (f", {signin} sign-in" if signin else "")
+            self.result(target, case, rep, {
                 "bytes_per_connection": round((after - before) / count, 1),
                 "rss_before_mb": round(before / 2**20, 1), "rss_after_mb": round(after / 2**20, 1),
                 "connections": alive, "connect_s": usage["window_s"],

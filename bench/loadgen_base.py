@@ -201,8 +201,23 @@ class Profiler:
 # -- connecting and signing in ------------------------------------------------
 
 
-async def connect(url: str, username: str = "") -> Client:
-    _, client = await ws_connect(Client, url, websocket_handshake_timeout=20)
+# Connections per loopback source address: one address has ~28,000 client
+# ports (net.ipv4.ip_local_port_range), so past this many the load generator
+# connects from 127.0.0.2, 127.0.0.3... (all of 127.0.0.0/8 is loopback).
+PER_SOURCE = 10000
+
+
+def source_address(index: int, count: int) -> tuple[str, int] | None:
+    """The address connection *index* of *count* binds to (None: the kernel's choice)."""
+    if count <= PER_SOURCE:
+        return None
+    return (f"127.0.0.{2 + index // PER_SOURCE}", 0)
+
+
+async def connect(url: str, username: str = "",
+                  local_addr: tuple[str, int] | None = None) -> Client:
+    extra: dict[str, Any] = {"local_addr": local_addr} if local_addr else {}
+    _, client = await ws_connect(Client, url, websocket_handshake_timeout=20, **extra)
     client.username = username
     return client
 
@@ -234,7 +249,7 @@ async def connect_many(url: str, usernames: list[str], concurrency: int = 32,
         if rate:
             await asyncio.sleep(max(start + index / rate - perf(), 0))
         async with gate:
-            client = await connect(url, name)
+            client = await connect(url, name, source_address(index, len(usernames)))
             await sign_in(client, name)
             return client
 

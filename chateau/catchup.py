@@ -233,9 +233,11 @@ class CatchUp:
             if bound is not None:
                 progress.pushed[origin] = max(progress.pushed[origin], bound)
         progress.written = progress.pushed
-        seen = self._remote_seen.setdefault(username, {})
         for origin, value in progress.pushed.items():
             if origin != self.own_origin:
+                # Only users with other nodes' messages get a dict (a single
+                # node has none): an empty one would cost every user 64 bytes.
+                seen = self._remote_seen.setdefault(username, {})
                 seen[origin] = max(seen.get(origin, 0), value)
         moved = {o: v for o, v in progress.pushed.items() if v > initial[o]}
         if moved and username not in self._cut_short:

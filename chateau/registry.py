@@ -24,6 +24,20 @@ from typing import Any, Iterable, Protocol
 from chateau.names import RANDOM_PREFIX
 from chateau.safety import DEFAULT_SETTINGS, Settings
 
+# What a user online here with no contacts, or nobody to avoid, holds: one
+# shared immutable set instead of an empty set each (216 bytes a user, twice).
+# Whoever adds a name replaces it with a set of the user's own.
+NOBODY: frozenset[str] = frozenset()
+
+
+def _add_to(sets: dict[str, set[str] | frozenset[str]], key: str,
+            names: set[str] | frozenset[str], name: str) -> None:
+    """Add *name* to ``sets[key]`` (which is *names*), replacing the shared NOBODY."""
+    if isinstance(names, set):
+        names.add(name)
+    else:
+        sets[key] = {*names, name}
+
 
 class Peer(Protocol):
     """One signed-in connection, as the registry sees it."""
@@ -93,7 +107,8 @@ class Registry:
         self._pairs_by_user: dict[str, set[str]] = {}
         # Accepted contacts of each user online here, and the reverse: who
         # here has a user as a contact (to tell of that user's presence).
-        self._contacts: dict[str, set[str]] = {}
+        # (Empty is NOBODY, shared.)
+        self._contacts: dict[str, set[str] | frozenset[str]] = {}
         self._watchers: dict[str, set[str]] = {}
         # Personal safety. Whom each user online here blocks, and the
         # reverse (blocked name -> blockers here), which fan_out consults
@@ -103,7 +118,7 @@ class Registry:
         # node (presence and pairing concern users online anywhere).
         self._blocks: dict[str, set[str]] = {}
         self._blocked_by: dict[str, set[str]] = {}
-        self._avoid: dict[str, set[str]] = {}
+        self._avoid: dict[str, set[str] | frozenset[str]] = {}
         self._settings: dict[str, Settings] = {}
         # The users' renames applied here (their ids): each is applied once.
         self._renames: set[str] = set()
@@ -192,8 +207,9 @@ class Registry:
         if username not in self._online:
             return
         self._forget_contacts(username)
-        self._contacts[username] = set(contacts)
-        for contact in self._contacts[username]:
+        names = set(contacts) or NOBODY
+        self._contacts[username] = names
+        for contact in names:
             self._watchers.setdefault(contact, set()).add(username)
 
     def _forget_contacts(self, username: str) -> None:
@@ -206,14 +222,17 @@ class Registry:
 
     def link_contacts(self, first: str, second: str) -> None:
         for one, other in ((first, second), (second, first)):
-            if one in self._contacts:
-                self._contacts[one].add(other)
+            contacts = self._contacts.get(one)
+            if contacts is not None:
+                _add_to(self._contacts, one, contacts, other)
                 self._watchers.setdefault(other, set()).add(one)
 
     def unlink_contacts(self, first: str, second: str) -> None:
         for one, other in ((first, second), (second, first)):
-            if one in self._contacts:
-                self._contacts[one].discard(other)
+            contacts = self._contacts.get(one)
+            if contacts is not None:
+                if isinstance(contacts, set):
+                    contacts.discard(other)
                 watchers = self._watchers.get(other)
                 if watchers is not None:
                     watchers.discard(one)
@@ -236,7 +255,7 @@ class Registry:
         if username not in self._online:
             return
         self._forget_safety(username)
-        self._avoid[username] = set(avoid)
+        self._avoid[username] = set(avoid) or NOBODY
         for name in blocked:
             self.block(username, name)
 
@@ -294,7 +313,7 @@ class Registry:
         for one, other in ((first, second), (second, first)):
             avoid = self._avoid.get(one)
             if avoid is not None:
-                avoid.add(other)
+                _add_to(self._avoid, one, avoid, other)
 
     def kept_apart(self, first: str, second: str) -> bool:
         return second in self._avoid.get(first, ()) or first in self._avoid.get(second, ())
@@ -496,13 +515,13 @@ class Registry:
             holders = reverse.pop(old, set())
             for holder in holders:
                 names = forward.get(holder)
-                if names is not None and old in names:
+                if isinstance(names, set) and old in names:
                     names.discard(old)
                     names.add(new)
             if holders:
                 reverse.setdefault(new, set()).update(holders)
         for name, avoid in self._avoid.items():
-            if name != old and old in avoid:
+            if name != old and isinstance(avoid, set) and old in avoid:
                 avoid.discard(old)
                 avoid.add(new)
         if old in self._settings:

@@ -107,3 +107,30 @@ def test_the_protocol_answers_store_unavailable_with_503_and_one_log_line():
         "database unavailable while handling HeartbeatRequest: "
         "(psycopg.OperationalError) server closed"
     ]
+
+
+def test_cursors_and_disabled_accounts_of_many_users_are_found_slice_by_slice(engine):
+    """The periodic account check saves every online user's cursor and asks which
+    are disabled, its IN lists cut into padded slices: none is missed or doubled."""
+    from sqlalchemy import insert, select, update
+
+    from chateau.store.accounts import disabled_among_txn
+    from chateau.store.cursors import save_cursors_txn
+    from chateau.store.records import ANY_ORIGIN
+    from chateau.store.tables import names as name_rows
+    from chateau.store.tables import users
+
+    names = [f"u{i:05d}" for i in range(1300)]
+    in_transaction(engine, lambda c: c.execute(insert(name_rows), [
+        {"name": n, "kind": "user"} for n in names]))
+    in_transaction(engine, lambda c: c.execute(insert(users), [
+        {"username": n, "password_hash": None, "auth_method": "local", "display_name": None,
+         "disabled": False, "created_at": 0, "delivered_until": 0} for n in names]))
+    in_transaction(engine, lambda c: c.execute(
+        update(users).where(users.c.username.in_(["u00007", "u01299"])).values(disabled=True)))
+    in_transaction(engine, save_cursors_txn, [(n, ANY_ORIGIN, 42) for n in names])
+    in_transaction(engine, save_cursors_txn, [(n, "node-b", 7) for n in names[-700:]])
+    cursors = in_transaction(engine, lambda c: set(
+        c.execute(select(users.c.delivered_until)).scalars()))
+    assert cursors == {42}
+    assert in_transaction(engine, disabled_among_txn, names) == ["u00007", "u01299"]

@@ -30,6 +30,7 @@ from chateau.store.records import (
     NameClaim,
     NameCollision,
     UserRecord,
+    in_slices,
     new_session_id,
     now_millis,
 )
@@ -319,13 +320,12 @@ def set_admin_txn(connection: Connection, username: str, admin: bool) -> bool:
 
 
 def disabled_among_txn(connection: Connection, usernames: list[str]) -> list[str]:
-    if not usernames:
-        return []
-    return list(
-        connection.execute(
-            select(users.c.username).where(users.c.username.in_(usernames) & users.c.disabled)
-        ).scalars()
-    )
+    found: list[str] = []
+    for part in in_slices(usernames):
+        found.extend(connection.execute(
+            select(users.c.username).where(users.c.username.in_(part) & users.c.disabled)
+        ).scalars())
+    return sorted(set(found))
 
 
 def name_owner_txn(

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 
 from chateau.store.engine import Runner
-from chateau.store.records import ANY_ORIGIN, now_millis
+from chateau.store.records import ANY_ORIGIN, in_slices, now_millis
 from chateau.store.tables import cluster_nodes, delivery_cursors, upsert, users
 
 
@@ -55,10 +55,10 @@ class Cursors:
 
 def set_delivered_until_txn(connection: Connection, usernames: list[str], message_id: int) -> None:
     """Move ``users.delivered_until`` forward (never back)."""
-    if usernames:
+    for part in in_slices(usernames):
         connection.execute(
             update(users)
-            .where(users.c.username.in_(usernames) & (users.c.delivered_until < message_id))
+            .where(users.c.username.in_(part) & (users.c.delivered_until < message_id))
             .values(delivered_until=message_id)
         )
 
@@ -91,9 +91,11 @@ def save_cursors_txn(connection: Connection, rows: list[tuple[str, Any, int]]) -
         set_delivered_until_txn(connection, usernames, value)
     if named:
         # An account erased while its connection closed has no row to point at.
-        existing = set(connection.execute(
-            select(users.c.username).where(users.c.username.in_({row[0] for row in named}))
-        ).scalars())
+        existing: set[str] = set()
+        for part in in_slices(sorted({row[0] for row in named})):
+            existing.update(connection.execute(
+                select(users.c.username).where(users.c.username.in_(part))
+            ).scalars())
         named = [row for row in named if row[0] in existing]
     if named:
         _upsert_cursors(connection, named)

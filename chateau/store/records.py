@@ -332,3 +332,25 @@ class ReportRecord:
             "resolved": None if self.resolved_at is None else iso_timestamp(self.resolved_at),
             "action": self.action, "note": self.note,
         }
+
+
+# Names bound into one ``IN (...)`` at most. SQLite refuses a statement with
+# more than 32,766 parameters, and every statement of a new length is
+# prepared and cached anew (each as large as its list), so a list of every
+# user online would fail at that many and, below it, fill the statement
+# cache with ever longer statements (docs/performance.md).
+IN_SLICE = 512
+
+
+def in_slices(names: list[str]) -> list[list[str]]:
+    """*names* cut into lists of at most :data:`IN_SLICE`, each padded (by
+    repeating its last name, which ``IN`` ignores) to a power of two, so that
+    ten statement shapes serve every length."""
+    slices = []
+    for start in range(0, len(names), IN_SLICE):
+        part = names[start:start + IN_SLICE]
+        size = 1
+        while size < len(part):
+            size *= 2
+        slices.append(part + [part[-1]] * (size - len(part)))
+    return slices
