@@ -20,7 +20,6 @@ online through the notices every node polls (chateau.notices), within
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any, Callable
 
 from chateau.config import Config

@@ -445,16 +445,6 @@ class Registry:
             chats.add(new_name)
         return group
 
-    def remove_group(self, chatname: str) -> Group | None:
-        """Forget a group (one the database no longer has under this name)."""
-        group = self._groups.get(chatname)
-        if group is None:
-            return None
-        for member in list(group.members):
-            self.remove_member(chatname, member)
-        del self._groups[chatname]
-        return group
-
     def remove_member(self, chatname: str, username: str) -> Group | None:
         group = self._groups.get(chatname)
         if group is None or username not in group.members:
@@ -470,7 +460,7 @@ class Registry:
         return group
 
     def remove_group(self, chatname: str) -> Group | None:
-        """Forget a group (deleted by an operator); the group, or None."""
+        """Forget a group (deleted by an operator, or gone from the database); the group, or None."""
         group = self._groups.get(chatname)
         if group is None:
             return None

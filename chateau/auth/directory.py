@@ -625,7 +625,6 @@ class Directory:
         return entries[0]
 
     def _read(self, conn: Connection, dn: str, report: Report) -> _Entry:
-        settings = self._settings
         attributes = self._user_attributes()
         conn.search(dn, "(objectClass=*)", search_scope=BASE, attributes=attributes,
                     time_limit=self.timeout)

@@ -22,7 +22,6 @@ from chateau.errors import (
     CONFLICT,
     FORBIDDEN,
     NOT_FOUND,
-    NOT_IMPLEMENTED,
     TOO_MANY_REQUESTS,
     BadRequest,
     ChateauError,
