@@ -6,6 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select, text
+from sqlalchemy.engine import Connection
 
 from chateau.store import migrate
 from chateau.store.engine import make_engine
@@ -619,6 +620,21 @@ def test_upgrading_to_0019_starts_every_conversation_read_up_to_what_was_deliver
         engine.dispose()
 
 
+def add_ann_and_ben_in_club(connection: Connection) -> None:
+    """Two local users, ann and ben, both in group club: what the upgrade tests populate."""
+    connection.execute(text(
+        "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user'), "
+        "('club', 'group')"))
+    connection.execute(text(
+        "INSERT INTO users (username, password_hash, auth_method, disabled, created_at) "
+        "VALUES ('ann', 'x', 'local', false, 1), ('ben', 'x', 'local', false, 1)"))
+    connection.execute(text(
+        "INSERT INTO groups (chatname, creator, created_at) VALUES ('club', 'ann', 1)"))
+    connection.execute(text(
+        "INSERT INTO group_members (chatname, username) VALUES ('club', 'ann'), "
+        "('club', 'ben')"))
+
+
 def test_upgrading_to_0020_makes_existing_messages_searchable(database_url):
     """Messages written before the search index existed are found; events and deleted ones not."""
     from alembic import command
@@ -627,17 +643,7 @@ def test_upgrading_to_0020_makes_existing_messages_searchable(database_url):
     try:
         with engine.begin() as connection:
             command.upgrade(migrate._alembic_config(connection), "0019")
-            connection.execute(text(
-                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user'), "
-                "('club', 'group')"))
-            connection.execute(text(
-                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at) "
-                "VALUES ('ann', 'x', 'local', false, 1), ('ben', 'x', 'local', false, 1)"))
-            connection.execute(text(
-                "INSERT INTO groups (chatname, creator, created_at) VALUES ('club', 'ann', 1)"))
-            connection.execute(text(
-                "INSERT INTO group_members (chatname, username) VALUES ('club', 'ann'), "
-                "('club', 'ben')"))
+            add_ann_and_ben_in_club(connection)
             connection.execute(text(
                 "INSERT INTO messages (chat, recipient, sender, content, created_at, edited, "
                 "deleted, event) VALUES "
@@ -677,17 +683,7 @@ def test_upgrading_to_0021_indexes_the_messages_that_mention_someone(database_ur
     try:
         with engine.begin() as connection:
             command.upgrade(migrate._alembic_config(connection), "0020")
-            connection.execute(text(
-                "INSERT INTO names (name, kind) VALUES ('ann', 'user'), ('ben', 'user'), "
-                "('club', 'group')"))
-            connection.execute(text(
-                "INSERT INTO users (username, password_hash, auth_method, disabled, created_at) "
-                "VALUES ('ann', 'x', 'local', false, 1), ('ben', 'x', 'local', false, 1)"))
-            connection.execute(text(
-                "INSERT INTO groups (chatname, creator, created_at) VALUES ('club', 'ann', 1)"))
-            connection.execute(text(
-                "INSERT INTO group_members (chatname, username) VALUES ('club', 'ann'), "
-                "('club', 'ben')"))
+            add_ann_and_ben_in_club(connection)
             connection.execute(text(
                 "INSERT INTO messages (chat, recipient, sender, content, created_at, edited, "
                 "deleted, mentions) VALUES "
