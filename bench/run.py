@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import statistics
@@ -248,6 +249,24 @@ class Bench(Harness):
 def median(values: list[float]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+# A section another bench records in the same file (bench.search,
+# bench.conversations, bench.rfc6455): ``<!-- bench.NAME -->`` … ``<!-- /bench.NAME -->``.
+MARKED_SECTION = re.compile(r"<!-- (bench\.[\w.]+) -->.*?<!-- /\1 -->", re.DOTALL)
+
+
+def with_other_sections(report: str, path: Path) -> str:
+    """*report*, then the sections other benches recorded in *path*, kept as they were.
+
+    The scenarios' report replaces the file, but the read benchmarks'
+    sections are measured by other commands and must survive it.
+    """
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = [match.group(0) for match in MARKED_SECTION.finditer(old)]
+    if not kept:
+        return report
+    return report.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
 
 
 def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -515,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "latest.json").write_text(json.dumps(payload, indent=1))
         (args.out / "latest.md").write_text(report)
         if args.results is not None:
-            args.results.write_text(report)
+            args.results.write_text(with_other_sections(report, args.results))
         print(report)
         log(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
     return 1 if bench.failures else 0

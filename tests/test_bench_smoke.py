@@ -10,6 +10,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,17 @@ def test_the_writer_loop_runs_and_reports_per_message() -> None:
     assert line.startswith("writer, 100 B messages in batches of 10 over 5 direct chats: "), line
     figures = line.split(": ", 1)[1].removesuffix(" us of thread CPU per message").split(", ")
     assert len(figures) == 2 and all(float(figure) > 0 for figure in figures), line
+
+
+def test_results_keeps_the_sections_other_benches_recorded(tmp_path: Path) -> None:
+    """A new report replaces the scenarios' tables but keeps bench.search's (and the others') sections."""
+    from bench.run import with_other_sections
+
+    recorded = tmp_path / "RESULTS.md"
+    search = "<!-- bench.search -->\n## Search\n\n| a |\n<!-- /bench.search -->"
+    rfc = "<!-- bench.rfc6455 -->\n## RFC 6455\n<!-- /bench.rfc6455 -->"
+    recorded.write_text(f"# old report\n\n## S1 old table\n\n{search}\n\n{rfc}\n")
+    new = with_other_sections("# new report\n\n## S1 new table\n", recorded)
+    assert new == f"# new report\n\n## S1 new table\n\n{search}\n\n{rfc}\n"
+    assert "old" not in new
+    assert with_other_sections("# first\n", tmp_path / "absent.md") == "# first\n"
