@@ -32,6 +32,10 @@ class Announcer:
         self.delivery = delivery
         # Per user online here: the newest announcement pushed to them here.
         self._given: dict[str, int] = {}
+        # The newest announcement this node has delivered: the notice written
+        # with an announcement comes back to the node that made it, and a user
+        # who signed in meanwhile took it at sign-in, as one away when it was sent.
+        self._delivered = 0
 
     async def sign_on(self, connection: Connection) -> None:
         """Push *connection*'s user what was announced while they were away.
@@ -59,11 +63,15 @@ class Announcer:
 
     async def deliver(self, announcement_id: int, at: int, by: str, content: str) -> None:
         """Push an announcement to every user online here whose account is older."""
+        if announcement_id <= self._delivered:
+            return
         local = self.registry.local_users()
         self._given = {u: n for u, n in self._given.items() if self.registry.is_local(u)}
         if not local:
+            self._delivered = max(self._delivered, announcement_id)
             return
         eligible = await self.store.announcements.given_live(announcement_id, at, local)
+        self._delivered = max(self._delivered, announcement_id)
         push = messages.announcement_recv(announcement_id, content, by, iso_timestamp(at))
         to = [u for u in eligible if self._given.get(u, 0) < announcement_id]
         for username in to:
