@@ -235,8 +235,13 @@ class DirectMessages(Scenario):
 
 
 class IdleConnections(Scenario):
-    """S3: RSS growth of a fresh server per signed-in idle connection.
+    """S3: RSS growth of a fresh server per signed-in idle connection, and
+    whether idle connections slow a group's chat (S3').
 
+    The warm-up users form one group, which chats at a steady modest rate
+    twice: before the idle connections are opened and once they are all
+    connected and the RSS "after" sample is taken, so the chat adds nothing
+    to the memory figure. The idle users are in no group and receive nothing.
     ``signin`` says whether Chateau's accounts were made by these sign-ins
     (``first``: a fresh database) or existed (``resumed``); it names the case."""
 
@@ -247,7 +252,15 @@ class IdleConnections(Scenario):
         for target in self.targets:
             process = target.process()
             log(f"{target.name}: {warm} warm-up connections")
-            warmups = await connect_many(target.url, [f"w{i:05d}" for i in range(warm)])
+            names = [f"w{i:05d}" for i in range(warm)]
+            warmups = await connect_many(target.url, names)
+            # A name of its own per repetition: Chateau's database (and so
+            # the group of an earlier repetition) is kept between them.
+            chatname = f"idle-group-{rep}"
+            await create_group(warmups[0], chatname, names[1:])
+            for client in warmups:
+                client.drop_inbox()
+            idle_free, free_ok, free_errors = await self.chat(warmups, chatname)
             await asyncio.sleep(self.params["settle"])
             before = process.memory_info().rss
             window = Window(target)
@@ -260,6 +273,7 @@ class IdleConnections(Scenario):
             await asyncio.sleep(self.params["settle"])
             after = process.memory_info().rss
             alive = sum(1 for client in idle if not client.closed)
+            beside_idle, beside_ok, beside_errors = await self.chat(warmups, chatname)
             signin = self.params.get("signin")
             case = f"{count} connections" + (f", {signin} sign-in" if signin else "")
             self.result(target, case, rep, {
@@ -267,10 +281,37 @@ class IdleConnections(Scenario):
                 "rss_before_mb": round(before / 2**20, 1), "rss_after_mb": round(after / 2**20, 1),
                 "connections": alive, "connect_s": usage["window_s"],
                 "loadgen_cpu": usage["loadgen_cpu"], "server_cpu": usage["server_cpu"],
+                "group_size": warm,
+                "idle_free_p50_ms": ms(percentile(idle_free.latencies, 0.50)),
+                "idle_free_p99_ms": ms(percentile(idle_free.latencies, 0.99)),
+                "group_p50_ms": ms(percentile(beside_idle.latencies, 0.50)),
+                "group_p99_ms": ms(percentile(beside_idle.latencies, 0.99)),
+                "group_messages": beside_idle.completed,
+                "idle_free_messages": idle_free.completed,
+                "timed_out": not (free_ok and beside_ok), "errors": free_errors + beside_errors,
             })
-            log(f"{target.name}: {(after - before) / count:,.0f} bytes per connection")
+            log(f"{target.name}: {(after - before) / count:,.0f} bytes per connection; "
+                f"group p99 {ms(percentile(idle_free.latencies, 0.99))} ms without the idle "
+                f"connections, {ms(percentile(beside_idle.latencies, 0.99))} ms beside them")
             close_all(idle + warmups)
             await wait_closed(idle + warmups)
+
+    async def chat(self, group: list[Client], chatname: str) -> tuple[FanOut, bool, int]:
+        """One sender, the rest of *group* receiving, ``group_messages`` at
+        ``group_rate`` a second (open loop: a latency, not a throughput), after
+        a few unmeasured ones so that first-message costs are not in it.
+        The measured run, whether everything arrived in time, and the errors."""
+        rate: float = self.params["group_rate"]
+        count: int = self.params["group_messages"]
+        content = self.params.get("content_size", 100)
+        warm = FanOut(group[0], group[1:], chatname, max(count // 10, 4), content,
+                      self.next_tag(), rate=rate)
+        warm_ok = await warm.run(self.params["timeout"])
+        errors = len(warm.errors())
+        await asyncio.sleep(self.params.get("pause", 0.2))
+        run = FanOut(group[0], group[1:], chatname, count, content, self.next_tag(), rate=rate)
+        finished = await run.run(count / rate + 30)
+        return run, warm_ok and finished, errors + len(run.errors())
 
 
 class SignInStorm(Scenario):

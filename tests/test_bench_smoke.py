@@ -140,9 +140,23 @@ def test_results_records_the_report_with_its_command_and_date(smoke_run: dict) -
 
 
 def test_idle_connections_and_sign_in_storm(smoke_run: dict) -> None:
-    for (_, target), row in _rows(smoke_run, "S3").items():
+    table = _markdown_rows(smoke_run["markdown"])
+    for (case, target), row in _rows(smoke_run, "S3").items():
         assert row["connections"] == 20, (target, row)
         assert row["rss_after_mb"] > 0
+        # The warm-up users' group chatted before and beside the idle
+        # connections, every message reaching every other member.
+        assert row["group_size"] == 5, (target, row)
+        assert row["idle_free_messages"] == 10 and row["group_messages"] == 10, (target, row)
+        assert row["idle_free_p99_ms"] >= row["idle_free_p50_ms"] > 0, (target, row)
+        assert row["group_p99_ms"] >= row["group_p50_ms"] > 0, (target, row)
+        assert not row["timed_out"] and row["errors"] == 0, (target, row)
+        # One size measured: it is its own base.
+        assert row["base_connections"] == 20 and row["group_p99_vs_base"] == 1.0, (target, row)
+        shown = table[("S3", case, target)]
+        assert shown["group p99 ms"] == f"{row['group_p99_ms']:,.2f}", shown
+        assert shown["group p99 ms no idle"] == f"{row['idle_free_p99_ms']:,.2f}", shown
+        assert shown["group p99 ÷ at 20"] == "1.00", shown
     s4 = _rows(smoke_run, "S4")
     assert {case for case, _ in s4} == {"calm", "storm"}
     for (case, target), row in s4.items():
@@ -194,3 +208,36 @@ def test_results_keeps_the_sections_other_benches_recorded(tmp_path: Path) -> No
     assert new == f"# new report\n\n## S1 new table\n\n{search}\n\n{rfc}\n"
     assert "old" not in new
     assert with_other_sections("# first\n", tmp_path / "absent.md") == "# first\n"
+
+
+def _idle_row(connections: int, target: str, p99: float, kind: str = "first") -> dict:
+    return {"scenario": "S3", "case": f"{connections} connections, {kind} sign-in",
+            "target": target, "group_p99_ms": p99}
+
+
+def test_idle_scaling_compares_each_size_with_5000_or_the_fewest() -> None:
+    """S3': each size's group p99 ÷ the same target's at 5,000 connections (same
+    kind of sign-in), or at the fewest measured when 5,000 was not; the
+    verdict is given for Chateau past 5,000 only."""
+    from bench.run import idle_scaling, verdicts
+
+    rows = [_idle_row(1000, "chateau-sqlite", 4.0), _idle_row(5000, "chateau-sqlite", 5.0),
+            _idle_row(19000, "chateau-sqlite", 6.5), _idle_row(5000, "autobahn", 2.0),
+            _idle_row(19000, "autobahn", 2.2), _idle_row(5000, "chateau-sqlite", 10.0, "resumed"),
+            _idle_row(19000, "chateau-sqlite", 11.0, "resumed")]
+    idle_scaling(rows)
+    assert [r["group_p99_vs_base"] for r in rows] == [0.8, 1.0, 1.3, 1.0, 1.1, 1.0, 1.1]
+    assert {r["base_connections"] for r in rows} == {5000}
+    for row in rows:
+        row["invalid"] = False
+    lines = [line for line in verdicts(rows) if line.startswith("- S3'")]
+    assert lines == [
+        "- S3' 19000 connections, first sign-in, chateau-sqlite: group p99 ≤ 1.2× at 5,000 "
+        "connections: 1.30 (6.5 ms) → NOT met",
+        "- S3' 19000 connections, resumed sign-in, chateau-sqlite: group p99 ≤ 1.2× at 5,000 "
+        "connections: 1.10 (11.0 ms) → met",
+    ]
+    fewer = [_idle_row(1000, "chateau-sqlite", 4.0), _idle_row(2000, "chateau-sqlite", 5.0)]
+    idle_scaling(fewer)
+    assert [r["group_p99_vs_base"] for r in fewer] == [1.0, 1.25]
+    assert {r["base_connections"] for r in fewer} == {1000}
