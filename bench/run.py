@@ -259,14 +259,49 @@ def median(values: list[float]) -> float | None:
 MARKED_SECTION = re.compile(r"<!-- (bench\.[\w.]+) -->.*?<!-- /\1 -->", re.DOTALL)
 
 
-def with_other_sections(report: str, path: Path) -> str:
-    """*report*, then the sections other benches recorded in *path*, kept as they were.
+SCENARIO_HEADING = re.compile(r"^## (S\d+) ")
 
-    The scenarios' report replaces the file, but the read benchmarks'
-    sections are measured by other commands and must survive it.
+
+def _sections(text: str) -> tuple[str, list[str]]:
+    """*text* cut at its ``## `` headings: what comes before the first, and each section."""
+    preamble: list[str] = []
+    sections: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            preamble.append(line)
+    return "\n".join(preamble), ["\n".join(lines).rstrip("\n") for lines in sections]
+
+
+def with_other_sections(report: str, path: Path, ran: list[str] | None = None) -> str:
+    """*report*, with what *path* recorded that this run did not measure, kept as it was.
+
+    The sections other benches recorded (bench.search, bench.conversations,
+    bench.rfc6455) are measured by other commands and must survive. So must
+    the scenarios this run left out (*ran* names the ones it measured): each
+    section says when and with which command it was recorded, so the file can
+    gather the latest figures of every scenario from runs made for each.
     """
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     kept = [match.group(0) for match in MARKED_SECTION.finditer(old)]
+    if ran is not None and old:
+        _, old_sections = _sections(MARKED_SECTION.sub("", old))
+        earlier = {}
+        for section in old_sections:
+            match = SCENARIO_HEADING.match(section)
+            if match and match.group(1) not in ran:
+                earlier[match.group(1)] = section
+        if earlier:
+            preamble, sections = _sections(report)
+            scenarios = {SCENARIO_HEADING.match(s).group(1): s
+                         for s in sections if SCENARIO_HEADING.match(s)}
+            scenarios.update(earlier)
+            rest = [s for s in sections if not SCENARIO_HEADING.match(s)]
+            ordered = [scenarios[name] for name in sorted(scenarios, key=lambda n: int(n[1:]))]
+            report = preamble.rstrip("\n") + "\n\n" + "\n\n".join(ordered + rest) + "\n"
     if not kept:
         return report
     return report.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
@@ -454,7 +489,12 @@ def markdown(bench: Bench, rows: list[dict[str, Any]], machine: dict[str, Any]) 
         title, columns = TABLES[scenario]
         base = next((r["base_connections"] for r in scenario_rows if "base_connections" in r), None)
         columns = [(label.format(base=fmt(base)), key, digits) for label, key, digits in columns]
+        load = bench.load.get(scenario)
         out += [f"## {title}", "",
+                f"*Recorded {machine['date']} with `{machine['command']}` "
+                f"({bench.repeat} repetitions, medians"
+                + (f"; load average {load[0]} before, {load[1]} after" if load else "") + ").*",
+                "",
                 "| case | target | " + " | ".join(c[0] for c in columns)
                 + f" | {RATIO_LABEL.get(scenario, '÷ bare')} | loadgen CPU (max) | server CPU | flags |",
                 "|" + "---|" * (len(columns) + 6)]
@@ -579,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "latest.json").write_text(json.dumps(payload, indent=1))
         (args.out / "latest.md").write_text(report)
         if args.results is not None:
-            args.results.write_text(with_other_sections(report, args.results))
+            args.results.write_text(with_other_sections(report, args.results, args.chosen))
         print(report)
         log(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
     return 1 if bench.failures else 0

@@ -210,6 +210,31 @@ def test_results_keeps_the_sections_other_benches_recorded(tmp_path: Path) -> No
     assert with_other_sections("# first\n", tmp_path / "absent.md") == "# first\n"
 
 
+def test_results_keeps_the_scenarios_this_run_left_out(tmp_path: Path) -> None:
+    """A run of some scenarios replaces their tables and keeps the others', in scenario order."""
+    from bench.run import with_other_sections
+
+    recorded = tmp_path / "RESULTS.md"
+    rfc = "<!-- bench.rfc6455 -->\n## RFC 6455\n<!-- /bench.rfc6455 -->"
+    recorded.write_text(
+        "# old report\n\n## S1 old fan-out\n\n*Recorded old*\n\n| a |\n\n"
+        "## S3 old idle\n\n| b |\n\n### S3 profile\n\nx\n\n## S4 old storm\n\n| c |\n\n"
+        f"## Targets\n\n- old verdict\n\n{rfc}\n"
+    )
+    report = "# new report\n\n- command: x\n\n## S3 new idle\n\n| d |\n\n## Targets\n\n- new verdict\n"
+    new = with_other_sections(report, recorded, ["S3"])
+    assert new == (
+        "# new report\n\n- command: x\n\n"
+        "## S1 old fan-out\n\n*Recorded old*\n\n| a |\n\n"
+        "## S3 new idle\n\n| d |\n\n"
+        "## S4 old storm\n\n| c |\n\n"
+        "## Targets\n\n- new verdict\n\n"
+        f"{rfc}\n"
+    )
+    # Every scenario run again: nothing of the old tables is kept.
+    assert "old" not in with_other_sections(report, recorded, ["S1", "S3", "S4"]).replace(rfc, "")
+
+
 def _idle_row(connections: int, target: str, p99: float, kind: str = "first") -> dict:
     return {"scenario": "S3", "case": f"{connections} connections, {kind} sign-in",
             "target": target, "group_p99_ms": p99}
