@@ -48,8 +48,7 @@ class Meter:
         self.started = perf()
         self._own = time.process_time()
         self._before = {label: self._cpu(p) for label, p in self._processes.items()}
-        self._switches = {label: p.num_ctx_switches().voluntary
-                          for label, p in self._processes.items()}
+        self._switches = {label: p.num_ctx_switches() for label, p in self._processes.items()}
 
     @staticmethod
     def _cpu(process: psutil.Process) -> float:
@@ -64,10 +63,14 @@ class Meter:
         for label, seconds in used.items():
             figures[f"{label}_cpu_s"] = round(seconds, 3)
             figures[f"{label}_cpu"] = round(seconds / elapsed, 3)
+            switches = self._processes[label].num_ctx_switches()
             # Voluntary context switches: how often the process ran out of work and slept
             # (each a reactor turn that found nothing more to do).
-            figures[f"{label}_sleeps"] = (self._processes[label].num_ctx_switches().voluntary
-                                          - self._switches[label])
+            figures[f"{label}_sleeps"] = switches.voluntary - self._switches[label].voluntary
+            # Involuntary ones: how often another process on its core took the core from
+            # it (each switch costs the caches it warmed).
+            figures[f"{label}_preempted"] = (switches.involuntary
+                                             - self._switches[label].involuntary)
         return figures
 
 
@@ -153,6 +156,8 @@ class SplitFanOut(Scenario):
         for label in pids:
             figures[f"{label}_sleeps_per_msg"] = round(
                 usage[f"{label}_sleeps"] / max(run.completed, 1), 2)
+            figures[f"{label}_preempted_per_msg"] = round(
+                usage[f"{label}_preempted"] / max(run.completed, 1), 2)
         figures["server_cpu"] = round(total_s / max(usage["wall_s"], 1e-9), 3)
         figures["server_cpu_s"] = round(total_s, 3)
         # What the load generator's core carried: itself plus any node pinned there.
