@@ -50,6 +50,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     payload["markdown"] = (out / "latest.md").read_text()
     payload["recorded"] = (out / "RESULTS.md").read_text()
     payload["stderr"] = completed.stderr
+    payload["out"] = out
     return payload
 
 
@@ -137,6 +138,38 @@ def test_results_records_the_report_with_its_command_and_date(smoke_run: dict) -
     title, _, command = smoke_run["recorded"].splitlines()[:3]
     assert title == f"# Chateau benchmark, {smoke_run['machine']['date']}"
     assert command.startswith("- command: `python -m bench.run --smoke ") and "--results" in command
+
+
+def test_a_saved_run_is_reported_again_as_it_was(smoke_run: dict, tmp_path: Path) -> None:
+    """``--report`` rebuilds a run's report from its JSON (after the tables or verdicts change)."""
+    again = tmp_path / "RESULTS.md"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--report", str(smoke_run["out"] / "latest.json"),
+         "--results", str(again)],
+        cwd=ROOT, env=checkout_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert again.read_text() == smoke_run["markdown"]
+
+
+def test_per_run_ratios_and_the_verdicts_on_them() -> None:
+    """S1/S5 must hold in every run: the lowest repetition's ratio is what is judged."""
+    from bench.run import summarise, verdicts
+
+    def result(target: str, rep: int, rate: float, cost: float) -> dict:
+        return {"scenario": "S1", "case": "100 members", "target": target, "rep": rep,
+                "deliveries_per_s": rate, "server_us_per_delivery": cost, "loadgen_cpu": 0.3}
+
+    results = [result("chateau-sqlite", 0, 120.0, 4.0), result("autobahn", 0, 100.0, 5.0),
+               result("chateau-sqlite", 1, 90.0, 5.5), result("autobahn", 1, 100.0, 5.0),
+               result("chateau-sqlite", 2, 130.0, 3.0), result("autobahn", 2, 100.0, 5.0)]
+    rows = {r["target"]: r for r in summarise(results)}
+    ours = rows["chateau-sqlite"]
+    assert (ours["ratio_min"], ours["ratio_max"]) == (0.9, 1.3)
+    assert (ours["cpu_ratio_min"], ours["cpu_ratio_max"]) == (0.909, 1.667)
+    assert ours["cpu_ratio_runs"] == "0.91–1.67"
+    line, = [v for v in verdicts(list(rows.values())) if v.startswith("- S1 100 members, chateau-sqlite")]
+    assert line.endswith("→ NOT met") and "lowest of 3 runs 0.90" in line
 
 
 def test_idle_connections_and_sign_in_storm(smoke_run: dict) -> None:

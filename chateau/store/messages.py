@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+
 from sqlalchemy import bindparam, func, insert, literal, null, or_, select, true, union_all, update
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
@@ -27,18 +27,12 @@ from chateau.store.records import (
     iso_timestamp,
     now_millis,
 )
-from chateau.store.search import WRITER_MARK_SQL, index_writer_batch
+from chateau.store.batch_insert import MESSAGES_LOCK, insert_postgres, insert_sqlite
 from chateau.store.tables import blocks, direct_chats, group_members, messages, upsert
 
 if TYPE_CHECKING:
     from chateau.store.writer import MessageWriter
 
-# The PostgreSQL advisory lock (pg_advisory_xact_lock) every transaction
-# that inserts into messages takes first: ids are drawn and committed in
-# the same order across threads, processes and cluster nodes, so a reader
-# that sees id N+1 committed sees every id below it (SyncRequest pages on
-# ids). SQLite's single write lock already gives this.
-MESSAGES_LOCK = 0x43686174  # "Chat"
 
 # A change row's kinds (its event {"change": kind}).
 CHANGE_EDITED = "edited"
@@ -132,29 +126,27 @@ def add_messages_txn(
 ) -> list[StoredMessage]:
     """Insert a batch in one transaction; ids come back in the batch's order.
 
-    PostgreSQL takes the batch as one statement; on SQLite the rows go
-    through the driver's cursor (see :func:`_insert_messages_sqlite`).
+    On PostgreSQL the batch is one statement, pipelined with the lock that
+    orders message ids (:func:`chateau.store.batch_insert.insert_postgres`); on SQLite the
+    rows go through the driver's cursor (:func:`~chateau.store.batch_insert.insert_sqlite`).
     The sender and recipient of a direct message in one of *new_chats*
     (every direct chat of the batch when None) are recorded in
     direct_chats, in the same transaction, so offline delivery finds the
     message exactly when it is committed.
     """
-    lock_message_ids_txn(connection)
     created = now_millis()
     timestamp = iso_timestamp(created)
     # Each item is (chat, sender, content, recipient[, event[, mentions]]).
-    rows = [
-        {"chat": item[0], "recipient": item[3], "sender": item[1], "content": item[2],
-         "created_at": created, "edited": False, "deleted": False, "origin": origin,
-         "event": item[4] if len(item) > 4 else None,
-         "mentions": item[5] if len(item) > 5 else None}
-        for item in batch
-    ]
-    if connection.dialect.name == "sqlite":
-        ids = _insert_messages_sqlite(connection, rows)
+    if connection.dialect.name == "postgresql":
+        ids = insert_postgres(connection, batch, created, origin)
     else:
-        statement = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
-        ids = connection.execute(statement, rows).scalars().all()
+        ids = insert_sqlite(connection, [
+            {"chat": item[0], "recipient": item[3], "sender": item[1], "content": item[2],
+             "created_at": created, "edited": False, "deleted": False, "origin": origin,
+             "event": item[4] if len(item) > 4 else None,
+             "mentions": item[5] if len(item) > 5 else None}
+            for item in batch
+        ])
     members = {
         (name, chat)
         for chat, sender, _, recipient, *_ in batch
@@ -233,37 +225,6 @@ def _record_direct_chats(connection: Connection, members: list[tuple[str, str]])
         upsert(connection, direct_chats).on_conflict_do_nothing(),
         [{"username": name, "chat": chat} for name, chat in members],
     )
-
-
-# The hot INSERT on SQLite, compiled once from the table (named parameters).
-_SQLITE_INSERT_MESSAGE = str(
-    insert(messages).compile(
-        dialect=sqlite_dialect.dialect(paramstyle="named"),
-        column_keys=["chat", "recipient", "sender", "content", "created_at", "edited",
-                     "deleted", "origin", "event", "mentions"],
-    )
-)
-
-
-def _insert_messages_sqlite(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert *rows* one by one on the DB-API cursor; their ids, in order.
-
-    SQLite cannot return ordered ids from one multi-row INSERT, so SQLAlchemy runs an
-    ordered insert-many row by row through its whole execution path, holding the GIL the
-    reactor needs; the driver's per-row execute (its statement cache, ``lastrowid``) gives
-    the same ids for a fraction of that. A marker sets the search index's trigger aside.
-    """
-    cursor = connection.connection.driver_connection.cursor()
-    try:
-        ids = []
-        cursor.execute(WRITER_MARK_SQL)
-        for row in rows:
-            cursor.execute(_SQLITE_INSERT_MESSAGE, row)
-            ids.append(cursor.lastrowid)
-        index_writer_batch(cursor, ids)
-        return ids
-    finally:
-        cursor.close()
 
 
 def _message_record(row: Any) -> MessageRecord:
