@@ -276,6 +276,18 @@ def _sections(text: str) -> tuple[str, list[str]]:
     return "\n".join(preamble), ["\n".join(lines).rstrip("\n") for lines in sections]
 
 
+# Sections of bullets, each about one scenario ("- S3' ...", "- S6 ..."),
+# which a report merged with earlier ones keeps for the scenarios it keeps.
+BULLETED = ("Targets", "Notes")
+BULLET_SCENARIO = re.compile(r"^- (S\d+)\W")
+
+
+def _bullet_of(line: str) -> str:
+    """The scenario a bullet line is about ("S3" for "- S3' ..."), or ""."""
+    match = BULLET_SCENARIO.match(line)
+    return match.group(1) if match else ""
+
+
 def with_other_sections(report: str, path: Path, ran: list[str] | None = None) -> str:
     """*report*, with what *path* recorded that this run did not measure, kept as it was.
 
@@ -300,6 +312,23 @@ def with_other_sections(report: str, path: Path, ran: list[str] | None = None) -
                          for s in sections if SCENARIO_HEADING.match(s)}
             scenarios.update(earlier)
             rest = [s for s in sections if not SCENARIO_HEADING.match(s)]
+            # The verdicts and notes on the scenarios kept go on with them.
+            for title in BULLETED:
+                lines = [line for section in old_sections if section.startswith(f"## {title}\n")
+                         for line in section.splitlines() if _bullet_of(line) in earlier]
+                if not lines:
+                    continue
+                mine = next((i for i, section in enumerate(rest)
+                             if section.startswith(f"## {title}\n")), None)
+                if mine is None:
+                    rest.append(f"## {title}\n")
+                    mine = len(rest) - 1
+                head, *bullets = [line for line in rest[mine].splitlines() if line.strip()]
+                bullets = sorted(bullets + lines, key=lambda line: int(_bullet_of(line)[1:] or 0))
+                rest[mine] = head + "\n\n" + "\n".join(bullets)
+            order = ["Targets", "Failures", "Notes"]
+            rest.sort(key=lambda section: next(
+                (i for i, title in enumerate(order) if section.startswith(f"## {title}\n")), -1))
             ordered = [scenarios[name] for name in sorted(scenarios, key=lambda n: int(n[1:]))]
             report = preamble.rstrip("\n") + "\n\n" + "\n\n".join(ordered + rest) + "\n"
     if not kept:

@@ -268,6 +268,24 @@ def test_results_keeps_the_scenarios_this_run_left_out(tmp_path: Path) -> None:
     assert "old" not in with_other_sections(report, recorded, ["S1", "S3", "S4"]).replace(rfc, "")
 
 
+def test_results_keeps_the_verdicts_and_notes_of_the_scenarios_kept(tmp_path: Path) -> None:
+    from bench.run import with_other_sections
+
+    recorded = tmp_path / "RESULTS.md"
+    recorded.write_text(
+        "# old\n\n## S1 fan-out\n\n| a |\n\n## S3 idle\n\n| b |\n\n"
+        "## Targets\n\n- S1 100 members: old → met\n- S3' 19000: old → NOT met\n\n"
+        "## Notes\n\n- S1 note\n- a general note\n"
+    )
+    report = ("# new\n\n## S3 idle\n\n| c |\n\n## Targets\n\n- S3' 19000: new → met\n\n"
+              "## Notes\n\n- processes were pinned\n")
+    assert with_other_sections(report, recorded, ["S3"]) == (
+        "# new\n\n## S1 fan-out\n\n| a |\n\n## S3 idle\n\n| c |\n\n"
+        "## Targets\n\n- S1 100 members: old → met\n- S3' 19000: new → met\n\n"
+        "## Notes\n\n- processes were pinned\n- S1 note\n"
+    )
+
+
 def _idle_row(connections: int, target: str, p99: float, kind: str = "first") -> dict:
     return {"scenario": "S3", "case": f"{connections} connections, {kind} sign-in",
             "target": target, "group_p99_ms": p99}
