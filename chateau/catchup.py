@@ -50,6 +50,10 @@ from chateau.store.records import ANY_ORIGIN, MessageRecord, now_millis
 # their way out.
 CATCH_UP_PAGE = 500
 CATCH_UP_PAGE_BYTES = 256 * 1024
+# Users online whose accounts one account check looks up for being disabled
+# (a backstop: sign-out closes them at once); the next check takes the next
+# ones, so each is looked at every ceil(online / this) intervals.
+DISABLED_CHECK_SLICE = 2048
 
 
 @dataclass
@@ -101,6 +105,8 @@ class CatchUp:
         # any is, forwarded messages are held), and whether the link is down.
         self._holds = 0
         self._link_lost = False
+        # Where the next account check's slice of users online starts.
+        self._disabled_turn = 0
 
     @property
     def own_origin(self) -> Any:
@@ -534,28 +540,63 @@ class CatchUp:
     # -- housekeeping -------------------------------------------------------
 
     def check_accounts(self) -> Deferred[None] | None:
-        """Disconnect disabled accounts and save online users' delivery cursors."""
+        """Save the delivery cursors of users sent something since the last check,
+        and disconnect disabled accounts among a slice of the users online.
+
+        Both follow what happened, not how many are online: a user who was
+        sent nothing since the last check has nothing a crash could make them
+        miss or see twice (every message routed to a live connection is sent
+        to it), so their saved cursor stays as it is; and the disabled
+        accounts, which sign-out closes at once (chateau.signout), are looked
+        for here only as a backstop, :data:`DISABLED_CHECK_SLICE` users at a
+        time, in turn.
+        """
         busy = self.busy()
+        online: list[str] = []
+        moved: list[str] = []
+        cleared: list[Connection] = []
+        registry = self.registry
         # Not users with a connection that stopped taking frames: their cursor
         # is settled when it closes (see sign_off).
-        online = [
-            u for u in self.registry.local_users()
-            if u not in busy and all(c.live for c in self.registry.connections(u))
-        ]
+        for username in registry.local_users():
+            if username in busy:
+                continue
+            connections = registry.connections(username)
+            if not all(c.live for c in connections):
+                continue
+            online.append(username)
+            sent = [c for c in connections if c.sent_since_check]
+            if sent:
+                moved.append(username)
+                for connection in sent:
+                    connection.sent_since_check = False
+                cleared.extend(sent)
         if not online:
             return None
-        return ensureDeferred(self._check_accounts(online)).addErrback(
+        start = self._disabled_turn % len(online)
+        among = (online + online)[start:start + min(DISABLED_CHECK_SLICE, len(online))]
+        self._disabled_turn = start + len(among)
+        return ensureDeferred(self._check_accounts(moved, cleared, among)).addErrback(
             lambda failure: self.log.failure("account check failed", failure)
         )
 
-    async def _check_accounts(self, online: list[str]) -> None:
-        last = self.delivery.last_routed_id
-        rows = [(u, self.own_origin, last) for u in online]
-        for username in online:
-            for origin, value in self._remote_seen.get(username, {}).items():
-                rows.append((username, origin, value))
-        await self.store.cursors.save_cursor_rows(rows)
-        for username in await self.store.accounts.disabled_among(online):
+    async def _check_accounts(
+        self, moved: list[str], cleared: list[Connection], among: list[str],
+    ) -> None:
+        if moved:
+            last = self.delivery.last_routed_id
+            rows = [(u, self.own_origin, last) for u in moved]
+            for username in moved:
+                for origin, value in self._remote_seen.get(username, {}).items():
+                    rows.append((username, origin, value))
+            try:
+                await self.store.cursors.save_cursor_rows(rows)
+            except BaseException:
+                # Not saved: the next check saves them.
+                for connection in cleared:
+                    connection.sent_since_check = True
+                raise
+        for username in await self.store.accounts.disabled_among(among):
             self.log.info("closing the connections of disabled account {username}", username=username)
             for connection in self.registry.connections(username):
                 connection.close_for(SIGNED_OUT, "account disabled: " + SIGNED_OUT_REASON)

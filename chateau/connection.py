@@ -26,6 +26,9 @@ class Connection(Protocol):
     # written last may not have left the server).
     stalled: bool
     session_key_hash: str | None
+    # Set whenever a frame is sent; the account check clears it and saves the
+    # delivery cursors of only the users it found set (chateau.catchup).
+    sent_since_check: bool
 
     def send_frame(self, frame: Any) -> None:
         """Send a frame prepared by :meth:`chateau.delivery.Delivery.frame`."""

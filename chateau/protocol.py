@@ -176,6 +176,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         # whether the client had stopped taking frames by then.
         self.delivered_until: int | None = None
         self.stalled = False
+        self.sent_since_check = False
         self.address = "?"
         # Lists, not deques: they stay short, and an empty deque is several
         # times the size of an empty list, which every idle connection would
@@ -371,6 +372,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
 
     def send_frame(self, frame: Any) -> None:
         """Send a frame prepared once by the factory for a whole fan-out."""
+        self.sent_since_check = True
         if self._held is not None:
             self._hold_frame(frame)
         elif self._sendable():
@@ -489,6 +491,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
             self._stop_sending()
 
     def send_message(self, message: dict[str, Any]) -> None:
+        self.sent_since_check = True
         if message["type"] == "ErrorResponse":
             self.factory.metrics.errors.labels(str(message["status"])).inc()
         if not self._sendable():

@@ -163,6 +163,7 @@ class HTTPCaller:
         self.address = address
         self.session_key_hash: str | None = session_key_hash
         self.live = True
+        self.sent_since_check = False
 
     def send_frame(self, frame: Any) -> None:
         """Nothing is routed to a caller that is not registered."""

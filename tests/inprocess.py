@@ -158,6 +158,7 @@ class FakeConnection:
         self.delivered_until: int | None = None
         self.stalled = False
         self.session_key_hash: str | None = None
+        self.sent_since_check = False
         self.wire: list[dict[str, Any]] = []
         self.closed_with: tuple[int, str] | None = None
         self._last_routed = last_routed
@@ -165,6 +166,7 @@ class FakeConnection:
         self._taken = 0
 
     def send_frame(self, frame: Any) -> None:
+        self.sent_since_check = True
         if self._held is not None:
             self._held.append(frame)
         elif self.live:
@@ -172,6 +174,7 @@ class FakeConnection:
             self.wire.append(json.loads(frame.payload))
 
     def send_message(self, message: dict[str, Any]) -> None:
+        self.sent_since_check = True
         if self.live:
             # Through JSON, as the client gets it (and a copy, not the handler's dict).
             self.wire.append(json.loads(messages.encode(message)))

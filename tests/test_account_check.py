@@ -1,0 +1,107 @@
+"""The periodic account check: what it costs must follow what happened, not who is online.
+
+Every ``[chat] account_check_interval`` it saves the delivery cursors of
+users online and looks for disabled accounts. A user who was sent nothing
+since the last check has nothing a crash could make them miss or see twice,
+so their cursor is left as it is; and the backstop for disabled accounts
+reads a bounded slice of the users online each time, in turn. Otherwise a
+server holding tens of thousands of idle users rewrote every one of their
+cursors every five seconds, holding the GIL the reactor needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chateau import catchup as catchup_module
+from tests.inprocess import InProcessChat
+
+
+def run_check(chat: InProcessChat) -> None:
+    done = chat.catch_up.check_accounts()
+    if done is not None:
+        chat.wait(done)
+
+
+def saved_rows(chat: InProcessChat, monkeypatch: Any) -> list[list[tuple[str, Any, int]]]:
+    """Every call of save_cursor_rows from now on, with its rows."""
+    calls: list[list[tuple[str, Any, int]]] = []
+    cursors = chat.store.cursors
+    real = cursors.save_cursor_rows
+
+    def spy(rows: list[tuple[str, Any, int]]) -> Any:
+        calls.append(list(rows))
+        return real(rows)
+
+    monkeypatch.setattr(cursors, "save_cursor_rows", spy)
+    return calls
+
+
+def test_only_users_sent_something_since_the_last_check_have_their_cursor_saved(
+    chat: InProcessChat, monkeypatch: Any,
+) -> None:
+    alice, bob = chat.sign_in("alice"), chat.sign_in("bob")
+    idle = [chat.sign_in(f"idle{n}") for n in range(5)]
+    run_check(chat)  # after the sign-ins: everyone is even
+    calls = saved_rows(chat, monkeypatch)
+
+    ack = chat.request(alice, {"type": "MessageRequest", "recipient": "bob", "content": "hi"})
+    assert ack["type"] == "MessageSendResponse"
+    bob.take()
+    run_check(chat)
+    assert [sorted({row[0] for row in rows}) for rows in calls] == [["alice", "bob"]]
+    assert all(row[2] == ack["id"] for row in calls[0])
+    assert chat.wait(chat.store.cursors.delivery_cursors("bob"))[None] == ack["id"]
+
+    # Nothing sent to anyone since: nothing to save.
+    run_check(chat)
+    assert len(calls) == 1
+    # The idle users' cursors were saved once, at the first check; the message
+    # could not have been missed by them, so their older cursor loses nothing.
+    for connection in idle:
+        chat.disconnect(connection)
+    chat.disconnect(alice)
+    chat.disconnect(bob)
+    assert chat.wait(chat.store.cursors.delivery_cursors("idle0"))[None] <= ack["id"]
+
+
+def test_a_failed_save_is_tried_again_at_the_next_check(
+    chat: InProcessChat, monkeypatch: Any,
+) -> None:
+    alice = chat.sign_in("alice")
+    chat.sign_in("bob")
+    run_check(chat)
+    ack = chat.request(alice, {"type": "MessageRequest", "recipient": "bob", "content": "hi"})
+    cursors = chat.store.cursors
+    real = cursors.save_cursor_rows
+    from twisted.internet.defer import fail
+
+    monkeypatch.setattr(cursors, "save_cursor_rows", lambda rows: fail(RuntimeError("down")))
+    run_check(chat)
+    calls = saved_rows(chat, monkeypatch)
+    monkeypatch.setattr(cursors, "save_cursor_rows", lambda rows: (calls.append(rows), real(rows))[1])
+    run_check(chat)
+    assert sorted({row[0] for row in calls[-1]}) == ["alice", "bob"]
+    assert chat.wait(cursors.delivery_cursors("bob"))[None] == ack["id"]
+
+
+def test_the_disabled_backstop_reads_a_bounded_slice_in_turn(
+    chat: InProcessChat, monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(catchup_module, "DISABLED_CHECK_SLICE", 3)
+    users = [f"user{n}" for n in range(7)]
+    for name in users:
+        chat.sign_in(name)
+    asked: list[list[str]] = []
+    accounts = chat.store.accounts
+    real = accounts.disabled_among
+
+    def spy(names: Any) -> Any:
+        asked.append(sorted(names))
+        return real(names)
+
+    monkeypatch.setattr(accounts, "disabled_among", spy)
+    for _ in range(3):
+        run_check(chat)
+    assert all(len(names) <= 3 for names in asked)
+    assert sorted({name for names in asked for name in names}) == users
