@@ -578,7 +578,7 @@ def markdown(bench: Bench, rows: list[dict[str, Any]], machine: dict[str, Any]) 
         load = bench.load.get(scenario)
         out += [f"## {title}", "",
                 f"*Recorded {machine['date']} with `{machine['command']}` "
-                f"({bench.repeat} repetitions, medians"
+                f"({bench.repeat} repetition{'s' if bench.repeat != 1 else ''}, medians"
                 + (f"; load average {load[0]} before, {load[1]} after" if load else "") + ").*",
                 "",
                 "| case | target | " + " | ".join(c[0] for c in columns)
@@ -694,9 +694,11 @@ class Recorded:
         self.profile_dir = None
 
 
-def report_again(path: Path, results: Path | None) -> int:
-    """Write the report of a saved run again, with this version's summaries and verdicts."""
+def report_again(path: Path, results: Path | None, chosen: list[str]) -> int:
+    """Write the report of a saved run again, with this version's summaries and verdicts
+    (of the *chosen* scenarios only)."""
     payload = json.loads(path.read_text(encoding="utf-8"))
+    payload["results"] = [r for r in payload["results"] if r["scenario"] in chosen]
     rows = summarise(payload["results"])
     report = markdown(Recorded(payload), rows, payload["machine"])  # type: ignore[arg-type]
     if results is not None:
@@ -710,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.report is not None:
-        return report_again(args.report, args.results)
+        return report_again(args.report, args.results, args.chosen)
     signal.signal(signal.SIGTERM, _terminate)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
@@ -740,7 +742,10 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "latest.json").write_text(json.dumps(payload, indent=1))
         (args.out / "latest.md").write_text(report)
         if args.results is not None:
-            args.results.write_text(with_other_sections(report, args.results, args.chosen))
+            # A scenario that gave no result (interrupted, failed) keeps what was recorded.
+            measured = [name for name in args.chosen
+                        if any(r["scenario"] == name for r in bench.results)]
+            args.results.write_text(with_other_sections(report, args.results, measured))
         print(report)
         log(f"done in {time.monotonic() - started:.0f} s; results in {args.out}")
     return 1 if bench.failures else 0
