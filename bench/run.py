@@ -462,7 +462,8 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
             continue
         other = next((r for r in rows if (r["scenario"], r["case"], r["target"])
                       == ("S2", row["case"], "websockets")), None)
-        if other and other.get("messages_per_s") and other.get("server_us_per_msg"):
+        if (other and other.get("messages_per_s") and other.get("server_us_per_msg")
+                and row.get("messages_per_s") and row.get("server_us_per_msg")):
             by_rate = row["messages_per_s"] / other["messages_per_s"]
             by_cpu = other["server_us_per_msg"] / row["server_us_per_msg"]
             status = "met" if min(by_rate, by_cpu) >= 1.0 else "NOT met"

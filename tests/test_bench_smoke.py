@@ -286,6 +286,17 @@ def test_results_keeps_the_verdicts_and_notes_of_the_scenarios_kept(tmp_path: Pa
     )
 
 
+def test_verdicts_bear_a_run_too_short_to_measure_cpu() -> None:
+    """A smoke-sized run can measure 0 µs of CPU: the verdicts must not divide by it."""
+    from bench.run import verdicts
+
+    rows = [{"scenario": "S2", "case": "100 B", "target": target, "reps": 1, "invalid": False,
+             "messages_per_s": rate, "server_us_per_msg": cost, "ratio": 1.0}
+            for target, rate, cost in (("chateau-sqlite", 10.0, 0.0), ("websockets", 10.0, 5.0),
+                                       ("autobahn", 10.0, 0.0))]
+    assert not [line for line in verdicts(rows) if "websockets" in line]
+
+
 def _idle_row(connections: int, target: str, p99: float, kind: str = "first") -> dict:
     return {"scenario": "S3", "case": f"{connections} connections, {kind} sign-in",
             "target": target, "group_p99_ms": p99}
