@@ -558,10 +558,11 @@ class CatchUp:
         registry = self.registry
         # Not users with a connection that stopped taking frames: their cursor
         # is settled when it closes (see sign_off).
-        for username in registry.local_users():
+        # Every user online, every interval, on the reactor thread: no sorting
+        # and no copy of each user's connections.
+        for username, connections in registry.local_connections():
             if username in busy:
                 continue
-            connections = registry.connections(username)
             if not all(c.live for c in connections):
                 continue
             online.append(username)

@@ -192,6 +192,11 @@ class Registry:
     def local_users(self) -> list[str]:
         return sorted(self._online)
 
+    def local_connections(self) -> Iterable[tuple[str, list[Peer]]]:
+        """Each user online here with their connections, unsorted and uncopied: for a
+        walk over everyone online that changes nothing here while it runs."""
+        return self._online.items()
+
     def local_among(self, usernames: Iterable[str]) -> list[str]:
         """Those of *usernames* connected here, in the order given."""
         online = self._online
