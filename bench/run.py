@@ -726,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench.run(args.chosen)
     finally:
-        bench.total_s = time.monotonic() - started
+        # As saved, so that --report of the saved run writes the same report.
+        bench.total_s = round(time.monotonic() - started, 1)
         rows = summarise(bench.results)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         report = markdown(bench, rows, machine)
@@ -734,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
             report += "\n" + hotspots.report_dir(bench.profile_dir)
         payload = {"machine": machine, "repeat": bench.repeat, "size": args.size,
                    "load_average": bench.load, "seconds": bench.timings,
-                   "total_s": round(bench.total_s, 1),
+                   "total_s": bench.total_s,
                    "notes": bench.notes, "failures": bench.failures, "summary": rows,
                    "results": bench.results,
                    "processes": [{"pid": pid, "argv": argv} for pid, argv in STARTED]}

@@ -54,6 +54,11 @@ CATCH_UP_PAGE_BYTES = 256 * 1024
 # (a backstop: sign-out closes them at once); the next check takes the next
 # ones, so each is looked at every ceil(online / this) intervals.
 DISABLED_CHECK_SLICE = 2048
+# Users whose delivery cursors one account check saves at most; the others
+# sent something stay flagged for the next check (an older saved cursor can
+# only mean a replay after a crash, never a loss). After a burst of sign-ins,
+# whose replies flag everyone, this spreads the saving over several checks.
+CURSOR_SAVE_SLICE = 2048
 
 
 @dataclass
@@ -107,6 +112,10 @@ class CatchUp:
         self._link_lost = False
         # Where the next account check's slice of users online starts.
         self._disabled_turn = 0
+        # Connections signed on here that sent a frame since the last account
+        # check: each adds itself (its sent_watch) when its sent_since_check
+        # goes from clear to set, so the check looks at these, not everyone.
+        self._sent: set[Connection] = set()
 
     @property
     def own_origin(self) -> Any:
@@ -141,6 +150,9 @@ class CatchUp:
             if not connection.live:
                 return
         connection.username = username
+        connection.sent_watch = self._sent
+        if connection.sent_since_check:
+            self._sent.add(connection)
         connection.hold()
         elsewhere = bool(self.registry.nodes_of(username))
         first = self.registry.connect(username, connection)
@@ -338,6 +350,8 @@ class CatchUp:
             return
         connection.username = None
         connection.session_key_hash = None
+        connection.sent_watch = None
+        self._sent.discard(connection)
         progress = self._catch_ups.pop(connection, None)
         departure = self.registry.disconnect(username, connection)
         if departure is None:
@@ -549,34 +563,44 @@ class CatchUp:
         to it), so their saved cursor stays as it is; and the disabled
         accounts, which sign-out closes at once (chateau.signout), are looked
         for here only as a backstop, :data:`DISABLED_CHECK_SLICE` users at a
-        time, in turn.
+        time, in turn. This runs on the reactor thread every interval: it
+        walks only the connections that sent something, never everyone online,
+        and saves at most :data:`CURSOR_SAVE_SLICE` users' cursors at a time.
         """
         busy = self.busy()
-        online: list[str] = []
         moved: list[str] = []
         cleared: list[Connection] = []
-        registry = self.registry
-        # Not users with a connection that stopped taking frames: their cursor
-        # is settled when it closes (see sign_off).
-        # Every user online, every interval, on the reactor thread: no sorting
-        # and no copy of each user's connections.
-        for username, connections in registry.local_connections():
-            if username in busy:
+        seen: set[str] = set()
+        sent = self._sent
+        flagged = list(sent)
+        sent.clear()
+        for connection in flagged:
+            username = connection.username
+            if username is None or username in seen:
                 continue
-            if not all(c.live for c in connections):
+            if len(moved) >= CURSOR_SAVE_SLICE:
+                sent.add(connection)
                 continue
-            online.append(username)
-            sent = [c for c in connections if c.sent_since_check]
-            if sent:
-                moved.append(username)
-                for connection in sent:
-                    connection.sent_since_check = False
-                cleared.extend(sent)
-        if not online:
+            seen.add(username)
+            connections = self.registry.connections(username)
+            if connection not in connections:
+                continue
+            # Not users being caught up or with a connection that stopped
+            # taking frames (their cursor is settled when it closes, see
+            # sign_off): they stay flagged for a later check.
+            if username in busy or not all(c.live for c in connections):
+                sent.update(c for c in connections if c.sent_since_check)
+                continue
+            moved.append(username)
+            for other in connections:
+                if other.sent_since_check:
+                    other.sent_since_check = False
+                    cleared.append(other)
+        among, self._disabled_turn = self.registry.local_slice(
+            self._disabled_turn, DISABLED_CHECK_SLICE
+        )
+        if not moved and not among:
             return None
-        start = self._disabled_turn % len(online)
-        among = (online + online)[start:start + min(DISABLED_CHECK_SLICE, len(online))]
-        self._disabled_turn = start + len(among)
         return ensureDeferred(self._check_accounts(moved, cleared, among)).addErrback(
             lambda failure: self.log.failure("account check failed", failure)
         )
@@ -596,6 +620,8 @@ class CatchUp:
                 # Not saved: the next check saves them.
                 for connection in cleared:
                     connection.sent_since_check = True
+                    if connection.username is not None:
+                        self._sent.add(connection)
                 raise
         for username in await self.store.accounts.disabled_among(among):
             self.log.info("closing the connections of disabled account {username}", username=username)

@@ -29,6 +29,10 @@ class Connection(Protocol):
     # Set whenever a frame is sent; the account check clears it and saves the
     # delivery cursors of only the users it found set (chateau.catchup).
     sent_since_check: bool
+    # Given at sign-on (chateau.catchup): where the connection adds itself
+    # when sent_since_check goes from clear to set, so that the check walks
+    # the connections that sent something, not everyone online.
+    sent_watch: set[Any] | None
 
     def send_frame(self, frame: Any) -> None:
         """Send a frame prepared by :meth:`chateau.delivery.Delivery.frame`."""

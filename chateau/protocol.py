@@ -177,6 +177,7 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
         self.delivered_until: int | None = None
         self.stalled = False
         self.sent_since_check = False
+        self.sent_watch: set[Any] | None = None
         self.address = "?"
         # Lists, not deques: they stay short, and an empty deque is several
         # times the size of an empty list, which every idle connection would
@@ -370,9 +371,16 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
 
     # -- sending ------------------------------------------------------------
 
+    def _note_sent(self) -> None:
+        """The first frame since the account check: the check is to look here."""
+        self.sent_since_check = True
+        if self.sent_watch is not None:
+            self.sent_watch.add(self)
+
     def send_frame(self, frame: Any) -> None:
         """Send a frame prepared once by the factory for a whole fan-out."""
-        self.sent_since_check = True
+        if not self.sent_since_check:
+            self._note_sent()
         if self._held is not None:
             self._hold_frame(frame)
         elif self._sendable():
@@ -491,7 +499,8 @@ class ChateauServerProtocol(DirectTextFrames, WebSocketServerProtocol):
             self._stop_sending()
 
     def send_message(self, message: dict[str, Any]) -> None:
-        self.sent_since_check = True
+        if not self.sent_since_check:
+            self._note_sent()
         if message["type"] == "ErrorResponse":
             self.factory.metrics.errors.labels(str(message["status"])).inc()
         if not self._sendable():

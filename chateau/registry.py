@@ -192,10 +192,19 @@ class Registry:
     def local_users(self) -> list[str]:
         return sorted(self._online)
 
-    def local_connections(self) -> Iterable[tuple[str, list[Peer]]]:
-        """Each user online here with their connections, unsorted and uncopied: for a
-        walk over everyone online that changes nothing here while it runs."""
-        return self._online.items()
+    def local_slice(self, start: int, count: int) -> tuple[list[str], int]:
+        """Up to *count* users online here from position *start* on, wrapping
+        round, and where the next slice starts: for looking at everyone online
+        a bounded slice at a time (copying the names is done in C, unlike a
+        walk in Python over every user)."""
+        names = list(self._online)
+        if not names:
+            return [], 0
+        start %= len(names)
+        part = names[start:start + count]
+        if len(part) < count:
+            part += names[:min(count - len(part), start)]
+        return part, (start + len(part)) % len(names)
 
     def local_among(self, usernames: Iterable[str]) -> list[str]:
         """Those of *usernames* connected here, in the order given."""

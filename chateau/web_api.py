@@ -164,6 +164,7 @@ class HTTPCaller:
         self.session_key_hash: str | None = session_key_hash
         self.live = True
         self.sent_since_check = False
+        self.sent_watch: set[Any] | None = None
 
     def send_frame(self, frame: Any) -> None:
         """Nothing is routed to a caller that is not registered."""

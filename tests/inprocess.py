@@ -159,14 +159,21 @@ class FakeConnection:
         self.stalled = False
         self.session_key_hash: str | None = None
         self.sent_since_check = False
+        self.sent_watch: set[Any] | None = None
         self.wire: list[dict[str, Any]] = []
         self.closed_with: tuple[int, str] | None = None
         self._last_routed = last_routed
         self._held: list[Any] | None = None
         self._taken = 0
 
+    def _note_sent(self) -> None:
+        if not self.sent_since_check:
+            self.sent_since_check = True
+            if self.sent_watch is not None:
+                self.sent_watch.add(self)
+
     def send_frame(self, frame: Any) -> None:
-        self.sent_since_check = True
+        self._note_sent()
         if self._held is not None:
             self._held.append(frame)
         elif self.live:
@@ -174,7 +181,7 @@ class FakeConnection:
             self.wire.append(json.loads(frame.payload))
 
     def send_message(self, message: dict[str, Any]) -> None:
-        self.sent_since_check = True
+        self._note_sent()
         if self.live:
             # Through JSON, as the client gets it (and a copy, not the handler's dict).
             self.wire.append(json.loads(messages.encode(message)))

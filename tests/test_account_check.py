@@ -105,3 +105,75 @@ def test_the_disabled_backstop_reads_a_bounded_slice_in_turn(
         run_check(chat)
     assert all(len(names) <= 3 for names in asked)
     assert sorted({name for names in asked for name in names}) == users
+
+
+def test_the_check_looks_only_at_connections_that_sent_something(
+    chat: InProcessChat, monkeypatch: Any,
+) -> None:
+    """Idle users cost the check nothing: it never asks for their connections."""
+    alice, bob = chat.sign_in("alice"), chat.sign_in("bob")
+    for n in range(20):
+        chat.sign_in(f"idle{n}")
+    run_check(chat)
+    looked: list[str] = []
+    registry = chat.catch_up.registry
+    real = registry.connections
+
+    def spy(username: str) -> Any:
+        looked.append(username)
+        return real(username)
+
+    monkeypatch.setattr(registry, "connections", spy)
+    chat.request(alice, {"type": "MessageRequest", "recipient": "bob", "content": "hi"})
+    bob.take()
+    run_check(chat)
+    assert sorted(looked) == ["alice", "bob"]
+    looked.clear()
+    run_check(chat)
+    assert looked == []
+
+
+def test_a_user_left_out_while_being_caught_up_is_saved_at_a_later_check(
+    chat: InProcessChat, monkeypatch: Any,
+) -> None:
+    alice = chat.sign_in("alice")
+    bob = chat.sign_in("bob")
+    run_check(chat)
+    ack = chat.request(alice, {"type": "MessageRequest", "recipient": "bob", "content": "hi"})
+    bob.take()
+    calls = saved_rows(chat, monkeypatch)
+    monkeypatch.setattr(chat.catch_up, "busy", lambda: {"bob"})
+    run_check(chat)
+    assert sorted({row[0] for row in calls[-1]}) == ["alice"]
+    monkeypatch.undo()
+    calls = saved_rows(chat, monkeypatch)
+    run_check(chat)
+    assert sorted({row[0] for row in calls[-1]}) == ["bob"]
+    assert chat.wait(chat.store.cursors.delivery_cursors("bob"))[None] == ack["id"]
+
+
+def test_a_signed_off_connection_is_forgotten_by_the_check(chat: InProcessChat) -> None:
+    alice = chat.sign_in("alice")
+    chat.sign_in("bob")
+    chat.request(alice, {"type": "MessageRequest", "recipient": "bob", "content": "hi"})
+    chat.disconnect(alice)
+    assert alice not in chat.catch_up._sent
+    run_check(chat)
+    assert all(c.username is not None for c in chat.catch_up._sent)
+
+
+def test_after_a_burst_of_sign_ins_the_cursors_are_saved_a_bounded_slice_at_a_time(
+    chat: InProcessChat, monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(catchup_module, "CURSOR_SAVE_SLICE", 3)
+    calls = saved_rows(chat, monkeypatch)
+    users = [f"user{n}" for n in range(7)]
+    for name in users:
+        chat.sign_in(name)  # each sign-in's reply flags its connection
+    for _ in range(3):
+        run_check(chat)
+    per_check = [{row[0] for row in rows} for rows in calls]
+    assert [len(names) for names in per_check] == [3, 3, 1]
+    assert sorted(set().union(*per_check)) == users
+    run_check(chat)
+    assert len(calls) == 3

@@ -286,3 +286,16 @@ def test_a_renamed_user_keeps_groups_roles_mutes_contacts_blocks_and_settings_on
     registry.add_group("later", "bob", ["bob", "ivan"])
     assert registry.rename_user("ivan", "ivo", "r1") is False
     assert registry.group("later").members == {"bob", "ivan"}
+
+
+def test_a_slice_of_users_online_wraps_round_and_says_where_the_next_starts():
+    registry = Registry()
+    assert registry.local_slice(5, 3) == ([], 0)
+    for name in ["a", "b", "c", "d", "e"]:
+        registry.connect(name, object())
+    assert registry.local_slice(0, 3) == (["a", "b", "c"], 3)
+    assert registry.local_slice(3, 3) == (["d", "e", "a"], 1)
+    # Never the same user twice in one slice, however large it is asked to be.
+    assert registry.local_slice(2, 10) == (["c", "d", "e", "a", "b"], 2)
+    # A start past the end (users left since) wraps round too.
+    assert registry.local_slice(12, 2) == (["c", "d"], 4)
