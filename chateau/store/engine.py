@@ -16,11 +16,12 @@ imports SQLAlchemy.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, TypeVar
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -40,6 +41,14 @@ T = TypeVar("T")
 # included: a transaction that hits one was not expected to) and a pool with
 # no connection to give within its timeout.
 _UNAVAILABLE = (DBAPIError, PoolTimeoutError)
+
+# A pooled PostgreSQL connection that sat unused for longer than this is
+# pinged before it is handed out (and replaced if the ping fails), so a
+# database that restarted, or a proxy that dropped idle connections, is never
+# seen by a request. One in steady use is not: a ping is a round trip, which
+# the message writer would otherwise pay on every batch. A restart takes
+# longer than this, so every connection that was open before it is pinged.
+PING_AFTER_IDLE = 1.0
 
 
 def make_engine(url: str) -> Engine:
@@ -74,7 +83,32 @@ def make_engine(url: str) -> Engine:
             dbapi_connection.create_function("casefold", 1, _casefold, deterministic=True)
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping on checkout a connection unused for :data:`PING_AFTER_IDLE` seconds."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None:
+            record.info["chateau_returned"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _lent(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("chateau_returned")
+        # A connection just made needs no ping.
+        if returned is None or time.monotonic() - returned < PING_AFTER_IDLE:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool replaces the connection and tries again.
+            raise DisconnectionError(str(exc)) from exc
+        if alive is False:
+            raise DisconnectionError("the ping was not answered")
 
 
 def _casefold(value: object) -> object:
