@@ -17,8 +17,8 @@ from tests.test_client_governance import typed
 
 def test_sessions_revoke_profile_and_password_over_a_real_server(chateau):
     # A session kept by a scripted sign-in (--send does not sign out), named by its client.
-    # --wait 2: the sign-in's reply (bcrypt, unread_total) comes before the quiet end.
-    result = run_cli(chateau.url, "--send", "-", "--wait", "2", "--strict",
+    # --send waits for the sign-in's reply (bcrypt, unread_total), then 0.5 s of quiet.
+    result = run_cli(chateau.url, "--send", "-", "--wait", "0.5", "--strict",
                      input=json.dumps(register("alice", client="script")))
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"RegisterResponse"' in result.stdout, result.stdout

@@ -87,7 +87,7 @@ def test_send_raw_values_and_oversized_frames(chateau):
     result = run_cli(chateau.url, "--send", "-", "--wait", "0.3", input='[[1, 2], "text"]')
     assert [f["status"] for f in frames(result.stdout)] == [400, 400]
     big = json.dumps({"type": "ClientListRequest", "pad": "x" * 70000})
-    result = run_cli(chateau.url, "--send", "-", "--wait", "2", "--strict", input=big)
+    result = run_cli(chateau.url, "--send", "-", "--wait", "0.5", "--strict", input=big)
     assert result.returncode == 4
     assert "closed the connection: 1009" in result.stderr
 

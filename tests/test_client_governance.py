@@ -31,7 +31,7 @@ from tests.processes import checkout_env
 
 def sign_up(url: str, *names: str) -> None:
     for name in names:
-        result = run_cli(url, "--send", "-", "--wait", "1", "--strict",
+        result = run_cli(url, "--send", "-", "--wait", "0.5", "--strict",
                          input=json.dumps(register(name)))
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -47,7 +47,7 @@ def typed(url: str, user: str, *lines: str) -> list[str]:
 def new_group(url: str, creator: str, chatname: str, *members: str) -> None:
     request = {"type": "GroupMessageInitRequest", "chatname": chatname,
                "recipients": list(members)}
-    result = run_cli(url, "--user", creator, "--send", "-", "--wait", "1.5", "--strict",
+    result = run_cli(url, "--user", creator, "--send", "-", "--wait", "0.5", "--strict",
                      password="pw", input=json.dumps(request))
     assert result.returncode == 0, result.stdout + result.stderr
     assert frames(result.stdout)[1]["type"] == "GroupMessageInitResponse"
@@ -169,7 +169,7 @@ def test_reports_over_a_real_server(chateau, tmp_path: Path):
     carol.expect("signed in as carol")
     carol.send("/ids on\r")
     carol.expect("message IDs are shown")
-    result = run_cli(chateau.url, "--user", "bob", "--send", "-", "--wait", "1.5", "--strict",
+    result = run_cli(chateau.url, "--user", "bob", "--send", "-", "--wait", "0.5", "--strict",
                      password="pw", input=json.dumps(
                          {"type": "GroupMessageRequest", "recipient": "club",
                           "content": "buy now"}))
@@ -326,7 +326,7 @@ def test_membership_commands_over_a_real_server(chateau, tmp_path: Path):
     shown = typed(chateau.url, "dave", "/leave club")
     assert any(re.fullmatch(r"\* you left #?club", line) for line in shown), shown
     bob.expect("dave left")
-    result = run_cli(chateau.url, "--user", "alice", "--send", "-", "--wait", "1.5", "--strict",
+    result = run_cli(chateau.url, "--user", "alice", "--send", "-", "--wait", "0.5", "--strict",
                      password="pw", input=json.dumps(
                          {"type": "GroupMessageRequest", "recipient": "club", "content": "marker"}))
     assert result.returncode == 0, result.stdout
@@ -350,7 +350,7 @@ def test_blocks_and_settings_over_a_real_server(chateau, tmp_path: Path):
     assert any(re.fullmatch(r"\* blocked: bob \(since [-\d: ]+\)", line) for line in shown)
 
     # bob's messages in the shared group are hidden from alice, not from carol.
-    result = run_cli(chateau.url, "--user", "bob", "--send", "-", "--wait", "1.5", "--strict",
+    result = run_cli(chateau.url, "--user", "bob", "--send", "-", "--wait", "0.5", "--strict",
                      password="pw", input=json.dumps(
                          {"type": "GroupMessageRequest", "recipient": "club", "content": "psst"}))
     assert result.returncode == 0, result.stdout

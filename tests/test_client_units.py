@@ -314,3 +314,41 @@ def test_signed_out_by_the_server_stops_and_asks_to_sign_in_again():
     assert h.session.session_key is None
     assert h.session.finished.result == EXIT_SIGN_IN
     assert not any(m["type"] == "ResumeRequest" for m in h.conn.sent)
+
+
+def test_send_waits_for_the_first_frame_then_stops_after_wait_seconds_of_quiet(monkeypatch):
+    """A slow sign-in (bcrypt on a busy machine) does not end a --send script early."""
+    from twisted.internet.defer import ensureDeferred
+
+    from chateau.client import scripting
+
+    clock = Clock()
+    connection = FakeConnection()
+    recorders: list[Any] = []
+
+    def opened(reactor: Any, server: Any, recorder: Any, ca_file: Any) -> Deferred:
+        recorders.append(recorder)
+        return succeed(connection)
+
+    monkeypatch.setattr(scripting, "open_connection", opened)
+    out = io.StringIO()
+    done = ensureDeferred(scripting.run_send(
+        clock, parse_server_url("ws://127.0.0.1:1/ws"), [{"type": "ClientListRequest"}],
+        ca_file=None, wait=0.5, strict=False, out=out, err=io.StringIO(),
+        sign_in={"type": "RegisterRequest"},
+    ))
+    [recorder] = recorders
+    assert [m["type"] for m in connection.sent] == ["RegisterRequest", "ClientListRequest"]
+    clock.advance(5)  # far past --wait, but nothing has come yet
+    assert not done.called
+    recorder.frame_received(connection, {"type": "RegisterResponse"}, b"")
+    clock.advance(0.4)
+    recorder.frame_received(connection, {"type": "ClientListResponse"}, b"")
+    clock.advance(0.4)
+    assert not done.called
+    clock.advance(0.2)
+    assert done.called and connection.closed
+    assert [line for line in out.getvalue().splitlines()] == [
+        '{"type":"RegisterResponse"}', '{"type":"ClientListResponse"}',
+    ]
+    clock.advance(scripting.FIRST_FRAME_WAIT)

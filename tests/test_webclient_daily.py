@@ -351,8 +351,8 @@ def test_catching_up_after_a_reconnect_applies_edits_and_deletions(server, brows
         expect(pia.locator("#status")).to_contain_text("reconnecting")
         edit = {"type": "MessageEditRequest", "id": int(ids[0]), "content": "edited while away"}
         delete = {"type": "MessageDeleteRequest", "id": int(ids[1])}
-        # --wait: long enough for the sign-in's bcrypt on a loaded machine.
-        out = run_cli(server.url, "--user", "olga", "--send", "-", "--wait", "2",
+        # --send waits for the sign-in's reply, then --wait seconds of quiet.
+        out = run_cli(server.url, "--user", "olga", "--send", "-", "--wait", "0.5",
                       input="\n".join(json.dumps(m) for m in (edit, delete)), password="pw")
         assert '"MessageEditResponse"' in out.stdout and '"MessageDeleteResponse"' in out.stdout, out
         send(olga, "sent while away")

@@ -32,7 +32,8 @@ The password is read from $CHATEAU_PASSWORD, or asked for."""
 EPILOG = """\
 --send files hold one JSON message, a JSON array of messages, or JSON lines
 (one message per line); '-' reads standard input. Every frame received is
-printed as one JSON line until nothing has arrived for --wait seconds.
+printed as one JSON line until nothing has arrived for --wait seconds after
+the first frame (which is waited for up to 30 seconds).
 
 exit status: 0 done; 1 could not connect; 2 bad command line or --send file;
 3 sign-in refused (interactive); 4 an ErrorResponse arrived or the server
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--wait", type=float, default=1.0, metavar="SECONDS",
-        help="with --send: stop after this long without a frame (default 1)",
+        help="with --send: stop after this long without a frame, once the first has come "
+             "(default 1)",
     )
     parser.add_argument(
         "--strict", action="store_true",

@@ -24,6 +24,12 @@ from chateau.client.wire import (
 
 _NOTHING = object()
 
+# How long --send waits for the first frame, whatever --wait says: the first
+# reply is usually a sign-in's, which hashes a password, and a script on a
+# busy machine must not end before it. Every later frame is followed by
+# --wait seconds of quiet at most.
+FIRST_FRAME_WAIT = 30.0
+
 
 def parse_messages(text: str, source: str) -> list[Any]:
     """The messages in one file's text.
@@ -85,9 +91,10 @@ class _Recorder:
         self.done: Deferred[None] = Deferred()
         self._timer: Any = None
 
-    def start_quiet_timer(self) -> None:
+    def start_quiet_timer(self, first: bool = False) -> None:
         self._cancel_timer()
-        self._timer = self.reactor.callLater(self.wait, self._finish)
+        wait = max(self.wait, FIRST_FRAME_WAIT) if first else self.wait
+        self._timer = self.reactor.callLater(wait, self._finish)
 
     def frame_received(self, connection: ClientConnection, frame: Any, raw: bytes) -> None:
         if isinstance(frame, dict) and frame.get("type") == "ErrorResponse":
@@ -143,7 +150,8 @@ async def run_send(
         connection.send_json(sign_in)
     for message in messages:
         connection.send_json(message)
-    recorder.start_quiet_timer()
+    # Until the first frame, the longer wait; after each frame, --wait.
+    recorder.start_quiet_timer(first=sign_in is not None or bool(messages))
     await recorder.done
     await connection.close()
     abnormal = recorder.close_code not in (None, NORMAL_CLOSE)
