@@ -63,7 +63,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # The warm-up users are one group; it chats at group_rate a second
         # before and beside the idle connections (S3').
         "S3": {"connections": 5000, "warmup": 100, "settle": 1.5, "timeout": 180,
-               "connect_rate": 700, "group_messages": 200, "group_rate": 20},
+               "connect_rate": 700, "group_messages": 600, "group_rate": 30},
         "S4": {"group_size": 1000, "bcrypt_cost": 12, "duration": 7, "chat_rate": 10,
                "drain_timeout": 40, "reference_repeat": 1, "calm": 4},
         "S5": S1_FULL,
