@@ -150,17 +150,23 @@ class CatchUp:
             if not connection.live:
                 return
         connection.username = username
-        connection.sent_watch = self._sent
-        if connection.sent_since_check:
-            self._sent.add(connection)
         connection.hold()
         elsewhere = bool(self.registry.nodes_of(username))
         first = self.registry.connect(username, connection)
         if safety is not None:
             self.registry.set_safety(username, safety.blocked, safety.avoid)
         try:
+            sent_before = connection.sent_since_check
             connection.send_message(reply)
+            if not sent_before:
+                # The sign-in's reply delivers no message: no cursor to save for
+                # it (after a restart, everyone resuming at once would otherwise
+                # have every cursor rewritten).
+                connection.sent_since_check = False
         finally:
+            connection.sent_watch = self._sent
+            if connection.sent_since_check:
+                self._sent.add(connection)
             if not first:
                 connection.release()
         if not first:

@@ -166,14 +166,46 @@ def test_after_a_burst_of_sign_ins_the_cursors_are_saved_a_bounded_slice_at_a_ti
     chat: InProcessChat, monkeypatch: Any,
 ) -> None:
     monkeypatch.setattr(catchup_module, "CURSOR_SAVE_SLICE", 3)
-    calls = saved_rows(chat, monkeypatch)
     users = [f"user{n}" for n in range(7)]
     for name in users:
-        chat.sign_in(name)  # each sign-in's reply flags its connection
+        chat.sign_in(name)
+    run_check(chat)
+    calls = saved_rows(chat, monkeypatch)
+    alice = chat.sign_in("alice")
+    for name in users:
+        chat.request(alice, {"type": "MessageRequest", "recipient": name, "content": "hi"})
     for _ in range(3):
         run_check(chat)
     per_check = [{row[0] for row in rows} for rows in calls]
-    assert [len(names) for names in per_check] == [3, 3, 1]
-    assert sorted(set().union(*per_check)) == users
+    assert [len(names) for names in per_check] == [3, 3, 2]
+    assert sorted(set().union(*per_check)) == sorted(users + ["alice"])
     run_check(chat)
     assert len(calls) == 3
+
+
+def test_a_sign_in_that_delivered_nothing_saves_no_cursor(
+    chat: InProcessChat, monkeypatch: Any,
+) -> None:
+    """Everyone resuming at once after a restart is not everyone's cursor rewritten."""
+    chat.sign_in("bob")
+    calls = saved_rows(chat, monkeypatch)
+    for n in range(5):
+        chat.sign_in(f"user{n}")
+    run_check(chat)
+    assert calls == []
+
+
+def test_a_sign_in_that_pushed_missed_messages_saves_its_cursor(
+    chat: InProcessChat, monkeypatch: Any,
+) -> None:
+    chat.disconnect(chat.sign_in("bob"))
+    alice = chat.sign_in("alice")
+    ack = chat.request(alice, {"type": "MessageRequest", "recipient": "bob", "content": "hi"})
+    assert ack["type"] == "MessageSendResponse"
+    run_check(chat)
+    calls = saved_rows(chat, monkeypatch)
+    bob = chat.sign_in("bob")
+    assert [m.get("offline") for m in bob.take() if m["type"] == "MessageRecv"] == [True]
+    run_check(chat)
+    assert [sorted({row[0] for row in rows}) for rows in calls] == [["bob"]]
+    assert chat.wait(chat.store.cursors.delivery_cursors("bob"))[None] == ack["id"]
