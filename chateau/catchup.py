@@ -156,17 +156,14 @@ class CatchUp:
         if safety is not None:
             self.registry.set_safety(username, safety.blocked, safety.avoid)
         try:
-            sent_before = connection.sent_since_check
             connection.send_message(reply)
-            if not sent_before:
-                # The sign-in's reply delivers no message: no cursor to save for
-                # it (after a restart, everyone resuming at once would otherwise
-                # have every cursor rewritten).
-                connection.sent_since_check = False
         finally:
+            # Nothing sent so far (replies, the sign-in's above) delivered a
+            # message, so there is no cursor to save for it: after a restart,
+            # everyone resuming at once would otherwise have every cursor
+            # rewritten. From here on the account check watches the connection.
+            connection.sent_since_check = False
             connection.sent_watch = self._sent
-            if connection.sent_since_check:
-                self._sent.add(connection)
             if not first:
                 connection.release()
         if not first:
