@@ -23,18 +23,22 @@ def run_check(chat: InProcessChat) -> None:
         chat.wait(done)
 
 
+def arguments_of(monkeypatch: Any, owner: Any, name: str) -> list[Any]:
+    """The first argument of every call of ``owner.name`` from now on (copied as a list)."""
+    calls: list[Any] = []
+    real = getattr(owner, name)
+
+    def spy(argument: Any) -> Any:
+        calls.append(list(argument) if not isinstance(argument, str) else argument)
+        return real(argument)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
 def saved_rows(chat: InProcessChat, monkeypatch: Any) -> list[list[tuple[str, Any, int]]]:
     """Every call of save_cursor_rows from now on, with its rows."""
-    calls: list[list[tuple[str, Any, int]]] = []
-    cursors = chat.store.cursors
-    real = cursors.save_cursor_rows
-
-    def spy(rows: list[tuple[str, Any, int]]) -> Any:
-        calls.append(list(rows))
-        return real(rows)
-
-    monkeypatch.setattr(cursors, "save_cursor_rows", spy)
-    return calls
+    return arguments_of(monkeypatch, chat.store.cursors, "save_cursor_rows")
 
 
 def test_only_users_sent_something_since_the_last_check_have_their_cursor_saved(
@@ -92,15 +96,7 @@ def test_the_disabled_backstop_reads_a_bounded_slice_in_turn(
     users = [f"user{n}" for n in range(7)]
     for name in users:
         chat.sign_in(name)
-    asked: list[list[str]] = []
-    accounts = chat.store.accounts
-    real = accounts.disabled_among
-
-    def spy(names: Any) -> Any:
-        asked.append(sorted(names))
-        return real(names)
-
-    monkeypatch.setattr(accounts, "disabled_among", spy)
+    asked = arguments_of(monkeypatch, chat.store.accounts, "disabled_among")
     for _ in range(3):
         run_check(chat)
     assert all(len(names) <= 3 for names in asked)
@@ -115,15 +111,7 @@ def test_the_check_looks_only_at_connections_that_sent_something(
     for n in range(20):
         chat.sign_in(f"idle{n}")
     run_check(chat)
-    looked: list[str] = []
-    registry = chat.catch_up.registry
-    real = registry.connections
-
-    def spy(username: str) -> Any:
-        looked.append(username)
-        return real(username)
-
-    monkeypatch.setattr(registry, "connections", spy)
+    looked = arguments_of(monkeypatch, chat.catch_up.registry, "connections")
     chat.request(alice, {"type": "MessageRequest", "recipient": "bob", "content": "hi"})
     bob.take()
     run_check(chat)
